@@ -1,0 +1,292 @@
+/*
+ * reader.c: parses a .vbseg buffer into a vbs_def, checking everything
+ * about the file itself before anything is built from it: the preamble
+ * (magic, version, header length against the file size, header CRC), the
+ * protobuf header, and every tensor's dtype, dims (overflow-checked),
+ * byte length, 64-byte alignment, bounds and overlaps. Graph semantics
+ * (ops, cycles, shapes, finite weights) are checked by the runtime.
+ * Tensor data stay where they are: def tensors point into the buffer.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "../runtime/internal.h"
+#include "layout.h"
+#include "vbseg.pb-c.h"
+
+typedef struct { const char *file; char *err; vbs_arena *ar; } ctx;
+
+#define FAIL(st, ...) vbs_fail_file(c, st, __VA_ARGS__)
+
+static vbs_status vbs_fail_file(ctx *c, vbs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static vbs_status vbs_fail_file(ctx *c, vbs_status st, const char *fmt, ...) {
+    char msg[VBS_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return vbs_fail(c->err, st, "%s: %s", c->file, msg);
+}
+
+static char *sdup(ctx *c, const char *s) { return vbs_arena_strdup(c->ar, s ? s : ""); }
+
+static vbs_status read_attr(ctx *c, const char *node, const Vbseg__Attribute *pa, vbs_attr *a) {
+    a->name = sdup(c, pa->name);
+    if (!a->name[0]) return FAIL(VBS_ERR_FORMAT, "node '%s': attribute without a name", node);
+    switch (pa->type) {
+    case VBSEG__ATTRIBUTE__TYPE__ATTR_INT: a->type = VBS_ATTR_INT; a->i = pa->i; break;
+    case VBSEG__ATTRIBUTE__TYPE__ATTR_FLOAT: a->type = VBS_ATTR_FLOAT; a->f = pa->f; break;
+    case VBSEG__ATTRIBUTE__TYPE__ATTR_STRING: a->type = VBS_ATTR_STRING; a->s = sdup(c, pa->s); break;
+    case VBSEG__ATTRIBUTE__TYPE__ATTR_INTS:
+        a->type = VBS_ATTR_INTS;
+        a->n = (int)pa->n_ints;
+        a->ints = vbs_arena_alloc(c->ar, sizeof(int64_t) * pa->n_ints);
+        if (!a->ints) return FAIL(VBS_ERR_NOMEM, "out of memory");
+        memcpy(a->ints, pa->ints, sizeof(int64_t) * pa->n_ints);
+        break;
+    case VBSEG__ATTRIBUTE__TYPE__ATTR_FLOATS:
+        a->type = VBS_ATTR_FLOATS;
+        a->n = (int)pa->n_floats;
+        a->floats = vbs_arena_alloc(c->ar, sizeof(float) * pa->n_floats);
+        if (!a->floats) return FAIL(VBS_ERR_NOMEM, "out of memory");
+        memcpy(a->floats, pa->floats, sizeof(float) * pa->n_floats);
+        break;
+    default: return FAIL(VBS_ERR_FORMAT, "node '%s': attribute '%s' has unknown type %d", node, a->name, (int)pa->type);
+    }
+    if (pa->n_ints > (1u << 20) || pa->n_floats > (1u << 20))
+        return FAIL(VBS_ERR_FORMAT, "node '%s': attribute '%s' is too long", node, a->name);
+    return VBS_OK;
+}
+
+static vbs_status read_names(ctx *c, size_t n, char **src, char ***dst) {
+    *dst = vbs_arena_alloc(c->ar, sizeof(char *) * (n + 1));
+    if (!*dst) return FAIL(VBS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) (*dst)[i] = sdup(c, src[i]);
+    return VBS_OK;
+}
+
+static vbs_status read_io(ctx *c, const char *what, const Vbseg__ValueInfo *p, vbs_io_def *io) {
+    io->name = sdup(c, p->name);
+    if (!io->name[0]) return FAIL(VBS_ERR_FORMAT, "graph %s without a name", what);
+    if (p->n_dim > VBS_MAX_DIMS) return FAIL(VBS_ERR_FORMAT, "graph %s '%s' has %zu dims (max %d)", what, io->name, p->n_dim, VBS_MAX_DIMS);
+    io->ndim = (int)p->n_dim;
+    for (int i = 0; i < io->ndim; i++) {
+        const Vbseg__Dim *d = p->dim[i];
+        if (d->has_value) {
+            if (d->value <= 0 || d->value > ((int64_t)1 << 31))
+                return FAIL(VBS_ERR_FORMAT, "graph %s '%s': dim %d is %lld", what, io->name, i, (long long)d->value);
+            io->dims[i] = d->value;
+        } else {
+            io->dims[i] = -1;
+            io->param[i] = sdup(c, d->param && d->param[0] ? d->param : "?");
+        }
+    }
+    return VBS_OK;
+}
+
+static int cmp_off(const void *a, const void *b) {
+    const vbs_tensor_def *x = *(vbs_tensor_def *const *)a, *y = *(vbs_tensor_def *const *)b;
+    return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+static vbs_status read_tensors(ctx *c, const Vbseg__Graph *g, vbs_def *d, const uint8_t *data, uint64_t data_len) {
+    d->n_tensors = (int)g->n_tensor;
+    d->tensors = vbs_arena_alloc(c->ar, sizeof(vbs_tensor_def) * (g->n_tensor + 1));
+    vbs_tensor_def **by_off = malloc(sizeof(vbs_tensor_def *) * (g->n_tensor + 1));
+    if (!d->tensors || !by_off) { free(by_off); return FAIL(VBS_ERR_NOMEM, "out of memory"); }
+    vbs_status st = VBS_OK;
+    for (size_t i = 0; i < g->n_tensor && !st; i++) {
+        const Vbseg__Tensor *p = g->tensor[i];
+        vbs_tensor_def *t = &d->tensors[i];
+        by_off[i] = t;
+        t->name = sdup(c, p->name);
+        if (!t->name[0]) { st = FAIL(VBS_ERR_FORMAT, "tensor %zu has no name", i); break; }
+        if (!p->has_dtype || p->dtype != VBSEG__DTYPE__DTYPE_FLOAT32) {
+            st = FAIL(VBS_ERR_FORMAT, "tensor '%s': dtype %d unsupported (float32 only)", t->name, (int)p->dtype);
+            break;
+        }
+        if (p->n_dims > VBS_MAX_DIMS) { st = FAIL(VBS_ERR_FORMAT, "tensor '%s': %zu dims (max %d)", t->name, p->n_dims, VBS_MAX_DIMS); break; }
+        t->ndim = (int)p->n_dims;
+        int64_t numel = 1;
+        for (int k = 0; k < t->ndim; k++) {
+            t->dims[k] = p->dims[k];
+            if (p->dims[k] <= 0) { st = FAIL(VBS_ERR_FORMAT, "tensor '%s': dim %d is %lld, must be > 0", t->name, k, (long long)p->dims[k]); break; }
+            if (!vbs_mul_ok(numel, p->dims[k], &numel) || numel > ((int64_t)1 << 40)) {
+                st = FAIL(VBS_ERR_FORMAT, "tensor '%s': the product of its dims overflows", t->name);
+                break;
+            }
+        }
+        if (st) break;
+        t->numel = numel;
+        t->offset = p->offset;
+        t->nbytes = p->length;
+        if ((uint64_t)numel * 4u != p->length) {
+            st = FAIL(VBS_ERR_FORMAT, "tensor '%s': length %llu bytes, but its dims give %lld floats (%llu bytes)", t->name,
+                      (unsigned long long)p->length, (long long)numel, (unsigned long long)numel * 4u);
+            break;
+        }
+        if (p->offset % VBS_DATA_ALIGN) { st = FAIL(VBS_ERR_FORMAT, "tensor '%s': offset %llu is not 64-byte aligned", t->name, (unsigned long long)p->offset); break; }
+        if (p->offset > data_len || p->length > data_len - p->offset) {
+            st = FAIL(VBS_ERR_FORMAT, "tensor '%s': bytes [%llu, +%llu) lie outside the %llu-byte data section", t->name,
+                      (unsigned long long)p->offset, (unsigned long long)p->length, (unsigned long long)data_len);
+            break;
+        }
+        t->data = (const float *)(data + p->offset);
+        switch (p->role) {
+        case VBSEG__ROLE__ROLE_PLAIN: t->role = VBS_ROLE_PLAIN; break;
+        case VBSEG__ROLE__ROLE_VAR_MU: t->role = VBS_ROLE_MU; break;
+        case VBSEG__ROLE__ROLE_VAR_RHO: t->role = VBS_ROLE_RHO; break;
+        default: st = FAIL(VBS_ERR_FORMAT, "tensor '%s': unknown role %d", t->name, (int)p->role); break;
+        }
+        if (st) break;
+        if (t->role == VBS_ROLE_MU) {
+            t->rho = sdup(c, p->rho);
+            if (!p->prior) { st = FAIL(VBS_ERR_FORMAT, "tensor '%s': variational mean without a prior", t->name); break; }
+            const Vbseg__Prior *pr = p->prior;
+            t->has_prior = 1;
+            t->prior.kind = pr->kind == VBSEG__PRIOR__KIND__PRIOR_SCALE_MIXTURE ? VBS_PRIOR_MIXTURE : VBS_PRIOR_GAUSSIAN;
+            t->prior.sigma = pr->sigma; t->prior.pi = pr->pi; t->prior.sigma1 = pr->sigma1; t->prior.sigma2 = pr->sigma2;
+            int ok = t->prior.kind == VBS_PRIOR_GAUSSIAN
+                         ? isfinite(pr->sigma) && pr->sigma > 0
+                         : isfinite(pr->sigma1) && isfinite(pr->sigma2) && pr->sigma1 > 0 && pr->sigma2 > 0 && pr->pi >= 0 && pr->pi <= 1;
+            if (!ok) { st = FAIL(VBS_ERR_FORMAT, "tensor '%s': invalid prior parameters", t->name); break; }
+        } else if (p->rho && p->rho[0]) {
+            st = FAIL(VBS_ERR_FORMAT, "tensor '%s': only a variational mean may name a rho tensor", t->name);
+            break;
+        }
+    }
+    if (!st && d->n_tensors > 1) {
+        qsort(by_off, (size_t)d->n_tensors, sizeof *by_off, cmp_off);
+        for (int i = 1; i < d->n_tensors && !st; i++)
+            if (by_off[i - 1]->offset + by_off[i - 1]->nbytes > by_off[i]->offset)
+                st = FAIL(VBS_ERR_FORMAT, "tensors '%s' and '%s' overlap in the data section", by_off[i - 1]->name, by_off[i]->name);
+    }
+    free(by_off);
+    return st;
+}
+
+static vbs_status read_card(ctx *c, const Vbseg__ModelCard *p, vbs_card *card) {
+    memset(card, 0, sizeof *card);
+    if (!p) return VBS_OK;
+    char **ch;
+    vbs_status st = read_names(c, p->n_channel, p->channel, &ch);
+    if (st) return st;
+    card->channels = (const char *const *)ch;
+    card->n_channels = (int)p->n_channel;
+    card->normalization = (vbs_norm)p->normalization;
+    if (card->normalization > VBS_NORM_PERCENTILE) return FAIL(VBS_ERR_FORMAT, "model card: unknown normalization %d", (int)p->normalization);
+    card->percentile_lo = p->percentile_lo;
+    card->percentile_hi = p->percentile_hi;
+    card->spatial_dims = p->spatial_dims;
+    if (p->has_spatial_dims && p->spatial_dims != 2 && p->spatial_dims != 3)
+        return FAIL(VBS_ERR_FORMAT, "model card: spatial_dims is %d, must be 2 or 3", (int)p->spatial_dims);
+    if (p->n_patch > 3) return FAIL(VBS_ERR_FORMAT, "model card: patch has %zu dims (max 3)", p->n_patch);
+    int64_t *patch = vbs_arena_alloc(c->ar, sizeof(int64_t) * (p->n_patch + 1));
+    if (!patch) return FAIL(VBS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < p->n_patch; i++) {
+        if (p->patch[i] <= 0 || p->patch[i] > 65536) return FAIL(VBS_ERR_FORMAT, "model card: patch size %lld", (long long)p->patch[i]);
+        patch[i] = p->patch[i];
+    }
+    card->patch = patch;
+    card->n_patch = (int)p->n_patch;
+    vbs_label *lab = vbs_arena_alloc(c->ar, sizeof(vbs_label) * (p->n_label + 1));
+    vbs_metric *met = vbs_arena_alloc(c->ar, sizeof(vbs_metric) * (p->n_metric + 1));
+    vbs_kv *kv = vbs_arena_alloc(c->ar, sizeof(vbs_kv) * (p->n_extra + 1));
+    if (!lab || !met || !kv) return FAIL(VBS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < p->n_label; i++) { lab[i].value = p->label[i]->value; lab[i].name = sdup(c, p->label[i]->name); }
+    for (size_t i = 0; i < p->n_metric; i++) { met[i].name = sdup(c, p->metric[i]->name); met[i].value = p->metric[i]->value; }
+    for (size_t i = 0; i < p->n_extra; i++) { kv[i].key = sdup(c, p->extra[i]->key); kv[i].value = sdup(c, p->extra[i]->value); }
+    card->labels = lab; card->n_labels = (int)p->n_label;
+    card->metrics = met; card->n_metrics = (int)p->n_metric;
+    card->extra = kv; card->n_extra = (int)p->n_extra;
+    card->label_convention = (vbs_label_convention)p->label_convention;
+    if (card->label_convention > VBS_LABELS_MSD) return FAIL(VBS_ERR_FORMAT, "model card: unknown label convention %d", (int)p->label_convention);
+    card->heteroscedastic = p->heteroscedastic != 0;
+    card->output_activation = (vbs_output_act)p->output_activation;
+    if (card->output_activation > VBS_ACT_NONE) return FAIL(VBS_ERR_FORMAT, "model card: unknown output activation %d", (int)p->output_activation);
+    card->producer = sdup(c, p->producer);
+    card->producer_version = sdup(c, p->producer_version);
+    card->training_data = sdup(c, p->training_data);
+    card->description = sdup(c, p->description);
+    card->epochs = p->epochs;
+    card->seed = p->seed;
+    return VBS_OK;
+}
+
+vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vbs_def *d, char *err) {
+    ctx cc = {name, err, &d->arena}, *c = &cc;
+    memset(d, 0, sizeof *d);
+    if (len < VBS_PREAMBLE) return FAIL(VBS_ERR_FORMAT, "truncated: %zu bytes, the preamble alone is %d", len, VBS_PREAMBLE);
+    if (memcmp(buf, vbs_magic, sizeof vbs_magic)) return FAIL(VBS_ERR_FORMAT, "not a .vbseg file (bad magic bytes)");
+    unsigned major = vbs_rd16(buf + 8), minor = vbs_rd16(buf + 10);
+    if (major > VBS_FORMAT_MAJOR)
+        return FAIL(VBS_ERR_VERSION, "format version %u.%u is newer than this reader (%d.%d); upgrade vbseg", major, minor,
+                    VBS_FORMAT_MAJOR, VBS_FORMAT_MINOR);
+    if (major == 0) return FAIL(VBS_ERR_FORMAT, "format major version 0 is invalid");
+    uint32_t crc = vbs_rd32(buf + 12);
+    uint64_t hlen = vbs_rd64(buf + 16), dlen = vbs_rd64(buf + 24);
+    if (hlen > len - VBS_PREAMBLE)
+        return FAIL(VBS_ERR_FORMAT, "header length %llu exceeds the file size %zu (truncated?)", (unsigned long long)hlen, len);
+    uint64_t doff = vbs_align64(VBS_PREAMBLE + hlen);
+    if (doff > len || dlen != len - doff)
+        return FAIL(VBS_ERR_FORMAT, "file is %zu bytes but the preamble declares %llu (truncated or trailing bytes)", len,
+                    (unsigned long long)(doff + dlen));
+    if ((uint32_t)crc32(0L, buf + VBS_PREAMBLE, (uInt)hlen) != crc)
+        return FAIL(VBS_ERR_FORMAT, "header checksum mismatch: the header is corrupted");
+    if ((uintptr_t)(buf + doff) % 4) return FAIL(VBS_ERR_ARG, "data section is not 4-byte aligned in memory");
+    Vbseg__Model *pm = vbseg__model__unpack(NULL, (size_t)hlen, buf + VBS_PREAMBLE);
+    if (!pm) return FAIL(VBS_ERR_FORMAT, "header is not a valid protobuf Model message");
+    vbs_status st = VBS_OK;
+    const Vbseg__Graph *g = pm->graph;
+    if (!g) { st = FAIL(VBS_ERR_FORMAT, "header has no graph"); goto done; }
+    if (g->n_node > (1u << 20) || g->n_tensor > (1u << 22) || g->n_input > 64 || g->n_output > 64) {
+        st = FAIL(VBS_ERR_FORMAT, "graph too large (%zu nodes, %zu tensors)", g->n_node, g->n_tensor);
+        goto done;
+    }
+    d->opset = pm->opset;
+    d->graph_name = sdup(c, g->name);
+    d->n_nodes = (int)g->n_node;
+    d->nodes = vbs_arena_alloc(c->ar, sizeof(vbs_node_def) * (g->n_node + 1));
+    d->n_inputs = (int)g->n_input;
+    d->inputs = vbs_arena_alloc(c->ar, sizeof(vbs_io_def) * (g->n_input + 1));
+    d->n_outputs = (int)g->n_output;
+    d->outputs = vbs_arena_alloc(c->ar, sizeof(vbs_io_def) * (g->n_output + 1));
+    if (!d->nodes || !d->inputs || !d->outputs) { st = FAIL(VBS_ERR_NOMEM, "out of memory"); goto done; }
+    if (!g->n_input || !g->n_output) { st = FAIL(VBS_ERR_FORMAT, "graph needs at least one input and one output"); goto done; }
+    for (size_t i = 0; i < g->n_input && !st; i++) st = read_io(c, "input", g->input[i], &d->inputs[i]);
+    for (size_t i = 0; i < g->n_output && !st; i++) st = read_io(c, "output", g->output[i], &d->outputs[i]);
+    for (size_t i = 0; i < g->n_node && !st; i++) {
+        const Vbseg__Node *pn = g->node[i];
+        vbs_node_def *n = &d->nodes[i];
+        n->name = sdup(c, pn->name && pn->name[0] ? pn->name : NULL);
+        if (!n->name[0]) {
+            char tmp[32];
+            snprintf(tmp, sizeof tmp, "#%zu", i);
+            n->name = sdup(c, tmp);
+        }
+        n->op_type = sdup(c, pn->op_type);
+        if (pn->n_input > VBS_MAX_IN || pn->n_output > 2) {
+            st = FAIL(VBS_ERR_GRAPH, "node '%s' (%s): %zu inputs, %zu outputs (max %d, 2)", n->name, n->op_type, pn->n_input,
+                      pn->n_output, VBS_MAX_IN);
+            break;
+        }
+        n->n_in = (int)pn->n_input;
+        n->n_out = (int)pn->n_output;
+        if ((st = read_names(c, pn->n_input, pn->input, &n->in))) break;
+        if ((st = read_names(c, pn->n_output, pn->output, &n->out))) break;
+        if (pn->n_attribute > 64) { st = FAIL(VBS_ERR_FORMAT, "node '%s': too many attributes", n->name); break; }
+        n->n_attr = (int)pn->n_attribute;
+        n->attr = vbs_arena_alloc(c->ar, sizeof(vbs_attr) * (pn->n_attribute + 1));
+        if (!n->attr) { st = FAIL(VBS_ERR_NOMEM, "out of memory"); break; }
+        for (size_t k = 0; k < pn->n_attribute && !st; k++) st = read_attr(c, n->name, pn->attribute[k], &n->attr[k]);
+    }
+    if (!st) st = read_tensors(c, g, d, buf + doff, dlen);
+    if (!st) st = read_card(c, pm->card, &d->card);
+done:
+    vbseg__model__free_unpacked(pm, NULL);
+    if (st) vbs_def_free(d);
+    return st;
+}

@@ -1,0 +1,33 @@
+/*
+ * unet.h: the variational U-Net of the seed paper (Sagar), in 2D or 3D.
+ */
+#ifndef VBS_MODELS_UNET_H
+#define VBS_MODELS_UNET_H
+
+#include "vbseg.h"
+
+typedef struct {
+    int dims;            /* 2 or 3 */
+    int in_channels;     /* e.g. 4: flair, t1, t1ce, t2 */
+    int classes;         /* K output channels; 1 = sigmoid head */
+    int base;            /* channels of the first level, doubling per level */
+    int depth;           /* encoder levels; the bottleneck has base*2^depth channels */
+    int hetero;          /* add a logit log-variance head (eq. 10-11 split) */
+    int latent;          /* VAE-style latent size at the bottleneck; 0 = none */
+    float rho0;          /* initial rho of every variational weight (-5: sigma 0.0067) */
+    float prior_sigma;   /* Gaussian prior sigma recorded for the trainer */
+    uint64_t seed;       /* He initialisation of the means */
+} vbs_unet_opts;
+
+vbs_unet_opts vbs_unet_defaults(void);
+
+/* Builds an untrained variational U-Net: per level two 3x3(x3) conv + ReLU,
+ * 2x max-pool down, 2x stride-2 transposed conv up, skip concatenation,
+ * a 1x1 head; every conv weight and bias is variational (He-initialised mu,
+ * rho = rho0). With latent > 0: GlobalAveragePool of the bottleneck, two
+ * 1x1 convs give the latent mean and rho, GaussianSample draws z, and
+ * SpatialBroadcast + Concat join z to the bottleneck features.
+ * *out as for vbs_model_load. */
+vbs_status vbs_unet_build(const vbs_unet_opts *o, vbs_model **out);
+
+#endif

@@ -1,0 +1,31 @@
+/*
+ * cli.h: helpers shared by the `vbseg` subcommands: option parsing with
+ * one-line errors, and the entry points of each subcommand.
+ */
+#ifndef VBS_CLI_H
+#define VBS_CLI_H
+
+#include <stdint.h>
+
+#include "vbseg.h"
+
+int cmd_create(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Prints "vbseg <cmd>: <msg>" to stderr and returns 2 (usage) or 1. */
+int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Strict integer/float parsing: the whole string, within [lo, hi]. */
+int cli_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out);
+int cli_float(const char *cmd, const char *opt, const char *s, double *out);
+/* "1x4x240x240" -> dims; returns ndim or -1. */
+int cli_shape(const char *s, int64_t *dims, int max);
+/* argv[i] is an option taking a value: returns it, or NULL after printing an error. */
+const char *cli_value(const char *cmd, int argc, char **argv, int *i);
+
+/* Library diagnostics to stderr when --verbose is given. */
+void cli_log(vbs_log_level level, const char *msg, void *user);
+
+#endif

@@ -1,0 +1,159 @@
+/*
+ * info.c: `vbseg info MODEL [--json]`: graph summary, parameter counts,
+ * sigma statistics and the model card, as text or JSON.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *help =
+    "usage: vbseg info MODEL [--json]\n"
+    "\n"
+    "Prints the op counts, graph inputs and outputs (symbolic dims by name), the\n"
+    "mean and variational parameter counts, min/median/max of sigma = softplus(rho),\n"
+    "and the model card.\n";
+
+static const char *norm_name(vbs_norm n) {
+    return n == VBS_NORM_ZSCORE_NONZERO ? "zscore_nonzero" : n == VBS_NORM_PERCENTILE ? "percentile" : "none";
+}
+static const char *conv_name(vbs_label_convention c) {
+    static const char *const n[] = {"custom", "brats2018", "brats2023", "msd"};
+    return c >= 0 && c <= VBS_LABELS_MSD ? n[c] : "custom";
+}
+static const char *act_name(vbs_output_act a) {
+    return a == VBS_ACT_SIGMOID ? "sigmoid" : a == VBS_ACT_NONE ? "none" : "softmax";
+}
+
+static void json_str(const char *s) {
+    putchar('"');
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+static void print_dims(const vbs_value_info *v, int json) {
+    printf(json ? "[" : "(");
+    for (int i = 0; i < v->ndim; i++) {
+        if (i) printf(", ");
+        if (v->dims[i] >= 0) printf("%lld", (long long)v->dims[i]);
+        else if (json) json_str(v->dim_param[i]);
+        else printf("%s", v->dim_param[i]);
+    }
+    printf(json ? "]" : ")");
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *path = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(help, stdout); return 0; }
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (argv[i][0] == '-') { cli_error("info", "unknown option '%s'", argv[i]); return 2; }
+        else if (!path) path = argv[i];
+        else { cli_error("info", "one model at a time"); return 2; }
+    }
+    if (!path) { cli_error("info", "MODEL is required (see --help)"); return 2; }
+    vbs_model *m;
+    if (vbs_model_load(path, &m)) {
+        cli_error("info", "%s", vbs_model_errmsg(m));
+        vbs_model_free(m);
+        return 1;
+    }
+    vbs_model_stats s;
+    vbs_model_get_stats(m, &s);
+    const vbs_card *c = vbs_model_card(m);
+    /* op counts in first-seen order */
+    const char *ops[64];
+    int counts[64], nops = 0;
+    for (int i = 0; i < vbs_model_n_nodes(m); i++) {
+        const char *op = vbs_model_node_op(m, i);
+        int j = 0;
+        while (j < nops && strcmp(ops[j], op)) j++;
+        if (j == nops && nops < 64) { ops[nops] = op; counts[nops++] = 0; }
+        if (j < 64) counts[j]++;
+    }
+    if (json) {
+        printf("{\"file\": ");
+        json_str(path);
+        printf(", \"nodes\": %d, \"ops\": {", s.n_nodes);
+        for (int j = 0; j < nops; j++) { printf("%s", j ? ", " : ""); json_str(ops[j]); printf(": %d", counts[j]); }
+        printf("}, \"inputs\": [");
+        for (int i = 0; i < vbs_model_n_inputs(m); i++) {
+            vbs_value_info v;
+            vbs_model_input(m, i, &v);
+            printf("%s{\"name\": ", i ? ", " : "");
+            json_str(v.name);
+            printf(", \"shape\": ");
+            print_dims(&v, 1);
+            printf("}");
+        }
+        printf("], \"outputs\": [");
+        for (int i = 0; i < vbs_model_n_outputs(m); i++) {
+            vbs_value_info v;
+            vbs_model_output(m, i, &v);
+            printf("%s{\"name\": ", i ? ", " : "");
+            json_str(v.name);
+            printf("}");
+        }
+        printf("], \"parameters\": %lld, \"variational_parameters\": %lld, ", (long long)s.n_params, (long long)s.n_variational);
+        printf("\"sigma\": {\"min\": %.6g, \"median\": %.6g, \"max\": %.6g}, ", s.sigma_min, s.sigma_median, s.sigma_max);
+        printf("\"card\": {\"channels\": [");
+        for (int i = 0; i < c->n_channels; i++) { printf("%s", i ? ", " : ""); json_str(c->channels[i]); }
+        printf("], \"normalization\": \"%s\", \"spatial_dims\": %d, \"patch\": [", norm_name(c->normalization), c->spatial_dims);
+        for (int i = 0; i < c->n_patch; i++) printf("%s%lld", i ? ", " : "", (long long)c->patch[i]);
+        printf("], \"labels\": {");
+        for (int i = 0; i < c->n_labels; i++) { printf("%s\"%d\": ", i ? ", " : "", c->labels[i].value); json_str(c->labels[i].name); }
+        printf("}, \"label_convention\": \"%s\", \"heteroscedastic\": %s, \"output_activation\": \"%s\", \"producer\": ",
+               conv_name(c->label_convention), c->heteroscedastic ? "true" : "false", act_name(c->output_activation));
+        json_str(c->producer);
+        printf(", \"producer_version\": ");
+        json_str(c->producer_version);
+        printf(", \"training_data\": ");
+        json_str(c->training_data);
+        printf(", \"epochs\": %d, \"seed\": %llu, \"metrics\": {", c->epochs, (unsigned long long)c->seed);
+        for (int i = 0; i < c->n_metrics; i++) { printf("%s", i ? ", " : ""); json_str(c->metrics[i].name); printf(": %.6g", c->metrics[i].value); }
+        printf("}, \"extra\": {");
+        for (int i = 0; i < c->n_extra; i++) { printf("%s", i ? ", " : ""); json_str(c->extra[i].key); printf(": "); json_str(c->extra[i].value); }
+        printf("}}}\n");
+    } else {
+        printf("model:        %s\n", path);
+        printf("nodes:        %d (", s.n_nodes);
+        for (int j = 0; j < nops; j++) printf("%s%s x%d", j ? ", " : "", ops[j], counts[j]);
+        printf(")\n");
+        for (int i = 0; i < vbs_model_n_inputs(m); i++) {
+            vbs_value_info v;
+            vbs_model_input(m, i, &v);
+            printf("input:        %s ", v.name);
+            print_dims(&v, 0);
+            printf("\n");
+        }
+        for (int i = 0; i < vbs_model_n_outputs(m); i++) {
+            vbs_value_info v;
+            vbs_model_output(m, i, &v);
+            printf("output:       %s\n", v.name);
+        }
+        printf("parameters:   %lld mean, of which %lld variational (each with a rho)\n", (long long)s.n_params, (long long)s.n_variational);
+        if (s.n_variational)
+            printf("sigma:        min %.4g, median %.4g, max %.4g  (softplus(rho))\n", s.sigma_min, s.sigma_median, s.sigma_max);
+        printf("channels:     ");
+        for (int i = 0; i < c->n_channels; i++) printf("%s%s", i ? ", " : "", c->channels[i]);
+        printf("\nnormalise:    %s\n", norm_name(c->normalization));
+        printf("spatial dims: %d, patch ", c->spatial_dims);
+        for (int i = 0; i < c->n_patch; i++) printf("%s%lld", i ? "x" : "", (long long)c->patch[i]);
+        printf("\nlabels:       %s:", conv_name(c->label_convention));
+        for (int i = 0; i < c->n_labels; i++) printf(" %d=%s", c->labels[i].value, c->labels[i].name);
+        printf("\nhead:         %s%s\n", act_name(c->output_activation), c->heteroscedastic ? ", heteroscedastic (logit mean + log-variance)" : "");
+        printf("producer:     %s %s; data: %s; epochs %d; seed %llu\n", c->producer, c->producer_version, c->training_data,
+               c->epochs, (unsigned long long)c->seed);
+        for (int i = 0; i < c->n_metrics; i++) printf("metric:       %s = %.4f\n", c->metrics[i].name, c->metrics[i].value);
+        for (int i = 0; i < c->n_extra; i++) printf("extra:        %s = %s\n", c->extra[i].key, c->extra[i].value);
+        if (c->description && c->description[0]) printf("description:  %s\n", c->description);
+    }
+    vbs_model_free(m);
+    return 0;
+}

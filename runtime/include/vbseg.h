@@ -1,0 +1,308 @@
+/*
+ * vbseg.h: the public C API of vbseg, a runtime for Bayesian (variational)
+ * segmentation networks.
+ *
+ * A quick tour:
+ *
+ *   vbs_model *m;
+ *   if (vbs_model_load("unet.vbseg", &m) != VBS_OK) {
+ *       fprintf(stderr, "%s\n", vbs_model_errmsg(m));  // m holds the message
+ *       vbs_model_free(m);
+ *       return 1;
+ *   }
+ *   vbs_session *s;
+ *   vbs_session_new(m, &s);                         // one per thread
+ *   vbs_mc_opts o = vbs_mc_defaults();              // 20 samples, seed 0
+ *   int64_t shape[4] = {1, 4, 240, 240};           // N, C, H, W
+ *   vbs_session_run_mc(s, image, shape, 4, &o);     // image: float[1*4*240*240]
+ *   const float *mi; vbs_map_info info;
+ *   vbs_session_map(s, VBS_MAP_MUTUAL_INFO, &mi, &info);
+ *   ...
+ *   vbs_session_free(s);
+ *   vbs_model_free(m);
+ *
+ * Every weight of a variational layer is a Gaussian N(mu, sigma^2) with
+ * sigma = softplus(rho) = log(1 + exp(rho)). Each Monte-Carlo pass draws
+ * w = mu + sigma * eps with eps from a counter-based RNG keyed by
+ * (seed, sample index, tensor, element), so results never depend on the
+ * thread count. N passes are accumulated per voxel into the maps below.
+ *
+ * Conventions:
+ *  - Fallible calls return vbs_status: VBS_OK (0) or a negative error code.
+ *    The message of the last error is read with vbs_model_errmsg() or
+ *    vbs_session_errmsg(); it names the file, tensor or node at fault.
+ *  - The library never exits, aborts or prints. Install a log callback
+ *    with vbs_set_log() to receive its diagnostics.
+ *  - Pointers returned by the library are borrowed unless marked "owned";
+ *    borrowed pointers stay valid until the owning handle is freed or, for
+ *    session results, until the next run on that session.
+ *  - Freeing NULL is a no-op.
+ *  - A model is read-only after loading and may be shared by threads;
+ *    a session must be used by one thread at a time.
+ */
+#ifndef VBSEG_H
+#define VBSEG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VBS_VERSION_MAJOR 0
+#define VBS_VERSION_MINOR 1
+#define VBS_VERSION_PATCH 0
+#define VBS_VERSION_STRING "0.1.0"
+
+/* The .vbseg format version this library writes and reads. */
+#define VBS_FORMAT_MAJOR 1
+#define VBS_FORMAT_MINOR 0
+
+#define VBS_MAX_DIMS 8
+
+typedef enum {
+    VBS_OK = 0,
+    VBS_ERR_IO = -1,          /* cannot open, read, write or rename a file */
+    VBS_ERR_FORMAT = -2,      /* malformed .vbseg file (magic, sizes, protobuf) */
+    VBS_ERR_VERSION = -3,     /* .vbseg major version newer than this reader */
+    VBS_ERR_GRAPH = -4,       /* unknown op, bad attribute, dangling input, cycle */
+    VBS_ERR_SHAPE = -5,       /* inconsistent shapes */
+    VBS_ERR_NOMEM = -6,       /* allocation failed */
+    VBS_ERR_ARG = -7,         /* invalid argument from the caller */
+    VBS_ERR_NUMERIC = -8,     /* NaN or Inf where finite values are required */
+    VBS_ERR_UNSUPPORTED = -9, /* valid but not supported by this build */
+    VBS_ERR_NIFTI = -10,      /* malformed or unsupported NIfTI file */
+    VBS_ERR_STATE = -11       /* call out of order, e.g. a map before a run */
+} vbs_status;
+
+/* A short constant name for a status code, e.g. "VBS_ERR_FORMAT". */
+const char *vbs_status_name(vbs_status st);
+
+/* ---- logging -------------------------------------------------------- */
+
+typedef enum { VBS_LOG_ERROR = 0, VBS_LOG_WARN = 1, VBS_LOG_INFO = 2, VBS_LOG_DEBUG = 3 } vbs_log_level;
+
+/* fn receives one line (no trailing newline) and the user pointer.
+ * NULL (the default) silences the library. Not thread-safe: set it once
+ * before other calls. */
+typedef void (*vbs_log_fn)(vbs_log_level level, const char *msg, void *user);
+void vbs_set_log(vbs_log_fn fn, void *user);
+
+/* ---- model ---------------------------------------------------------- */
+
+typedef struct vbs_model vbs_model;
+
+/* Loads and fully validates a .vbseg file: preamble, header CRC, every
+ * tensor's offset, length, alignment and dims, the graph (known ops and
+ * attributes, defined inputs, no cycles, shape inference), mu/rho pairs
+ * and weight finiteness. Weights are mmapped, not copied.
+ * *out (owned) is always set unless memory runs out: on failure it holds
+ * only the error message, for vbs_model_errmsg(); free it either way. */
+vbs_status vbs_model_load(const char *path, vbs_model **out);
+
+/* As vbs_model_load, from a buffer (borrowed: it must outlive the model
+ * and stay unchanged). name is used in messages. */
+vbs_status vbs_model_load_memory(const void *buf, size_t len, const char *name, vbs_model **out);
+
+/* Writes the model atomically (temporary file, fsync, rename).
+ * Loading a file and saving it gives the same bytes. */
+vbs_status vbs_model_save(vbs_model *m, const char *path);
+
+void vbs_model_free(vbs_model *m);
+
+/* The last error message of m; never NULL. */
+const char *vbs_model_errmsg(const vbs_model *m);
+
+/* A graph input or output. dims[i] is -1 where the dim is symbolic;
+ * dim_param[i] then names it (borrowed), else it is NULL. */
+typedef struct {
+    const char *name;
+    int ndim;
+    int64_t dims[VBS_MAX_DIMS];
+    const char *dim_param[VBS_MAX_DIMS];
+} vbs_value_info;
+
+int vbs_model_n_inputs(const vbs_model *m);
+int vbs_model_n_outputs(const vbs_model *m);
+vbs_status vbs_model_input(const vbs_model *m, int i, vbs_value_info *out);
+vbs_status vbs_model_output(const vbs_model *m, int i, vbs_value_info *out);
+
+typedef enum { VBS_NORM_NONE = 0, VBS_NORM_ZSCORE_NONZERO = 1, VBS_NORM_PERCENTILE = 2 } vbs_norm;
+typedef enum {
+    VBS_LABELS_CUSTOM = 0,
+    VBS_LABELS_BRATS_2018 = 1, /* 0/1/2/4, also BraTS 2021 */
+    VBS_LABELS_BRATS_2023 = 2, /* 0/1/2/3 */
+    VBS_LABELS_MSD = 3
+} vbs_label_convention;
+typedef enum { VBS_ACT_SOFTMAX = 0, VBS_ACT_SIGMOID = 1, VBS_ACT_NONE = 2 } vbs_output_act;
+
+typedef struct { int value; const char *name; } vbs_label;
+typedef struct { const char *key; const char *value; } vbs_kv;
+typedef struct { const char *name; double value; } vbs_metric;
+
+/* The model card. All pointers are borrowed from the model. */
+typedef struct {
+    int n_channels;
+    const char *const *channels;     /* input channel names, in order */
+    vbs_norm normalization;
+    float percentile_lo, percentile_hi;
+    int spatial_dims;                 /* 2 or 3 */
+    int n_patch;
+    const int64_t *patch;             /* slice or patch size */
+    int n_labels;
+    const vbs_label *labels;          /* class index i -> labels[i] */
+    vbs_label_convention label_convention;
+    int heteroscedastic;
+    vbs_output_act output_activation;
+    const char *producer, *producer_version, *training_data, *description;
+    int epochs;
+    uint64_t seed;
+    int n_metrics;
+    const vbs_metric *metrics;
+    int n_extra;
+    const vbs_kv *extra;
+} vbs_card;
+
+/* Borrowed; valid while m lives. */
+const vbs_card *vbs_model_card(const vbs_model *m);
+
+/* Summary numbers for `vbseg info`. */
+typedef struct {
+    int n_nodes;
+    int64_t n_params;           /* mean parameters (plain + mu) */
+    int64_t n_variational;      /* of which variational (mu with a rho) */
+    float sigma_min, sigma_median, sigma_max; /* over softplus(rho); 0 if none */
+} vbs_model_stats;
+vbs_status vbs_model_get_stats(const vbs_model *m, vbs_model_stats *out);
+
+/* Node i's op name (e.g. "Conv") and node name; borrowed. */
+int vbs_model_n_nodes(const vbs_model *m);
+const char *vbs_model_node_op(const vbs_model *m, int i);
+const char *vbs_model_node_name(const vbs_model *m, int i);
+
+/* FLOPs (multiply-add = 2) of one forward pass for the given input shape. */
+vbs_status vbs_model_flops(vbs_model *m, const int64_t *shape, int ndim, double *flops);
+
+/* ---- session -------------------------------------------------------- */
+
+typedef struct vbs_session vbs_session;
+
+/* A session holds the activation plan and scratch buffers of one thread
+ * (or of `threads` worker sessions, see vbs_mc_opts). m is borrowed and
+ * must outlive the session. */
+vbs_status vbs_session_new(const vbs_model *m, vbs_session **out);
+void vbs_session_free(vbs_session *s);
+const char *vbs_session_errmsg(const vbs_session *s);
+
+typedef enum {
+    VBS_MODE_SAMPLE = 0, /* draw w = mu + sigma * eps every pass */
+    VBS_MODE_MEAN = 1    /* use mu only: deterministic, one pass suffices */
+} vbs_mode;
+
+typedef struct {
+    int n_samples;   /* >= 1; forced to 1 in VBS_MODE_MEAN */
+    uint64_t seed;
+    vbs_mode mode;
+    int threads;     /* worker threads over samples; 0 = library default */
+} vbs_mc_opts;
+
+vbs_mc_opts vbs_mc_defaults(void);
+
+/* The thread count used when vbs_mc_opts.threads is 0 (measured: see the
+ * README's figures). */
+int vbs_default_threads(void);
+
+/* One forward pass. input is N x C x spatial (borrowed, not kept).
+ * sample selects the weight draw in VBS_MODE_SAMPLE. Outputs are read with
+ * vbs_session_output(). */
+vbs_status vbs_session_forward(vbs_session *s, const float *input, const int64_t *shape, int ndim,
+                               vbs_mode mode, uint64_t seed, uint64_t sample);
+
+/* Graph output i of the last forward pass (borrowed). */
+vbs_status vbs_session_output(vbs_session *s, int i, const float **data, vbs_value_info *info);
+
+/* Runs opts->n_samples passes with a fresh weight draw each and streams
+ * them into per-voxel statistics; memory does not grow with n_samples.
+ * input is 1 x C x spatial. */
+vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t *shape, int ndim,
+                              const vbs_mc_opts *opts);
+
+typedef enum {
+    VBS_MAP_PROB_MEAN = 0,   /* K x spatial: mean class probability */
+    VBS_MAP_PROB_VAR,        /* K x spatial: variance of p across samples */
+    VBS_MAP_LABELS,          /* spatial: label value (card's label map), as float */
+    VBS_MAP_ENTROPY,         /* spatial: predictive entropy H[E p] (nats) */
+    VBS_MAP_EXPECTED_ENTROPY,/* spatial: E[H p], aleatoric */
+    VBS_MAP_MUTUAL_INFO,     /* spatial: H[E p] - E[H p], epistemic */
+    VBS_MAP_HET_ALEATORIC,   /* K x spatial: mean predicted logit variance (heteroscedastic) */
+    VBS_MAP_HET_EPISTEMIC,   /* K x spatial: variance of predicted logit means (heteroscedastic) */
+    VBS_MAP_COUNT
+} vbs_map;
+
+typedef struct {
+    int ndim;                 /* dims of the map, without the batch axis */
+    int64_t dims[VBS_MAX_DIMS];
+    int64_t n_samples;        /* samples accumulated */
+} vbs_map_info;
+
+/* A short file-name-friendly name for a map, e.g. "mutual_info". */
+const char *vbs_map_name(vbs_map which);
+
+/* A map of the last vbs_session_run_mc (borrowed). The heteroscedastic maps
+ * fail with VBS_ERR_STATE for a model without such a head. */
+vbs_status vbs_session_map(vbs_session *s, vbs_map which, const float **data, vbs_map_info *info);
+
+/* ---- preprocessing ---------------------------------------------------- */
+
+/* Normalises channel-major data (channels blocks of nvox floats) in place as
+ * the card says: VBS_NORM_ZSCORE_NONZERO subtracts the mean and divides by
+ * the standard deviation of each channel's non-zero voxels (zeros stay 0);
+ * VBS_NORM_PERCENTILE clips to the card's [percentile_lo, percentile_hi]
+ * percentiles and scales to [0, 1]; VBS_NORM_NONE leaves the data alone. */
+vbs_status vbs_normalize(const vbs_card *card, float *data, int channels, int64_t nvox);
+
+/* ---- volumes (NIfTI and .npy) -------------------------------------- */
+
+typedef struct vbs_volume vbs_volume;
+
+/* Reads a NIfTI-1 or NIfTI-2 file (.nii or .nii.gz). The header is
+ * validated before anything is allocated: dim[0] in 1..7, used dims > 0,
+ * a known datatype and bitpix, a sane vox_offset, finite scl_slope, a voxel
+ * count under VBS_NIFTI_MAX_VOXELS, and the full data length present.
+ * Data are converted to float32 with scl_slope/scl_inter applied.
+ * *out (owned) is NULL on failure; err (size errlen) receives the message. */
+#define VBS_NIFTI_MAX_VOXELS ((int64_t)1 << 31)
+vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, size_t errlen);
+
+/* Reads a little-endian float32 or float64 C-order .npy array. */
+vbs_status vbs_volume_read_npy(const char *path, vbs_volume **out, char *err, size_t errlen);
+
+/* A new zero-filled NIfTI-1 volume of dims (x, y, z, t) with voxel size
+ * pixdim (mm) and a scanner-space qform/sform (code 1) placing voxel (0,0,0)
+ * at origin[]; for generators and tests. NULL if out of memory or dims bad. */
+vbs_volume *vbs_volume_create(const int64_t dims[4], const float pixdim[3], const float origin[3]);
+
+void vbs_volume_free(vbs_volume *v);
+
+/* Spatial dims x, y, z (z = 1 for 2D) and t (channels of a 4D file). */
+void vbs_volume_dims(const vbs_volume *v, int64_t dims[4]);
+/* Voxel data, x fastest (NIfTI order), x*y*z*t floats; borrowed. */
+float *vbs_volume_data(vbs_volume *v);
+/* Number of NaN voxels found (they are replaced by 0). */
+int64_t vbs_volume_nan_count(const vbs_volume *v);
+
+/* Writes data (x fastest, dims nx*ny*nz*nt) with the geometry (affine,
+ * qform/sform codes, pixdim, units) of ref, atomically: temporary file,
+ * fsync, rename. as_labels writes uint8 (or int16 if values exceed 255). */
+vbs_status vbs_volume_write_nifti(const vbs_volume *ref, const char *path, const float *data,
+                                  const int64_t dims[4], int as_labels, char *err, size_t errlen);
+
+/* Writes a float32 .npy array atomically. */
+vbs_status vbs_write_npy(const char *path, const float *data, const int64_t *dims, int ndim,
+                         char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VBSEG_H */

@@ -1,0 +1,416 @@
+/*
+ * internal.h: the types shared inside libvbseg. Not installed.
+ *
+ * Three layers:
+ *  - vbs_def: the model definition (graph, tensors, card) as plain C data.
+ *    format/ converts it to and from the protobuf header; models/ builds
+ *    one; it never touches protobuf itself.
+ *  - vbs_graph: the compiled graph: value ids, parsed attributes, a
+ *    topological order. Built once per model by graph.c.
+ *  - vbs_plan / vbs_session: per input shape, the shapes and buffer
+ *    offsets of every value; per thread, the buffers themselves.
+ */
+#ifndef VBS_INTERNAL_H
+#define VBS_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vbseg.h"
+
+#define VBS_ERRLEN 512
+#define VBS_MAX_IN 8
+#define VBS_MAX_SPATIAL 3
+#define VBS_ALIGN 64
+
+/* ---- arena: every string and array of a definition lives here ------- */
+
+typedef struct vbs_arena_block vbs_arena_block;
+typedef struct { vbs_arena_block *head; } vbs_arena;
+
+void *vbs_arena_alloc(vbs_arena *a, size_t n);         /* zeroed, 16-aligned */
+char *vbs_arena_strdup(vbs_arena *a, const char *s);
+void vbs_arena_free(vbs_arena *a);
+
+/* ---- errors and logging -------------------------------------------- */
+
+/* Formats into err (VBS_ERRLEN bytes) and returns st. */
+vbs_status vbs_fail(char *err, vbs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void vbs_log(vbs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* a*b with overflow detection; returns 0 on overflow. */
+int vbs_mul_ok(int64_t a, int64_t b, int64_t *out);
+
+/* ---- definition ----------------------------------------------------- */
+
+typedef enum { VBS_ATTR_INT = 1, VBS_ATTR_FLOAT = 2, VBS_ATTR_STRING = 3, VBS_ATTR_INTS = 4, VBS_ATTR_FLOATS = 5 } vbs_attr_type;
+
+typedef struct {
+    char *name;
+    vbs_attr_type type;
+    int64_t i;
+    float f;
+    char *s;
+    int n;          /* length of ints or floats */
+    int64_t *ints;
+    float *floats;
+} vbs_attr;
+
+typedef struct {
+    char *name, *op_type;
+    int n_in, n_out, n_attr;
+    char **in, **out;   /* "" = omitted optional input */
+    vbs_attr *attr;
+} vbs_node_def;
+
+typedef struct {
+    char *name;
+    int ndim;
+    int64_t dims[VBS_MAX_DIMS];   /* -1 where symbolic */
+    char *param[VBS_MAX_DIMS];    /* name of a symbolic dim, else NULL */
+} vbs_io_def;
+
+typedef enum { VBS_ROLE_PLAIN = 0, VBS_ROLE_MU = 1, VBS_ROLE_RHO = 2 } vbs_role;
+typedef enum { VBS_PRIOR_GAUSSIAN = 0, VBS_PRIOR_MIXTURE = 1 } vbs_prior_kind;
+
+typedef struct {
+    vbs_prior_kind kind;
+    float sigma, pi, sigma1, sigma2;
+} vbs_prior;
+
+typedef struct {
+    char *name;
+    int ndim;
+    int64_t dims[VBS_MAX_DIMS];
+    int64_t numel;
+    vbs_role role;
+    char *rho;          /* ROLE_MU: its rho tensor */
+    int has_prior;
+    vbs_prior prior;
+    uint64_t offset, nbytes;   /* in the data section */
+    const float *data;         /* borrowed: mmap, caller buffer or builder */
+} vbs_tensor_def;
+
+typedef struct {
+    int opset;
+    char *graph_name;
+    int n_nodes, n_inputs, n_outputs, n_tensors;
+    vbs_node_def *nodes;
+    vbs_io_def *inputs, *outputs;
+    vbs_tensor_def *tensors;
+    vbs_card card;             /* strings and arrays in the arena */
+    vbs_arena arena;
+} vbs_def;
+
+void vbs_def_free(vbs_def *d);
+
+/* ---- format (format/) ---------------------------------------------- */
+
+/* Parses and validates the file layout and header of buf (len bytes).
+ * Fills d; tensor data pointers point into buf. name is for messages. */
+vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vbs_def *d, char *err);
+
+/* Assigns tensor offsets (64-byte aligned, in order) and writes the file
+ * atomically. */
+vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err);
+
+/* Writes a file atomically: fn writes to fd (a temporary file beside
+ * path), then fsync, rename over path, fsync of the directory. On any
+ * failure the temporary file is removed and path is untouched. */
+typedef vbs_status (*vbs_write_fn)(int fd, void *user, char *err);
+vbs_status vbs_atomic_write(const char *path, vbs_write_fn fn, void *user, char *err);
+/* write(2) until done; 0 on success. */
+int vbs_write_all(int fd, const void *buf, size_t n);
+
+/* ---- ops ------------------------------------------------------------ */
+
+typedef enum {
+    VBS_OP_INVALID = 0,
+    VBS_OP_CONV,
+    VBS_OP_CONV_TRANSPOSE,
+    VBS_OP_MAX_POOL,
+    VBS_OP_AVERAGE_POOL,
+    VBS_OP_GLOBAL_AVERAGE_POOL,
+    VBS_OP_BATCH_NORM,
+    VBS_OP_INSTANCE_NORM,
+    VBS_OP_RELU,
+    VBS_OP_LEAKY_RELU,
+    VBS_OP_PRELU,
+    VBS_OP_SIGMOID,
+    VBS_OP_SOFTMAX,
+    VBS_OP_SOFTPLUS,
+    VBS_OP_ADD,
+    VBS_OP_MUL,
+    VBS_OP_CONCAT,
+    VBS_OP_RESIZE,
+    VBS_OP_PAD,
+    VBS_OP_IDENTITY,
+    VBS_OP_DROPOUT,
+    VBS_OP_GAUSSIAN_SAMPLE,
+    VBS_OP_SPATIAL_BROADCAST,
+    VBS_OP_COUNT           /* new ops go just above this line */
+} vbs_op;
+
+typedef struct { int ndim; int64_t d[VBS_MAX_DIMS]; } vbs_shape;
+
+int64_t vbs_shape_numel(const vbs_shape *s);
+
+typedef enum { VBS_AUTOPAD_NOTSET = 0, VBS_AUTOPAD_SAME_UPPER, VBS_AUTOPAD_SAME_LOWER, VBS_AUTOPAD_VALID } vbs_autopad;
+
+/* Conv, ConvTranspose, MaxPool, AveragePool. */
+typedef struct {
+    int nsp;                                  /* spatial dims, 0 until known */
+    int64_t kernel[VBS_MAX_SPATIAL];
+    int64_t stride[VBS_MAX_SPATIAL];
+    int64_t dil[VBS_MAX_SPATIAL];
+    int64_t pad[2 * VBS_MAX_SPATIAL];         /* begins, then ends */
+    int64_t out_pad[VBS_MAX_SPATIAL];         /* ConvTranspose */
+    int64_t out_shape[VBS_MAX_SPATIAL];       /* ConvTranspose output_shape */
+    int has_kernel, has_pads, has_out_shape;
+    vbs_autopad auto_pad;
+    int64_t group;
+    int ceil_mode, count_include_pad;
+} vbs_window_attr;
+
+typedef enum { VBS_RESIZE_NEAREST = 0, VBS_RESIZE_LINEAR } vbs_resize_mode;
+typedef enum { VBS_CT_HALF_PIXEL = 0, VBS_CT_ASYMMETRIC, VBS_CT_ALIGN_CORNERS, VBS_CT_PYTORCH_HALF_PIXEL,
+               VBS_CT_HALF_PIXEL_SYMMETRIC } vbs_coord_mode;
+typedef enum { VBS_NEAREST_ROUND_PREFER_FLOOR = 0, VBS_NEAREST_ROUND_PREFER_CEIL, VBS_NEAREST_FLOOR,
+               VBS_NEAREST_CEIL } vbs_nearest_mode;
+
+typedef struct {
+    vbs_resize_mode mode;
+    vbs_coord_mode coord;
+    vbs_nearest_mode nearest;
+    int n_scales, n_sizes;
+    float scales[VBS_MAX_DIMS];
+    int64_t sizes[VBS_MAX_DIMS];
+} vbs_resize_attr;
+
+typedef struct { int n; int64_t pads[2 * VBS_MAX_DIMS]; float value; } vbs_pad_attr;
+
+/* One compiled node. Per-op attributes share a union: each op reads its own. */
+typedef struct {
+    vbs_op op;
+    const char *name;       /* borrowed from the def */
+    int n_in, n_out;
+    int in[VBS_MAX_IN];     /* value ids; -1 = omitted */
+    int out[2];
+    uint32_t rng_stream;    /* GaussianSample: stream id for its eps */
+    union {
+        vbs_window_attr win;
+        vbs_resize_attr resize;
+        vbs_pad_attr pad;
+        int64_t axis;       /* Concat, Softmax */
+        float alpha;        /* LeakyRelu */
+        float eps;          /* BatchNormalization, InstanceNormalization */
+    } a;
+} vbs_node;
+
+/* What a kernel sees. Shapes and buffers are indexed like the node's
+ * inputs and outputs; omitted inputs have x[i] == NULL. */
+typedef struct {
+    const vbs_node *node;
+    const float *x[VBS_MAX_IN];
+    const vbs_shape *xs[VBS_MAX_IN];
+    float *y[2];
+    const vbs_shape *ys[2];
+    float *work;            /* scratch of the size the op's work fn asked */
+    uint64_t seed, sample;  /* for ops that sample */
+    int sampling;           /* 0 in VBS_MODE_MEAN */
+} vbs_op_args;
+
+/* Gradient slots for the trainer: dx[i] accumulates (+=) into inputs. */
+typedef struct {
+    const vbs_op_args *fwd;
+    const float *dy[2];
+    float *dx[VBS_MAX_IN];
+    float *work;
+} vbs_grad_args;
+
+typedef vbs_status (*vbs_parse_fn)(vbs_node *n, const vbs_node_def *d, char *err);
+typedef vbs_status (*vbs_shape_fn)(vbs_node *n, const vbs_shape *in, vbs_shape *out, char *err);
+typedef size_t (*vbs_work_fn)(const vbs_node *n, const vbs_shape *in, const vbs_shape *out); /* floats */
+typedef void (*vbs_forward_fn)(const vbs_op_args *a);
+typedef void (*vbs_backward_fn)(const vbs_grad_args *g);
+typedef double (*vbs_flops_fn)(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+
+typedef struct {
+    const char *name;          /* ONNX op_type */
+    vbs_parse_fn parse;        /* attributes and arity */
+    vbs_shape_fn shape;
+    vbs_forward_fn forward;    /* fast kernel */
+    vbs_forward_fn naive;      /* reference kernel the tests compare against */
+    vbs_backward_fn backward;  /* NULL until the trainer implements it */
+    vbs_work_fn work;          /* NULL: no scratch */
+    vbs_flops_fn flops;        /* NULL: counted as 0 */
+    int min_in, max_in, max_out;
+} vbs_op_info;
+
+extern const vbs_op_info vbs_ops[VBS_OP_COUNT];
+vbs_op vbs_op_from_name(const char *name);
+
+/* Attribute helpers for parse functions. */
+const vbs_attr *vbs_attr_find(const vbs_node_def *d, const char *name);
+vbs_status vbs_attr_int(const vbs_node_def *d, const char *name, int64_t dflt, int64_t *out, char *err);
+vbs_status vbs_attr_float(const vbs_node_def *d, const char *name, float dflt, float *out, char *err);
+vbs_status vbs_attr_ints(const vbs_node_def *d, const char *name, int maxn, int64_t *out, int *n, char *err);
+vbs_status vbs_attr_floats(const vbs_node_def *d, const char *name, int maxn, float *out, int *n, char *err);
+const char *vbs_attr_string(const vbs_node_def *d, const char *name, const char *dflt);
+/* Refuses attributes not in the NULL-terminated list `known`. */
+vbs_status vbs_attr_check_known(const vbs_node_def *d, const char *const *known, char *err);
+
+/* Window (conv/pool) helpers shared by conv.c, conv_transpose.c, pool.c. */
+vbs_status vbs_window_parse(vbs_node *n, const vbs_node_def *d, int is_conv, char *err);
+/* Resolves auto_pad and computes the output spatial size of a forward
+ * window op (Conv, pools). */
+vbs_status vbs_window_out(vbs_node *n, const vbs_shape *x, vbs_shape *y, int64_t cout, char *err);
+
+/* ---- RNG ------------------------------------------------------------ */
+
+/* Philox4x32-10. Keyed by the seed; the counter is (element/4, stream,
+ * sample). Fills n standard normals for elements [first, first+n). */
+void vbs_philox4x32(const uint32_t key[2], const uint32_t ctr[4], uint32_t out[4]);
+void vbs_randn(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, float *out);
+
+/* Scalar math shared by ops, stats and weight sampling. */
+static inline float vbs_softplus(float x) {
+    /* log(1+exp(x)) without overflow */
+    return x > 20.f ? x : (x < -20.f ? __builtin_expf(x) : __builtin_log1pf(__builtin_expf(x)));
+}
+
+/* ---- compiled graph and model --------------------------------------- */
+
+typedef enum { VBS_VAL_ACT = 0, VBS_VAL_INPUT, VBS_VAL_WEIGHT, VBS_VAL_VARWEIGHT } vbs_val_kind;
+
+typedef struct {
+    const char *name;
+    vbs_val_kind kind;
+    int tensor;      /* WEIGHT/VARWEIGHT: def tensor index (the mu for VARWEIGHT) */
+    int rho;         /* VARWEIGHT: def tensor index of rho */
+    int input;       /* INPUT: graph input index */
+    int producer;    /* ACT: node index, else -1 */
+    int last_use;    /* position in the order of the last consumer, -1 = none */
+    int is_output;
+    vbs_shape wshape;/* WEIGHT/VARWEIGHT: fixed shape */
+    int64_t var_off; /* VARWEIGHT: offset of its sampled copy in the session's weight buffer */
+} vbs_value;
+
+typedef struct {
+    int n_values, n_nodes;
+    vbs_value *values;
+    vbs_node *nodes;
+    int *order;          /* topological order of node indices */
+    int *input_vals;     /* per graph input: value id */
+    int *output_vals;    /* per graph output: value id */
+    int64_t var_total;   /* floats of all sampled weights */
+    float **sigma;       /* per def tensor (mu): softplus(rho), owned; NULL otherwise */
+    int n_sigma;
+} vbs_graph;
+
+struct vbs_model {
+    vbs_def def;
+    vbs_graph g;
+    int loaded;
+    void *map; size_t map_len;    /* mmap of the file, or NULL */
+    char err[VBS_ERRLEN];
+};
+
+vbs_status vbs_graph_build(vbs_graph *g, const vbs_def *d, char *err);
+void vbs_graph_free(vbs_graph *g);
+
+/* Finishes a model from a filled def: compile, validate shapes, check
+ * weights, cache sigma. Used by the loader and by builders. */
+vbs_status vbs_model_init(vbs_model *m, const char *name);
+vbs_model *vbs_model_alloc(void);
+
+/* ---- plan and session ----------------------------------------------- */
+
+typedef struct {
+    vbs_shape *keys; int n_keys;   /* the graph input shapes planned for */
+    vbs_node *nodes;       /* copies: shape inference resolves pads per plan */
+    vbs_shape *shapes;     /* per value */
+    int64_t *offset;       /* per ACT/INPUT value: float offset in the arena, -1 = none */
+    int64_t arena_floats;
+    int64_t work_floats;
+    double flops;
+} vbs_plan;
+
+/* Infers every value's shape for graph input shapes in[] and plans the
+ * activation arena (values whose lifetimes do not overlap share memory). */
+vbs_status vbs_plan_build(vbs_plan *p, const vbs_graph *g, const vbs_shape *in, char *err);
+void vbs_plan_free(vbs_plan *p);
+
+/* One forward-pass worker: a plan and its buffers. */
+typedef struct {
+    vbs_plan plan;
+    int planned;
+    float *arena, *work, *wbuf;   /* owned; wbuf = sampled variational weights */
+    int64_t arena_cap, work_cap;
+    uint64_t wbuf_seed, wbuf_sample; int wbuf_state; /* 2: wbuf holds that draw */
+    int last_sampled;             /* the last run read wbuf */
+} vbs_worker;
+
+vbs_status vbs_worker_run(vbs_worker *w, const vbs_model *m, const float *input, const vbs_shape *in_shape,
+                          vbs_mode mode, uint64_t seed, uint64_t sample, char *err);
+/* General form: one buffer per graph input; naive = use the reference kernels. */
+vbs_status vbs_worker_run_naive(vbs_worker *w, const vbs_model *m, const float *const *inputs, const vbs_shape *in_shapes,
+                                vbs_mode mode, uint64_t seed, uint64_t sample, int naive, char *err);
+void vbs_worker_free(vbs_worker *w);
+/* Pointer to value v's data after a run. */
+const float *vbs_worker_value(const vbs_worker *w, const vbs_model *m, int v);
+
+/* Streaming Monte-Carlo statistics (mcstats.c): per-voxel sums over
+ * samples, so memory does not grow with the number of samples. */
+typedef struct {
+    int64_t nvox;            /* spatial voxels */
+    int k;                   /* classes */
+    int hetero;
+    vbs_output_act act;
+    int64_t n;               /* samples committed */
+    float *sum_p, *sum_p2;   /* k * nvox */
+    float *sum_h;            /* nvox: sum of per-sample entropies */
+    float *sum_mu, *sum_mu2, *sum_var; /* hetero: k * nvox */
+} vbs_mc_acc;
+
+vbs_status vbs_mc_acc_init(vbs_mc_acc *a, int64_t nvox, int k, vbs_output_act act, int hetero);
+/* Adds one sample's outputs for voxels [off, off+cnt): logits is k x cnt
+ * (graph output 0), logvar k x cnt or NULL. Call vbs_mc_acc_commit once per
+ * sample after all its regions. */
+void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, const float *logits, const float *logvar);
+void vbs_mc_acc_commit(vbs_mc_acc *a);
+/* Number of floats of a map. */
+int64_t vbs_mc_map_size(const vbs_mc_acc *a, vbs_map which);
+/* Writes a map into out (vbs_mc_map_size floats). */
+void vbs_mc_acc_map(const vbs_mc_acc *a, vbs_map which, const vbs_card *card, float *out);
+void vbs_mc_acc_free(vbs_mc_acc *a);
+
+struct vbs_session {
+    const vbs_model *m;
+    vbs_worker *workers;
+    int n_workers;
+    vbs_mc_acc acc;
+    int have_acc;
+    vbs_shape map_shape;    /* spatial shape of the last MC run */
+    float *maps[VBS_MAP_COUNT];   /* computed on first request, owned */
+    float **slice_buf;      /* per worker: one gathered slice (2D model on a volume) */
+    int have_forward;       /* worker 0 holds a forward pass readable by vbs_session_output */
+    char err[VBS_ERRLEN];
+};
+
+/* ---- BLAS wrapper (blas.c is the only file that includes cblas.h) ---- */
+
+/* C (m x n, row-major, ldc) = A (m x k, lda) * B (k x n, ldb) + beta C */
+void vbs_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+               const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+void vbs_blas_set_threads(int n);
+
+/* ---- volumes (nifti_io.c, npy.c) ----------------------------------- */
+
+/* A headerless volume of dims (x, y, z, t); data uninitialised. */
+vbs_volume *vbs_volume_new_raw(const int64_t dims[4]);
+/* Counts NaN/Inf voxels into nan_count and zeroes them. */
+void vbs_volume_count_nan(vbs_volume *v);
+
+#endif /* VBS_INTERNAL_H */

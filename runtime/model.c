@@ -1,0 +1,223 @@
+/*
+ * model.c: the public model object: loading (mmap, then the format
+ * reader and the graph compiler), the checks that need the compiled graph
+ * (finite weights, shape inference on a probe shape), the sigma cache,
+ * saving, and the inspection calls behind `vbseg info`.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+vbs_model *vbs_model_alloc(void) { return calloc(1, sizeof(vbs_model)); }
+
+void vbs_model_free(vbs_model *m) {
+    if (!m) return;
+    vbs_graph_free(&m->g);
+    vbs_def_free(&m->def);
+    if (m->map) munmap(m->map, m->map_len);
+    free(m);
+}
+
+const char *vbs_model_errmsg(const vbs_model *m) {
+    if (!m) return "out of memory";
+    return m->err[0] ? m->err : "no error";
+}
+
+/* The shape used to validate a graph at load: fixed dims as stored, each
+ * symbolic batch dim 1, each symbolic spatial dim the card's patch size or 64. */
+static void probe_shape(const vbs_model *m, int i, vbs_shape *s) {
+    const vbs_io_def *io = &m->def.inputs[i];
+    const vbs_card *c = &m->def.card;
+    s->ndim = io->ndim;
+    for (int j = 0; j < io->ndim; j++) {
+        if (io->dims[j] >= 0) { s->d[j] = io->dims[j]; continue; }
+        int sp = j - (io->ndim - c->n_patch);
+        s->d[j] = j == 0 ? 1 : (c->n_patch > 0 && sp >= 0 && j >= 2 ? c->patch[sp] : 64);
+    }
+}
+
+static int finite_all(const float *p, int64_t n) {
+    /* reading the bits avoids trapping on signalling NaNs under -ffast-math */
+    const uint32_t *u = (const uint32_t *)p;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+    return !bad;
+}
+
+vbs_status vbs_model_init(vbs_model *m, const char *fname) {
+    vbs_def *d = &m->def;
+    char err[VBS_ERRLEN];
+    vbs_status st;
+    for (int i = 0; i < d->n_tensors; i++)
+        if (!finite_all(d->tensors[i].data, d->tensors[i].numel))
+            return vbs_fail(m->err, VBS_ERR_NUMERIC, "%s: tensor '%s' contains NaN or Inf", fname, d->tensors[i].name);
+    if ((st = vbs_graph_build(&m->g, d, err))) return vbs_fail(m->err, st, "%s: %s", fname, err);
+    m->g.sigma = calloc((size_t)d->n_tensors + 1, sizeof(float *));
+    if (!m->g.sigma) return vbs_fail(m->err, VBS_ERR_NOMEM, "%s: out of memory", fname);
+    m->g.n_sigma = d->n_tensors;
+    for (int i = 0; i < m->g.n_values; i++) {
+        const vbs_value *v = &m->g.values[i];
+        if (v->kind != VBS_VAL_VARWEIGHT) continue;
+        const vbs_tensor_def *rho = &d->tensors[v->rho];
+        float *s = malloc(sizeof(float) * (size_t)(rho->numel + 1));
+        if (!s) return vbs_fail(m->err, VBS_ERR_NOMEM, "%s: out of memory", fname);
+        for (int64_t e = 0; e < rho->numel; e++) s[e] = vbs_softplus(rho->data[e]);
+        m->g.sigma[v->tensor] = s;
+    }
+    vbs_shape in[16];
+    if (d->n_inputs > 16) return vbs_fail(m->err, VBS_ERR_UNSUPPORTED, "%s: more than 16 graph inputs", fname);
+    for (int i = 0; i < d->n_inputs; i++) probe_shape(m, i, &in[i]);
+    vbs_plan p;
+    if ((st = vbs_plan_build(&p, &m->g, in, err))) return vbs_fail(m->err, st, "%s: shape inference: %s", fname, err);
+    /* declared output dims must agree with inference where fixed */
+    for (int i = 0; i < d->n_outputs && !st; i++) {
+        const vbs_io_def *io = &d->outputs[i];
+        const vbs_shape *s = &p.shapes[m->g.output_vals[i]];
+        if (io->ndim && io->ndim != s->ndim)
+            st = vbs_fail(m->err, VBS_ERR_SHAPE, "%s: graph output '%s' declared with %d dims, inferred %d", fname, io->name, io->ndim, s->ndim);
+        for (int j = 0; j < io->ndim && !st && j < s->ndim; j++)
+            if (io->dims[j] >= 0 && j > 0 && io->dims[j] != s->d[j])
+                st = vbs_fail(m->err, VBS_ERR_SHAPE, "%s: graph output '%s' dim %d declared %lld, inferred %lld", fname,
+                              io->name, j, (long long)io->dims[j], (long long)s->d[j]);
+    }
+    vbs_plan_free(&p);
+    if (st) return st;
+    m->loaded = 1;
+    return VBS_OK;
+}
+
+static vbs_status load_buffer(vbs_model *m, const uint8_t *buf, size_t len, const char *name) {
+    char err[VBS_ERRLEN];
+    vbs_status st = vbs_format_parse(buf, len, name, &m->def, err);
+    if (st) return vbs_fail(m->err, st, "%s", err);
+    return vbs_model_init(m, name);
+}
+
+vbs_status vbs_model_load_memory(const void *buf, size_t len, const char *name, vbs_model **out) {
+    vbs_model *m = vbs_model_alloc();
+    *out = m;
+    if (!m) return VBS_ERR_NOMEM;
+    if (!buf) return vbs_fail(m->err, VBS_ERR_ARG, "vbs_model_load_memory: NULL buffer");
+    return load_buffer(m, buf, len, name ? name : "<memory>");
+}
+
+vbs_status vbs_model_load(const char *path, vbs_model **out) {
+    vbs_model *m = vbs_model_alloc();
+    *out = m;
+    if (!m) return VBS_ERR_NOMEM;
+    if (!path) return vbs_fail(m->err, VBS_ERR_ARG, "vbs_model_load: NULL path");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return vbs_fail(m->err, VBS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return vbs_fail(m->err, VBS_ERR_IO, "%s: not a regular file", path);
+    }
+    if (sb.st_size == 0) {
+        close(fd);
+        return vbs_fail(m->err, VBS_ERR_FORMAT, "%s: empty file", path);
+    }
+    void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return vbs_fail(m->err, VBS_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+    m->map = p;
+    m->map_len = (size_t)sb.st_size;
+    return load_buffer(m, p, m->map_len, path);
+}
+
+vbs_status vbs_model_save(vbs_model *m, const char *path) {
+    if (!m || !path) return VBS_ERR_ARG;
+    if (!m->loaded) return vbs_fail(m->err, VBS_ERR_STATE, "vbs_model_save: model did not load");
+    char err[VBS_ERRLEN];
+    vbs_status st = vbs_format_write(&m->def, path, err);
+    if (st) vbs_fail(m->err, st, "%s", err);
+    return st;
+}
+
+int vbs_model_n_inputs(const vbs_model *m) { return m && m->loaded ? m->def.n_inputs : 0; }
+int vbs_model_n_outputs(const vbs_model *m) { return m && m->loaded ? m->def.n_outputs : 0; }
+
+static vbs_status io_info(const vbs_io_def *io, vbs_value_info *out) {
+    memset(out, 0, sizeof *out);
+    out->name = io->name;
+    out->ndim = io->ndim;
+    for (int i = 0; i < io->ndim; i++) {
+        out->dims[i] = io->dims[i];
+        out->dim_param[i] = io->param[i];
+    }
+    return VBS_OK;
+}
+
+vbs_status vbs_model_input(const vbs_model *m, int i, vbs_value_info *out) {
+    if (!m || !m->loaded || i < 0 || i >= m->def.n_inputs || !out) return VBS_ERR_ARG;
+    return io_info(&m->def.inputs[i], out);
+}
+
+vbs_status vbs_model_output(const vbs_model *m, int i, vbs_value_info *out) {
+    if (!m || !m->loaded || i < 0 || i >= m->def.n_outputs || !out) return VBS_ERR_ARG;
+    return io_info(&m->def.outputs[i], out);
+}
+
+const vbs_card *vbs_model_card(const vbs_model *m) { return m && m->loaded ? &m->def.card : NULL; }
+
+int vbs_model_n_nodes(const vbs_model *m) { return m && m->loaded ? m->def.n_nodes : 0; }
+const char *vbs_model_node_op(const vbs_model *m, int i) {
+    return m && m->loaded && i >= 0 && i < m->def.n_nodes ? m->def.nodes[i].op_type : NULL;
+}
+const char *vbs_model_node_name(const vbs_model *m, int i) {
+    return m && m->loaded && i >= 0 && i < m->def.n_nodes ? m->def.nodes[i].name : NULL;
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+vbs_status vbs_model_get_stats(const vbs_model *m, vbs_model_stats *out) {
+    if (!m || !m->loaded || !out) return VBS_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    out->n_nodes = m->def.n_nodes;
+    int64_t nsig = 0;
+    for (int i = 0; i < m->def.n_tensors; i++) {
+        const vbs_tensor_def *t = &m->def.tensors[i];
+        if (t->role == VBS_ROLE_RHO) { nsig += t->numel; continue; }
+        out->n_params += t->numel;
+        if (t->role == VBS_ROLE_MU) out->n_variational += t->numel;
+    }
+    if (!nsig) return VBS_OK;
+    float *all = malloc(sizeof(float) * (size_t)nsig);
+    if (!all) return VBS_ERR_NOMEM;
+    int64_t k = 0;
+    for (int i = 0; i < m->def.n_tensors; i++)
+        if (m->g.sigma[i]) {
+            memcpy(all + k, m->g.sigma[i], sizeof(float) * (size_t)m->def.tensors[i].numel);
+            k += m->def.tensors[i].numel;
+        }
+    qsort(all, (size_t)k, sizeof(float), cmp_float);
+    out->sigma_min = all[0];
+    out->sigma_max = all[k - 1];
+    out->sigma_median = k % 2 ? all[k / 2] : 0.5f * (all[k / 2 - 1] + all[k / 2]);
+    free(all);
+    return VBS_OK;
+}
+
+vbs_status vbs_model_flops(vbs_model *m, const int64_t *shape, int ndim, double *flops) {
+    if (!m || !m->loaded || !shape || !flops || ndim < 1 || ndim > VBS_MAX_DIMS || m->def.n_inputs != 1) return VBS_ERR_ARG;
+    vbs_shape in = {ndim, {0}};
+    memcpy(in.d, shape, sizeof(int64_t) * (size_t)ndim);
+    vbs_plan p;
+    char err[VBS_ERRLEN];
+    vbs_status st = vbs_plan_build(&p, &m->g, &in, err);
+    if (st) return vbs_fail(m->err, st, "%s", err);
+    *flops = p.flops;
+    vbs_plan_free(&p);
+    return VBS_OK;
+}

@@ -1,0 +1,65 @@
+/*
+ * concat.c: ONNX Concat along any axis (negative axes count from the end).
+ * The fast kernel copies contiguous runs with memcpy; the naive one maps
+ * each output element back to its source.
+ */
+#include <string.h>
+
+#include "ops.h"
+
+vbs_status vbs_concat_parse(vbs_node *n, const vbs_node_def *d, char *err) {
+    static const char *const known[] = {"axis", NULL};
+    vbs_status st = vbs_attr_check_known(d, known, err);
+    if (st) return st;
+    if (!vbs_attr_find(d, "axis"))
+        return vbs_fail(err, VBS_ERR_GRAPH, "node '%s' (Concat): missing required attribute 'axis'", d->name);
+    return vbs_attr_int(d, "axis", 1, &n->a.axis, err);
+}
+
+vbs_status vbs_concat_shape(vbs_node *n, const vbs_shape *in, vbs_shape *out, char *err) {
+    int nd = in[0].ndim;
+    int64_t ax = n->a.axis < 0 ? n->a.axis + nd : n->a.axis;
+    if (ax < 0 || ax >= nd)
+        return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (Concat): axis %lld out of range for %d dims", n->name, (long long)n->a.axis, nd);
+    *out = in[0];
+    for (int i = 1; i < n->n_in; i++) {
+        if (in[i].ndim != nd)
+            return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (Concat): input %d has %d dims, input 0 has %d", n->name, i, in[i].ndim, nd);
+        for (int j = 0; j < nd; j++)
+            if (j != ax && in[i].d[j] != in[0].d[j])
+                return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (Concat): input %d has size %lld on axis %d, input 0 has %lld",
+                                n->name, i, (long long)in[i].d[j], j, (long long)in[0].d[j]);
+        out->d[ax] += in[i].d[ax];
+    }
+    return VBS_OK;
+}
+
+static int axis_of(const vbs_op_args *a) {
+    return (int)(a->node->a.axis < 0 ? a->node->a.axis + a->ys[0]->ndim : a->node->a.axis);
+}
+
+void vbs_concat_forward(const vbs_op_args *a) {
+    int ax = axis_of(a);
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < ax; i++) outer *= a->ys[0]->d[i];
+    for (int i = ax + 1; i < a->ys[0]->ndim; i++) inner *= a->ys[0]->d[i];
+    int64_t row = a->ys[0]->d[ax] * inner, off = 0;
+    for (int k = 0; k < a->node->n_in; k++) {
+        int64_t len = a->xs[k]->d[ax] * inner;
+        for (int64_t o = 0; o < outer; o++) memcpy(a->y[0] + o * row + off, a->x[k] + o * len, sizeof(float) * (size_t)len);
+        off += len;
+    }
+}
+
+void vbs_concat_forward_naive(const vbs_op_args *a) {
+    int ax = axis_of(a);
+    int64_t inner = 1;
+    for (int i = ax + 1; i < a->ys[0]->ndim; i++) inner *= a->ys[0]->d[i];
+    int64_t total = a->ys[0]->d[ax], n = vbs_shape_numel(a->ys[0]);
+    for (int64_t e = 0; e < n; e++) {
+        int64_t o = e / (total * inner), c = (e / inner) % total, i = e % inner;
+        int k = 0;
+        while (c >= a->xs[k]->d[ax]) c -= a->xs[k++]->d[ax];
+        a->y[0][e] = a->x[k][(o * a->xs[k]->d[ax] + c) * inner + i];
+    }
+}

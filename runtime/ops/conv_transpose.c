@@ -1,0 +1,159 @@
+/*
+ * conv_transpose.c: ONNX ConvTranspose (1D/2D/3D; strides, pads,
+ * dilations, output_padding, output_shape, group, bias, auto_pad).
+ * Fast kernel: one sgemm per group gives, for every input position, the
+ * kernel-sized patch it contributes (col = W^T X), then col2im adds the
+ * patches into the output. The naive kernel scatters input by input.
+ */
+#include <string.h>
+
+#include "geo.h"
+#include "ops.h"
+
+static const char *const known[] = {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad",
+                                    "output_padding", "output_shape", NULL};
+
+vbs_status vbs_conv_transpose_parse(vbs_node *n, const vbs_node_def *d, char *err) {
+    vbs_status st = vbs_attr_check_known(d, known, err);
+    return st ? st : vbs_window_parse(n, d, 1, err);
+}
+
+vbs_status vbs_conv_transpose_shape(vbs_node *n, const vbs_shape *in, vbs_shape *out, char *err) {
+    const vbs_shape *x = &in[0], *w = &in[1];
+    vbs_window_attr *a = &n->a.win;
+    int nsp = x->ndim - 2;
+    if (nsp < 1 || nsp > 3 || w->ndim != x->ndim)
+        return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (ConvTranspose): input has %d dims and weight %d; expected equal, 3 to 5",
+                        n->name, x->ndim, w->ndim);
+    if (a->nsp && a->nsp != nsp)
+        return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (ConvTranspose): attributes are %dD but the input is %dD", n->name, a->nsp, nsp);
+    if (x->d[1] != w->d[0] || w->d[0] % a->group)
+        return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (ConvTranspose): input has %lld channels, weight expects %lld (group %lld)",
+                        n->name, (long long)x->d[1], (long long)w->d[0], (long long)a->group);
+    int64_t m = w->d[1] * a->group;
+    if (n->in[2] >= 0 && (in[2].ndim != 1 || in[2].d[0] != m))
+        return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (ConvTranspose): bias must have %lld values", n->name, (long long)m);
+    out->ndim = x->ndim;
+    out->d[0] = x->d[0];
+    out->d[1] = m;
+    for (int i = 0; i < nsp; i++) {
+        if (a->has_kernel && a->kernel[i] != w->d[2 + i])
+            return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (ConvTranspose): kernel_shape disagrees with the weight", n->name);
+        a->kernel[i] = w->d[2 + i];
+        int64_t s = a->stride[i], keff = (a->kernel[i] - 1) * a->dil[i] + 1, op = a->out_pad[i];
+        int64_t full = s * (x->d[2 + i] - 1) + op + keff, o;
+        int64_t *pb = &a->pad[i], *pe = &a->pad[VBS_MAX_SPATIAL + i];
+        if (a->has_out_shape || a->auto_pad == VBS_AUTOPAD_SAME_UPPER || a->auto_pad == VBS_AUTOPAD_SAME_LOWER) {
+            o = a->has_out_shape ? a->out_shape[i] : x->d[2 + i] * s;
+            int64_t total = full - o;
+            if (total < 0)
+                return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (ConvTranspose): output_shape %lld too large on axis %d",
+                                n->name, (long long)o, 2 + i);
+            if (a->auto_pad == VBS_AUTOPAD_SAME_UPPER) { *pb = total / 2; *pe = total - total / 2; }
+            else { *pb = total - total / 2; *pe = total / 2; }
+        } else {
+            if (a->auto_pad == VBS_AUTOPAD_VALID) *pb = *pe = 0;
+            o = full - *pb - *pe;
+        }
+        if (o <= 0)
+            return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (ConvTranspose): output size %lld on axis %d", n->name, (long long)o, 2 + i);
+        out->d[2 + i] = o;
+    }
+    a->nsp = nsp;
+    return VBS_OK;
+}
+
+size_t vbs_conv_transpose_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
+    vbs_geo g; /* in = small side (x), out = y */
+    vbs_geo_make(&g, &n->a.win, &in[0], &out[0], n->a.win.kernel);
+    int64_t mg = in[1].d[1];
+    return (size_t)(mg * g.k_sz * g.in_sz);
+}
+
+/* Adds col (mg*k_sz rows of in_sz) into y (mg channels of out_sz). */
+static void col2im(const vbs_geo *g, const float *col, int64_t mg, float *y) {
+    for (int64_t c = 0; c < mg; c++)
+        for (int64_t kd = 0; kd < g->k[0]; kd++)
+            for (int64_t kh = 0; kh < g->k[1]; kh++)
+                for (int64_t kw = 0; kw < g->k[2]; kw++) {
+                    const float *src = col + (((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2] + kw) * g->in_sz;
+                    float *yc = y + c * g->out_sz;
+                    for (int64_t id = 0; id < g->in[0]; id++) {
+                        int64_t od = id * g->s[0] - g->pb[0] + kd * g->d[0];
+                        if (od < 0 || od >= g->out[0]) continue;
+                        for (int64_t ih = 0; ih < g->in[1]; ih++) {
+                            int64_t oh = ih * g->s[1] - g->pb[1] + kh * g->d[1];
+                            if (oh < 0 || oh >= g->out[1]) continue;
+                            const float *s = src + (id * g->in[1] + ih) * g->in[2];
+                            float *dst = yc + (od * g->out[1] + oh) * g->out[2];
+                            int64_t off = kw * g->d[2] - g->pb[2];
+                            for (int64_t iw = 0; iw < g->in[2]; iw++) {
+                                int64_t ow = iw * g->s[2] + off;
+                                if (ow >= 0 && ow < g->out[2]) dst[ow] += s[iw];
+                            }
+                        }
+                    }
+                }
+}
+
+static void init_bias(float *y, const float *b, int64_t m, int64_t sz) {
+    for (int64_t c = 0; c < m; c++) {
+        float v = b ? b[c] : 0.f;
+        for (int64_t i = 0; i < sz; i++) y[c * sz + i] = v;
+    }
+}
+
+void vbs_conv_transpose_forward(const vbs_op_args *a) {
+    const vbs_shape *xs = a->xs[0], *ws = a->xs[1], *ys = a->ys[0];
+    vbs_geo g;
+    vbs_geo_make(&g, &a->node->a.win, xs, ys, a->node->a.win.kernel);
+    int64_t group = a->node->a.win.group, cin = xs->d[1], cg = cin / group, mg = ws->d[1], m = mg * group;
+    for (int64_t n = 0; n < xs->d[0]; n++) {
+        float *y = a->y[0] + n * m * g.out_sz;
+        init_bias(y, a->x[2], m, g.out_sz);
+        for (int64_t gi = 0; gi < group; gi++) {
+            const float *x = a->x[0] + (n * cin + gi * cg) * g.in_sz;
+            const float *w = a->x[1] + gi * cg * mg * g.k_sz; /* (cg, mg*k) */
+            vbs_sgemm(1, 0, mg * g.k_sz, g.in_sz, cg, w, mg * g.k_sz, x, g.in_sz, 0.f, a->work, g.in_sz);
+            col2im(&g, a->work, mg, y + gi * mg * g.out_sz);
+        }
+    }
+}
+
+void vbs_conv_transpose_forward_naive(const vbs_op_args *a) {
+    const vbs_shape *xs = a->xs[0], *ws = a->xs[1], *ys = a->ys[0];
+    vbs_geo g;
+    vbs_geo_make(&g, &a->node->a.win, xs, ys, a->node->a.win.kernel);
+    int64_t group = a->node->a.win.group, cin = xs->d[1], cg = cin / group, mg = ws->d[1], m = mg * group;
+    for (int64_t n = 0; n < xs->d[0]; n++) {
+        init_bias(a->y[0] + n * m * g.out_sz, a->x[2], m, g.out_sz);
+        for (int64_t ic = 0; ic < cin; ic++) {
+            int64_t gi = ic / cg;
+            for (int64_t id = 0; id < g.in[0]; id++)
+                for (int64_t ih = 0; ih < g.in[1]; ih++)
+                    for (int64_t iw = 0; iw < g.in[2]; iw++) {
+                        float xv = a->x[0][((n * cin + ic) * g.in[0] + id) * g.in[1] * g.in[2] + ih * g.in[2] + iw];
+                        for (int64_t oc = 0; oc < mg; oc++)
+                            for (int64_t kd = 0; kd < g.k[0]; kd++)
+                                for (int64_t kh = 0; kh < g.k[1]; kh++)
+                                    for (int64_t kw = 0; kw < g.k[2]; kw++) {
+                                        int64_t od = id * g.s[0] - g.pb[0] + kd * g.d[0];
+                                        int64_t oh = ih * g.s[1] - g.pb[1] + kh * g.d[1];
+                                        int64_t ow = iw * g.s[2] - g.pb[2] + kw * g.d[2];
+                                        if (od < 0 || od >= g.out[0] || oh < 0 || oh >= g.out[1] || ow < 0 || ow >= g.out[2])
+                                            continue;
+                                        float wv = a->x[1][(((ic * mg + oc) * g.k[0] + kd) * g.k[1] + kh) * g.k[2] + kw];
+                                        a->y[0][((n * m + gi * mg + oc) * g.out[0] + od) * g.out[1] * g.out[2] + oh * g.out[2] + ow] +=
+                                            xv * wv;
+                                    }
+                    }
+        }
+    }
+}
+
+double vbs_conv_transpose_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
+    (void)n; (void)out;
+    double k = 1;
+    for (int i = 1; i < in[1].ndim; i++) k *= (double)in[1].d[i];
+    return 2.0 * (double)vbs_shape_numel(&in[0]) * k;
+}

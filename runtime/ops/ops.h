@@ -1,0 +1,49 @@
+/*
+ * ops.h: the functions each runtime/ops/<op>.c file exports to the
+ * registration table in registry.c. Not part of the public API.
+ */
+#ifndef VBS_OPS_H
+#define VBS_OPS_H
+
+#include "../internal.h"
+
+#define VBS_DECLARE_OP(op)                                                                      \
+    vbs_status vbs_##op##_parse(vbs_node *n, const vbs_node_def *d, char *err);                 \
+    vbs_status vbs_##op##_shape(vbs_node *n, const vbs_shape *in, vbs_shape *out, char *err);   \
+    void vbs_##op##_forward(const vbs_op_args *a);                                              \
+    void vbs_##op##_forward_naive(const vbs_op_args *a)
+
+VBS_DECLARE_OP(conv);
+size_t vbs_conv_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+double vbs_conv_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+VBS_DECLARE_OP(conv_transpose);
+size_t vbs_conv_transpose_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+double vbs_conv_transpose_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+VBS_DECLARE_OP(max_pool);
+VBS_DECLARE_OP(average_pool);
+VBS_DECLARE_OP(global_average_pool);
+VBS_DECLARE_OP(batch_norm);
+VBS_DECLARE_OP(instance_norm);
+VBS_DECLARE_OP(relu);
+VBS_DECLARE_OP(leaky_relu);
+VBS_DECLARE_OP(sigmoid);
+VBS_DECLARE_OP(softplus);
+VBS_DECLARE_OP(softmax);
+VBS_DECLARE_OP(add);
+VBS_DECLARE_OP(mul);
+VBS_DECLARE_OP(prelu);
+VBS_DECLARE_OP(concat);
+VBS_DECLARE_OP(resize);
+size_t vbs_resize_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+VBS_DECLARE_OP(pad);
+VBS_DECLARE_OP(identity);
+VBS_DECLARE_OP(dropout);
+VBS_DECLARE_OP(gaussian_sample);
+VBS_DECLARE_OP(spatial_broadcast);
+
+/* Shared by parse functions of ops without attributes. */
+vbs_status vbs_parse_no_attrs(vbs_node *n, const vbs_node_def *d, char *err);
+/* Output shape = input 0's shape. */
+vbs_status vbs_shape_same(vbs_node *n, const vbs_shape *in, vbs_shape *out, char *err);
+
+#endif

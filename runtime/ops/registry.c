@@ -1,0 +1,45 @@
+/*
+ * registry.c: the op table. One row per op, indexed by vbs_op; the enum's
+ * numbering is internal (files store op names, not numbers), but new ops
+ * still go at the end. Columns: ONNX name, parse, shape, fast forward,
+ * naive forward, backward (the trainer's slot), scratch, FLOPs, and the
+ * input/output arity.
+ */
+#include <string.h>
+
+#include "ops.h"
+
+#define ROW(name, op, work, flops, min_in, max_in, max_out)                                                     \
+    {name, vbs_##op##_parse, vbs_##op##_shape, vbs_##op##_forward, vbs_##op##_forward_naive, NULL, work, flops, \
+     min_in, max_in, max_out}
+
+const vbs_op_info vbs_ops[VBS_OP_COUNT] = {
+    [VBS_OP_CONV] = ROW("Conv", conv, vbs_conv_work, vbs_conv_flops, 2, 3, 1),
+    [VBS_OP_CONV_TRANSPOSE] = ROW("ConvTranspose", conv_transpose, vbs_conv_transpose_work, vbs_conv_transpose_flops, 2, 3, 1),
+    [VBS_OP_MAX_POOL] = ROW("MaxPool", max_pool, NULL, NULL, 1, 1, 1),
+    [VBS_OP_AVERAGE_POOL] = ROW("AveragePool", average_pool, NULL, NULL, 1, 1, 1),
+    [VBS_OP_GLOBAL_AVERAGE_POOL] = ROW("GlobalAveragePool", global_average_pool, NULL, NULL, 1, 1, 1),
+    [VBS_OP_BATCH_NORM] = ROW("BatchNormalization", batch_norm, NULL, NULL, 5, 5, 1),
+    [VBS_OP_INSTANCE_NORM] = ROW("InstanceNormalization", instance_norm, NULL, NULL, 3, 3, 1),
+    [VBS_OP_RELU] = ROW("Relu", relu, NULL, NULL, 1, 1, 1),
+    [VBS_OP_LEAKY_RELU] = ROW("LeakyRelu", leaky_relu, NULL, NULL, 1, 1, 1),
+    [VBS_OP_PRELU] = ROW("PRelu", prelu, NULL, NULL, 2, 2, 1),
+    [VBS_OP_SIGMOID] = ROW("Sigmoid", sigmoid, NULL, NULL, 1, 1, 1),
+    [VBS_OP_SOFTMAX] = ROW("Softmax", softmax, NULL, NULL, 1, 1, 1),
+    [VBS_OP_SOFTPLUS] = ROW("Softplus", softplus, NULL, NULL, 1, 1, 1),
+    [VBS_OP_ADD] = ROW("Add", add, NULL, NULL, 2, 2, 1),
+    [VBS_OP_MUL] = ROW("Mul", mul, NULL, NULL, 2, 2, 1),
+    [VBS_OP_CONCAT] = ROW("Concat", concat, NULL, NULL, 1, VBS_MAX_IN, 1),
+    [VBS_OP_RESIZE] = ROW("Resize", resize, vbs_resize_work, NULL, 1, 1, 1),
+    [VBS_OP_PAD] = ROW("Pad", pad, NULL, NULL, 1, 1, 1),
+    [VBS_OP_IDENTITY] = ROW("Identity", identity, NULL, NULL, 1, 1, 1),
+    [VBS_OP_DROPOUT] = ROW("Dropout", dropout, NULL, NULL, 1, 3, 1),
+    [VBS_OP_GAUSSIAN_SAMPLE] = ROW("GaussianSample", gaussian_sample, NULL, NULL, 2, 2, 1),
+    [VBS_OP_SPATIAL_BROADCAST] = ROW("SpatialBroadcast", spatial_broadcast, NULL, NULL, 2, 2, 1),
+};
+
+vbs_op vbs_op_from_name(const char *name) {
+    for (int i = 1; i < VBS_OP_COUNT; i++)
+        if (vbs_ops[i].name && strcmp(vbs_ops[i].name, name) == 0) return (vbs_op)i;
+    return VBS_OP_INVALID;
+}

@@ -1,0 +1,192 @@
+/*
+ * resize.c: ONNX Resize in nearest and (n-)linear modes over any axes,
+ * with the coordinate_transformation_mode and nearest_mode of opset 13+.
+ * Scales or sizes are attributes here; importers fold the constant inputs
+ * into them. Cubic, tf_crop_and_resize, antialias and exclude_outside are
+ * refused. The fast kernel precomputes per-axis source indices and
+ * weights; the naive one maps every output element on its own in double.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "ops.h"
+
+vbs_status vbs_resize_parse(vbs_node *n, const vbs_node_def *d, char *err) {
+    static const char *const known[] = {"mode", "coordinate_transformation_mode", "nearest_mode", "scales", "sizes",
+                                        "cubic_coeff_a", "exclude_outside", "extrapolation_value", "antialias", NULL};
+    vbs_resize_attr *r = &n->a.resize;
+    vbs_status st = vbs_attr_check_known(d, known, err);
+    if (st) return st;
+    const char *mode = vbs_attr_string(d, "mode", "nearest");
+    if (!strcmp(mode, "nearest")) r->mode = VBS_RESIZE_NEAREST;
+    else if (!strcmp(mode, "linear")) r->mode = VBS_RESIZE_LINEAR;
+    else return vbs_fail(err, VBS_ERR_UNSUPPORTED, "node '%s' (Resize): mode '%s' unsupported (nearest, linear)", d->name, mode);
+    const char *ct = vbs_attr_string(d, "coordinate_transformation_mode", "half_pixel");
+    if (!strcmp(ct, "half_pixel")) r->coord = VBS_CT_HALF_PIXEL;
+    else if (!strcmp(ct, "asymmetric")) r->coord = VBS_CT_ASYMMETRIC;
+    else if (!strcmp(ct, "align_corners")) r->coord = VBS_CT_ALIGN_CORNERS;
+    else if (!strcmp(ct, "pytorch_half_pixel")) r->coord = VBS_CT_PYTORCH_HALF_PIXEL;
+    else return vbs_fail(err, VBS_ERR_UNSUPPORTED, "node '%s' (Resize): coordinate_transformation_mode '%s' unsupported", d->name, ct);
+    const char *nm = vbs_attr_string(d, "nearest_mode", "round_prefer_floor");
+    if (!strcmp(nm, "round_prefer_floor")) r->nearest = VBS_NEAREST_ROUND_PREFER_FLOOR;
+    else if (!strcmp(nm, "round_prefer_ceil")) r->nearest = VBS_NEAREST_ROUND_PREFER_CEIL;
+    else if (!strcmp(nm, "floor")) r->nearest = VBS_NEAREST_FLOOR;
+    else if (!strcmp(nm, "ceil")) r->nearest = VBS_NEAREST_CEIL;
+    else return vbs_fail(err, VBS_ERR_GRAPH, "node '%s' (Resize): unknown nearest_mode '%s'", d->name, nm);
+    int64_t v;
+    if ((st = vbs_attr_int(d, "exclude_outside", 0, &v, err))) return st;
+    if (v) return vbs_fail(err, VBS_ERR_UNSUPPORTED, "node '%s' (Resize): exclude_outside=1 unsupported", d->name);
+    if ((st = vbs_attr_int(d, "antialias", 0, &v, err))) return st;
+    if (v) return vbs_fail(err, VBS_ERR_UNSUPPORTED, "node '%s' (Resize): antialias=1 unsupported", d->name);
+    if ((st = vbs_attr_floats(d, "scales", VBS_MAX_DIMS, r->scales, &r->n_scales, err))) return st;
+    if ((st = vbs_attr_ints(d, "sizes", VBS_MAX_DIMS, r->sizes, &r->n_sizes, err))) return st;
+    if ((r->n_scales > 0) == (r->n_sizes > 0))
+        return vbs_fail(err, VBS_ERR_GRAPH, "node '%s' (Resize): exactly one of 'scales' and 'sizes' is required", d->name);
+    for (int i = 0; i < r->n_scales; i++)
+        if (!(r->scales[i] > 0.f) || r->scales[i] > 65536.f)
+            return vbs_fail(err, VBS_ERR_GRAPH, "node '%s' (Resize): scales must be in (0, 65536]", d->name);
+    for (int i = 0; i < r->n_sizes; i++)
+        if (r->sizes[i] <= 0 || r->sizes[i] > ((int64_t)1 << 31))
+            return vbs_fail(err, VBS_ERR_GRAPH, "node '%s' (Resize): sizes must be in 1..2^31", d->name);
+    return VBS_OK;
+}
+
+vbs_status vbs_resize_shape(vbs_node *n, const vbs_shape *in, vbs_shape *out, char *err) {
+    const vbs_resize_attr *r = &n->a.resize;
+    int nd = in[0].ndim, k = r->n_scales > 0 ? r->n_scales : r->n_sizes;
+    if (k != nd)
+        return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (Resize): %s has %d values, input has %d dims", n->name,
+                        r->n_scales > 0 ? "scales" : "sizes", k, nd);
+    out->ndim = nd;
+    for (int i = 0; i < nd; i++) {
+        out->d[i] = r->n_scales > 0 ? (int64_t)floor((double)in[0].d[i] * r->scales[i]) : r->sizes[i];
+        if (out->d[i] <= 0)
+            return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (Resize): output size %lld on axis %d", n->name, (long long)out->d[i], i);
+    }
+    return VBS_OK;
+}
+
+/* Source coordinate of output index x on one axis. */
+static double src_coord(const vbs_resize_attr *r, int axis, int64_t x, int64_t in, int64_t out) {
+    double scale = r->n_scales > 0 ? r->scales[axis] : (double)out / (double)in;
+    switch (r->coord) {
+    case VBS_CT_ASYMMETRIC: return x / scale;
+    case VBS_CT_ALIGN_CORNERS: return out == 1 ? 0.0 : (double)x * (double)(in - 1) / (double)(out - 1);
+    case VBS_CT_PYTORCH_HALF_PIXEL: return out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
+    default: return (x + 0.5) / scale - 0.5;
+    }
+}
+
+static int64_t nearest_index(const vbs_resize_attr *r, double c, int64_t in) {
+    int64_t i;
+    double f = floor(c);
+    switch (r->nearest) {
+    case VBS_NEAREST_FLOOR: i = (int64_t)f; break;
+    case VBS_NEAREST_CEIL: i = (int64_t)ceil(c); break;
+    case VBS_NEAREST_ROUND_PREFER_CEIL: i = c - f == 0.5 ? (int64_t)f + 1 : (int64_t)floor(c + 0.5); break;
+    default: i = c - f == 0.5 ? (int64_t)f : (int64_t)floor(c + 0.5); break;
+    }
+    return i < 0 ? 0 : (i >= in ? in - 1 : i);
+}
+
+/* Per axis: for each output index, two source indices and the weight of the second. */
+typedef struct { int64_t *i0, *i1; float *w; } axis_map;
+
+static void axis_build(const vbs_resize_attr *r, int axis, int64_t in, int64_t out, axis_map *m) {
+    for (int64_t x = 0; x < out; x++) {
+        double c = src_coord(r, axis, x, in, out);
+        if (r->mode == VBS_RESIZE_NEAREST) {
+            m->i0[x] = m->i1[x] = nearest_index(r, c, in);
+            m->w[x] = 0.f;
+            continue;
+        }
+        if (c < 0) c = 0;
+        if (c > (double)(in - 1)) c = (double)(in - 1);
+        int64_t f = (int64_t)floor(c);
+        m->i0[x] = f;
+        m->i1[x] = f + 1 < in ? f + 1 : f;
+        m->w[x] = (float)(c - (double)f);
+    }
+}
+
+/* Scratch: per axis 2 int64 + 1 float per output index. */
+size_t vbs_resize_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
+    (void)n; (void)in;
+    size_t s = 0;
+    for (int i = 0; i < out->ndim; i++) s += (size_t)out->d[i] * 6;
+    return s;
+}
+
+void vbs_resize_forward(const vbs_op_args *a) {
+    const vbs_shape *xs = a->xs[0], *ys = a->ys[0];
+    int nd = ys->ndim;
+    axis_map m[VBS_MAX_DIMS];
+    int64_t *p = (int64_t *)a->work;
+    int active[VBS_MAX_DIMS], na = 0;
+    for (int i = 0; i < nd; i++) {
+        m[i].i0 = p; p += ys->d[i];
+        m[i].i1 = p; p += ys->d[i];
+        m[i].w = (float *)p; p = (int64_t *)((float *)p + ys->d[i] + (ys->d[i] & 1));
+        axis_build(&a->node->a.resize, i, xs->d[i], ys->d[i], &m[i]);
+        int trivial = xs->d[i] == ys->d[i];
+        for (int64_t x = 0; trivial && x < ys->d[i]; x++) trivial = m[i].i0[x] == x && m[i].w[x] == 0.f;
+        if (!trivial && a->node->a.resize.mode == VBS_RESIZE_LINEAR) active[na++] = i;
+    }
+    int64_t xstr[VBS_MAX_DIMS], s = 1;
+    for (int i = nd - 1; i >= 0; i--) { xstr[i] = s; s *= xs->d[i]; }
+    int64_t n = vbs_shape_numel(ys), idx[VBS_MAX_DIMS] = {0};
+    for (int64_t e = 0; e < n; e++) {
+        int64_t base = 0;
+        for (int i = 0; i < nd; i++) base += m[i].i0[idx[i]] * xstr[i];
+        float acc = 0.f;
+        for (int corner = 0; corner < (1 << na); corner++) {
+            int64_t off = base;
+            float w = 1.f;
+            for (int t = 0; t < na; t++) {
+                int ax = active[t];
+                float wx = m[ax].w[idx[ax]];
+                if (corner >> t & 1) { off += (m[ax].i1[idx[ax]] - m[ax].i0[idx[ax]]) * xstr[ax]; w *= wx; }
+                else w *= 1.f - wx;
+            }
+            acc += w * a->x[0][off];
+        }
+        a->y[0][e] = acc;
+        for (int i = nd - 1; i >= 0; i--) {
+            if (++idx[i] < ys->d[i]) break;
+            idx[i] = 0;
+        }
+    }
+}
+
+void vbs_resize_forward_naive(const vbs_op_args *a) {
+    const vbs_resize_attr *r = &a->node->a.resize;
+    const vbs_shape *xs = a->xs[0], *ys = a->ys[0];
+    int nd = ys->ndim;
+    int64_t n = vbs_shape_numel(ys);
+    for (int64_t e = 0; e < n; e++) {
+        int64_t o[VBS_MAX_DIMS], rem = e;
+        for (int i = nd - 1; i >= 0; i--) { o[i] = rem % ys->d[i]; rem /= ys->d[i]; }
+        int64_t lo[VBS_MAX_DIMS], hi[VBS_MAX_DIMS];
+        double w[VBS_MAX_DIMS];
+        for (int i = 0; i < nd; i++) {
+            double c = src_coord(r, i, o[i], xs->d[i], ys->d[i]);
+            if (r->mode == VBS_RESIZE_NEAREST) { lo[i] = hi[i] = nearest_index(r, c, xs->d[i]); w[i] = 0; continue; }
+            c = c < 0 ? 0 : (c > (double)(xs->d[i] - 1) ? (double)(xs->d[i] - 1) : c);
+            lo[i] = (int64_t)floor(c);
+            hi[i] = lo[i] + 1 < xs->d[i] ? lo[i] + 1 : lo[i];
+            w[i] = c - (double)lo[i];
+        }
+        double acc = 0;
+        for (int corner = 0; corner < (1 << nd); corner++) {
+            double wt = 1;
+            int64_t off = 0;
+            for (int i = 0; i < nd; i++) {
+                int up = corner >> i & 1;
+                wt *= up ? w[i] : 1 - w[i];
+                off = off * xs->d[i] + (up ? hi[i] : lo[i]);
+            }
+            if (wt != 0) acc += wt * a->x[0][off];
+        }
+        a->y[0][e] = (float)acc;
+    }
+}

@@ -1,0 +1,70 @@
+/*
+ * softmax.c: ONNX Softmax (opset 13: one axis, default -1), over any axis.
+ * The fast kernel walks the reduced axis with the inner positions as the
+ * vectorised loop, so axis=1 over NCHW channels stays contiguous; the
+ * naive kernel handles one (outer, inner) column at a time in double.
+ */
+#include <math.h>
+
+#include "ops.h"
+
+vbs_status vbs_softmax_parse(vbs_node *n, const vbs_node_def *d, char *err) {
+    static const char *const known[] = {"axis", NULL};
+    vbs_status st = vbs_attr_check_known(d, known, err);
+    return st ? st : vbs_attr_int(d, "axis", -1, &n->a.axis, err);
+}
+
+vbs_status vbs_softmax_shape(vbs_node *n, const vbs_shape *in, vbs_shape *out, char *err) {
+    int64_t ax = n->a.axis;
+    if (ax < -in[0].ndim || ax >= in[0].ndim)
+        return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (Softmax): axis %lld out of range for %d dims", n->name, (long long)ax, in[0].ndim);
+    *out = in[0];
+    return VBS_OK;
+}
+
+static void split(const vbs_op_args *a, int64_t *outer, int64_t *len, int64_t *inner) {
+    const vbs_shape *s = a->xs[0];
+    int ax = (int)(a->node->a.axis < 0 ? a->node->a.axis + s->ndim : a->node->a.axis);
+    *outer = *inner = 1;
+    for (int i = 0; i < ax; i++) *outer *= s->d[i];
+    for (int i = ax + 1; i < s->ndim; i++) *inner *= s->d[i];
+    *len = s->d[ax];
+}
+
+void vbs_softmax_forward(const vbs_op_args *a) {
+    int64_t outer, len, inner;
+    split(a, &outer, &len, &inner);
+    enum { T = 256 };
+    float mx[T], sum[T];
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i0 = 0; i0 < inner; i0 += T) {
+            int64_t nt = inner - i0 < T ? inner - i0 : T;
+            const float *x = a->x[0] + o * len * inner + i0;
+            float *y = a->y[0] + o * len * inner + i0;
+            for (int64_t t = 0; t < nt; t++) { mx[t] = x[t]; sum[t] = 0.f; }
+            for (int64_t k = 1; k < len; k++)
+                for (int64_t t = 0; t < nt; t++) mx[t] = fmaxf(mx[t], x[k * inner + t]);
+            for (int64_t k = 0; k < len; k++)
+                for (int64_t t = 0; t < nt; t++) {
+                    float e = expf(x[k * inner + t] - mx[t]);
+                    y[k * inner + t] = e;
+                    sum[t] += e;
+                }
+            for (int64_t t = 0; t < nt; t++) sum[t] = 1.f / sum[t];
+            for (int64_t k = 0; k < len; k++)
+                for (int64_t t = 0; t < nt; t++) y[k * inner + t] *= sum[t];
+        }
+}
+
+void vbs_softmax_forward_naive(const vbs_op_args *a) {
+    int64_t outer, len, inner;
+    split(a, &outer, &len, &inner);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            const float *x = a->x[0] + o * len * inner + i;
+            double mx = x[0], s = 0;
+            for (int64_t k = 1; k < len; k++) mx = x[k * inner] > mx ? x[k * inner] : mx;
+            for (int64_t k = 0; k < len; k++) s += exp(x[k * inner] - mx);
+            for (int64_t k = 0; k < len; k++) a->y[0][o * len * inner + i + k * inner] = (float)(exp(x[k * inner] - mx) / s);
+        }
+}

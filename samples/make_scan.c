@@ -1,0 +1,72 @@
+/*
+ * make_scan.c: writes a synthetic four-channel brain MRI in the BraTS
+ * layout (CASE_flair.nii.gz, _t1, _t1ce, _t2), with a known lesion, so
+ * that the demo and the tests have a scan without downloading one.
+ * An ellipsoidal "brain" with smooth intensity variation, a necrotic
+ * core, enhancing rim and surrounding oedema, each with its own contrast
+ * per channel, plus noise from a fixed seed. Uses only the public API.
+ *
+ *   make_scan OUTDIR [CASE] [NX NY NZ]     (default BraTS-like 240x240x155
+ *                                           is large; the demo uses 96x96x32)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "vbseg.h"
+
+static double urand(uint64_t *s) {
+    *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
+    return (double)(*s >> 11) / 9007199254740992.0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || argc == 4 || argc == 5 || argc > 6) {
+        fprintf(stderr, "usage: make_scan OUTDIR [CASE] [NX NY NZ]\n");
+        return 2;
+    }
+    const char *dir = argv[1], *name = argc > 2 ? argv[2] : "Demo_001";
+    int64_t dims[4] = {96, 96, 32, 1};
+    if (argc == 6)
+        for (int i = 0; i < 3; i++) {
+            dims[i] = atoll(argv[3 + i]);
+            if (dims[i] < 4 || dims[i] > 1024) { fprintf(stderr, "make_scan: size %s out of 4..1024\n", argv[3 + i]); return 2; }
+        }
+    const char *chan[4] = {"flair", "t1", "t1ce", "t2"};
+    /* per tissue (background, brain, oedema, enhancing rim, necrosis) intensity per channel */
+    const double level[4][5] = {{0, 420, 900, 700, 500}, {0, 600, 450, 500, 300}, {0, 550, 500, 1300, 350}, {0, 500, 950, 800, 1100}};
+    float pix[3] = {1.f, 1.f, 1.f}, org[3] = {-(float)dims[0] / 2, -(float)dims[1] / 2, -(float)dims[2] / 2};
+    double cx = dims[0] * 0.58, cy = dims[1] * 0.45, cz = dims[2] * 0.5, r = dims[0] * 0.12;
+    for (int c = 0; c < 4; c++) {
+        vbs_volume *v = vbs_volume_create(dims, pix, org);
+        if (!v) { fprintf(stderr, "make_scan: out of memory\n"); return 1; }
+        float *x = vbs_volume_data(v);
+        uint64_t seed = 0x1234567ull + (uint64_t)c;
+        for (int64_t k = 0; k < dims[2]; k++)
+            for (int64_t j = 0; j < dims[1]; j++)
+                for (int64_t i = 0; i < dims[0]; i++) {
+                    double u = (i - dims[0] / 2.0) / (dims[0] * 0.42), w = (j - dims[1] / 2.0) / (dims[1] * 0.47),
+                           z = (k - dims[2] / 2.0) / (dims[2] * 0.48);
+                    double brain = u * u + w * w + z * z;
+                    int t = 0;
+                    if (brain < 1) {
+                        double dx = i - cx, dy = j - cy, dz = (k - cz) * dims[0] / (double)dims[2] * 0.5;
+                        double d = sqrt(dx * dx + dy * dy + dz * dz);
+                        t = d < 0.5 * r ? 4 : d < 0.75 * r ? 3 : d < 1.4 * r ? 2 : 1;
+                    }
+                    double val = level[c][t];
+                    if (t) val *= 1.0 + 0.08 * sin(i * 0.15) * cos(j * 0.11) + 0.05 * (urand(&seed) - 0.5);
+                    x[(k * dims[1] + j) * dims[0] + i] = (float)val;
+                }
+        char path[4096], err[1024];
+        snprintf(path, sizeof path, "%s/%s_%s.nii.gz", dir, name, chan[c]);
+        if (vbs_volume_write_nifti(v, path, x, dims, 0, err, sizeof err)) {
+            fprintf(stderr, "make_scan: %s\n", err);
+            vbs_volume_free(v);
+            return 1;
+        }
+        printf("wrote %s\n", path);
+        vbs_volume_free(v);
+    }
+    return 0;
+}
