@@ -369,16 +369,17 @@ typedef struct {
     int hetero;
     vbs_output_act act;
     int64_t n;               /* samples committed */
-    float *sum_p, *sum_p2;   /* k * nvox */
-    float *sum_h;            /* nvox: sum of per-sample entropies */
-    float *sum_mu, *sum_mu2, *sum_var; /* hetero: k * nvox */
+    float *mean_p, *m2_p;   /* k * nvox: running mean of p, sum of squared deviations */
+    float *mean_h;            /* nvox: running mean of per-sample entropies */
+    float *mean_mu, *m2_mu, *mean_var; /* hetero: k * nvox: mean and m2 of logits, mean variance */
 } vbs_mc_acc;
 
 vbs_status vbs_mc_acc_init(vbs_mc_acc *a, int64_t nvox, int k, vbs_output_act act, int hetero);
 /* Adds one sample's outputs for voxels [off, off+cnt): logits is k x cnt
- * (graph output 0), logvar k x cnt or NULL. Call vbs_mc_acc_commit once per
- * sample after all its regions. */
-void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, const float *logits, const float *logvar);
+ * (graph output 0), logvar k x cnt or NULL; nth is this sample's 1-based
+ * number for these voxels. Call vbs_mc_acc_commit once per sample after
+ * all its regions. */
+void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const float *logits, const float *logvar);
 void vbs_mc_acc_commit(vbs_mc_acc *a);
 /* Number of floats of a map. */
 int64_t vbs_mc_map_size(const vbs_mc_acc *a, vbs_map which);

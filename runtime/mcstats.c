@@ -19,7 +19,7 @@
 
 void vbs_mc_acc_free(vbs_mc_acc *a) {
     if (!a) return;
-    free(a->sum_p); free(a->sum_p2); free(a->sum_h); free(a->sum_mu); free(a->sum_mu2); free(a->sum_var);
+    free(a->mean_p); free(a->m2_p); free(a->mean_h); free(a->mean_mu); free(a->m2_mu); free(a->mean_var);
     memset(a, 0, sizeof *a);
 }
 
@@ -30,15 +30,15 @@ vbs_status vbs_mc_acc_init(vbs_mc_acc *a, int64_t nvox, int k, vbs_output_act ac
     a->act = act;
     a->hetero = hetero;
     size_t kn = (size_t)k * (size_t)nvox;
-    a->sum_p = calloc(kn, sizeof(float));
-    a->sum_p2 = calloc(kn, sizeof(float));
-    a->sum_h = calloc((size_t)nvox, sizeof(float));
+    a->mean_p = calloc(kn, sizeof(float));
+    a->m2_p = calloc(kn, sizeof(float));
+    a->mean_h = calloc((size_t)nvox, sizeof(float));
     if (hetero) {
-        a->sum_mu = calloc(kn, sizeof(float));
-        a->sum_mu2 = calloc(kn, sizeof(float));
-        a->sum_var = calloc(kn, sizeof(float));
+        a->mean_mu = calloc(kn, sizeof(float));
+        a->m2_mu = calloc(kn, sizeof(float));
+        a->mean_var = calloc(kn, sizeof(float));
     }
-    if (!a->sum_p || !a->sum_p2 || !a->sum_h || (hetero && (!a->sum_mu || !a->sum_mu2 || !a->sum_var))) {
+    if (!a->mean_p || !a->m2_p || !a->mean_h || (hetero && (!a->mean_mu || !a->m2_mu || !a->mean_var))) {
         vbs_mc_acc_free(a);
         return VBS_ERR_NOMEM;
     }
@@ -47,9 +47,16 @@ vbs_status vbs_mc_acc_init(vbs_mc_acc *a, int64_t nvox, int k, vbs_output_act ac
 
 static inline float xlogx(float p) { return p > 0.f ? p * logf(p) : 0.f; }
 
-void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, const float *logits, const float *logvar) {
+static inline void welford(float *mean, float *m2, float x, float inv_n) {
+    float d = x - *mean;
+    *mean += d * inv_n;
+    *m2 += d * (x - *mean);
+}
+
+void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const float *logits, const float *logvar) {
     int k = a->k;
     int64_t nv = a->nvox;
+    float inv = 1.f / (float)nth;
     for (int64_t i = 0; i < cnt; i++) {
         float p[64], h = 0.f;
         int kk = k < 64 ? k : 64;
@@ -69,17 +76,12 @@ void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, const float *logits
             for (int c = 0; c < kk; c++) { p[c] = logits[c * cnt + i]; h -= xlogx(p[c]); }
         }
         int64_t v = off + i;
-        for (int c = 0; c < kk; c++) {
-            a->sum_p[c * nv + v] += p[c];
-            a->sum_p2[c * nv + v] += p[c] * p[c];
-        }
-        a->sum_h[v] += h;
+        for (int c = 0; c < kk; c++) welford(&a->mean_p[c * nv + v], &a->m2_p[c * nv + v], p[c], inv);
+        a->mean_h[v] += (h - a->mean_h[v]) * inv;
         if (a->hetero && logvar)
             for (int c = 0; c < kk; c++) {
-                float mu = logits[c * cnt + i];
-                a->sum_mu[c * nv + v] += mu;
-                a->sum_mu2[c * nv + v] += mu * mu;
-                a->sum_var[c * nv + v] += expf(logvar[c * cnt + i]);
+                welford(&a->mean_mu[c * nv + v], &a->m2_mu[c * nv + v], logits[c * cnt + i], inv);
+                a->mean_var[c * nv + v] += (expf(logvar[c * cnt + i]) - a->mean_var[c * nv + v]) * inv;
             }
     }
 }
@@ -102,26 +104,23 @@ static float label_value(const vbs_card *card, int cls) {
 void vbs_mc_acc_map(const vbs_mc_acc *a, vbs_map which, const vbs_card *card, float *out) {
     int64_t nv = a->nvox;
     int k = a->k;
-    float inv = a->n > 0 ? 1.f / (float)a->n : 0.f;
+    float inv = a->n > 0 ? 1.f / (float)a->n : 0.f; /* for the m2 fields */
     switch (which) {
     case VBS_MAP_PROB_MEAN:
-        for (int64_t i = 0; i < k * nv; i++) out[i] = a->sum_p[i] * inv;
+        memcpy(out, a->mean_p, sizeof(float) * (size_t)(k * nv));
         break;
     case VBS_MAP_PROB_VAR:
-        for (int64_t i = 0; i < k * nv; i++) {
-            float m = a->sum_p[i] * inv, v = a->sum_p2[i] * inv - m * m;
-            out[i] = v > 0.f ? v : 0.f;
-        }
+        for (int64_t i = 0; i < k * nv; i++) out[i] = a->m2_p[i] * inv;
         break;
     case VBS_MAP_LABELS:
         for (int64_t v = 0; v < nv; v++) {
             if (a->act == VBS_ACT_SIGMOID && k == 1) {
-                out[v] = label_value(card, a->sum_p[v] * inv >= 0.5f ? 1 : 0);
+                out[v] = label_value(card, a->mean_p[v] >= 0.5f ? 1 : 0);
                 continue;
             }
             int best = 0;
             for (int c = 1; c < k; c++)
-                if (a->sum_p[c * nv + v] > a->sum_p[best * nv + v]) best = c;
+                if (a->mean_p[c * nv + v] > a->mean_p[best * nv + v]) best = c;
             out[v] = label_value(card, best);
         }
         break;
@@ -130,28 +129,25 @@ void vbs_mc_acc_map(const vbs_mc_acc *a, vbs_map which, const vbs_card *card, fl
         for (int64_t v = 0; v < nv; v++) {
             float h = 0.f;
             for (int c = 0; c < k; c++) {
-                float p = a->sum_p[c * nv + v] * inv;
+                float p = a->mean_p[c * nv + v];
                 h -= xlogx(p);
                 if (a->act == VBS_ACT_SIGMOID) h -= xlogx(1.f - p);
             }
             if (which == VBS_MAP_MUTUAL_INFO) {
-                h -= a->sum_h[v] * inv;
+                h -= a->mean_h[v];
                 if (h < 0.f) h = 0.f; /* rounding; MI >= 0 */
             }
             out[v] = h;
         }
         break;
     case VBS_MAP_EXPECTED_ENTROPY:
-        for (int64_t v = 0; v < nv; v++) out[v] = a->sum_h[v] * inv;
+        memcpy(out, a->mean_h, sizeof(float) * (size_t)nv);
         break;
     case VBS_MAP_HET_ALEATORIC:
-        for (int64_t i = 0; i < k * nv; i++) out[i] = a->sum_var[i] * inv;
+        memcpy(out, a->mean_var, sizeof(float) * (size_t)(k * nv));
         break;
     case VBS_MAP_HET_EPISTEMIC:
-        for (int64_t i = 0; i < k * nv; i++) {
-            float m = a->sum_mu[i] * inv, v = a->sum_mu2[i] * inv - m * m;
-            out[i] = v > 0.f ? v : 0.f;
-        }
+        for (int64_t i = 0; i < k * nv; i++) out[i] = a->m2_mu[i] * inv;
         break;
     default: break;
     }

@@ -226,7 +226,7 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
             for (int w = 0; w < active; w++) {
                 const float *lg = vbs_worker_value(&s->workers[w], m, m->g.output_vals[0]);
                 const float *lv = hetero ? vbs_worker_value(&s->workers[w], m, m->g.output_vals[1]) : NULL;
-                vbs_mc_acc_add(&s->acc, z * nvox_slice, nvox_slice, lg, lv);
+                vbs_mc_acc_add(&s->acc, z * nvox_slice, nvox_slice, s->acc.n + w + 1, lg, lv);
             }
         }
         for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);

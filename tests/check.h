@@ -25,7 +25,7 @@ static int g_pass, g_fail;
     } while (0)
 
 /* Compares n floats; returns 1 when all are within atol + rtol*|ref|. */
-static int close_enough(const char *what, const float *got, const float *ref, long n, double atol, double rtol) {
+static inline int close_enough(const char *what, const float *got, const float *ref, long n, double atol, double rtol) {
     double maxerr = 0;
     long bad = 0, worst = -1;
     for (long i = 0; i < n; i++) {
@@ -41,7 +41,7 @@ static int close_enough(const char *what, const float *got, const float *ref, lo
     return bad == 0;
 }
 
-static int finish(const char *name) {
+static inline int finish(const char *name) {
     printf("%s: %d passed, %d failed\n", name, g_pass, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -1,0 +1,237 @@
+/*
+ * test_mc.c: the Monte-Carlo statistics against analytic values.
+ *  - A one-weight model, logit = w*x + b with w ~ N(0, sigma^2): the mean
+ *    probability, predictive entropy, expected entropy and mutual
+ *    information are integrals over one Gaussian, computed here by
+ *    quadrature in double, independently of the runtime.
+ *  - Its heteroscedastic twin: aleatoric = exp(logvar) exactly, epistemic
+ *    = Var(w*x) = sigma^2 x^2 (eq. 10-11).
+ *  - sigma = 0: every sample equals the mean pass bit for bit, MI = 0.
+ *  - MI grows with sigma.
+ *  - The same seed gives the same bytes at 1 and 2 threads; another seed
+ *    gives other samples.
+ */
+#include <stdlib.h>
+
+#include "builder.h"
+#include "check.h"
+#include "unet.h"
+
+#define NX 5
+static const float xs[NX] = {-2.f, -0.5f, 0.25f, 1.f, 3.f};
+static const double B0 = 0.8, SIGMA = 1.2;
+
+static vbs_model *tiny(int hetero, double logvar) {
+    vbs_builder *b = vbs_b_new(5);
+    int64_t in[4] = {1, 1, 1, NX}, w1[4] = {1, 1, 1, 1}, b1[1] = {1};
+    vbs_b_input(b, "x", 4, in, NULL);
+    float bias = (float)B0, zero = 0.f, lv = (float)logvar;
+    const char *w = vbs_b_variational(b, "w", 4, w1, 0, (float)log(expm1(SIGMA)), 1.f);
+    const char *bb = vbs_b_tensor(b, "b", 1, b1, &bias);
+    const char *ins[3] = {"x", w, bb};
+    vbs_b_node(b, VBS_OP_CONV, "logit", 3, ins, 0, NULL);
+    vbs_b_output(b, "logit");
+    if (hetero) {
+        const char *w0 = vbs_b_tensor(b, "w0", 4, w1, &zero), *b2 = vbs_b_tensor(b, "lv", 1, b1, &lv);
+        const char *in2[3] = {"x", w0, b2};
+        vbs_b_node(b, VBS_OP_CONV, "logvar", 3, in2, 0, NULL);
+        vbs_b_output(b, "logvar");
+    }
+    vbs_card *c = vbs_b_card(b);
+    c->output_activation = VBS_ACT_SIGMOID;
+    c->heteroscedastic = hetero;
+    vbs_model *m;
+    if (vbs_b_finish(b, "tiny", &m)) { printf("%s\n", vbs_model_errmsg(m)); exit(1); }
+    return m;
+}
+
+static double sigm(double t) { return 1 / (1 + exp(-t)); }
+static double h2(double p) { return (p > 0 ? -p * log(p) : 0) - (p < 1 ? (1 - p) * log(1 - p) : 0); }
+
+/* E over z ~ N(0,1) of f(B0 + SIGMA*x*z), trapezoid on [-9, 9] */
+static double expect_over(double x, int entropy) {
+    double s = 0, h = 18.0 / 4000;
+    for (int i = 0; i <= 4000; i++) {
+        double z = -9 + i * h, wgt = exp(-0.5 * z * z) / sqrt(2 * M_PI) * (i == 0 || i == 4000 ? 0.5 : 1);
+        double p = sigm(B0 + SIGMA * x * z);
+        s += wgt * (entropy ? h2(p) : p);
+    }
+    return s * h;
+}
+
+static void analytic(void) {
+    vbs_model *m = tiny(0, 0);
+    vbs_session *s;
+    vbs_session_new(m, &s);
+    int64_t shape[4] = {1, 1, 1, NX};
+    vbs_mc_opts o = {20000, 11, VBS_MODE_SAMPLE, 1};
+    CHECK(vbs_session_run_mc(s, xs, shape, 4, &o) == VBS_OK, "%s", vbs_session_errmsg(s));
+    const float *pm, *pv, *ent, *ee, *mi, *lab;
+    vbs_map_info info;
+    vbs_session_map(s, VBS_MAP_PROB_MEAN, &pm, &info);
+    vbs_session_map(s, VBS_MAP_PROB_VAR, &pv, NULL);
+    vbs_session_map(s, VBS_MAP_ENTROPY, &ent, NULL);
+    vbs_session_map(s, VBS_MAP_EXPECTED_ENTROPY, &ee, NULL);
+    vbs_session_map(s, VBS_MAP_MUTUAL_INFO, &mi, NULL);
+    vbs_session_map(s, VBS_MAP_LABELS, &lab, NULL);
+    CHECK(info.n_samples == 20000 && info.ndim == 3 && info.dims[0] == 1 && info.dims[2] == NX, "map info");
+    for (int i = 0; i < NX; i++) {
+        double ep = expect_over(xs[i], 0), eh = expect_over(xs[i], 1), pe = h2(ep);
+        double se = sqrt(pv[i] / 20000.0);
+        CHECK(fabs(pm[i] - ep) < 5 * se + 1e-4, "x=%g: mean p %.5f, analytic %.5f (se %.5f)", xs[i], pm[i], ep, se);
+        CHECK(fabs(ent[i] - pe) < 0.01, "x=%g: predictive entropy %.5f, analytic %.5f", xs[i], ent[i], pe);
+        CHECK(fabs(ee[i] - eh) < 0.01, "x=%g: expected entropy %.5f, analytic %.5f", xs[i], ee[i], eh);
+        CHECK(fabs(mi[i] - (pe - eh)) < 0.01, "x=%g: MI %.5f, analytic %.5f", xs[i], mi[i], pe - eh);
+        CHECK(lab[i] == (pm[i] >= 0.5f ? 1.f : 0.f), "x=%g: label %g for mean p %g", xs[i], lab[i], pm[i]);
+    }
+    /* |x| larger -> more weight uncertainty in the logit -> more MI */
+    CHECK(mi[4] > mi[3] && mi[3] > mi[2], "MI does not grow with |x|: %g %g %g", mi[2], mi[3], mi[4]);
+    const float *d;
+    CHECK(vbs_session_map(s, VBS_MAP_HET_ALEATORIC, &d, NULL) == VBS_ERR_STATE, "heteroscedastic map on a plain model");
+    vbs_session_free(s);
+    vbs_model_free(m);
+
+    /* heteroscedastic: aleatoric = mean predicted variance, epistemic = variance of predicted means */
+    m = tiny(1, -1.5);
+    vbs_session_new(m, &s);
+    CHECK(vbs_session_run_mc(s, xs, shape, 4, &o) == VBS_OK, "%s", vbs_session_errmsg(s));
+    const float *al, *ep;
+    CHECK(vbs_session_map(s, VBS_MAP_HET_ALEATORIC, &al, NULL) == VBS_OK, "%s", vbs_session_errmsg(s));
+    CHECK(vbs_session_map(s, VBS_MAP_HET_EPISTEMIC, &ep, NULL) == VBS_OK, "%s", vbs_session_errmsg(s));
+    for (int i = 0; i < NX; i++) {
+        double want = SIGMA * SIGMA * xs[i] * xs[i];
+        CHECK(fabs(al[i] - exp(-1.5)) < 1e-5, "x=%g: aleatoric %g, want exp(-1.5)", xs[i], al[i]);
+        CHECK(fabs(ep[i] - want) < 0.06 * want, "x=%g: epistemic %g, want sigma^2 x^2 = %g", xs[i], ep[i], want);
+    }
+    vbs_session_free(s);
+    vbs_model_free(m);
+}
+
+static vbs_model *unet(float rho, int latent, int hetero) {
+    vbs_unet_opts u = vbs_unet_defaults();
+    u.in_channels = 2; u.classes = 3; u.base = 4; u.depth = 2; u.rho0 = rho; u.latent = latent; u.hetero = hetero;
+    vbs_model *m;
+    if (vbs_unet_build(&u, &m)) { printf("%s\n", vbs_model_errmsg(m)); exit(1); }
+    return m;
+}
+
+static float *image(int64_t n) {
+    float *x = malloc(sizeof(float) * (size_t)n);
+    uint64_t r = 99;
+    for (int64_t i = 0; i < n; i++) { r = r * 6364136223846793005ull + 1442695040888963407ull; x[i] = (float)((r >> 40) % 1000) / 250.f - 2.f; }
+    return x;
+}
+
+static double mean_mi(vbs_model *m, const float *x, int64_t *shape, int nd) {
+    vbs_session *s;
+    vbs_session_new(m, &s);
+    vbs_mc_opts o = {16, 3, VBS_MODE_SAMPLE, 1};
+    vbs_session_run_mc(s, x, shape, nd, &o);
+    const float *mi;
+    vbs_map_info info;
+    double acc = 0;
+    if (vbs_session_map(s, VBS_MAP_MUTUAL_INFO, &mi, &info) == VBS_OK)
+        for (int64_t i = 0; i < 16 * 16; i++) acc += mi[i];
+    vbs_session_free(s);
+    return acc / 256;
+}
+
+static void sigma_zero_and_growth(void) {
+    int64_t shape[4] = {1, 2, 16, 16};
+    float *x = image(2 * 256);
+    vbs_model *m = unet(-200.f, 0, 0); /* softplus(-200) underflows to 0: sigma is exactly 0 */
+    vbs_session *s;
+    vbs_session_new(m, &s);
+    float mean_out[3 * 256];
+    vbs_value_info vi;
+    const float *y;
+    vbs_session_forward(s, x, shape, 4, VBS_MODE_MEAN, 0, 0);
+    vbs_session_output(s, 0, &y, &vi);
+    memcpy(mean_out, y, sizeof mean_out);
+    int same = 1;
+    for (int k = 0; k < 5; k++) {
+        vbs_session_forward(s, x, shape, 4, VBS_MODE_SAMPLE, 9, (uint64_t)k);
+        vbs_session_output(s, 0, &y, &vi);
+        same &= !memcmp(y, mean_out, sizeof mean_out);
+    }
+    CHECK(same, "with sigma = 0 a sampled pass differs from the mean pass");
+    vbs_mc_opts o = {8, 1, VBS_MODE_SAMPLE, 1};
+    vbs_session_run_mc(s, x, shape, 4, &o);
+    const float *mi, *pv;
+    vbs_session_map(s, VBS_MAP_MUTUAL_INFO, &mi, NULL);
+    vbs_session_map(s, VBS_MAP_PROB_VAR, &pv, NULL);
+    float mx = 0, vmx = 0;
+    for (int i = 0; i < 256; i++) mx = fmaxf(mx, mi[i]);
+    for (int i = 0; i < 3 * 256; i++) vmx = fmaxf(vmx, pv[i]);
+    CHECK(mx < 1e-6f, "sigma = 0 but max MI is %g", mx);
+    CHECK(vmx < 1e-6f, "sigma = 0 but max probability variance is %g", vmx);
+    vbs_session_free(s);
+    vbs_model_free(m);
+    double prev = -1;
+    for (float rho = -7.f; rho <= -1.f; rho += 2.f) {
+        m = unet(rho, 0, 0);
+        double v = mean_mi(m, x, shape, 4);
+        CHECK(v > prev, "mean MI %g at rho %g is not above %g at rho %g", v, rho, prev, rho - 2);
+        prev = v;
+        vbs_model_free(m);
+    }
+    free(x);
+}
+
+/* All maps of one run, concatenated, for byte comparison. */
+static float *run_all(vbs_model *m, const float *x, int64_t *shape, int nd, uint64_t seed, int threads, int64_t *n) {
+    vbs_session *s;
+    vbs_session_new(m, &s);
+    vbs_mc_opts o = {7, seed, VBS_MODE_SAMPLE, threads};
+    if (vbs_session_run_mc(s, x, shape, nd, &o)) { printf("%s\n", vbs_session_errmsg(s)); exit(1); }
+    float *all = NULL;
+    *n = 0;
+    for (int w = 0; w < VBS_MAP_COUNT; w++) {
+        const float *d;
+        vbs_map_info info;
+        if (vbs_session_map(s, (vbs_map)w, &d, &info)) continue;
+        int64_t k = 1;
+        for (int i = 0; i < info.ndim; i++) k *= info.dims[i];
+        all = realloc(all, sizeof(float) * (size_t)(*n + k));
+        memcpy(all + *n, d, sizeof(float) * (size_t)k);
+        *n += k;
+    }
+    vbs_session_free(s);
+    return all;
+}
+
+static void reproducibility(void) {
+    /* a 2D model with a latent and a heteroscedastic head, run slice by slice over a volume */
+    vbs_model *m = unet(-3.f, 10, 1);
+    int64_t shape[5] = {1, 2, 5, 16, 16}, n1, n2, n3, n4;
+    float *x = image(2 * 5 * 256);
+    float *a = run_all(m, x, shape, 5, 123, 1, &n1), *b = run_all(m, x, shape, 5, 123, 2, &n2);
+    float *c = run_all(m, x, shape, 5, 123, 1, &n3), *d = run_all(m, x, shape, 5, 124, 2, &n4);
+    CHECK(n1 == n2 && n1 > 0 && !memcmp(a, b, sizeof(float) * (size_t)n1), "1 and 2 threads give different bytes");
+    CHECK(n1 == n3 && !memcmp(a, c, sizeof(float) * (size_t)n1), "the same seed gives different bytes");
+    CHECK(n1 == n4 && memcmp(a, d, sizeof(float) * (size_t)n1), "another seed gives the same bytes");
+    CHECK(n1 == (3 * 2 + 4 + 3 * 2) * 5 * 256, "map sizes: %lld floats", (long long)n1);
+    /* slice z of the volume run equals a run of that slice alone: one weight draw per sample across slices */
+    vbs_session *s;
+    vbs_session_new(m, &s);
+    vbs_mc_opts o = {7, 123, VBS_MODE_SAMPLE, 1};
+    int64_t sl[4] = {1, 2, 16, 16};
+    float slice[2 * 256];
+    for (int ch = 0; ch < 2; ch++) memcpy(slice + ch * 256, x + (ch * 5 + 3) * 256, sizeof(float) * 256);
+    vbs_session_run_mc(s, slice, sl, 4, &o);
+    const float *mi;
+    vbs_session_map(s, VBS_MAP_PROB_MEAN, &mi, NULL);
+    int same = 1;
+    for (int k = 0; k < 3; k++) same &= !memcmp(mi + k * 256, a + k * 5 * 256 + 3 * 256, sizeof(float) * 256);
+    CHECK(same, "a slice of a volume run differs from the slice run alone");
+    vbs_session_free(s);
+    free(a); free(b); free(c); free(d); free(x);
+    vbs_model_free(m);
+}
+
+int main(void) {
+    analytic();
+    sigma_zero_and_growth();
+    reproducibility();
+    return finish("test_mc");
+}
