@@ -1,0 +1,262 @@
+/*
+ * test_format.c: the .vbseg round trip (load then save gives the same
+ * bytes, from a file and from memory) and one crafted bad file for every
+ * refusal of the reader. Header edits go through protobuf-c and get a
+ * fresh CRC, so each file is wrong in exactly one way. Every refusal must
+ * come back as the right status with a one-line message that names the
+ * file and the tensor or node.
+ */
+#include <stdlib.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "../format/layout.h"
+#include "check.h"
+#include "internal.h"
+#include "unet.h"
+#include "vbseg.pb-c.h"
+
+static char dir[] = "/tmp/vbs_test_format.XXXXXX";
+
+static uint8_t *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(*n + 1);
+    if (fread(b, 1, *n, f) != *n) { free(b); b = NULL; }
+    fclose(f);
+    return b;
+}
+
+static void spit(const char *path, const uint8_t *b, size_t n) {
+    FILE *f = fopen(path, "wb");
+    fwrite(b, 1, n, f);
+    fclose(f);
+}
+
+static uint8_t *good;
+static size_t good_n;
+
+/* Loads bytes written to a file; checks status and that the message names the file and contains `needle`. */
+static void expect_refusal(const char *what, const uint8_t *b, size_t n, vbs_status want, const char *needle) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s.vbseg", dir, what);
+    spit(path, b, n);
+    vbs_model *m;
+    vbs_status st = vbs_model_load(path, &m);
+    const char *msg = vbs_model_errmsg(m);
+    CHECK(st == want, "%s: status %s, want %s (%s)", what, vbs_status_name(st), vbs_status_name(want), msg);
+    CHECK(strstr(msg, path) == msg, "%s: message does not start with the file name: %s", what, msg);
+    CHECK(strstr(msg, needle) != NULL, "%s: message lacks '%s': %s", what, needle, msg);
+    CHECK(!strchr(msg, '\n'), "%s: message has more than one line", what);
+    vbs_model_free(m);
+}
+
+/* Repacks an edited header in front of the original data section. */
+static uint8_t *rebuild(Vbseg__Model *pm, size_t *n) {
+    uint64_t old_h = vbs_rd64(good + 16), dlen = vbs_rd64(good + 24);
+    const uint8_t *data = good + vbs_align64(VBS_PREAMBLE + old_h);
+    size_t h = vbseg__model__get_packed_size(pm);
+    uint64_t doff = vbs_align64(VBS_PREAMBLE + h);
+    *n = (size_t)(doff + dlen);
+    uint8_t *b = calloc(1, *n);
+    memcpy(b, good, 12);
+    vbseg__model__pack(pm, b + VBS_PREAMBLE);
+    vbs_wr32(b + 12, (uint32_t)crc32(0L, b + VBS_PREAMBLE, (uInt)h));
+    vbs_wr64(b + 16, h);
+    vbs_wr64(b + 24, dlen);
+    memcpy(b + doff, data, dlen);
+    return b;
+}
+
+static Vbseg__Model *header(void) { return vbseg__model__unpack(NULL, vbs_rd64(good + 16), good + VBS_PREAMBLE); }
+
+static int find_tensor(Vbseg__Model *pm, const char *name) {
+    for (size_t i = 0; i < pm->graph->n_tensor; i++)
+        if (!strcmp(pm->graph->tensor[i]->name, name)) return (int)i;
+    return -1;
+}
+
+static int find_node(Vbseg__Model *pm, const char *op) {
+    for (size_t i = 0; i < pm->graph->n_node; i++)
+        if (!strcmp(pm->graph->node[i]->op_type, op)) return (int)i;
+    return -1;
+}
+
+#define EDIT(what, want, needle, ...)                          \
+    do {                                                       \
+        Vbseg__Model *pm = header();                           \
+        __VA_ARGS__;                                           \
+        size_t n;                                              \
+        uint8_t *b = rebuild(pm, &n);                          \
+        expect_refusal(what, b, n, want, needle);              \
+        free(b);                                               \
+        vbseg__model__free_unpacked(pm, NULL);                 \
+    } while (0)
+
+static void round_trip(void) {
+    vbs_unet_opts o = vbs_unet_defaults();
+    o.base = 4; o.depth = 2; o.hetero = 1; o.latent = 3; o.in_channels = 2; o.classes = 3;
+    vbs_model *m;
+    CHECK(vbs_unet_build(&o, &m) == VBS_OK, "%s", vbs_model_errmsg(m));
+    char a[256], b[256], c[256];
+    snprintf(a, sizeof a, "%s/a.vbseg", dir);
+    snprintf(b, sizeof b, "%s/b.vbseg", dir);
+    snprintf(c, sizeof c, "%s/c.vbseg", dir);
+    CHECK(vbs_model_save(m, a) == VBS_OK, "%s", vbs_model_errmsg(m));
+    vbs_model *l;
+    CHECK(vbs_model_load(a, &l) == VBS_OK, "%s", vbs_model_errmsg(l));
+    CHECK(vbs_model_save(l, b) == VBS_OK, "%s", vbs_model_errmsg(l));
+    size_t na, nb, nc;
+    good = slurp(a, &na);
+    good_n = na;
+    uint8_t *bb = slurp(b, &nb);
+    CHECK(na == nb && !memcmp(good, bb, na), "load then save changed the bytes (%zu vs %zu)", na, nb);
+    vbs_model *mm;
+    CHECK(vbs_model_load_memory(good, na, "mem", &mm) == VBS_OK, "%s", vbs_model_errmsg(mm));
+    vbs_model_save(mm, c);
+    uint8_t *cc = slurp(c, &nc);
+    CHECK(na == nc && !memcmp(good, cc, na), "load from memory then save changed the bytes");
+    /* the loaded model computes what the built one does */
+    int64_t shape[4] = {1, 2, 8, 8};
+    float x[128];
+    for (int i = 0; i < 128; i++) x[i] = (float)(i % 11) - 5.f;
+    vbs_session *s1, *s2;
+    vbs_session_new(m, &s1);
+    vbs_session_new(l, &s2);
+    vbs_session_forward(s1, x, shape, 4, VBS_MODE_SAMPLE, 5, 2);
+    vbs_session_forward(s2, x, shape, 4, VBS_MODE_SAMPLE, 5, 2);
+    const float *y1, *y2;
+    vbs_value_info i1, i2;
+    vbs_session_output(s1, 1, &y1, &i1);
+    vbs_session_output(s2, 1, &y2, &i2);
+    CHECK(i1.ndim == 4 && i1.dims[1] == 3 && !memcmp(y1, y2, sizeof(float) * 3 * 64), "loaded model computes differently");
+    /* the file layout: every tensor 64-byte aligned in the data section */
+    Vbseg__Model *pm = header();
+    int aligned = 1;
+    for (size_t i = 0; i < pm->graph->n_tensor; i++) aligned &= pm->graph->tensor[i]->offset % 64 == 0;
+    CHECK(aligned && (vbs_align64(VBS_PREAMBLE + vbs_rd64(good + 16)) % 64) == 0, "tensors not 64-byte aligned");
+    vbseg__model__free_unpacked(pm, NULL);
+    vbs_session_free(s1); vbs_session_free(s2);
+    vbs_model_free(m); vbs_model_free(l); vbs_model_free(mm);
+    free(bb); free(cc);
+    /* a failed save leaves no file and no temporary behind */
+    char bad[300];
+    snprintf(bad, sizeof bad, "%s/no/such/dir/x.vbseg", dir);
+    vbs_unet_build(&o, &m);
+    CHECK(vbs_model_save(m, bad) == VBS_ERR_IO, "save into a missing directory");
+    vbs_model_free(m);
+}
+
+static void refusals(void) {
+    uint8_t *b = malloc(good_n + 1);
+    memcpy(b, good, good_n);
+    expect_refusal("truncated", b, good_n - 100, VBS_ERR_FORMAT, "truncated");
+    expect_refusal("tiny", b, 10, VBS_ERR_FORMAT, "truncated");
+    b[good_n] = 0;
+    expect_refusal("trailing", b, good_n + 1, VBS_ERR_FORMAT, "trailing");
+    b[1] ^= 1;
+    expect_refusal("magic", b, good_n, VBS_ERR_FORMAT, "magic");
+    b[1] ^= 1;
+    vbs_wr16(b + 8, 2);
+    expect_refusal("newer_major", b, good_n, VBS_ERR_VERSION, "newer than this reader");
+    vbs_wr16(b + 8, 1);
+    vbs_wr16(b + 10, 7); /* a newer minor version is readable */
+    char path[256];
+    snprintf(path, sizeof path, "%s/minor.vbseg", dir);
+    spit(path, b, good_n);
+    vbs_model *m;
+    CHECK(vbs_model_load(path, &m) == VBS_OK, "newer minor version refused: %s", vbs_model_errmsg(m));
+    vbs_model_free(m);
+    vbs_wr16(b + 10, 0);
+    b[VBS_PREAMBLE + 40] ^= 0x10;
+    expect_refusal("bitflip", b, good_n, VBS_ERR_FORMAT, "checksum");
+    b[VBS_PREAMBLE + 40] ^= 0x10;
+    vbs_wr64(b + 16, (uint64_t)1 << 40);
+    expect_refusal("header_len_lies", b, good_n, VBS_ERR_FORMAT, "header length");
+    vbs_wr64(b + 16, vbs_rd64(good + 16));
+    vbs_wr64(b + 24, vbs_rd64(good + 24) + 64);
+    expect_refusal("data_len_lies", b, good_n, VBS_ERR_FORMAT, "preamble declares");
+    memcpy(b, good, good_n);
+    /* garbage header with a valid CRC */
+    uint64_t h = vbs_rd64(good + 16);
+    memset(b + VBS_PREAMBLE, 0xff, h);
+    vbs_wr32(b + 12, (uint32_t)crc32(0L, b + VBS_PREAMBLE, (uInt)h));
+    expect_refusal("garbage_header", b, good_n, VBS_ERR_FORMAT, "protobuf");
+    /* NaN in the data section: the first weight */
+    memcpy(b, good, good_n);
+    {
+        Vbseg__Model *pm = header();
+        int t = find_tensor(pm, "enc0.conv1.weight");
+        float nan = NAN;
+        memcpy(b + vbs_align64(VBS_PREAMBLE + h) + pm->graph->tensor[t]->offset + 8, &nan, 4);
+        vbseg__model__free_unpacked(pm, NULL);
+        expect_refusal("nan_weight", b, good_n, VBS_ERR_NUMERIC, "'enc0.conv1.weight' contains NaN");
+    }
+    free(b);
+
+    EDIT("length_lies", VBS_ERR_FORMAT, "'enc0.conv1.weight': length", pm->graph->tensor[find_tensor(pm, "enc0.conv1.weight")]->length += 4);
+    EDIT("offset_outside", VBS_ERR_FORMAT, "outside", pm->graph->tensor[pm->graph->n_tensor - 1]->offset = vbs_rd64(good + 24));
+    EDIT("offset_unaligned", VBS_ERR_FORMAT, "not 64-byte aligned", pm->graph->tensor[1]->offset += 4);
+    EDIT("overlap", VBS_ERR_FORMAT, "overlap", pm->graph->tensor[2]->offset = pm->graph->tensor[1]->offset);
+    EDIT("dims_overflow", VBS_ERR_FORMAT, "overflows", {
+        Vbseg__Tensor *t = pm->graph->tensor[0];
+        t->dims[0] = (int64_t)1 << 40;
+        t->dims[1] = (int64_t)1 << 40;
+    });
+    EDIT("zero_dim", VBS_ERR_FORMAT, "must be > 0", pm->graph->tensor[0]->dims[1] = 0);
+    EDIT("unknown_op", VBS_ERR_GRAPH, "unknown op 'FancyConv'", pm->graph->node[find_node(pm, "Relu")]->op_type = strdup("FancyConv"));
+    EDIT("dangling_input", VBS_ERR_GRAPH, "input 'nowhere' is not defined", pm->graph->node[find_node(pm, "Relu")]->input[0] = strdup("nowhere"));
+    EDIT("cycle", VBS_ERR_GRAPH, "cycle", {
+        /* the first conv now reads the output of a node downstream of it */
+        int c = find_node(pm, "Conv"), r = find_node(pm, "MaxPool");
+        pm->graph->node[c]->input[0] = strdup(pm->graph->node[r]->output[0]);
+    });
+    EDIT("missing_rho", VBS_ERR_FORMAT, "without a rho", pm->graph->tensor[find_tensor(pm, "enc0.conv1.weight")]->rho = strdup("ghost"));
+    EDIT("missing_prior", VBS_ERR_FORMAT, "without a prior", {
+        Vbseg__Tensor *t = pm->graph->tensor[find_tensor(pm, "enc0.conv1.weight")];
+        vbseg__prior__free_unpacked(t->prior, NULL);
+        t->prior = NULL;
+    });
+    EDIT("mu_rho_shape", VBS_ERR_SHAPE, "mu and rho", {
+        Vbseg__Tensor *t = pm->graph->tensor[find_tensor(pm, "enc0.conv1.weight.rho")];
+        int64_t d = t->dims[0];
+        t->dims[0] = t->dims[1];
+        t->dims[1] = d;
+    });
+    EDIT("shape_mismatch", VBS_ERR_SHAPE, "enc0.conv2", {
+        /* swap in/out channels of a conv (mu and rho alike): 4x4 stays 4x4 unless shapes differ, so use enc1.conv1 */
+        const char *names[2] = {"enc0.conv2.weight", "enc0.conv2.weight.rho"};
+        for (int i = 0; i < 2; i++) {
+            Vbseg__Tensor *t = pm->graph->tensor[find_tensor(pm, names[i])];
+            t->dims[1] *= 3;
+            t->dims[2] = 1;
+        }
+    });
+    EDIT("missing_attribute", VBS_ERR_GRAPH, "missing required attribute 'axis'", {
+        Vbseg__Node *n = pm->graph->node[find_node(pm, "Concat")];
+        for (size_t i = 0; i < n->n_attribute; i++) vbseg__attribute__free_unpacked(n->attribute[i], NULL);
+        n->n_attribute = 0;
+    });
+    EDIT("bad_attribute", VBS_ERR_GRAPH, "strides must be > 0", {
+        Vbseg__Node *n = pm->graph->node[find_node(pm, "MaxPool")];
+        for (size_t i = 0; i < n->n_attribute; i++)
+            if (!strcmp(n->attribute[i]->name, "strides")) n->attribute[i]->ints[0] = 0;
+    });
+    EDIT("duplicate_tensor", VBS_ERR_FORMAT, "defined twice", pm->graph->tensor[1]->name = strdup(pm->graph->tensor[0]->name));
+    EDIT("no_output", VBS_ERR_GRAPH, "not produced", pm->graph->output[0]->name = strdup("ghost"));
+    EDIT("wrong_dtype", VBS_ERR_FORMAT, "dtype", pm->graph->tensor[0]->dtype = VBSEG__DTYPE__DTYPE_UNDEFINED);
+}
+
+int main(void) {
+    if (!mkdtemp(dir)) return 1;
+    round_trip();
+    if (good) refusals();
+    free(good);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) printf("could not remove %s\n", dir);
+    return finish("test_format");
+}
