@@ -207,10 +207,20 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
         skip -= n;
     }
     int64_t nbytes = nvox * bpv;
-    raw = malloc((size_t)nbytes);
-    v->data = malloc(sizeof(float) * (size_t)nvox);
-    if (!raw || !v->data) { st = nfail(err, errlen, VBS_ERR_NOMEM, path, "out of memory for %lld voxels", (long long)nvox); goto done; }
-    got = gz_read_full(f, raw, nbytes);
+    /* The buffer grows as bytes arrive, so a header that declares gigabytes
+     * costs nothing until the bytes are really there. */
+    int64_t cap = nbytes < (1 << 24) ? nbytes : (1 << 24);
+    got = 0;
+    raw = malloc((size_t)cap);
+    while (raw) {
+        got += gz_read_full(f, raw + got, cap - got);
+        if (got < cap || cap == nbytes) break;
+        cap = cap * 2 < nbytes ? cap * 2 : nbytes;
+        unsigned char *r2 = realloc(raw, (size_t)cap);
+        if (!r2) { free(raw); raw = NULL; }
+        raw = r2;
+    }
+    if (!raw) { st = nfail(err, errlen, VBS_ERR_NOMEM, path, "out of memory for %lld voxels", (long long)nvox); goto done; }
     if (got != nbytes) {
         int zerr;
         const char *zmsg = gzerror(f, &zerr);
@@ -218,6 +228,8 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
                    zerr ? "; zlib: " : "", zerr ? zmsg : "");
         goto done;
     }
+    v->data = malloc(sizeof(float) * (size_t)nvox);
+    if (!v->data) { st = nfail(err, errlen, VBS_ERR_NOMEM, path, "out of memory for %lld voxels", (long long)nvox); goto done; }
     if (swapped && bpv > 1) swap_bytes(raw, bpv, nvox);
     int scale = slope != 0.0 && !(slope == 1.0 && inter == 0.0);
     for (int64_t i = 0; i < nvox; i++) {
