@@ -28,8 +28,9 @@ static const char *help =
     "  aleatoric_entropy  expected entropy E[H p]\n"
     "  epistemic_mi       mutual information H[E p] - E[H p]\n"
     "  aleatoric_het, epistemic_het   heteroscedastic models only (eq. 10-11)\n"
-    "--raw (with --mode mean) instead writes each graph output as DIR/<output>.npy,\n"
-    "on the data as given (no normalisation), for checking against other runtimes.\n";
+    "--raw instead runs one pass (mean mode, or the weight draw of sample 0 under\n"
+    "--seed) on the data as given (no normalisation) and writes each graph output\n"
+    "as DIR/<output>.npy, for checking against other runtimes.\n";
 
 static int ends_with(const char *s, const char *t) {
     size_t n = strlen(s), m = strlen(t);
@@ -68,7 +69,6 @@ int cmd_run(int argc, char **argv) {
         } else { cli_error("run", "unknown option '%s' (see --help)", a); return 2; }
     }
     if (!model || !n_inputs || !outdir) { cli_error("run", "--model, --input and --out are required (see --help)"); return 2; }
-    if (raw && mode != VBS_MODE_MEAN) { cli_error("run", "--raw needs --mode mean"); return 2; }
     int npy = ends_with(inputs[0], ".npy");
     if (!npy && !ends_with(inputs[0], ".nii") && !ends_with(inputs[0], ".nii.gz"))
         return cli_error("run", "%s: input must be .nii, .nii.gz or .npy", inputs[0]);
@@ -105,9 +105,11 @@ int cmd_run(int argc, char **argv) {
         channels += d[3];
     }
     if (in.dims[1] >= 0 && channels != in.dims[1]) {
-        cli_error("run", "%s: the model takes %lld channels (", model, (long long)in.dims[1]);
-        for (int i = 0; i < card->n_channels; i++) fprintf(stderr, "%s%s", i ? ", " : "", card->channels[i]);
-        fprintf(stderr, "), the input has %lld\n", (long long)channels);
+        char names[512] = "";
+        for (int i = 0, p = 0; i < card->n_channels && p < (int)sizeof names; i++)
+            p += snprintf(names + p, sizeof names - (size_t)p, "%s%s", i ? ", " : "", card->channels[i]);
+        cli_error("run", "%s: the model takes %lld channels (%s), the input has %lld", model, (long long)in.dims[1], names,
+                  (long long)channels);
         goto out;
     }
     int64_t nvox = d0[0] * d0[1] * d0[2];
@@ -133,7 +135,7 @@ int cmd_run(int argc, char **argv) {
     vbs_session_new(m, &s);
     if (raw) {
         if (nd != in.ndim) { cli_error("run", "--raw needs an input of the graph's rank (one slice for a 2D model)"); goto out; }
-        if (vbs_session_forward(s, x, shape, nd, VBS_MODE_MEAN, (uint64_t)seed, 0)) { cli_error("run", "%s", vbs_session_errmsg(s)); goto out; }
+        if (vbs_session_forward(s, x, shape, nd, mode, (uint64_t)seed, 0)) { cli_error("run", "%s", vbs_session_errmsg(s)); goto out; }
         for (int i = 0; i < vbs_model_n_outputs(m); i++) {
             const float *y;
             vbs_value_info info;

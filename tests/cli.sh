@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# cli.sh BUILD_DIR: end-to-end checks of the vbseg command and the sample
+# program on a generated scan: outputs exist and overlay the input,
+# same seed -> same bytes at 1 and 2 threads, another seed -> other bytes,
+# bad input -> one-line error, non-zero exit, nothing half-written.
+set -u
+B=$1
+V=$B/vbseg
+T=$(mktemp -d /tmp/vbs_cli.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+ok() { if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $*"; fi; }
+not() { ! "$@"; }
+one_line_error() { # cmd... : exit non-zero, exactly one line on stderr, nothing on stdout
+  local out err rc
+  out=$("$@" 2>"$T/err"); rc=$?
+  err=$(cat "$T/err")
+  [ $rc -ne 0 ] && [ -z "$out" ] && [ "$(wc -l <"$T/err")" -eq 1 ] || { echo "  rc=$rc stdout='$out' stderr='$err'"; return 1; }
+}
+
+"$B/samples/make_scan" "$T" Case_01 48 40 6 >/dev/null
+ok test -s "$T/Case_01_flair.nii.gz"
+ok "$V" create --arch unet --dims 2 --in-channels 4 --classes 4 --base 4 --depth 2 --latent 10 --hetero --out "$T/m.vbseg" >/dev/null
+"$V" info "$T/m.vbseg" >"$T/info.txt"
+ok grep -q "variational" "$T/info.txt"
+ok grep -q "brats2018: 0=background 1=necrotic core 2=edema 4=enhancing tumour" "$T/info.txt"
+ok grep -q "GaussianSample x1" "$T/info.txt"
+"$V" info --json "$T/m.vbseg" >"$T/info.json"
+ok /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['variational_parameters'] > 0 and d['card']['channels'] == ['flair','t1','t1ce','t2']" "$T/info.json"
+
+in=()
+for c in flair t1 t1ce t2; do in+=(--input "$T/Case_01_$c.nii.gz"); done
+ok "$V" run --model "$T/m.vbseg" "${in[@]}" --samples 4 --seed 3 --threads 1 --out "$T/a" >/dev/null
+for f in labels prob_mean prob_var entropy aleatoric_entropy epistemic_mi aleatoric_het epistemic_het; do ok test -s "$T/a/$f.nii.gz"; done
+ok "$V" run --model "$T/m.vbseg" "${in[@]}" --samples 4 --seed 3 --threads 2 --out "$T/b" >/dev/null
+ok "$V" run --model "$T/m.vbseg" "${in[@]}" --samples 4 --seed 4 --out "$T/c" >/dev/null
+ok cmp -s "$T/a/epistemic_mi.nii.gz" "$T/b/epistemic_mi.nii.gz"
+ok cmp -s "$T/a/labels.nii.gz" "$T/b/labels.nii.gz"
+ok not cmp -s "$T/a/epistemic_mi.nii.gz" "$T/c/epistemic_mi.nii.gz"
+# outputs overlay the input: same dims, pixdim, qform/sform and srows
+ok /usr/bin/python3 - "$T/Case_01_flair.nii.gz" "$T/a/labels.nii.gz" "$T/a/prob_mean.nii.gz" <<'PY'
+import gzip, struct, sys
+def hdr(p):
+    h = gzip.open(p).read(348)
+    return struct.unpack('<8h', h[40:56]), h[76:108], h[252:328]
+ref = hdr(sys.argv[1])
+for p in sys.argv[2:]:
+    d, pix, geo = hdr(p)
+    assert d[1:4] == ref[0][1:4], (p, d, ref[0])
+    assert pix[4:16] == ref[1][4:16] and geo == ref[2], p
+assert hdr(sys.argv[3])[0][4] == 4  # four class probabilities along t
+PY
+# a 3D model on the same scan, and the .npy path
+ok "$V" create --arch unet --dims 3 --in-channels 4 --classes 2 --base 2 --depth 1 --out "$T/m3.vbseg" >/dev/null
+/usr/bin/python3 -c "import numpy as np; np.save('$T/x.npy', np.random.default_rng(1).standard_normal((4, 6, 40, 48)).astype(np.float32))"
+ok "$V" run --model "$T/m3.vbseg" --input "$T/x.npy" --samples 3 --out "$T/n" >/dev/null
+ok /usr/bin/python3 -c "import numpy as np; a=np.load('$T/n/prob_mean.npy'); assert a.shape==(2,6,40,48) and abs(a.sum(0)-1).max()<1e-5"
+# the sample program, public API only
+ok "$B/samples/uncertainty_summary" "$T/m.vbseg" 3 "$T/Case_01_flair.nii.gz" "$T/Case_01_t1.nii.gz" "$T/Case_01_t1ce.nii.gz" "$T/Case_01_t2.nii.gz" >"$T/sum.txt"
+ok grep -q "mean mutual information" "$T/sum.txt"
+
+# bad input: one line, non-zero exit, nothing written
+ok one_line_error "$V" info "$T/missing.vbseg"
+head -c 1000 "$T/m.vbseg" >"$T/cut.vbseg"
+ok one_line_error "$V" info "$T/cut.vbseg"
+head -c 3000 "$T/Case_01_t2.nii.gz" >"$T/bad_t2.nii.gz"
+bad=(--input "$T/Case_01_flair.nii.gz" --input "$T/Case_01_t1.nii.gz" --input "$T/Case_01_t1ce.nii.gz" --input "$T/bad_t2.nii.gz")
+ok one_line_error "$V" run --model "$T/m.vbseg" "${bad[@]}" --out "$T/bad"
+ok grep -q "bad_t2.nii.gz" "$T/err"
+ok test ! -e "$T/bad"
+ok one_line_error "$V" run --model "$T/m.vbseg" --input "$T/Case_01_flair.nii.gz" --out "$T/bad"
+ok one_line_error "$V" run --model "$T/m.vbseg" "${in[@]}" --samples zero --out "$T/bad"
+ok one_line_error "$V" create --arch unet --dims 4 --in-channels 1 --classes 2 --out "$T/x.vbseg"
+ok one_line_error "$V" bench --model "$T/m.vbseg" --shape 1x4xbad
+# a failed write keeps the old file intact and leaves no temporary
+cp "$T/m.vbseg" "$T/keep.vbseg"
+chmod 500 "$T"
+if [ "$(id -u)" != 0 ]; then ok not "$V" create --arch unet --dims 2 --in-channels 4 --classes 2 --out "$T/keep.vbseg" 2>/dev/null; fi
+chmod 700 "$T"
+ok cmp -s "$T/m.vbseg" "$T/keep.vbseg"
+ok test -z "$(find "$T" -name '*.tmp.*')"
+for c in create info run bench; do ok "$V" "$c" --help >/dev/null; done
+ok "$V" --help >/dev/null
+"$V" nonsense 2>/dev/null; ok test $? -eq 2
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
