@@ -267,6 +267,26 @@ vbs_status vbs_window_parse(vbs_node *n, const vbs_node_def *d, int is_conv, cha
  * window op (Conv, pools). */
 vbs_status vbs_window_out(vbs_node *n, const vbs_shape *x, vbs_shape *y, int64_t cout, char *err);
 
+/* Hot loops written for the vectoriser are compiled twice: for the
+ * baseline x86-64 the binary targets, and for AVX2+FMA. VBS_CLONES(name,
+ * (params), body-call) defines name_base and name_avx2 (static) around an
+ * always-inline body; VBS_PICK(name) returns the one this CPU runs. One
+ * CPU always takes the same clone, so results stay reproducible on it. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define VBS_CLONES(name, params, call)                                  \
+    static void name##_base params { call; }                           \
+    __attribute__((target("avx2,fma"))) static void name##_avx2 params { call; }
+#define VBS_PICK(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
+#define VBS_HAVE_AVX2() vbs_cpu_avx2()
+static inline int vbs_cpu_avx2(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+#define VBS_CLONES(name, params, call) static void name##_base params { call; }
+#define VBS_PICK(name) (name##_base)
+#define VBS_HAVE_AVX2() 0
+#endif
+
 /* ---- RNG ------------------------------------------------------------ */
 
 /* Philox4x32-10. Keyed by the seed; the counter is (element/4, stream,

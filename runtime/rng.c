@@ -2,12 +2,16 @@
  * rng.c: Philox4x32-10 (Salmon et al., SC'11) and standard normals from it.
  *
  * Element e of stream s in sample i under seed k is a pure function of
- * (k, i, s, e): the counter is (e/4, e>>34 high bits, s, i) and lane e%4
- * picks the output word. Box-Muller pairs lanes (0,1) and (2,3), so an
- * element's value never depends on how the work is split across threads
- * or tiles. This is not a cryptographic generator.
+ * (k, i, s, e): the counter is (e/4, high bits, s, i) and lane e%4 picks
+ * the output word; Box-Muller pairs lanes (0,1) and (2,3). Normals are
+ * always made in groups of 8 Philox blocks (32 values) by one code path,
+ * so an element's value never depends on how a range is split across
+ * calls, threads or tiles. The group code is written for the vectoriser
+ * (and cloned for AVX2/FMA) with polynomial log and sin/cos accurate to a
+ * few float ulps: a draw costs about a nanosecond. Not cryptographic.
  */
 #include <math.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -33,36 +37,200 @@ void vbs_philox4x32(const uint32_t key[2], const uint32_t ctr[4], uint32_t out[4
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
-/* uniform in (0, 1]: never 0, so log() below is finite */
-static inline float u01(uint32_t x) { return ((float)(x >> 8) + 1.0f) * (1.0f / 16777216.0f); }
+/* type punning through a union: the vectoriser handles it, memcpy it does not */
+static inline float as_float(uint32_t u) { union { uint32_t u; float f; } c = {.u = u}; return c.f; }
+static inline uint32_t as_uint(float f) { union { float f; uint32_t u; } c = {.f = f}; return c.u; }
 
-/* Four normals from one Philox block. */
-static inline void block_normals(const uint32_t key[2], uint64_t blk, uint32_t stream, uint64_t sample,
-                                 float z[4]) {
-    uint32_t ctr[4] = {(uint32_t)blk, (uint32_t)(blk >> 32) ^ ((uint32_t)(sample >> 32) << 16), stream,
-                       (uint32_t)sample};
-    uint32_t r[4];
-    vbs_philox4x32(key, ctr, r);
-    for (int j = 0; j < 4; j += 2) {
-        float rad = sqrtf(-2.0f * logf(u01(r[j])));
-        float th = 6.2831853071795864f * u01(r[j + 1]);
-        z[j] = rad * cosf(th);
-        z[j + 1] = rad * sinf(th);
+/* natural log for x in (0, 1]: Cephes' logf polynomial on [sqrt(1/2), sqrt(2)) */
+static inline float log_poly(float x) {
+    uint32_t b = as_uint(x);
+    float e = (float)((int32_t)(b >> 23) - 127);
+    float m = as_float((b & 0x7fffffu) | 0x3f800000u);
+    uint32_t big = 0u - (uint32_t)(m > 1.41421356f); /* halve m, bump e: branch-free */
+    m = as_float(as_uint(m) - (big & 0x00800000u));
+    e += (float)(big & 1u);
+    float f = m - 1.f, z = f * f;
+    float y = 7.0376836292e-2f;
+    y = y * f - 1.1514610310e-1f;
+    y = y * f + 1.1676998740e-1f;
+    y = y * f - 1.2420140846e-1f;
+    y = y * f + 1.4249322787e-1f;
+    y = y * f - 1.6668057665e-1f;
+    y = y * f + 2.0000714765e-1f;
+    y = y * f - 2.4999993993e-1f;
+    y = y * f + 3.3333331174e-1f;
+    y = y * f * z;
+    y += e * -2.12194440e-4f;
+    y += -0.5f * z;
+    return f + y + e * 0.693359375f;
+}
+
+/* sin and cos of 2*pi*v for v in [0, 1]: reduce to a quadrant, Cephes'
+ * polynomials on [-pi/4, pi/4], quadrant fix-up by bit operations so the
+ * loop stays branch-free */
+static inline void sincos_2pi(float v, float *s, float *c) {
+    float r = v - floorf(v + 0.5f);           /* [-0.5, 0.5) */
+    float q = floorf(4.f * r + 0.5f);         /* quadrant -2..2 */
+    float x = (4.f * r - q) * 1.57079632679f; /* [-pi/4, pi/4] */
+    uint32_t j = (uint32_t)(int32_t)q;
+    float x2 = x * x;
+    float sn = x + x * x2 * (-1.6666654611e-1f + x2 * (8.3321608736e-3f + x2 * -1.9515295891e-4f));
+    float cs = 1.f - 0.5f * x2 + x2 * x2 * (4.166664568298827e-2f + x2 * (-1.388731625493765e-3f + x2 * 2.443315711809948e-5f));
+    uint32_t odd = 0u - (j & 1u); /* all ones in odd quadrants: sin and cos swap */
+    uint32_t us = (as_uint(cs) & odd) | (as_uint(sn) & ~odd), uc = (as_uint(sn) & odd) | (as_uint(cs) & ~odd);
+    us ^= ((j >> 1) & 1u) << 31;        /* sin < 0 in quadrants 2, 3 */
+    uc ^= (((j + 1u) >> 1) & 1u) << 31; /* cos < 0 in quadrants 1, 2 */
+    *s = as_float(us);
+    *c = as_float(uc);
+}
+
+#define GROUP 8 /* Philox blocks per group: 32 normals */
+
+/* Philox4x32-10 on 8 counters at once (structure of arrays). */
+static void philox8_base(uint32_t k0, uint32_t k1, uint32_t *c0, uint32_t *c1, uint32_t *c2, uint32_t *c3) {
+    for (int j = 0; j < GROUP; j++) {
+        uint32_t ctr[4] = {c0[j], c1[j], c2[j], c3[j]}, key[2] = {k0, k1}, o[4];
+        vbs_philox4x32(key, ctr, o);
+        c0[j] = o[0]; c1[j] = o[1]; c2[j] = o[2]; c3[j] = o[3];
     }
 }
 
-void vbs_randn(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, float *out) {
-    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-    int64_t i = 0;
-    float z[4];
-    /* unaligned head */
-    if (first % 4) {
-        block_normals(key, first / 4, stream, sample, z);
-        for (uint64_t lane = first % 4; lane < 4 && i < n; lane++) out[i++] = z[lane];
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx2,fma"))) static void philox8_avx2(uint32_t k0, uint32_t k1, uint32_t *c0, uint32_t *c1, uint32_t *c2,
+                                                              uint32_t *c3) {
+    __m256i a = _mm256_loadu_si256((const __m256i *)c0), b = _mm256_loadu_si256((const __m256i *)c1);
+    __m256i c = _mm256_loadu_si256((const __m256i *)c2), d = _mm256_loadu_si256((const __m256i *)c3);
+    const __m256i m0 = _mm256_set1_epi32((int)PHILOX_M0), m1 = _mm256_set1_epi32((int)PHILOX_M1);
+    for (int r = 0; r < 10; r++) {
+        __m256i pe0 = _mm256_mul_epu32(a, m0), po0 = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m0);
+        __m256i pe1 = _mm256_mul_epu32(c, m1), po1 = _mm256_mul_epu32(_mm256_srli_epi64(c, 32), m1);
+        __m256i lo0 = _mm256_blend_epi32(pe0, _mm256_slli_epi64(po0, 32), 0xAA);
+        __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(pe0, 32), po0, 0xAA);
+        __m256i lo1 = _mm256_blend_epi32(pe1, _mm256_slli_epi64(po1, 32), 0xAA);
+        __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(pe1, 32), po1, 0xAA);
+        __m256i na = _mm256_xor_si256(_mm256_xor_si256(hi1, b), _mm256_set1_epi32((int)k0));
+        __m256i nc = _mm256_xor_si256(_mm256_xor_si256(hi0, d), _mm256_set1_epi32((int)k1));
+        b = lo1;
+        d = lo0;
+        a = na;
+        c = nc;
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
     }
-    for (; i + 4 <= n; i += 4) block_normals(key, (first + (uint64_t)i) / 4, stream, sample, out + i);
-    if (i < n) {
-        block_normals(key, (first + (uint64_t)i) / 4, stream, sample, z);
-        for (int lane = 0; i < n; lane++) out[i++] = z[lane];
+    _mm256_storeu_si256((__m256i *)c0, a);
+    _mm256_storeu_si256((__m256i *)c1, b);
+    _mm256_storeu_si256((__m256i *)c2, c);
+    _mm256_storeu_si256((__m256i *)c3, d);
+}
+
+/* Box-Muller on 8 lanes: the same formulas as log_poly and sincos_2pi. */
+__attribute__((target("avx2,fma"))) static void bm8_avx2(const uint32_t *uw, const uint32_t *vw, float *rad, float *sn, float *cs) {
+    const __m256 one = _mm256_set1_ps(1.f), scale = _mm256_set1_ps(1.f / 16777216.f);
+    __m256 u = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(_mm256_loadu_si256((const __m256i *)uw), 8)), one), scale);
+    __m256 v = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(_mm256_loadu_si256((const __m256i *)vw), 8)), one), scale);
+    /* log(u) */
+    __m256i b = _mm256_castps_si256(u);
+    __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(b, 23), _mm256_set1_epi32(127)));
+    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(b, _mm256_set1_epi32(0x7fffff)), _mm256_set1_epi32(0x3f800000)));
+    __m256 big = _mm256_cmp_ps(m, _mm256_set1_ps(1.41421356f), _CMP_GT_OQ);
+    m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), big);
+    e = _mm256_add_ps(e, _mm256_and_ps(big, one));
+    __m256 f = _mm256_sub_ps(m, one), z = _mm256_mul_ps(f, f);
+    static const float P[9] = {7.0376836292e-2f, -1.1514610310e-1f, 1.1676998740e-1f, -1.2420140846e-1f, 1.4249322787e-1f,
+                               -1.6668057665e-1f, 2.0000714765e-1f, -2.4999993993e-1f, 3.3333331174e-1f};
+    __m256 y = _mm256_set1_ps(P[0]);
+    for (int i = 1; i < 9; i++) y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(P[i]));
+    y = _mm256_mul_ps(_mm256_mul_ps(y, f), z);
+    y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+    y = _mm256_fmadd_ps(_mm256_set1_ps(-0.5f), z, y);
+    __m256 lg = _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(f, y));
+    _mm256_storeu_ps(rad, _mm256_sqrt_ps(_mm256_mul_ps(_mm256_set1_ps(-2.f), lg)));
+    /* sin, cos of 2 pi v */
+    const __m256 half = _mm256_set1_ps(0.5f), four = _mm256_set1_ps(4.f);
+    __m256 r = _mm256_sub_ps(v, _mm256_floor_ps(_mm256_add_ps(v, half)));
+    __m256 q = _mm256_floor_ps(_mm256_fmadd_ps(four, r, half));
+    __m256 x = _mm256_mul_ps(_mm256_fmsub_ps(four, r, q), _mm256_set1_ps(1.57079632679f));
+    __m256i j = _mm256_cvttps_epi32(q);
+    __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 ps = _mm256_fmadd_ps(x2, _mm256_set1_ps(-1.9515295891e-4f), _mm256_set1_ps(8.3321608736e-3f));
+    ps = _mm256_fmadd_ps(x2, ps, _mm256_set1_ps(-1.6666654611e-1f));
+    __m256 s0 = _mm256_fmadd_ps(_mm256_mul_ps(x, x2), ps, x);
+    __m256 pc = _mm256_fmadd_ps(x2, _mm256_set1_ps(2.443315711809948e-5f), _mm256_set1_ps(-1.388731625493765e-3f));
+    pc = _mm256_fmadd_ps(x2, pc, _mm256_set1_ps(4.166664568298827e-2f));
+    __m256 c0 = _mm256_fmadd_ps(_mm256_mul_ps(x2, x2), pc, _mm256_fnmadd_ps(half, x2, one));
+    const __m256i i1 = _mm256_set1_epi32(1);
+    __m256 odd = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(j, i1), i1));
+    __m256 so = _mm256_blendv_ps(s0, c0, odd), co = _mm256_blendv_ps(c0, s0, odd);
+    __m256i ss = _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(j, 1), i1), 31);
+    __m256i cc = _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(_mm256_add_epi32(j, i1), 1), i1), 31);
+    _mm256_storeu_ps(sn, _mm256_xor_ps(so, _mm256_castsi256_ps(ss)));
+    _mm256_storeu_ps(cs, _mm256_xor_ps(co, _mm256_castsi256_ps(cc)));
+}
+#endif
+
+/* 32 normals for blocks [blk0, blk0 + 8) into z[32], in element order. */
+static inline __attribute__((always_inline)) void group_body(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream,
+                                                             uint64_t sample, float *z, int avx2) {
+    uint32_t c0[GROUP], c1[GROUP], c2[GROUP], c3[GROUP];
+    uint32_t hi = (uint32_t)(sample >> 32) << 16;
+    for (int j = 0; j < GROUP; j++) {
+        uint64_t b = blk0 + (uint64_t)j;
+        c0[j] = (uint32_t)b;
+        c1[j] = (uint32_t)(b >> 32) ^ hi;
+        c2[j] = stream;
+        c3[j] = (uint32_t)sample;
+    }
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (avx2) philox8_avx2(k0, k1, c0, c1, c2, c3);
+    else
+#endif
+        philox8_base(k0, k1, c0, c1, c2, c3);
+    (void)avx2;
+    /* lanes (0,1) and (2,3) of each block: radius from one word, angle from the other */
+    float rad[2 * GROUP], sn[2 * GROUP], cs[2 * GROUP];
+    uint32_t uw[2 * GROUP], vw[2 * GROUP];
+    for (int j = 0; j < GROUP; j++) { uw[j] = c0[j]; vw[j] = c1[j]; uw[GROUP + j] = c2[j]; vw[GROUP + j] = c3[j]; }
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (avx2) {
+        bm8_avx2(uw, vw, rad, sn, cs);
+        bm8_avx2(uw + GROUP, vw + GROUP, rad + GROUP, sn + GROUP, cs + GROUP);
+    } else
+#endif
+    for (int j = 0; j < 2 * GROUP; j++) {
+        /* 24 random bits to (0, 1]; via int32 since AVX2 converts only signed ints */
+        float u = ((float)(int32_t)(uw[j] >> 8) + 1.f) * (1.f / 16777216.f);
+        float v = ((float)(int32_t)(vw[j] >> 8) + 1.f) * (1.f / 16777216.f);
+        rad[j] = sqrtf(-2.f * log_poly(u));
+        sincos_2pi(v, &sn[j], &cs[j]);
+    }
+    for (int j = 0; j < GROUP; j++) {
+        z[4 * j + 0] = rad[j] * cs[j];
+        z[4 * j + 1] = rad[j] * sn[j];
+        z[4 * j + 2] = rad[GROUP + j] * cs[GROUP + j];
+        z[4 * j + 3] = rad[GROUP + j] * sn[GROUP + j];
+    }
+}
+
+VBS_CLONES(group_normals, (uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample, float *z, int avx2),
+           group_body(k0, k1, blk0, stream, sample, z, avx2))
+
+void vbs_randn(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, float *out) {
+    if (n <= 0) return;
+    const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    const uint64_t per = 4 * GROUP;
+    uint64_t e = first, end = first + (uint64_t)n;
+    float z[4 * GROUP];
+    int avx2 = VBS_HAVE_AVX2();
+    void (*group_normals)(uint32_t, uint32_t, uint64_t, uint32_t, uint64_t, float *, int) = VBS_PICK(group_normals);
+    while (e < end) {
+        uint64_t g = e / per, base = g * per;
+        uint64_t lo = e - base, hi = end - base < per ? end - base : per;
+        if (lo == 0 && hi == per) group_normals(k0, k1, g * GROUP, stream, sample, out + (e - first), avx2);
+        else {
+            group_normals(k0, k1, g * GROUP, stream, sample, z, avx2);
+            memcpy(out + (e - first), z + lo, sizeof(float) * (size_t)(hi - lo));
+        }
+        e = base + hi;
     }
 }
