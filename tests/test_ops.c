@@ -129,6 +129,26 @@ static void sweep_conv(int transpose) {
     CHECK(cases > 80, "%s sweep ran only %d valid cases", transpose ? "ConvTranspose" : "Conv", cases);
 }
 
+/* 2D 3x3 stride-1 convolutions take the Winograd F(4x4, 3x3) path: sweep
+ * sizes across tile and chunk edges (8 tiles = 32 columns), pads and channels. */
+static void sweep_winograd(void) {
+    for (int t = 0; t < 60; t++) {
+        int64_t h = ri(1, 24), w = t % 4 == 0 ? ri(30, 75) : ri(1, 24), c = ri(1, 6), m = ri(1, 6);
+        int64_t p[4] = {ri(0, 2), ri(0, 2), ri(0, 2), ri(0, 2)};
+        if (h + p[0] + p[2] < 3 || w + p[1] + p[3] < 3) continue;
+        vbs_shape sh[3] = {{4, {ri(1, 2), c, h, w}}, {4, {m, c, 3, 3}}, ri(0, 1) ? S(1, (int)m) : S(-1)};
+        vbs_builder *b = vbs_b_new(1);
+        vbs_attr a = vbs_b_ints(b, "pads", 4, p);
+        char err[512], label[160];
+        snprintf(label, sizeof label, "Winograd conv %lldx%lld c%lld m%lld pads %lld,%lld,%lld,%lld", (long long)h, (long long)w,
+                 (long long)c, (long long)m, (long long)p[0], (long long)p[1], (long long)p[2], (long long)p[3]);
+        vbs_model *mo = one_op(b, VBS_OP_CONV, 3, sh, 1, &a, err);
+        CHECK(mo != NULL, "%s: %s", label, err);
+        if (mo) CHECK(run_both(mo, 3, sh, NULL, NULL, 0, label, VBS_MODE_MEAN), "%s", label);
+        vbs_model_free(mo);
+    }
+}
+
 static void sweep_pool(vbs_op op) {
     for (int t = 0; t < 60; t++) {
         int nsp = (int)ri(1, 3);
@@ -459,6 +479,7 @@ static void hand_cases(void) {
 int main(void) {
     sweep_conv(0);
     sweep_conv(1);
+    sweep_winograd();
     sweep_pool(VBS_OP_MAX_POOL);
     sweep_pool(VBS_OP_AVERAGE_POOL);
     sweep_broadcast(VBS_OP_ADD);

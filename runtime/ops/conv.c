@@ -56,6 +56,7 @@ static int64_t tile_cols(const vbs_geo *g, int64_t kc) {
 }
 
 size_t vbs_conv_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
+    if (vbs_winograd_fits(n, &in[0], &in[1])) return vbs_winograd_work(n, in, out);
     vbs_geo g;
     vbs_geo_make(&g, &n->a.win, &in[0], &out[0], n->a.win.kernel);
     if (is_pointwise(&g) && n->a.win.group == 1) return 0;
@@ -107,6 +108,10 @@ static void add_bias(float *y, const float *b, int64_t m, int64_t sz) {
 
 void vbs_conv_forward(const vbs_op_args *a) {
     const vbs_shape *xs = a->xs[0], *ws = a->xs[1], *ys = a->ys[0];
+    if (vbs_winograd_fits(a->node, xs, ws)) {
+        vbs_winograd_forward(a);
+        return;
+    }
     vbs_geo g;
     vbs_geo_make(&g, &a->node->a.win, xs, ys, a->node->a.win.kernel);
     int64_t group = a->node->a.win.group, cin = xs->d[1], m = ws->d[0];

@@ -16,6 +16,10 @@
 VBS_DECLARE_OP(conv);
 size_t vbs_conv_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 double vbs_conv_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+/* conv_winograd.c: F(4x4, 3x3) for 2D 3x3 stride-1 ungrouped Conv */
+int vbs_winograd_fits(const vbs_node *n, const vbs_shape *x, const vbs_shape *w);
+size_t vbs_winograd_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+void vbs_winograd_forward(const vbs_op_args *a);
 VBS_DECLARE_OP(conv_transpose);
 size_t vbs_conv_transpose_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 double vbs_conv_transpose_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
