@@ -278,9 +278,7 @@ vbs_status vbs_window_out(vbs_node *n, const vbs_shape *x, vbs_shape *y, int64_t
     __attribute__((target("avx2,fma"))) static void name##_avx2 params { call; }
 #define VBS_PICK(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
 #define VBS_HAVE_AVX2() vbs_cpu_avx2()
-static inline int vbs_cpu_avx2(void) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
+int vbs_cpu_avx2(void); /* util.c; VBS_NO_AVX2=1 in the environment forces the baseline path (tests) */
 #else
 #define VBS_CLONES(name, params, call) static void name##_base params { call; }
 #define VBS_PICK(name) (name##_base)

@@ -114,3 +114,14 @@ const char *vbs_status_name(vbs_status st) {
     }
     return "VBS_ERR_UNKNOWN";
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+int vbs_cpu_avx2(void) {
+    static int cached = -1; /* benign race: every thread computes the same value */
+    if (cached < 0) {
+        const char *off = getenv("VBS_NO_AVX2");
+        cached = !(off && off[0] == '1') && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+}
+#endif

@@ -25,27 +25,35 @@ int vbs_winograd_fits(const vbs_node *n, const vbs_shape *x, const vbs_shape *w)
            a->dil[1] == 1 && a->group == 1;
 }
 
-static void tiles(const vbs_shape *y, int64_t *th, int64_t *tw) {
-    *th = (y->d[2] + 3) / 4;
-    *tw = (y->d[3] + 3) / 4;
+/* Tile grid: th x tw tiles of 4x4 outputs; rows of tiles are stored twp
+ * wide (tw rounded up to whole chunks) so every chunk is a full one. */
+typedef struct { int64_t th, tw, twp, wp; } grid;
+
+static grid grid_of(const vbs_shape *y) {
+    grid g;
+    g.th = (y->d[2] + 3) / 4;
+    g.tw = (y->d[3] + 3) / 4;
+    g.twp = (g.tw + WT - 1) / WT * WT;
+    g.wp = g.twp * 4 + 2;
+    return g;
 }
 
 /* Tile rows per block: V and Mx of a block (36 (C + M) floats a tile) stay
  * within about 1 MiB of cache, but a block keeps at least 64 tiles so the
  * GEMMs do not shrink to nothing. */
-static int64_t block_rows(int64_t c, int64_t m, int64_t th, int64_t tw) {
-    int64_t per_row = 36 * (c + m) * tw * 4, rows = ((int64_t)1 << 20) / (per_row > 0 ? per_row : 1);
-    while (rows * tw < 64 && rows < th) rows++;
+static int64_t block_rows(int64_t c, int64_t m, const grid *g) {
+    int64_t per_row = 36 * (c + m) * g->twp * 4, rows = ((int64_t)1 << 20) / (per_row > 0 ? per_row : 1);
+    while (rows * g->twp < 64 && rows < g->th) rows++;
     if (rows < 1) rows = 1;
-    return rows < th ? rows : th;
+    return rows < g->th ? rows : g->th;
 }
 
 size_t vbs_winograd_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
     (void)n;
-    int64_t th, tw, c = in[0].d[1], m = in[1].d[0];
-    tiles(out, &th, &tw);
-    int64_t t = block_rows(c, m, th, tw) * tw;
-    return (size_t)(36 * (m * c + c * t + m * t));
+    int64_t c = in[0].d[1], m = in[1].d[0];
+    grid g = grid_of(out);
+    int64_t rows = block_rows(c, m, &g), t = rows * g.twp;
+    return (size_t)(36 * (m * c + c * t + m * t) + (rows * 4 + 2) * g.wp);
 }
 
 /* U[xi][m][c] = (G g G^T)[xi], 8 filters at a time so stores are runs. */
@@ -74,6 +82,21 @@ static inline __attribute__((always_inline)) void weight_body(const float *w, in
 
 VBS_CLONES(weight_transform, (const float *w, int64_t mc, float *u), weight_body(w, mc, u))
 
+/* Copies the input rows that tile rows [ty0, ty1) read, padded with zeros,
+ * into buf ((ty1 - ty0) * 4 + 2 rows of wp): afterwards no transform checks a bound. */
+static void pad_rows(const float *x, int64_t h, int64_t w, int64_t pt, int64_t pl, int64_t ty0, int64_t ty1, int64_t wp, float *buf) {
+    int64_t nr = (ty1 - ty0) * 4 + 2;
+    for (int64_t r = 0; r < nr; r++) {
+        int64_t row = ty0 * 4 + r - pt;
+        float *dst = buf + r * wp;
+        if (row < 0 || row >= h) { memset(dst, 0, sizeof(float) * (size_t)wp); continue; }
+        int64_t left = pl < wp ? pl : wp, n = w < wp - left ? w : wp - left;
+        memset(dst, 0, sizeof(float) * (size_t)left);
+        memcpy(dst + left, x + row * w, sizeof(float) * (size_t)n);
+        memset(dst + left + n, 0, sizeof(float) * (size_t)(wp - left - n));
+    }
+}
+
 /* B^T applied along one axis of 6 values (vectorised over WT tiles). */
 #define BT6(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5, j)                   \
     do {                                                                        \
@@ -85,29 +108,15 @@ VBS_CLONES(weight_transform, (const float *w, int64_t mc, float *u), weight_body
         o5[j] = 4.f * d1[j] - 5.f * d3[j] + d5[j];                              \
     } while (0)
 
-/* V for channel plane x (h x w) into v[xi * ct + t], tiles [0, T). */
-static inline __attribute__((always_inline)) void input_body(const float *x, int64_t h, int64_t w, int64_t pt, int64_t pl,
-                                                             int64_t ty0, int64_t ty1, int64_t tw, float *v, int64_t ct) {
+/* V of tile rows [0, nty) of a padded block buf (row stride wp) into
+ * v[xi * ct + t], t = ty * twp + tx, natural tile order. */
+static void input_transform_base(const float *buf, int64_t wp, int64_t nty, int64_t twp, float *v, int64_t ct) {
     float d[6][6][WT], t[6][6][WT];
-    for (int64_t ty = ty0; ty < ty1; ty++)
-        for (int64_t tx0 = 0; tx0 < tw; tx0 += WT) {
-            int n = tw - tx0 < WT ? (int)(tw - tx0) : WT;
-            int64_t r0 = ty * 4 - pt, c0 = tx0 * 4 - pl;
-            int interior = r0 >= 0 && r0 + 6 <= h && c0 >= 0 && c0 + 4 * (WT - 1) + 6 <= w && n == WT;
-            for (int r = 0; r < 6; r++) {
-                int64_t row = r0 + r;
-                const float *src = x + row * w;
-                if (interior) {
-                    for (int cc = 0; cc < 6; cc++)
-                        for (int j = 0; j < WT; j++) d[r][cc][j] = src[c0 + 4 * j + cc];
-                    continue;
-                }
+    for (int64_t ty = 0; ty < nty; ty++)
+        for (int64_t tx0 = 0; tx0 < twp; tx0 += WT) {
+            for (int r = 0; r < 6; r++)
                 for (int cc = 0; cc < 6; cc++)
-                    for (int j = 0; j < WT; j++) {
-                        int64_t col = c0 + 4 * j + cc;
-                        d[r][cc][j] = (row >= 0 && row < h && col >= 0 && col < w && j < n) ? src[col] : 0.f;
-                    }
-            }
+                    for (int j = 0; j < WT; j++) d[r][cc][j] = buf[(ty * 4 + r) * wp + (tx0 + j) * 4 + cc];
             for (int cc = 0; cc < 6; cc++)
                 for (int j = 0; j < WT; j++)
                     BT6(d[0][cc], d[1][cc], d[2][cc], d[3][cc], d[4][cc], d[5][cc], t[0][cc], t[1][cc], t[2][cc], t[3][cc], t[4][cc],
@@ -115,19 +124,10 @@ static inline __attribute__((always_inline)) void input_body(const float *x, int
             for (int i = 0; i < 6; i++) {
                 float o[6][WT];
                 for (int j = 0; j < WT; j++) BT6(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], o[0], o[1], o[2], o[3], o[4], o[5], j);
-                int64_t t0 = (ty - ty0) * tw + tx0;
-                for (int k = 0; k < 6; k++) {
-                    float *dst = v + (int64_t)(i * 6 + k) * ct + t0;
-                    if (n == WT) for (int j = 0; j < WT; j++) dst[j] = o[k][j];
-                    else for (int j = 0; j < n; j++) dst[j] = o[k][j];
-                }
+                for (int k = 0; k < 6; k++) memcpy(v + (int64_t)(i * 6 + k) * ct + ty * twp + tx0, o[k], sizeof o[k]);
             }
         }
 }
-
-VBS_CLONES(input_transform, (const float *x, int64_t h, int64_t w, int64_t pt, int64_t pl, int64_t ty0, int64_t ty1, int64_t tw, float *v,
-                              int64_t ct),
-           input_body(x, h, w, pt, pl, ty0, ty1, tw, v, ct))
 
 /* A^T applied along one axis of 6 values. */
 #define AT6(o0, o1, o2, o3, o4, o5, s0, s1, s2, s3, j)                          \
@@ -140,62 +140,162 @@ VBS_CLONES(input_transform, (const float *x, int64_t h, int64_t w, int64_t pt, i
         s3[j] = b12 + 8.f * b34 + o5[j];                                        \
     } while (0)
 
-/* y plane (oh x ow) of one output channel from mx[xi * mt + t]. */
-static inline __attribute__((always_inline)) void output_body(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw,
-                                                              float bias, float *y, int64_t oh, int64_t ow) {
+/* Output rows of tile rows [ty0, ty1) of one channel plane y (oh x ow)
+ * from mx[xi * mt + t], t counted from ty0; natural tile order. */
+static void output_transform_base(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, float *y,
+                                  int64_t oh, int64_t ow) {
     float o[6][6][WT], s[4][6][WT];
     for (int64_t ty = ty0; ty < ty1; ty++)
         for (int64_t tx0 = 0; tx0 < tw; tx0 += WT) {
-            int n = tw - tx0 < WT ? (int)(tw - tx0) : WT;
-            int64_t t0 = (ty - ty0) * tw + tx0;
-            for (int xi = 0; xi < 36; xi++) {
-                const float *src = mx + xi * mt + t0;
-                if (n == WT) for (int j = 0; j < WT; j++) o[xi / 6][xi % 6][j] = src[j];
-                else for (int j = 0; j < WT; j++) o[xi / 6][xi % 6][j] = j < n ? src[j] : 0.f;
-            }
+            const float *src = mx + (ty - ty0) * twp + tx0;
+            for (int xi = 0; xi < 36; xi++)
+                for (int j = 0; j < WT; j++) o[xi / 6][xi % 6][j] = src[xi * mt + j];
             for (int cc = 0; cc < 6; cc++)
                 for (int j = 0; j < WT; j++) AT6(o[0][cc], o[1][cc], o[2][cc], o[3][cc], o[4][cc], o[5][cc], s[0][cc], s[1][cc], s[2][cc], s[3][cc], j);
-            for (int r = 0; r < 4; r++) {
-                int64_t row = ty * 4 + r;
-                if (row >= oh) break;
+            for (int r = 0; r < 4 && ty * 4 + r < oh; r++) {
                 float q[4][WT];
                 for (int j = 0; j < WT; j++) AT6(s[r][0], s[r][1], s[r][2], s[r][3], s[r][4], s[r][5], q[0], q[1], q[2], q[3], j);
-                float *dst = y + row * ow + tx0 * 4;
-                if ((tx0 + n) * 4 <= ow && n == WT) {
-                    /* interleave the four output columns of 8 tiles: one contiguous run of 32 */
-                    float run[4 * WT];
-                    for (int j = 0; j < WT; j++)
-                        for (int k = 0; k < 4; k++) run[4 * j + k] = q[k][j] + bias;
-                    for (int e = 0; e < 4 * WT; e++) dst[e] = run[e];
-                } else
-                    for (int j = 0; j < n; j++)
-                        for (int k = 0; k < 4 && (tx0 + j) * 4 + k < ow; k++) dst[4 * j + k] = q[k][j] + bias;
+                float *dst = y + (ty * 4 + r) * ow + tx0 * 4;
+                for (int j = 0; j < WT; j++)
+                    for (int k = 0; k < 4; k++)
+                        if ((tx0 + j) * 4 + k < ow) dst[4 * j + k] = q[k][j] + bias;
             }
         }
 }
 
-VBS_CLONES(output_transform, (const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, float bias, float *y, int64_t oh,
-                               int64_t ow),
-           output_body(mx, mt, ty0, ty1, tw, bias, y, oh, ow))
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/*
+ * AVX2 transforms. A chunk of 8 tiles is held with tile perm[L] in lane L,
+ * perm = {0, 2, 4, 6, 1, 3, 5, 7}: the order in which an 8x4 transpose by
+ * unpack + shuffle leaves stride-4 data. Input and output transforms agree
+ * on it and the GEMMs do not care about column order, so no lane is ever
+ * put back in place.
+ */
+static const int perm8[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+#define AVX_FN __attribute__((target("avx2,fma"))) static
+
+/* d[0..5] = src[4 t + k] for the 8 tiles (permuted), k = 0..5; reads src[0..33]. */
+AVX_FN void deinterleave6(const float *src, __m256 *d) {
+    __m256 a0 = _mm256_loadu_ps(src), a1 = _mm256_loadu_ps(src + 8), a2 = _mm256_loadu_ps(src + 16), a3 = _mm256_loadu_ps(src + 24);
+    __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+    __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+    d[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    d[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+    d[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    d[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+    /* k = 4, 5 are k = 0, 1 of the next tile: lanes (t1,t3,t5,t7 | t2,t4,t6,t8) */
+    const __m256i rot = _mm256_setr_epi32(4, 5, 6, 7, 1, 2, 3, 0);
+    d[4] = _mm256_blend_ps(_mm256_permutevar8x32_ps(d[0], rot), _mm256_set1_ps(src[32]), 0x80);
+    d[5] = _mm256_blend_ps(_mm256_permutevar8x32_ps(d[1], rot), _mm256_set1_ps(src[33]), 0x80);
+}
+
+/* the inverse for 4 components: dst[4 t + k] = lane of tile t in q[k] */
+AVX_FN void interleave4(const __m256 *q, float *dst) {
+    __m256 t0 = _mm256_shuffle_ps(q[0], q[1], 0x44), t2 = _mm256_shuffle_ps(q[0], q[1], 0xEE);
+    __m256 t1 = _mm256_shuffle_ps(q[2], q[3], 0x44), t3 = _mm256_shuffle_ps(q[2], q[3], 0xEE);
+    _mm256_storeu_ps(dst, _mm256_shuffle_ps(t0, t1, 0x88));
+    _mm256_storeu_ps(dst + 8, _mm256_shuffle_ps(t0, t1, 0xDD));
+    _mm256_storeu_ps(dst + 16, _mm256_shuffle_ps(t2, t3, 0x88));
+    _mm256_storeu_ps(dst + 24, _mm256_shuffle_ps(t2, t3, 0xDD));
+}
+
+#define VBT6(d0, d1, d2, d3, d4, d5, o)                                                                   \
+    do {                                                                                                \
+        const __m256 f4 = _mm256_set1_ps(4.f), f5 = _mm256_set1_ps(5.f), f2 = _mm256_set1_ps(2.f);     \
+        __m256 s24 = _mm256_sub_ps(d4, d2), s13 = _mm256_sub_ps(d3, d1);                                \
+        o[0] = _mm256_add_ps(_mm256_fnmadd_ps(f5, d2, _mm256_mul_ps(f4, d0)), d4);                       \
+        o[1] = _mm256_sub_ps(_mm256_add_ps(d3, d4), _mm256_mul_ps(f4, _mm256_add_ps(d1, d2)));          \
+        o[2] = _mm256_add_ps(_mm256_mul_ps(f4, _mm256_sub_ps(d1, d2)), _mm256_sub_ps(d4, d3));          \
+        o[3] = _mm256_fmadd_ps(f2, s13, s24);                                                           \
+        o[4] = _mm256_fnmadd_ps(f2, s13, s24);                                                          \
+        o[5] = _mm256_add_ps(_mm256_fnmadd_ps(f5, d3, _mm256_mul_ps(f4, d1)), d5);                       \
+    } while (0)
+
+AVX_FN void input_transform_avx2(const float *buf, int64_t wp, int64_t nty, int64_t twp, float *v, int64_t ct) {
+    __m256 d[6][6], t[6][6];
+    for (int64_t ty = 0; ty < nty; ty++)
+        for (int64_t tx0 = 0; tx0 < twp; tx0 += WT) {
+            for (int r = 0; r < 6; r++) deinterleave6(buf + (ty * 4 + r) * wp + tx0 * 4, d[r]);
+            for (int k = 0; k < 6; k++) {
+                __m256 o[6];
+                VBT6(d[0][k], d[1][k], d[2][k], d[3][k], d[4][k], d[5][k], o);
+                for (int i = 0; i < 6; i++) t[i][k] = o[i];
+            }
+            float *dst = v + ty * twp + tx0;
+            for (int i = 0; i < 6; i++) {
+                __m256 o[6];
+                VBT6(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], o);
+                for (int k = 0; k < 6; k++) _mm256_storeu_ps(dst + (int64_t)(i * 6 + k) * ct, o[k]);
+            }
+        }
+}
+
+#define VAT6(o0, o1, o2, o3, o4, o5, s)                                                                   \
+    do {                                                                                                \
+        __m256 a12 = _mm256_add_ps(o1, o2), b12 = _mm256_sub_ps(o1, o2);                                \
+        __m256 a34 = _mm256_add_ps(o3, o4), b34 = _mm256_sub_ps(o3, o4);                                \
+        s[0] = _mm256_add_ps(_mm256_add_ps(o0, a12), a34);                                              \
+        s[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.f), b34, b12);                                          \
+        s[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.f), a34, a12);                                          \
+        s[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.f), b34, b12), o5);                       \
+    } while (0)
+
+AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, float *y,
+                                  int64_t oh, int64_t ow) {
+    const __m256 vb = _mm256_set1_ps(bias);
+    for (int64_t ty = ty0; ty < ty1; ty++)
+        for (int64_t tx0 = 0; tx0 < tw; tx0 += WT) {
+            const float *src = mx + (ty - ty0) * twp + tx0;
+            __m256 sm[4][6];
+            for (int k = 0; k < 6; k++) {
+                __m256 s4[4];
+                VAT6(_mm256_loadu_ps(src + k * mt), _mm256_loadu_ps(src + (6 + k) * mt), _mm256_loadu_ps(src + (12 + k) * mt),
+                     _mm256_loadu_ps(src + (18 + k) * mt), _mm256_loadu_ps(src + (24 + k) * mt), _mm256_loadu_ps(src + (30 + k) * mt), s4);
+                for (int r = 0; r < 4; r++) sm[r][k] = s4[r];
+            }
+            for (int r = 0; r < 4 && ty * 4 + r < oh; r++) {
+                __m256 q[4];
+                VAT6(sm[r][0], sm[r][1], sm[r][2], sm[r][3], sm[r][4], sm[r][5], q);
+                for (int k = 0; k < 4; k++) q[k] = _mm256_add_ps(q[k], vb);
+                float *dst = y + (ty * 4 + r) * ow + tx0 * 4;
+                if (tx0 * 4 + 32 <= ow) interleave4(q, dst);
+                else {
+                    float tmp[4][8];
+                    for (int k = 0; k < 4; k++) _mm256_storeu_ps(tmp[k], q[k]);
+                    for (int L = 0; L < 8; L++)
+                        for (int k = 0; k < 4; k++)
+                            if (tx0 * 4 + 4 * perm8[L] + k < ow) dst[4 * perm8[L] + k] = tmp[k][L];
+                }
+            }
+        }
+}
+
+#define PICK_TRANSFORM(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
+#else
+#define PICK_TRANSFORM(name) (name##_base)
+#endif
 
 void vbs_winograd_forward(const vbs_op_args *a) {
     const vbs_shape *xs = a->xs[0], *ys = a->ys[0];
     int64_t c = xs->d[1], m = a->xs[1]->d[0], h = xs->d[2], w = xs->d[3], oh = ys->d[2], ow = ys->d[3];
-    int64_t th, tw;
-    tiles(ys, &th, &tw);
-    int64_t rows = block_rows(c, m, th, tw), tb = rows * tw;
-    float *u = a->work, *v = u + 36 * m * c, *mx = v + 36 * c * tb;
+    grid g = grid_of(ys);
+    int64_t rows = block_rows(c, m, &g), tb = rows * g.twp;
+    float *u = a->work, *v = u + 36 * m * c, *mx = v + 36 * c * tb, *buf = mx + 36 * m * tb;
     VBS_PICK(weight_transform)(a->x[1], m * c, u);
-    void (*in_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float *, int64_t) = VBS_PICK(input_transform);
-    void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, float, float *, int64_t, int64_t) = VBS_PICK(output_transform);
+    void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
+    void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, float *, int64_t, int64_t) = PICK_TRANSFORM(output_transform);
     for (int64_t nb = 0; nb < xs->d[0]; nb++)
-        for (int64_t ty0 = 0; ty0 < th; ty0 += rows) {
-            int64_t ty1 = ty0 + rows < th ? ty0 + rows : th, t = (ty1 - ty0) * tw;
-            for (int64_t ch = 0; ch < c; ch++)
-                in_t(a->x[0] + (nb * c + ch) * h * w, h, w, a->node->a.win.pad[0], a->node->a.win.pad[1], ty0, ty1, tw, v + ch * t, c * t);
+        for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
+            int64_t ty1 = ty0 + rows < g.th ? ty0 + rows : g.th, t = (ty1 - ty0) * g.twp;
+            for (int64_t ch = 0; ch < c; ch++) {
+                pad_rows(a->x[0] + (nb * c + ch) * h * w, h, w, a->node->a.win.pad[0], a->node->a.win.pad[1], ty0, ty1, g.wp, buf);
+                in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, c * t);
+            }
             for (int xi = 0; xi < 36; xi++)
                 vbs_sgemm(0, 0, m, t, c, u + xi * m * c, c, v + xi * c * t, t, 0.f, mx + xi * m * t, t);
             for (int64_t oc = 0; oc < m; oc++)
-                out_t(mx + oc * t, m * t, ty0, ty1, tw, a->x[2] ? a->x[2][oc] : 0.f, a->y[0] + (nb * m + oc) * oh * ow, oh, ow);
+                out_t(mx + oc * t, m * t, ty0, ty1, g.tw, g.twp, a->x[2] ? a->x[2][oc] : 0.f, a->y[0] + (nb * m + oc) * oh * ow, oh, ow);
         }
 }
