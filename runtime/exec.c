@@ -102,7 +102,7 @@ vbs_status vbs_worker_run_naive(vbs_worker *w, const vbs_model *m, const float *
     /* mean mode reads mu straight from the model and keeps any drawn buffer for reuse */
     int draw_live = sampling && g->var_total > 0;
     w->last_sampled = draw_live;
-    for (int pos = 0; pos < g->n_nodes; pos++) {
+    for (int pos = 0; pos < g->n_order; pos++) {
         const vbs_node *n = &w->plan.nodes[g->order[pos]];
         vbs_op_args a;
         memset(&a, 0, sizeof a);

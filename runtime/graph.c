@@ -59,6 +59,35 @@ static int add_value(vbs_graph *g, const char *name, vbs_val_kind kind) {
     return g->n_values++;
 }
 
+/* A Conv whose only consumer is a Relu writes the Relu's output itself,
+ * rectified in its epilogue, and the Relu leaves the order. Exact: the
+ * same max(0, x) on the same values, one memory pass fewer. */
+static void fuse_conv_relu(vbs_graph *g) {
+    int *consumers = calloc((size_t)g->n_values + 1, sizeof(int));
+    if (!consumers) return; /* fusion is optional */
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] >= 0) consumers[g->nodes[i].in[k]]++;
+    int w = 0;
+    for (int p = 0; p < g->n_order; p++) {
+        vbs_node *r = &g->nodes[g->order[p]];
+        if (r->op == VBS_OP_RELU && r->in[0] >= 0) {
+            const vbs_value *x = &g->values[r->in[0]];
+            if (x->kind == VBS_VAL_ACT && !x->is_output && consumers[r->in[0]] == 1 && g->nodes[x->producer].op == VBS_OP_CONV &&
+                !g->nodes[x->producer].fused_relu) {
+                vbs_node *c = &g->nodes[x->producer];
+                c->fused_relu = 1;
+                c->out[0] = r->out[0];
+                g->values[r->out[0]].producer = x->producer;
+                continue; /* drop the Relu from the order */
+            }
+        }
+        g->order[w++] = g->order[p];
+    }
+    g->n_order = w;
+    free(consumers);
+}
+
 vbs_status vbs_graph_build(vbs_graph *g, const vbs_def *d, char *err) {
     memset(g, 0, sizeof *g);
     size_t nval = (size_t)d->n_inputs + (size_t)d->n_tensors;
@@ -211,7 +240,9 @@ vbs_status vbs_graph_build(vbs_graph *g, const vbs_def *d, char *err) {
             }
         goto done;
     }
-    for (int p = 0; p < d->n_nodes; p++) {
+    g->n_order = d->n_nodes;
+    fuse_conv_relu(g);
+    for (int p = 0; p < g->n_order; p++) {
         const vbs_node *n = &g->nodes[g->order[p]];
         for (int k = 0; k < n->n_in; k++)
             if (n->in[k] >= 0) g->values[n->in[k]].last_use = p;

@@ -198,6 +198,7 @@ typedef struct {
     int in[VBS_MAX_IN];     /* value ids; -1 = omitted */
     int out[2];
     uint32_t rng_stream;    /* GaussianSample: stream id for its eps */
+    int fused_relu;         /* Conv: a following Relu folded into the epilogue (graph.c) */
     union {
         vbs_window_attr win;
         vbs_resize_attr resize;
@@ -319,7 +320,8 @@ typedef struct {
     int n_values, n_nodes;
     vbs_value *values;
     vbs_node *nodes;
-    int *order;          /* topological order of node indices */
+    int *order;          /* topological order of node indices (fused-away nodes removed) */
+    int n_order;         /* nodes in order */
     int *input_vals;     /* per graph input: value id */
     int *output_vals;    /* per graph output: value id */
     int64_t var_total;   /* floats of all sampled weights */

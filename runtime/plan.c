@@ -56,7 +56,7 @@ vbs_status vbs_plan_build(vbs_plan *p, const vbs_graph *g, const vbs_shape *in, 
         else if (v->kind == VBS_VAL_INPUT) p->shapes[i] = in[v->input];
     }
     int nlive = 0;
-    for (int pos = 0; pos < g->n_nodes; pos++) {
+    for (int pos = 0; pos < g->n_order; pos++) {
         vbs_node *n = &p->nodes[g->order[pos]];
         const vbs_op_info *op = &vbs_ops[n->op];
         vbs_shape ins[VBS_MAX_IN], outs[2];
@@ -88,7 +88,7 @@ vbs_status vbs_plan_build(vbs_plan *p, const vbs_graph *g, const vbs_shape *in, 
             int64_t len = (vbs_shape_numel(&p->shapes[v]) + 15) & ~(int64_t)15;
             int64_t off = place(live, nlive, len);
             p->offset[v] = off;
-            int dead = g->values[v].is_output ? g->n_nodes : g->values[v].last_use;
+            int dead = g->values[v].is_output ? g->n_order : g->values[v].last_use;
             if (dead < pos) dead = pos; /* unused outputs still need a slot while written */
             live[nlive++] = (slot){off, len, dead};
             if (off + len > p->arena_floats) p->arena_floats = off + len;

@@ -98,11 +98,13 @@ static void im2col_tile(const vbs_geo *g, const float *x, int64_t cg, int64_t o0
     }
 }
 
-static void add_bias(float *y, const float *b, int64_t m, int64_t sz) {
+/* bias, then the fused Relu if the graph folded one in */
+static void epilogue(float *y, const float *b, int relu, int64_t m, int64_t sz) {
     for (int64_t c = 0; c < m; c++) {
-        float v = b[c];
+        float v = b ? b[c] : 0.f;
         float *p = y + c * sz;
-        for (int64_t i = 0; i < sz; i++) p[i] += v;
+        if (relu) for (int64_t i = 0; i < sz; i++) p[i] = p[i] + v > 0.f ? p[i] + v : 0.f;
+        else if (b) for (int64_t i = 0; i < sz; i++) p[i] += v;
     }
 }
 
@@ -134,7 +136,7 @@ void vbs_conv_forward(const vbs_op_args *a) {
                 vbs_sgemm(0, 0, mg, nc, kc, w, kc, a->work, nc, 0.f, yg + o0, g.out_sz);
             }
         }
-        if (a->x[2]) add_bias(y, a->x[2], m, g.out_sz);
+        epilogue(y, a->x[2], a->node->fused_relu, m, g.out_sz);
     }
 }
 
@@ -164,6 +166,7 @@ void vbs_conv_forward_naive(const vbs_op_args *a) {
                                         float wv = a->x[1][(((oc * cg + c) * g.k[0] + kd) * g.k[1] + kh) * g.k[2] + kw];
                                         acc += (double)xv * wv;
                                     }
+                        if (a->node->fused_relu && acc < 0) acc = 0;
                         a->y[0][((n * m + oc) * g.out[0] + od) * g.out[1] * g.out[2] + oh * g.out[2] + ow] = (float)acc;
                     }
         }

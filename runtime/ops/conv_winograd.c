@@ -42,7 +42,7 @@ static grid grid_of(const vbs_shape *y) {
  * within about 1 MiB of cache, but a block keeps at least 64 tiles so the
  * GEMMs do not shrink to nothing. */
 static int64_t block_rows(int64_t c, int64_t m, const grid *g) {
-    int64_t per_row = 36 * (c + m) * g->twp * 4, rows = ((int64_t)1 << 20) / (per_row > 0 ? per_row : 1);
+    int64_t per_row = 36 * (c + m) * g->twp * 4, rows = ((int64_t)1 << 19) / (per_row > 0 ? per_row : 1);
     while (rows * g->twp < 64 && rows < g->th) rows++;
     if (rows < 1) rows = 1;
     return rows < g->th ? rows : g->th;
@@ -142,8 +142,8 @@ static void input_transform_base(const float *buf, int64_t wp, int64_t nty, int6
 
 /* Output rows of tile rows [ty0, ty1) of one channel plane y (oh x ow)
  * from mx[xi * mt + t], t counted from ty0; natural tile order. */
-static void output_transform_base(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, float *y,
-                                  int64_t oh, int64_t ow) {
+static void output_transform_base(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, int relu,
+                                  float *y, int64_t oh, int64_t ow) {
     float o[6][6][WT], s[4][6][WT];
     for (int64_t ty = ty0; ty < ty1; ty++)
         for (int64_t tx0 = 0; tx0 < tw; tx0 += WT) {
@@ -158,7 +158,10 @@ static void output_transform_base(const float *mx, int64_t mt, int64_t ty0, int6
                 float *dst = y + (ty * 4 + r) * ow + tx0 * 4;
                 for (int j = 0; j < WT; j++)
                     for (int k = 0; k < 4; k++)
-                        if ((tx0 + j) * 4 + k < ow) dst[4 * j + k] = q[k][j] + bias;
+                        if ((tx0 + j) * 4 + k < ow) {
+                            float val = q[k][j] + bias;
+                            dst[4 * j + k] = relu && val < 0.f ? 0.f : val;
+                        }
             }
         }
 }
@@ -242,9 +245,11 @@ AVX_FN void input_transform_avx2(const float *buf, int64_t wp, int64_t nty, int6
         s[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.f), b34, b12), o5);                       \
     } while (0)
 
-AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, float *y,
-                                  int64_t oh, int64_t ow) {
+AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, int relu,
+                                  float *y, int64_t oh, int64_t ow) {
     const __m256 vb = _mm256_set1_ps(bias);
+    /* a fused Relu is max(x, 0); without one, max(x, -inf) leaves x alone */
+    const __m256 floor_ = relu ? _mm256_setzero_ps() : _mm256_set1_ps(-__builtin_inff());
     for (int64_t ty = ty0; ty < ty1; ty++)
         for (int64_t tx0 = 0; tx0 < tw; tx0 += WT) {
             const float *src = mx + (ty - ty0) * twp + tx0;
@@ -258,7 +263,7 @@ AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int6
             for (int r = 0; r < 4 && ty * 4 + r < oh; r++) {
                 __m256 q[4];
                 VAT6(sm[r][0], sm[r][1], sm[r][2], sm[r][3], sm[r][4], sm[r][5], q);
-                for (int k = 0; k < 4; k++) q[k] = _mm256_add_ps(q[k], vb);
+                for (int k = 0; k < 4; k++) q[k] = _mm256_max_ps(_mm256_add_ps(q[k], vb), floor_);
                 float *dst = y + (ty * 4 + r) * ow + tx0 * 4;
                 if (tx0 * 4 + 32 <= ow) interleave4(q, dst);
                 else {
@@ -272,8 +277,64 @@ AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int6
         }
 }
 
+/*
+ * C (m x n) = A (m x k) B (k x n), all row-major and dense, n a multiple of 8.
+ * The Winograd products are many small GEMMs (m = output channels, often
+ * 16 to 64; n = a block of tiles): a register-blocked 6x16 kernel with no
+ * packing beats OpenBLAS there, whose packing and C-zeroing dominate at
+ * these sizes. 12 accumulators hide the FMA latency.
+ */
+AVX_FN void gemm_avx2(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c) {
+    int64_t i = 0;
+    for (; i + 6 <= m; i += 6)
+        for (int64_t j = 0; j < n; j += 16) {
+            if (j + 16 > n) {
+                __m256 acc[6];
+                for (int r = 0; r < 6; r++) acc[r] = _mm256_setzero_ps();
+                for (int64_t p = 0; p < k; p++) {
+                    __m256 b0 = _mm256_loadu_ps(b + p * n + j);
+                    for (int r = 0; r < 6; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + (i + r) * k + p), b0, acc[r]);
+                }
+                for (int r = 0; r < 6; r++) _mm256_storeu_ps(c + (i + r) * n + j, acc[r]);
+                continue;
+            }
+            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+            __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            const float *a0 = a + i * k;
+            for (int64_t p = 0; p < k; p++) {
+                __m256 b0 = _mm256_loadu_ps(b + p * n + j), b1 = _mm256_loadu_ps(b + p * n + j + 8), av;
+                av = _mm256_broadcast_ss(a0 + p);         c00 = _mm256_fmadd_ps(av, b0, c00); c01 = _mm256_fmadd_ps(av, b1, c01);
+                av = _mm256_broadcast_ss(a0 + k + p);     c10 = _mm256_fmadd_ps(av, b0, c10); c11 = _mm256_fmadd_ps(av, b1, c11);
+                av = _mm256_broadcast_ss(a0 + 2 * k + p); c20 = _mm256_fmadd_ps(av, b0, c20); c21 = _mm256_fmadd_ps(av, b1, c21);
+                av = _mm256_broadcast_ss(a0 + 3 * k + p); c30 = _mm256_fmadd_ps(av, b0, c30); c31 = _mm256_fmadd_ps(av, b1, c31);
+                av = _mm256_broadcast_ss(a0 + 4 * k + p); c40 = _mm256_fmadd_ps(av, b0, c40); c41 = _mm256_fmadd_ps(av, b1, c41);
+                av = _mm256_broadcast_ss(a0 + 5 * k + p); c50 = _mm256_fmadd_ps(av, b0, c50); c51 = _mm256_fmadd_ps(av, b1, c51);
+            }
+            float *cp = c + i * n + j;
+            _mm256_storeu_ps(cp, c00); _mm256_storeu_ps(cp + 8, c01); cp += n;
+            _mm256_storeu_ps(cp, c10); _mm256_storeu_ps(cp + 8, c11); cp += n;
+            _mm256_storeu_ps(cp, c20); _mm256_storeu_ps(cp + 8, c21); cp += n;
+            _mm256_storeu_ps(cp, c30); _mm256_storeu_ps(cp + 8, c31); cp += n;
+            _mm256_storeu_ps(cp, c40); _mm256_storeu_ps(cp + 8, c41); cp += n;
+            _mm256_storeu_ps(cp, c50); _mm256_storeu_ps(cp + 8, c51);
+        }
+    for (; i < m; i++) /* leftover rows, one at a time */
+        for (int64_t j = 0; j < n; j += 8) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t p = 0; p < k; p++) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i * k + p), _mm256_loadu_ps(b + p * n + j), acc);
+            _mm256_storeu_ps(c + i * n + j, acc);
+        }
+}
+
+static void gemm_base(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c) {
+    vbs_sgemm(0, 0, m, n, k, a, k, b, n, 0.f, c, n);
+}
+
 #define PICK_TRANSFORM(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
 #else
+static void gemm_base(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c) {
+    vbs_sgemm(0, 0, m, n, k, a, k, b, n, 0.f, c, n);
+}
 #define PICK_TRANSFORM(name) (name##_base)
 #endif
 
@@ -285,7 +346,8 @@ void vbs_winograd_forward(const vbs_op_args *a) {
     float *u = a->work, *v = u + 36 * m * c, *mx = v + 36 * c * tb, *buf = mx + 36 * m * tb;
     VBS_PICK(weight_transform)(a->x[1], m * c, u);
     void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
-    void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, float *, int64_t, int64_t) = PICK_TRANSFORM(output_transform);
+    void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, int, float *, int64_t, int64_t) = PICK_TRANSFORM(output_transform);
+    void (*gemm)(int64_t, int64_t, int64_t, const float *, const float *, float *) = PICK_TRANSFORM(gemm);
     for (int64_t nb = 0; nb < xs->d[0]; nb++)
         for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
             int64_t ty1 = ty0 + rows < g.th ? ty0 + rows : g.th, t = (ty1 - ty0) * g.twp;
@@ -293,9 +355,9 @@ void vbs_winograd_forward(const vbs_op_args *a) {
                 pad_rows(a->x[0] + (nb * c + ch) * h * w, h, w, a->node->a.win.pad[0], a->node->a.win.pad[1], ty0, ty1, g.wp, buf);
                 in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, c * t);
             }
-            for (int xi = 0; xi < 36; xi++)
-                vbs_sgemm(0, 0, m, t, c, u + xi * m * c, c, v + xi * c * t, t, 0.f, mx + xi * m * t, t);
+            for (int xi = 0; xi < 36; xi++) gemm(m, t, c, u + xi * m * c, v + xi * c * t, mx + xi * m * t);
             for (int64_t oc = 0; oc < m; oc++)
-                out_t(mx + oc * t, m * t, ty0, ty1, g.tw, g.twp, a->x[2] ? a->x[2][oc] : 0.f, a->y[0] + (nb * m + oc) * oh * ow, oh, ow);
+                out_t(mx + oc * t, m * t, ty0, ty1, g.tw, g.twp, a->x[2] ? a->x[2][oc] : 0.f, a->node->fused_relu,
+                      a->y[0] + (nb * m + oc) * oh * ow, oh, ow);
         }
 }
