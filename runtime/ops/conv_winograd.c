@@ -284,46 +284,50 @@ AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int6
  * packing beats OpenBLAS there, whose packing and C-zeroing dominate at
  * these sizes. 12 accumulators hide the FMA latency.
  */
+/* rows [i, i + R) of C, R <= 6 known at compile time after inlining */
+static inline __attribute__((always_inline, target("avx2,fma"))) void gemm_rows(int R, int64_t i, int64_t n, int64_t k, const float *a,
+                                                                               const float *b, float *c) {
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m256 acc0[6], acc1[6];
+        for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
+        for (int64_t p = 0; p < k; p++) {
+            __m256 b0 = _mm256_loadu_ps(b + p * n + j), b1 = _mm256_loadu_ps(b + p * n + j + 8);
+            for (int r = 0; r < R; r++) {
+                __m256 av = _mm256_broadcast_ss(a + (i + r) * k + p);
+                acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            _mm256_storeu_ps(c + (i + r) * n + j, acc0[r]);
+            _mm256_storeu_ps(c + (i + r) * n + j + 8, acc1[r]);
+        }
+    }
+    if (j < n) {
+        __m256 acc[6];
+        for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+        for (int64_t p = 0; p < k; p++) {
+            __m256 b0 = _mm256_loadu_ps(b + p * n + j);
+            for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + (i + r) * k + p), b0, acc[r]);
+        }
+        for (int r = 0; r < R; r++) _mm256_storeu_ps(c + (i + r) * n + j, acc[r]);
+    }
+}
+
 AVX_FN void gemm_avx2(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c) {
     int64_t i = 0;
-    for (; i + 6 <= m; i += 6)
-        for (int64_t j = 0; j < n; j += 16) {
-            if (j + 16 > n) {
-                __m256 acc[6];
-                for (int r = 0; r < 6; r++) acc[r] = _mm256_setzero_ps();
-                for (int64_t p = 0; p < k; p++) {
-                    __m256 b0 = _mm256_loadu_ps(b + p * n + j);
-                    for (int r = 0; r < 6; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + (i + r) * k + p), b0, acc[r]);
-                }
-                for (int r = 0; r < 6; r++) _mm256_storeu_ps(c + (i + r) * n + j, acc[r]);
-                continue;
-            }
-            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-            __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-            const float *a0 = a + i * k;
-            for (int64_t p = 0; p < k; p++) {
-                __m256 b0 = _mm256_loadu_ps(b + p * n + j), b1 = _mm256_loadu_ps(b + p * n + j + 8), av;
-                av = _mm256_broadcast_ss(a0 + p);         c00 = _mm256_fmadd_ps(av, b0, c00); c01 = _mm256_fmadd_ps(av, b1, c01);
-                av = _mm256_broadcast_ss(a0 + k + p);     c10 = _mm256_fmadd_ps(av, b0, c10); c11 = _mm256_fmadd_ps(av, b1, c11);
-                av = _mm256_broadcast_ss(a0 + 2 * k + p); c20 = _mm256_fmadd_ps(av, b0, c20); c21 = _mm256_fmadd_ps(av, b1, c21);
-                av = _mm256_broadcast_ss(a0 + 3 * k + p); c30 = _mm256_fmadd_ps(av, b0, c30); c31 = _mm256_fmadd_ps(av, b1, c31);
-                av = _mm256_broadcast_ss(a0 + 4 * k + p); c40 = _mm256_fmadd_ps(av, b0, c40); c41 = _mm256_fmadd_ps(av, b1, c41);
-                av = _mm256_broadcast_ss(a0 + 5 * k + p); c50 = _mm256_fmadd_ps(av, b0, c50); c51 = _mm256_fmadd_ps(av, b1, c51);
-            }
-            float *cp = c + i * n + j;
-            _mm256_storeu_ps(cp, c00); _mm256_storeu_ps(cp + 8, c01); cp += n;
-            _mm256_storeu_ps(cp, c10); _mm256_storeu_ps(cp + 8, c11); cp += n;
-            _mm256_storeu_ps(cp, c20); _mm256_storeu_ps(cp + 8, c21); cp += n;
-            _mm256_storeu_ps(cp, c30); _mm256_storeu_ps(cp + 8, c31); cp += n;
-            _mm256_storeu_ps(cp, c40); _mm256_storeu_ps(cp + 8, c41); cp += n;
-            _mm256_storeu_ps(cp, c50); _mm256_storeu_ps(cp + 8, c51);
-        }
-    for (; i < m; i++) /* leftover rows, one at a time */
-        for (int64_t j = 0; j < n; j += 8) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int64_t p = 0; p < k; p++) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i * k + p), _mm256_loadu_ps(b + p * n + j), acc);
-            _mm256_storeu_ps(c + i * n + j, acc);
-        }
+    /* 6-row blocks (12 accumulators hide the FMA latency); the rest as one block of 1..5 */
+    for (; m - i >= 6 && m - i != 8; i += 6) gemm_rows(6, i, n, k, a, b, c);
+    switch (m - i) {
+    case 8: gemm_rows(4, i, n, k, a, b, c); gemm_rows(4, i + 4, n, k, a, b, c); break;
+    case 5: gemm_rows(5, i, n, k, a, b, c); break;
+    case 4: gemm_rows(4, i, n, k, a, b, c); break;
+    case 3: gemm_rows(3, i, n, k, a, b, c); break;
+    case 2: gemm_rows(2, i, n, k, a, b, c); break;
+    case 1: gemm_rows(1, i, n, k, a, b, c); break;
+    default: break;
+    }
 }
 
 static void gemm_base(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c) {
