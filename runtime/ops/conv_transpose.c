@@ -103,11 +103,47 @@ static void init_bias(float *y, const float *b, int64_t m, int64_t sz) {
     }
 }
 
+/* The U-Net up-sampling layer: kernel = stride, no padding, no dilation.
+ * Patches do not overlap, so each output pixel is one column entry plus the
+ * bias: written once, no accumulation, no zeroing pass. */
+static int is_blocky(const vbs_geo *g) {
+    for (int i = 0; i < 3; i++)
+        if (g->k[i] != g->s[i] || g->d[i] != 1 || g->pb[i] != 0 || g->out[i] != g->in[i] * g->s[i]) return 0;
+    return 1;
+}
+
+static void col2im_blocky(const vbs_geo *g, const float *col, int64_t mg, const float *bias, float *y) {
+    for (int64_t c = 0; c < mg; c++) {
+        float b = bias ? bias[c] : 0.f;
+        for (int64_t kd = 0; kd < g->k[0]; kd++)
+            for (int64_t kh = 0; kh < g->k[1]; kh++)
+                for (int64_t kw = 0; kw < g->k[2]; kw++) {
+                    const float *src = col + (((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2] + kw) * g->in_sz;
+                    for (int64_t id = 0; id < g->in[0]; id++)
+                        for (int64_t ih = 0; ih < g->in[1]; ih++) {
+                            const float *s = src + (id * g->in[1] + ih) * g->in[2];
+                            float *dst = y + c * g->out_sz + ((id * g->s[0] + kd) * g->out[1] + ih * g->s[1] + kh) * g->out[2] + kw;
+                            for (int64_t iw = 0; iw < g->in[2]; iw++) dst[iw * g->s[2]] = s[iw] + b;
+                        }
+                }
+    }
+}
+
 void vbs_conv_transpose_forward(const vbs_op_args *a) {
     const vbs_shape *xs = a->xs[0], *ws = a->xs[1], *ys = a->ys[0];
     vbs_geo g;
     vbs_geo_make(&g, &a->node->a.win, xs, ys, a->node->a.win.kernel);
     int64_t group = a->node->a.win.group, cin = xs->d[1], cg = cin / group, mg = ws->d[1], m = mg * group;
+    if (is_blocky(&g)) {
+        for (int64_t n = 0; n < xs->d[0]; n++)
+            for (int64_t gi = 0; gi < group; gi++) {
+                const float *x = a->x[0] + (n * cin + gi * cg) * g.in_sz;
+                const float *w = a->x[1] + gi * cg * mg * g.k_sz;
+                vbs_sgemm(1, 0, mg * g.k_sz, g.in_sz, cg, w, mg * g.k_sz, x, g.in_sz, 0.f, a->work, g.in_sz);
+                col2im_blocky(&g, a->work, mg, a->x[2] ? a->x[2] + gi * mg : NULL, a->y[0] + (n * m + gi * mg) * g.out_sz);
+            }
+        return;
+    }
     for (int64_t n = 0; n < xs->d[0]; n++) {
         float *y = a->y[0] + n * m * g.out_sz;
         init_bias(y, a->x[2], m, g.out_sz);

@@ -75,7 +75,9 @@ static inline __attribute__((always_inline)) void weight_body(const float *w, in
         for (int i = 0; i < 6; i++)
             for (int k = 0; k < 6; k++) {
                 for (int j = 0; j < WT; j++) o[j] = t[i][0][j] * G[k][0] + t[i][1][j] * G[k][1] + t[i][2][j] * G[k][2];
-                memcpy(u + (i * 6 + k) * mc + k0, o, sizeof(float) * (size_t)n);
+                float *dst = u + (i * 6 + k) * mc + k0;
+                if (n == WT) for (int j = 0; j < WT; j++) dst[j] = o[j];
+                else for (int j = 0; j < n; j++) dst[j] = o[j];
             }
     }
 }

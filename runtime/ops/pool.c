@@ -91,7 +91,37 @@ static void pool(const vbs_op_args *a, int is_max) {
     }
 }
 
-void vbs_max_pool_forward(const vbs_op_args *a) { pool(a, 1); }
+/* The U-Net down-sampling layer: 2D, 2x2, stride 2, no padding. */
+static int is_2x2(const vbs_op_args *a) {
+    const vbs_window_attr *w = &a->node->a.win;
+    return a->xs[0]->ndim == 4 && w->kernel[0] == 2 && w->kernel[1] == 2 && w->stride[0] == 2 && w->stride[1] == 2 &&
+           w->dil[0] == 1 && w->dil[1] == 1 && !w->pad[0] && !w->pad[1] && !w->pad[VBS_MAX_SPATIAL] && !w->pad[VBS_MAX_SPATIAL + 1] &&
+           a->ys[0]->d[2] == a->xs[0]->d[2] / 2 && a->ys[0]->d[3] == a->xs[0]->d[3] / 2;
+}
+
+static inline __attribute__((always_inline)) void max2x2_body(const float *x, int64_t planes, int64_t h, int64_t w, float *y) {
+    int64_t oh = h / 2, ow = w / 2;
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t r = 0; r < oh; r++) {
+            const float *r0 = x + (p * h + 2 * r) * w, *r1 = r0 + w;
+            float *dst = y + (p * oh + r) * ow;
+            for (int64_t c = 0; c < ow; c++) {
+                float m0 = r0[2 * c] > r0[2 * c + 1] ? r0[2 * c] : r0[2 * c + 1];
+                float m1 = r1[2 * c] > r1[2 * c + 1] ? r1[2 * c] : r1[2 * c + 1];
+                dst[c] = m0 > m1 ? m0 : m1;
+            }
+        }
+}
+
+VBS_CLONES(max2x2, (const float *x, int64_t planes, int64_t h, int64_t w, float *y), max2x2_body(x, planes, h, w, y))
+
+void vbs_max_pool_forward(const vbs_op_args *a) {
+    if (is_2x2(a)) {
+        VBS_PICK(max2x2)(a->x[0], a->xs[0]->d[0] * a->xs[0]->d[1], a->xs[0]->d[2], a->xs[0]->d[3], a->y[0]);
+        return;
+    }
+    pool(a, 1);
+}
 void vbs_max_pool_forward_naive(const vbs_op_args *a) { pool(a, 1); }
 void vbs_average_pool_forward(const vbs_op_args *a) { pool(a, 0); }
 void vbs_average_pool_forward_naive(const vbs_op_args *a) { pool(a, 0); }
