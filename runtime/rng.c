@@ -169,6 +169,20 @@ __attribute__((target("avx2,fma"))) static void bm8_avx2(const uint32_t *uw, con
 }
 #endif
 
+/* z[4j + 0..3] = rad[j] cs[j], rad[j] sn[j], rad[8+j] cs[8+j], rad[8+j] sn[8+j] */
+__attribute__((target("avx2,fma"))) static void interleave_avx2(const float *rad, const float *sn, const float *cs, float *z) {
+    __m256 r0 = _mm256_loadu_ps(rad), r1 = _mm256_loadu_ps(rad + GROUP);
+    __m256 a = _mm256_mul_ps(r0, _mm256_loadu_ps(cs)), b = _mm256_mul_ps(r0, _mm256_loadu_ps(sn));
+    __m256 c = _mm256_mul_ps(r1, _mm256_loadu_ps(cs + GROUP)), d = _mm256_mul_ps(r1, _mm256_loadu_ps(sn + GROUP));
+    __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b), t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    _mm256_storeu_ps(z, _mm256_permute2f128_ps(u0, u1, 0x20));
+    _mm256_storeu_ps(z + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+    _mm256_storeu_ps(z + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+    _mm256_storeu_ps(z + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+}
+
 /* 32 normals for blocks [blk0, blk0 + 8) into z[32], in element order. */
 static inline __attribute__((always_inline)) void group_body(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream,
                                                              uint64_t sample, float *z, int avx2) {
@@ -195,7 +209,9 @@ static inline __attribute__((always_inline)) void group_body(uint32_t k0, uint32
     if (avx2) {
         bm8_avx2(uw, vw, rad, sn, cs);
         bm8_avx2(uw + GROUP, vw + GROUP, rad + GROUP, sn + GROUP, cs + GROUP);
-    } else
+        interleave_avx2(rad, sn, cs, z);
+        return;
+    }
 #endif
     for (int j = 0; j < 2 * GROUP; j++) {
         /* 24 random bits to (0, 1]; via int32 since AVX2 converts only signed ints */

@@ -42,7 +42,7 @@ static grid grid_of(const vbs_shape *y) {
  * within about 1 MiB of cache, but a block keeps at least 64 tiles so the
  * GEMMs do not shrink to nothing. */
 static int64_t block_rows(int64_t c, int64_t m, const grid *g) {
-    int64_t per_row = 36 * (c + m) * g->twp * 4, rows = ((int64_t)1 << 19) / (per_row > 0 ? per_row : 1);
+    int64_t per_row = 36 * (c + m) * g->twp * 4, rows = ((int64_t)1 << 18) / (per_row > 0 ? per_row : 1);
     while (rows * g->twp < 64 && rows < g->th) rows++;
     if (rows < 1) rows = 1;
     return rows < g->th ? rows : g->th;
