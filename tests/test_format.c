@@ -71,6 +71,12 @@ static uint8_t *rebuild(Vbseg__Model *pm, size_t *n) {
     return b;
 }
 
+/* replaces a string the unpacker owns, freeing the old one */
+static void repl(char **slot, const char *s) {
+    free(*slot);
+    *slot = strdup(s);
+}
+
 static Vbseg__Model *header(void) { return vbseg__model__unpack(NULL, vbs_rd64(good + 16), good + VBS_PREAMBLE); }
 
 static int find_tensor(Vbseg__Model *pm, const char *name) {
@@ -207,14 +213,14 @@ static void refusals(void) {
         t->dims[1] = (int64_t)1 << 40;
     });
     EDIT("zero_dim", VBS_ERR_FORMAT, "must be > 0", pm->graph->tensor[0]->dims[1] = 0);
-    EDIT("unknown_op", VBS_ERR_GRAPH, "unknown op 'FancyConv'", pm->graph->node[find_node(pm, "Relu")]->op_type = strdup("FancyConv"));
-    EDIT("dangling_input", VBS_ERR_GRAPH, "input 'nowhere' is not defined", pm->graph->node[find_node(pm, "Relu")]->input[0] = strdup("nowhere"));
+    EDIT("unknown_op", VBS_ERR_GRAPH, "unknown op 'FancyConv'", repl(&pm->graph->node[find_node(pm, "Relu")]->op_type, "FancyConv"));
+    EDIT("dangling_input", VBS_ERR_GRAPH, "input 'nowhere' is not defined", repl(&pm->graph->node[find_node(pm, "Relu")]->input[0], "nowhere"));
     EDIT("cycle", VBS_ERR_GRAPH, "cycle", {
         /* the first conv now reads the output of a node downstream of it */
         int c = find_node(pm, "Conv"), r = find_node(pm, "MaxPool");
-        pm->graph->node[c]->input[0] = strdup(pm->graph->node[r]->output[0]);
+        repl(&pm->graph->node[c]->input[0], pm->graph->node[r]->output[0]);
     });
-    EDIT("missing_rho", VBS_ERR_FORMAT, "without a rho", pm->graph->tensor[find_tensor(pm, "enc0.conv1.weight")]->rho = strdup("ghost"));
+    EDIT("missing_rho", VBS_ERR_FORMAT, "without a rho", repl(&pm->graph->tensor[find_tensor(pm, "enc0.conv1.weight")]->rho, "ghost"));
     EDIT("missing_prior", VBS_ERR_FORMAT, "without a prior", {
         Vbseg__Tensor *t = pm->graph->tensor[find_tensor(pm, "enc0.conv1.weight")];
         vbseg__prior__free_unpacked(t->prior, NULL);
@@ -245,8 +251,8 @@ static void refusals(void) {
         for (size_t i = 0; i < n->n_attribute; i++)
             if (!strcmp(n->attribute[i]->name, "strides")) n->attribute[i]->ints[0] = 0;
     });
-    EDIT("duplicate_tensor", VBS_ERR_FORMAT, "defined twice", pm->graph->tensor[1]->name = strdup(pm->graph->tensor[0]->name));
-    EDIT("no_output", VBS_ERR_GRAPH, "not produced", pm->graph->output[0]->name = strdup("ghost"));
+    EDIT("duplicate_tensor", VBS_ERR_FORMAT, "defined twice", repl(&pm->graph->tensor[1]->name, pm->graph->tensor[0]->name));
+    EDIT("no_output", VBS_ERR_GRAPH, "not produced", repl(&pm->graph->output[0]->name, "ghost"));
     EDIT("wrong_dtype", VBS_ERR_FORMAT, "dtype", pm->graph->tensor[0]->dtype = VBSEG__DTYPE__DTYPE_UNDEFINED);
 }
 

@@ -30,7 +30,7 @@ static void hdr1(unsigned char *h, int ndim, const int *dims, int datatype, int 
     memset(h, 0, 352);
     put32(h, 0, 348, be);
     put16(h, 40, ndim, be);
-    for (int i = 0; i < 7; i++) put16(h, 42 + 2 * i, i < ndim ? dims[i] : 1, be);
+    for (int i = 0; i < 7; i++) put16(h, 42 + 2 * i, i < ndim && i < 3 ? dims[i] : 1, be); /* callers pass 3 dims */
     put16(h, 70, datatype, be);
     put16(h, 72, bitpix, be);
     for (int i = 0; i < 8; i++) putf(h, 76 + 4 * i, i == 0 ? 1.f : 1.f + 0.25f * (float)i, be);
