@@ -43,8 +43,14 @@ static void sample_weights(vbs_worker *w, const vbs_model *m, uint64_t seed, uin
         const vbs_tensor_def *t = &m->def.tensors[v->tensor];
         float *dst = w->wbuf + v->var_off;
         const float *mu = t->data, *sg = g->sigma[v->tensor];
-        vbs_randn(seed, sample, (uint32_t)v->tensor + 1u, 0, t->numel, dst);
-        for (int64_t e = 0; e < t->numel; e++) dst[e] = mu[e] + sg[e] * dst[e];
+        /* eps in L1-sized pieces, combined at once: one pass over the weights */
+        enum { PIECE = 2048 };
+        float eps[PIECE];
+        for (int64_t e0 = 0; e0 < t->numel; e0 += PIECE) {
+            int64_t n = t->numel - e0 < PIECE ? t->numel - e0 : PIECE;
+            vbs_randn(seed, sample, (uint32_t)v->tensor + 1u, (uint64_t)e0, n, eps);
+            for (int64_t e = 0; e < n; e++) dst[e0 + e] = mu[e0 + e] + sg[e0 + e] * eps[e];
+        }
     }
 }
 
