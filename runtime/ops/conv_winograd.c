@@ -18,6 +18,10 @@
 #include "ops.h"
 
 #define WT 8 /* tiles per transform chunk: one AVX vector across tiles */
+/* The 36 planes of V and of Mx are skewed by one cache line each: plane
+ * sizes are often multiples of 4 KiB, and 36 streams at such a stride
+ * would all fall into the same cache set. */
+#define PLANE_SKEW 16
 
 int vbs_winograd_fits(const vbs_node *n, const vbs_shape *x, const vbs_shape *w) {
     const vbs_window_attr *a = &n->a.win;
@@ -53,7 +57,7 @@ size_t vbs_winograd_work(const vbs_node *n, const vbs_shape *in, const vbs_shape
     int64_t c = in[0].d[1], m = in[1].d[0];
     grid g = grid_of(out);
     int64_t rows = block_rows(c, m, &g), t = rows * g.twp;
-    return (size_t)(36 * (m * c + c * t + m * t) + (rows * 4 + 2) * g.wp);
+    return (size_t)(36 * (m * c + c * t + m * t + 2 * PLANE_SKEW) + (rows * 4 + 2) * g.wp);
 }
 
 /* U[xi][m][c] = (G g G^T)[xi], 8 filters at a time so stores are runs. */
@@ -349,7 +353,7 @@ void vbs_winograd_forward(const vbs_op_args *a) {
     int64_t c = xs->d[1], m = a->xs[1]->d[0], h = xs->d[2], w = xs->d[3], oh = ys->d[2], ow = ys->d[3];
     grid g = grid_of(ys);
     int64_t rows = block_rows(c, m, &g), tb = rows * g.twp;
-    float *u = a->work, *v = u + 36 * m * c, *mx = v + 36 * c * tb, *buf = mx + 36 * m * tb;
+    float *u = a->work, *v = u + 36 * m * c, *mx = v + 36 * (c * tb + PLANE_SKEW), *buf = mx + 36 * (m * tb + PLANE_SKEW);
     VBS_PICK(weight_transform)(a->x[1], m * c, u);
     void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
     void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, int, float *, int64_t, int64_t) = PICK_TRANSFORM(output_transform);
@@ -357,13 +361,14 @@ void vbs_winograd_forward(const vbs_op_args *a) {
     for (int64_t nb = 0; nb < xs->d[0]; nb++)
         for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
             int64_t ty1 = ty0 + rows < g.th ? ty0 + rows : g.th, t = (ty1 - ty0) * g.twp;
+            int64_t vs = c * t + PLANE_SKEW, ms = m * t + PLANE_SKEW; /* plane strides */
             for (int64_t ch = 0; ch < c; ch++) {
                 pad_rows(a->x[0] + (nb * c + ch) * h * w, h, w, a->node->a.win.pad[0], a->node->a.win.pad[1], ty0, ty1, g.wp, buf);
-                in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, c * t);
+                in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, vs);
             }
-            for (int xi = 0; xi < 36; xi++) gemm(m, t, c, u + xi * m * c, v + xi * c * t, mx + xi * m * t);
+            for (int xi = 0; xi < 36; xi++) gemm(m, t, c, u + xi * m * c, v + xi * vs, mx + xi * ms);
             for (int64_t oc = 0; oc < m; oc++)
-                out_t(mx + oc * t, m * t, ty0, ty1, g.tw, g.twp, a->x[2] ? a->x[2][oc] : 0.f, a->node->fused_relu,
+                out_t(mx + oc * t, ms, ty0, ty1, g.tw, g.twp, a->x[2] ? a->x[2][oc] : 0.f, a->node->fused_relu,
                       a->y[0] + (nb * m + oc) * oh * ow, oh, ow);
         }
 }
