@@ -18,7 +18,7 @@
 #include "ops.h"
 
 #define WT 8 /* tiles per transform chunk: one AVX vector across tiles */
-/* The 36 planes of V and of Mx are skewed by one cache line each: plane
+/* The 36 planes of U, V and Mx are skewed by one cache line each: plane
  * sizes are often multiples of 4 KiB, and 36 streams at such a stride
  * would all fall into the same cache set. */
 #define PLANE_SKEW 16
@@ -57,11 +57,11 @@ size_t vbs_winograd_work(const vbs_node *n, const vbs_shape *in, const vbs_shape
     int64_t c = in[0].d[1], m = in[1].d[0];
     grid g = grid_of(out);
     int64_t rows = block_rows(c, m, &g), t = rows * g.twp;
-    return (size_t)(36 * (m * c + c * t + m * t + 2 * PLANE_SKEW) + (rows * 4 + 2) * g.wp);
+    return (size_t)(36 * (m * c + c * t + m * t + 3 * PLANE_SKEW) + (rows * 4 + 2) * g.wp);
 }
 
 /* U[xi][m][c] = (G g G^T)[xi], 8 filters at a time so stores are runs. */
-static inline __attribute__((always_inline)) void weight_body(const float *w, int64_t mc, float *u) {
+static inline __attribute__((always_inline)) void weight_body(const float *w, int64_t mc, float *u, int64_t us) {
     static const float G[6][3] = {{0.25f, 0, 0},
                                   {-1.f / 6, -1.f / 6, -1.f / 6},
                                   {-1.f / 6, 1.f / 6, -1.f / 6},
@@ -79,14 +79,14 @@ static inline __attribute__((always_inline)) void weight_body(const float *w, in
         for (int i = 0; i < 6; i++)
             for (int k = 0; k < 6; k++) {
                 for (int j = 0; j < WT; j++) o[j] = t[i][0][j] * G[k][0] + t[i][1][j] * G[k][1] + t[i][2][j] * G[k][2];
-                float *dst = u + (i * 6 + k) * mc + k0;
+                float *dst = u + (i * 6 + k) * us + k0;
                 if (n == WT) for (int j = 0; j < WT; j++) dst[j] = o[j];
                 else for (int j = 0; j < n; j++) dst[j] = o[j];
             }
     }
 }
 
-VBS_CLONES(weight_transform, (const float *w, int64_t mc, float *u), weight_body(w, mc, u))
+VBS_CLONES(weight_transform, (const float *w, int64_t mc, float *u, int64_t us), weight_body(w, mc, u, us))
 
 /* Copies the input rows that tile rows [ty0, ty1) read, padded with zeros,
  * into buf ((ty1 - ty0) * 4 + 2 rows of wp): afterwards no transform checks a bound. */
@@ -353,8 +353,9 @@ void vbs_winograd_forward(const vbs_op_args *a) {
     int64_t c = xs->d[1], m = a->xs[1]->d[0], h = xs->d[2], w = xs->d[3], oh = ys->d[2], ow = ys->d[3];
     grid g = grid_of(ys);
     int64_t rows = block_rows(c, m, &g), tb = rows * g.twp;
-    float *u = a->work, *v = u + 36 * m * c, *mx = v + 36 * (c * tb + PLANE_SKEW), *buf = mx + 36 * (m * tb + PLANE_SKEW);
-    VBS_PICK(weight_transform)(a->x[1], m * c, u);
+    int64_t us = m * c + PLANE_SKEW; /* U plane stride */
+    float *u = a->work, *v = u + 36 * us, *mx = v + 36 * (c * tb + PLANE_SKEW), *buf = mx + 36 * (m * tb + PLANE_SKEW);
+    VBS_PICK(weight_transform)(a->x[1], m * c, u, us);
     void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
     void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, int, float *, int64_t, int64_t) = PICK_TRANSFORM(output_transform);
     void (*gemm)(int64_t, int64_t, int64_t, const float *, const float *, float *) = PICK_TRANSFORM(gemm);
@@ -366,7 +367,7 @@ void vbs_winograd_forward(const vbs_op_args *a) {
                 pad_rows(a->x[0] + (nb * c + ch) * h * w, h, w, a->node->a.win.pad[0], a->node->a.win.pad[1], ty0, ty1, g.wp, buf);
                 in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, vs);
             }
-            for (int xi = 0; xi < 36; xi++) gemm(m, t, c, u + xi * m * c, v + xi * vs, mx + xi * ms);
+            for (int xi = 0; xi < 36; xi++) gemm(m, t, c, u + xi * us, v + xi * vs, mx + xi * ms);
             for (int64_t oc = 0; oc < m; oc++)
                 out_t(mx + oc * t, ms, ty0, ty1, g.tw, g.twp, a->x[2] ? a->x[2][oc] : 0.f, a->node->fused_relu,
                       a->y[0] + (nb * m + oc) * oh * ow, oh, ow);
