@@ -86,7 +86,7 @@ static inline __attribute__((always_inline)) void weight_body(const float *w, in
     }
 }
 
-VBS_CLONES(weight_transform, (const float *w, int64_t mc, float *u, int64_t us), weight_body(w, mc, u, us))
+static void weight_transform_base(const float *w, int64_t mc, float *u, int64_t us) { weight_body(w, mc, u, us); }
 
 /* Copies the input rows that tile rows [ty0, ty1) read, padded with zeros,
  * into buf ((ty1 - ty0) * 4 + 2 rows of wp): afterwards no transform checks a bound. */
@@ -340,6 +340,34 @@ static void gemm_base(int64_t m, int64_t n, int64_t k, const float *a, const flo
     vbs_sgemm(0, 0, m, n, k, a, k, b, n, 0.f, c, n);
 }
 
+/* U planes for 8 filters at a time: one gather per kernel element, then
+ * G g G^T with the filters across the lanes. */
+AVX_FN void weight_transform_avx2(const float *w, int64_t mc, float *u, int64_t us) {
+    static const float G[6][3] = {{0.25f, 0, 0},
+                                  {-1.f / 6, -1.f / 6, -1.f / 6},
+                                  {-1.f / 6, 1.f / 6, -1.f / 6},
+                                  {1.f / 24, 1.f / 12, 1.f / 6},
+                                  {1.f / 24, -1.f / 12, 1.f / 6},
+                                  {0, 0, 1}};
+    const __m256i idx = _mm256_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63);
+    int64_t k0 = 0;
+    for (; k0 + WT <= mc; k0 += WT) {
+        __m256 g[9], t[6][3];
+        for (int e = 0; e < 9; e++) g[e] = _mm256_i32gather_ps(w + 9 * k0 + e, idx, 4);
+        for (int i = 0; i < 6; i++)
+            for (int c = 0; c < 3; c++)
+                t[i][c] = _mm256_fmadd_ps(_mm256_set1_ps(G[i][0]), g[c],
+                                          _mm256_fmadd_ps(_mm256_set1_ps(G[i][1]), g[3 + c], _mm256_mul_ps(_mm256_set1_ps(G[i][2]), g[6 + c])));
+        for (int i = 0; i < 6; i++)
+            for (int k = 0; k < 6; k++) {
+                __m256 o = _mm256_fmadd_ps(t[i][0], _mm256_set1_ps(G[k][0]),
+                                           _mm256_fmadd_ps(t[i][1], _mm256_set1_ps(G[k][1]), _mm256_mul_ps(t[i][2], _mm256_set1_ps(G[k][2]))));
+                _mm256_storeu_ps(u + (i * 6 + k) * us + k0, o);
+            }
+    }
+    if (k0 < mc) weight_transform_base(w + 9 * k0, mc - k0, u + k0, us);
+}
+
 #define PICK_TRANSFORM(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
 #else
 static void gemm_base(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c) {
@@ -355,7 +383,7 @@ void vbs_winograd_forward(const vbs_op_args *a) {
     int64_t rows = block_rows(c, m, &g), tb = rows * g.twp;
     int64_t us = m * c + PLANE_SKEW; /* U plane stride */
     float *u = a->work, *v = u + 36 * us, *mx = v + 36 * (c * tb + PLANE_SKEW), *buf = mx + 36 * (m * tb + PLANE_SKEW);
-    VBS_PICK(weight_transform)(a->x[1], m * c, u, us);
+    PICK_TRANSFORM(weight_transform)(a->x[1], m * c, u, us);
     void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
     void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, int, float *, int64_t, int64_t) = PICK_TRANSFORM(output_transform);
     void (*gemm)(int64_t, int64_t, int64_t, const float *, const float *, float *) = PICK_TRANSFORM(gemm);
