@@ -426,6 +426,9 @@ struct vbs_session {
 void vbs_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 void vbs_blas_set_threads(int n);
+/* C (m x n) = A (m x k) B (k x n), dense row-major; the small-matrix kernel
+ * of gemm.c (AVX2), or vbs_sgemm. */
+void vbs_gemm(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c);
 
 /* ---- volumes (nifti_io.c, npy.c) ----------------------------------- */
 

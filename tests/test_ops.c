@@ -149,6 +149,28 @@ static void sweep_winograd(void) {
     }
 }
 
+/* the small-matrix GEMM against a triple loop in double, tails included */
+static void sweep_gemm(void) {
+    for (int t = 0; t < 40; t++) {
+        int64_t m = ri(1, 20), n = ri(1, 70), k = ri(1, 40);
+        float *a = malloc(sizeof(float) * (size_t)(m * k)), *b = malloc(sizeof(float) * (size_t)(k * n));
+        float *c = malloc(sizeof(float) * (size_t)(m * n)), *ref = malloc(sizeof(float) * (size_t)(m * n));
+        for (int64_t i = 0; i < m * k; i++) a[i] = rf();
+        for (int64_t i = 0; i < k * n; i++) b[i] = rf();
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double acc = 0;
+                for (int64_t p = 0; p < k; p++) acc += (double)a[i * k + p] * b[p * n + j];
+                ref[i * n + j] = (float)acc;
+            }
+        vbs_gemm(m, n, k, a, b, c);
+        char label[64];
+        snprintf(label, sizeof label, "gemm %lldx%lldx%lld", (long long)m, (long long)n, (long long)k);
+        CHECK(close_enough(label, c, ref, (long)(m * n), 1e-5, 1e-5), "%s", label);
+        free(a); free(b); free(c); free(ref);
+    }
+}
+
 static void sweep_pool(vbs_op op) {
     for (int t = 0; t < 60; t++) {
         int nsp = (int)ri(1, 3);
@@ -480,6 +502,7 @@ int main(void) {
     sweep_conv(0);
     sweep_conv(1);
     sweep_winograd();
+    sweep_gemm();
     sweep_pool(VBS_OP_MAX_POOL);
     sweep_pool(VBS_OP_AVERAGE_POOL);
     sweep_broadcast(VBS_OP_ADD);

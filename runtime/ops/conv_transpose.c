@@ -66,8 +66,16 @@ vbs_status vbs_conv_transpose_shape(vbs_node *n, const vbs_shape *in, vbs_shape 
 size_t vbs_conv_transpose_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
     vbs_geo g; /* in = small side (x), out = y */
     vbs_geo_make(&g, &n->a.win, &in[0], &out[0], n->a.win.kernel);
-    int64_t mg = in[1].d[1];
-    return (size_t)(mg * g.k_sz * g.in_sz);
+    int64_t mg = in[1].d[1], cg = in[0].d[1] / n->a.win.group;
+    return (size_t)(mg * g.k_sz * g.in_sz + mg * g.k_sz * cg); /* col, then the transposed weights */
+}
+
+/* col (mg*k x in) = W_g^T x_g: W_g is (cg, mg*k) as stored, so transpose it
+ * into scratch once and use the small-matrix GEMM */
+static void columns(const float *w, const float *x, int64_t cg, int64_t mk, int64_t in_sz, float *wt, float *col) {
+    for (int64_t p = 0; p < cg; p++)
+        for (int64_t i = 0; i < mk; i++) wt[i * cg + p] = w[p * mk + i];
+    vbs_gemm(mk, in_sz, cg, wt, x, col);
 }
 
 /* Adds col (mg*k_sz rows of in_sz) into y (mg channels of out_sz). */
@@ -113,19 +121,26 @@ static int is_blocky(const vbs_geo *g) {
 }
 
 static void col2im_blocky(const vbs_geo *g, const float *col, int64_t mg, const float *bias, float *y) {
+    int64_t kw_n = g->k[2];
     for (int64_t c = 0; c < mg; c++) {
         float b = bias ? bias[c] : 0.f;
         for (int64_t kd = 0; kd < g->k[0]; kd++)
-            for (int64_t kh = 0; kh < g->k[1]; kh++)
-                for (int64_t kw = 0; kw < g->k[2]; kw++) {
-                    const float *src = col + (((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2] + kw) * g->in_sz;
-                    for (int64_t id = 0; id < g->in[0]; id++)
-                        for (int64_t ih = 0; ih < g->in[1]; ih++) {
-                            const float *s = src + (id * g->in[1] + ih) * g->in[2];
-                            float *dst = y + c * g->out_sz + ((id * g->s[0] + kd) * g->out[1] + ih * g->s[1] + kh) * g->out[2] + kw;
-                            for (int64_t iw = 0; iw < g->in[2]; iw++) dst[iw * g->s[2]] = s[iw] + b;
-                        }
-                }
+            for (int64_t kh = 0; kh < g->k[1]; kh++) {
+                const float *src = col + ((c * g->k[0] + kd) * g->k[1] + kh) * kw_n * g->in_sz;
+                for (int64_t id = 0; id < g->in[0]; id++)
+                    for (int64_t ih = 0; ih < g->in[1]; ih++) {
+                        const float *s = src + (id * g->in[1] + ih) * g->in[2];
+                        float *dst = y + c * g->out_sz + ((id * g->s[0] + kd) * g->out[1] + ih * g->s[1] + kh) * g->out[2];
+                        if (kw_n == 2) /* the 2x up-sampling case: interleave two column planes */
+                            for (int64_t iw = 0; iw < g->in[2]; iw++) {
+                                dst[2 * iw] = s[iw] + b;
+                                dst[2 * iw + 1] = s[g->in_sz + iw] + b;
+                            }
+                        else
+                            for (int64_t kw = 0; kw < kw_n; kw++)
+                                for (int64_t iw = 0; iw < g->in[2]; iw++) dst[iw * kw_n + kw] = s[kw * g->in_sz + iw] + b;
+                    }
+            }
     }
 }
 
@@ -139,7 +154,7 @@ void vbs_conv_transpose_forward(const vbs_op_args *a) {
             for (int64_t gi = 0; gi < group; gi++) {
                 const float *x = a->x[0] + (n * cin + gi * cg) * g.in_sz;
                 const float *w = a->x[1] + gi * cg * mg * g.k_sz;
-                vbs_sgemm(1, 0, mg * g.k_sz, g.in_sz, cg, w, mg * g.k_sz, x, g.in_sz, 0.f, a->work, g.in_sz);
+                columns(w, x, cg, mg * g.k_sz, g.in_sz, a->work + mg * g.k_sz * g.in_sz, a->work);
                 col2im_blocky(&g, a->work, mg, a->x[2] ? a->x[2] + gi * mg : NULL, a->y[0] + (n * m + gi * mg) * g.out_sz);
             }
         return;
@@ -150,7 +165,7 @@ void vbs_conv_transpose_forward(const vbs_op_args *a) {
         for (int64_t gi = 0; gi < group; gi++) {
             const float *x = a->x[0] + (n * cin + gi * cg) * g.in_sz;
             const float *w = a->x[1] + gi * cg * mg * g.k_sz; /* (cg, mg*k) */
-            vbs_sgemm(1, 0, mg * g.k_sz, g.in_sz, cg, w, mg * g.k_sz, x, g.in_sz, 0.f, a->work, g.in_sz);
+            columns(w, x, cg, mg * g.k_sz, g.in_sz, a->work + mg * g.k_sz * g.in_sz, a->work);
             col2im(&g, a->work, mg, y + gi * mg * g.out_sz);
         }
     }

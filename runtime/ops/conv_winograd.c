@@ -283,63 +283,6 @@ AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int6
         }
 }
 
-/*
- * C (m x n) = A (m x k) B (k x n), all row-major and dense, n a multiple of 8.
- * The Winograd products are many small GEMMs (m = output channels, often
- * 16 to 64; n = a block of tiles): a register-blocked 6x16 kernel with no
- * packing beats OpenBLAS there, whose packing and C-zeroing dominate at
- * these sizes. 12 accumulators hide the FMA latency.
- */
-/* rows [i, i + R) of C, R <= 6 known at compile time after inlining */
-static inline __attribute__((always_inline, target("avx2,fma"))) void gemm_rows(int R, int64_t i, int64_t n, int64_t k, const float *a,
-                                                                               const float *b, float *c) {
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __m256 acc0[6], acc1[6];
-        for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
-        for (int64_t p = 0; p < k; p++) {
-            __m256 b0 = _mm256_loadu_ps(b + p * n + j), b1 = _mm256_loadu_ps(b + p * n + j + 8);
-            for (int r = 0; r < R; r++) {
-                __m256 av = _mm256_broadcast_ss(a + (i + r) * k + p);
-                acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
-                acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
-            }
-        }
-        for (int r = 0; r < R; r++) {
-            _mm256_storeu_ps(c + (i + r) * n + j, acc0[r]);
-            _mm256_storeu_ps(c + (i + r) * n + j + 8, acc1[r]);
-        }
-    }
-    if (j < n) {
-        __m256 acc[6];
-        for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
-        for (int64_t p = 0; p < k; p++) {
-            __m256 b0 = _mm256_loadu_ps(b + p * n + j);
-            for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + (i + r) * k + p), b0, acc[r]);
-        }
-        for (int r = 0; r < R; r++) _mm256_storeu_ps(c + (i + r) * n + j, acc[r]);
-    }
-}
-
-AVX_FN void gemm_avx2(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c) {
-    int64_t i = 0;
-    /* 6-row blocks (12 accumulators hide the FMA latency); the rest as one block of 1..5 */
-    for (; m - i >= 6 && m - i != 8; i += 6) gemm_rows(6, i, n, k, a, b, c);
-    switch (m - i) {
-    case 8: gemm_rows(4, i, n, k, a, b, c); gemm_rows(4, i + 4, n, k, a, b, c); break;
-    case 5: gemm_rows(5, i, n, k, a, b, c); break;
-    case 4: gemm_rows(4, i, n, k, a, b, c); break;
-    case 3: gemm_rows(3, i, n, k, a, b, c); break;
-    case 2: gemm_rows(2, i, n, k, a, b, c); break;
-    case 1: gemm_rows(1, i, n, k, a, b, c); break;
-    default: break;
-    }
-}
-
-static void gemm_base(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c) {
-    vbs_sgemm(0, 0, m, n, k, a, k, b, n, 0.f, c, n);
-}
-
 /* U planes for 8 filters at a time: one gather per kernel element, then
  * G g G^T with the filters across the lanes. */
 AVX_FN void weight_transform_avx2(const float *w, int64_t mc, float *u, int64_t us) {
@@ -370,9 +313,6 @@ AVX_FN void weight_transform_avx2(const float *w, int64_t mc, float *u, int64_t 
 
 #define PICK_TRANSFORM(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
 #else
-static void gemm_base(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c) {
-    vbs_sgemm(0, 0, m, n, k, a, k, b, n, 0.f, c, n);
-}
 #define PICK_TRANSFORM(name) (name##_base)
 #endif
 
@@ -386,7 +326,6 @@ void vbs_winograd_forward(const vbs_op_args *a) {
     PICK_TRANSFORM(weight_transform)(a->x[1], m * c, u, us);
     void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
     void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, int, float *, int64_t, int64_t) = PICK_TRANSFORM(output_transform);
-    void (*gemm)(int64_t, int64_t, int64_t, const float *, const float *, float *) = PICK_TRANSFORM(gemm);
     for (int64_t nb = 0; nb < xs->d[0]; nb++)
         for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
             int64_t ty1 = ty0 + rows < g.th ? ty0 + rows : g.th, t = (ty1 - ty0) * g.twp;
@@ -395,7 +334,7 @@ void vbs_winograd_forward(const vbs_op_args *a) {
                 pad_rows(a->x[0] + (nb * c + ch) * h * w, h, w, a->node->a.win.pad[0], a->node->a.win.pad[1], ty0, ty1, g.wp, buf);
                 in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, vs);
             }
-            for (int xi = 0; xi < 36; xi++) gemm(m, t, c, u + xi * us, v + xi * vs, mx + xi * ms);
+            for (int xi = 0; xi < 36; xi++) vbs_gemm(m, t, c, u + xi * us, v + xi * vs, mx + xi * ms);
             for (int64_t oc = 0; oc < m; oc++)
                 out_t(mx + oc * t, ms, ty0, ty1, g.tw, g.twp, a->x[2] ? a->x[2][oc] : 0.f, a->node->fused_relu,
                       a->y[0] + (nb * m + oc) * oh * ow, oh, ow);
