@@ -332,6 +332,7 @@ typedef struct {
 struct vbs_model {
     vbs_def def;
     vbs_graph g;
+    vbs_io_def *out_shapes;       /* per graph output: the declared shape, or one inferred at load */
     int loaded;
     void *map; size_t map_len;    /* mmap of the file, or NULL */
     char err[VBS_ERRLEN];

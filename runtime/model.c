@@ -21,6 +21,7 @@ vbs_model *vbs_model_alloc(void) { return calloc(1, sizeof(vbs_model)); }
 void vbs_model_free(vbs_model *m) {
     if (!m) return;
     vbs_graph_free(&m->g);
+    free(m->out_shapes);
     vbs_def_free(&m->def);
     if (m->map) munmap(m->map, m->map_len);
     free(m);
@@ -72,11 +73,41 @@ vbs_status vbs_model_init(vbs_model *m, const char *fname) {
         for (int64_t e = 0; e < rho->numel; e++) s[e] = vbs_softplus(rho->data[e]);
         m->g.sigma[v->tensor] = s;
     }
-    vbs_shape in[16];
+    vbs_shape in[16], in2[16];
     if (d->n_inputs > 16) return vbs_fail(m->err, VBS_ERR_UNSUPPORTED, "%s: more than 16 graph inputs", fname);
     for (int i = 0; i < d->n_inputs; i++) probe_shape(m, i, &in[i]);
     vbs_plan p;
     if ((st = vbs_plan_build(&p, &m->g, in, err))) return vbs_fail(m->err, st, "%s: shape inference: %s", fname, err);
+    /* Output shapes for inspection: a second probe with each symbolic dim
+     * multiplied by its own factor (2, 3, 4, ...) tells fixed dims from those
+     * that follow an input dim, and which one. */
+    int factor = 2;
+    for (int i = 0; i < d->n_inputs; i++) {
+        in2[i] = in[i];
+        for (int j = 0; j < in[i].ndim; j++)
+            if (d->inputs[i].dims[j] < 0) in2[i].d[j] *= factor++;
+    }
+    vbs_plan p2;
+    int have2 = vbs_plan_build(&p2, &m->g, in2, err) == VBS_OK;
+    m->out_shapes = calloc((size_t)d->n_outputs + 1, sizeof(vbs_io_def));
+    for (int i = 0; m->out_shapes && i < d->n_outputs; i++) {
+        vbs_io_def *o = &m->out_shapes[i];
+        *o = d->outputs[i];
+        if (o->ndim) continue;
+        const vbs_shape *a = &p.shapes[m->g.output_vals[i]], *b = have2 ? &p2.shapes[m->g.output_vals[i]] : a;
+        o->ndim = a->ndim;
+        for (int j = 0; j < a->ndim; j++) {
+            o->dims[j] = a->d[j];
+            o->param[j] = NULL;
+            if (b->d[j] == a->d[j]) continue;
+            o->dims[j] = -1;
+            o->param[j] = "?";
+            for (int k = 0; k < d->n_inputs; k++)
+                for (int q = 0; q < in[k].ndim; q++)
+                    if (d->inputs[k].dims[q] < 0 && in[k].d[q] == a->d[j] && in2[k].d[q] == b->d[j]) o->param[j] = d->inputs[k].param[q];
+        }
+    }
+    if (have2) vbs_plan_free(&p2);
     /* declared output dims must agree with inference where fixed */
     for (int i = 0; i < d->n_outputs && !st; i++) {
         const vbs_io_def *io = &d->outputs[i];
@@ -163,7 +194,7 @@ vbs_status vbs_model_input(const vbs_model *m, int i, vbs_value_info *out) {
 
 vbs_status vbs_model_output(const vbs_model *m, int i, vbs_value_info *out) {
     if (!m || !m->loaded || i < 0 || i >= m->def.n_outputs || !out) return VBS_ERR_ARG;
-    return io_info(&m->def.outputs[i], out);
+    return io_info(m->out_shapes ? &m->out_shapes[i] : &m->def.outputs[i], out);
 }
 
 const vbs_card *vbs_model_card(const vbs_model *m) { return m && m->loaded ? &m->def.card : NULL; }

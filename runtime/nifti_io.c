@@ -194,7 +194,9 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
         goto done;
     }
     if (!isfinite(slope) || !isfinite(inter)) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field scl_slope or scl_inter is not finite"); goto done; }
-    /* geometry through libnifti, from the header we just validated */
+    /* geometry through libnifti, from the header we just validated; its
+     * diagnostics are off, the library prints nothing unasked */
+    nifti_set_debug_level(0);
     nifti_image *nim = v->version == 1 ? nifti_convert_n1hdr2nim(v->h1, path) : nifti_convert_n2hdr2nim(v->h2, path);
     if (!nim) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "libnifti rejects the header"); goto done; }
     nifti_image_free(nim);

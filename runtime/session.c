@@ -7,7 +7,8 @@
  * After every slice the workers' outputs are folded into the statistics
  * in sample order, so each voxel sees its samples in the same order
  * whatever T is, and the output bytes do not depend on the thread count.
- * A 2D model given a 3D volume runs slice by slice; sample i then uses
+ * BLAS is kept single-threaded throughout (a process-wide OpenBLAS
+ * setting). A 2D model given a 3D volume runs slice by slice; sample i then uses
  * one weight draw for every slice (the draw is a function of the seed
  * and i only), so each sample is one consistent function of the volume.
  */
@@ -183,7 +184,9 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
     char errs[64][VBS_ERRLEN];
     vbs_status sts[64];
     if (nw > 64) nw = 64;
-    vbs_blas_set_threads(nw == 1 ? t : 1);
+    /* Workers own the cores; BLAS stays single-threaded even for one sample,
+     * where two BLAS threads measured slower than one (README, Threads). */
+    vbs_blas_set_threads(1);
     int64_t nvox_slice = 0;
     int k = 0;
     for (int64_t first = 0; first < o.n_samples; first += nw) {

@@ -211,7 +211,7 @@ static void reproducibility(void) {
     CHECK(n1 == n3 && !memcmp(a, c, sizeof(float) * (size_t)n1), "the same seed gives different bytes");
     CHECK(n1 == n4 && memcmp(a, d, sizeof(float) * (size_t)n1), "another seed gives the same bytes");
     CHECK(n1 == (3 * 2 + 4 + 3 * 2) * 5 * 256, "map sizes: %lld floats", (long long)n1);
-    /* one sample hands the threads to BLAS instead: still the same bytes */
+    /* one sample: still the same bytes at 1 and 2 threads */
     vbs_session *s1, *s2;
     vbs_session_new(m, &s1);
     vbs_session_new(m, &s2);
@@ -221,7 +221,7 @@ static void reproducibility(void) {
     const float *p1, *p2;
     vbs_session_map(s1, VBS_MAP_PROB_MEAN, &p1, NULL);
     vbs_session_map(s2, VBS_MAP_PROB_MEAN, &p2, NULL);
-    CHECK(!memcmp(p1, p2, sizeof(float) * 3 * 5 * 256), "one sample at 1 and 2 BLAS threads gives different bytes");
+    CHECK(!memcmp(p1, p2, sizeof(float) * 3 * 5 * 256), "one sample at 1 and 2 threads gives different bytes");
     vbs_session_free(s1);
     vbs_session_free(s2);
     /* slice z of the volume run equals a run of that slice alone: one weight draw per sample across slices */

@@ -98,6 +98,8 @@ int cmd_info(int argc, char **argv) {
             vbs_model_output(m, i, &v);
             printf("%s{\"name\": ", i ? ", " : "");
             json_str(v.name);
+            printf(", \"shape\": ");
+            print_dims(&v, 1);
             printf("}");
         }
         printf("], \"parameters\": %lld, \"variational_parameters\": %lld, ", (long long)s.n_params, (long long)s.n_variational);
@@ -135,7 +137,9 @@ int cmd_info(int argc, char **argv) {
         for (int i = 0; i < vbs_model_n_outputs(m); i++) {
             vbs_value_info v;
             vbs_model_output(m, i, &v);
-            printf("output:       %s\n", v.name);
+            printf("output:       %s ", v.name);
+            print_dims(&v, 0);
+            printf("\n");
         }
         printf("parameters:   %lld mean, of which %lld variational (each with a rho)\n", (long long)s.n_params, (long long)s.n_variational);
         if (s.n_variational)
