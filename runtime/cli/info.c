@@ -47,6 +47,23 @@ static void print_dims(const vbs_value_info *v, int json) {
     printf(json ? "]" : ")");
 }
 
+/* graph inputs (outputs = 0) or outputs (1) as a JSON list of {name, shape} */
+static void json_values(const vbs_model *m, int outputs) {
+    int n = outputs ? vbs_model_n_outputs(m) : vbs_model_n_inputs(m);
+    printf("[");
+    for (int i = 0; i < n; i++) {
+        vbs_value_info v;
+        if (outputs) vbs_model_output(m, i, &v);
+        else vbs_model_input(m, i, &v);
+        printf("%s{\"name\": ", i ? ", " : "");
+        json_str(v.name);
+        printf(", \"shape\": ");
+        print_dims(&v, 1);
+        printf("}");
+    }
+    printf("]");
+}
+
 int cmd_info(int argc, char **argv) {
     const char *path = NULL;
     int json = 0;
@@ -82,27 +99,11 @@ int cmd_info(int argc, char **argv) {
         json_str(path);
         printf(", \"nodes\": %d, \"ops\": {", s.n_nodes);
         for (int j = 0; j < nops; j++) { printf("%s", j ? ", " : ""); json_str(ops[j]); printf(": %d", counts[j]); }
-        printf("}, \"inputs\": [");
-        for (int i = 0; i < vbs_model_n_inputs(m); i++) {
-            vbs_value_info v;
-            vbs_model_input(m, i, &v);
-            printf("%s{\"name\": ", i ? ", " : "");
-            json_str(v.name);
-            printf(", \"shape\": ");
-            print_dims(&v, 1);
-            printf("}");
-        }
-        printf("], \"outputs\": [");
-        for (int i = 0; i < vbs_model_n_outputs(m); i++) {
-            vbs_value_info v;
-            vbs_model_output(m, i, &v);
-            printf("%s{\"name\": ", i ? ", " : "");
-            json_str(v.name);
-            printf(", \"shape\": ");
-            print_dims(&v, 1);
-            printf("}");
-        }
-        printf("], \"parameters\": %lld, \"variational_parameters\": %lld, ", (long long)s.n_params, (long long)s.n_variational);
+        printf("}, \"inputs\": ");
+        json_values(m, 0);
+        printf(", \"outputs\": ");
+        json_values(m, 1);
+        printf(", \"parameters\": %lld, \"variational_parameters\": %lld, ", (long long)s.n_params, (long long)s.n_variational);
         printf("\"sigma\": {\"min\": %.6g, \"median\": %.6g, \"max\": %.6g}, ", s.sigma_min, s.sigma_median, s.sigma_max);
         printf("\"card\": {\"channels\": [");
         for (int i = 0; i < c->n_channels; i++) { printf("%s", i ? ", " : ""); json_str(c->channels[i]); }

@@ -60,14 +60,16 @@ size_t vbs_winograd_work(const vbs_node *n, const vbs_shape *in, const vbs_shape
     return (size_t)(36 * (m * c + c * t + m * t + 3 * PLANE_SKEW) + (rows * 4 + 2) * g.wp);
 }
 
+/* The F(4x4, 3x3) filter transform (Lavin & Gray): U = G g G^T. */
+static const float G[6][3] = {{0.25f, 0, 0},
+                              {-1.f / 6, -1.f / 6, -1.f / 6},
+                              {-1.f / 6, 1.f / 6, -1.f / 6},
+                              {1.f / 24, 1.f / 12, 1.f / 6},
+                              {1.f / 24, -1.f / 12, 1.f / 6},
+                              {0, 0, 1}};
+
 /* U[xi][m][c] = (G g G^T)[xi], 8 filters at a time so stores are runs. */
 static inline __attribute__((always_inline)) void weight_body(const float *w, int64_t mc, float *u, int64_t us) {
-    static const float G[6][3] = {{0.25f, 0, 0},
-                                  {-1.f / 6, -1.f / 6, -1.f / 6},
-                                  {-1.f / 6, 1.f / 6, -1.f / 6},
-                                  {1.f / 24, 1.f / 12, 1.f / 6},
-                                  {1.f / 24, -1.f / 12, 1.f / 6},
-                                  {0, 0, 1}};
     for (int64_t k0 = 0; k0 < mc; k0 += WT) {
         int n = mc - k0 < WT ? (int)(mc - k0) : WT;
         float g[9][WT], t[6][3][WT], o[WT];
@@ -286,12 +288,6 @@ AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int6
 /* U planes for 8 filters at a time: one gather per kernel element, then
  * G g G^T with the filters across the lanes. */
 AVX_FN void weight_transform_avx2(const float *w, int64_t mc, float *u, int64_t us) {
-    static const float G[6][3] = {{0.25f, 0, 0},
-                                  {-1.f / 6, -1.f / 6, -1.f / 6},
-                                  {-1.f / 6, 1.f / 6, -1.f / 6},
-                                  {1.f / 24, 1.f / 12, 1.f / 6},
-                                  {1.f / 24, -1.f / 12, 1.f / 6},
-                                  {0, 0, 1}};
     const __m256i idx = _mm256_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63);
     int64_t k0 = 0;
     for (; k0 + WT <= mc; k0 += WT) {
