@@ -55,6 +55,17 @@ ok "$V" create --arch unet --dims 3 --in-channels 4 --classes 2 --base 2 --depth
 /usr/bin/python3 -c "import numpy as np; np.save('$T/x.npy', np.random.default_rng(1).standard_normal((4, 6, 40, 48)).astype(np.float32))"
 ok "$V" run --model "$T/m3.vbseg" --input "$T/x.npy" --samples 3 --out "$T/n" >/dev/null
 ok /usr/bin/python3 -c "import numpy as np; a=np.load('$T/n/prob_mean.npy'); assert a.shape==(2,6,40,48) and abs(a.sum(0)-1).max()<1e-5"
+# malformed .npy arrays are refused in one line
+/usr/bin/python3 - "$T" <<'PY'
+import numpy as np, sys
+t = sys.argv[1]
+np.save(t + "/f.npy", np.asfortranarray(np.ones((4, 6, 40, 48), np.float32)))  # Fortran order
+np.save(t + "/be.npy", np.ones((4, 40, 48), dtype=">f4"))
+np.save(t + "/i.npy", np.ones((4, 40, 48), dtype=np.int32))
+open(t + "/cut.npy", "wb").write(open(t + "/x.npy", "rb").read()[:500])
+PY
+for f in f be i cut; do ok one_line_error "$V" run --model "$T/m3.vbseg" --input "$T/$f.npy" --out "$T/bad"; done
+ok test ! -e "$T/bad"
 # the sample program, public API only
 ok "$B/samples/uncertainty_summary" "$T/m.vbseg" 3 "$T/Case_01_flair.nii.gz" "$T/Case_01_t1.nii.gz" "$T/Case_01_t1ce.nii.gz" "$T/Case_01_t2.nii.gz" >"$T/sum.txt"
 ok grep -q "mean mutual information" "$T/sum.txt"

@@ -102,7 +102,8 @@ typedef struct vbs_model vbs_model;
 vbs_status vbs_model_load(const char *path, vbs_model **out);
 
 /* As vbs_model_load, from a buffer (borrowed: it must outlive the model
- * and stay unchanged). name is used in messages. */
+ * and stay unchanged; its data section must be 4-byte aligned in memory,
+ * which a 64-byte aligned buffer guarantees). name is used in messages. */
 vbs_status vbs_model_load_memory(const void *buf, size_t len, const char *name, vbs_model **out);
 
 /* Writes the model atomically (temporary file, fsync, rename).
@@ -224,7 +225,12 @@ vbs_status vbs_session_output(vbs_session *s, int i, const float **data, vbs_val
 
 /* Runs opts->n_samples passes with a fresh weight draw each and streams
  * them into per-voxel statistics; memory does not grow with n_samples.
- * input is 1 x C x spatial. */
+ * input (borrowed, not kept) is 1 x C x spatial with the model's rank, or
+ * 1 x C x D x H x W for a 2D model, which then runs slice by slice along D
+ * with one weight draw per sample for all slices. The spatial size must
+ * suit the network (a U-Net of depth d needs multiples of 2^d).
+ * Threads: opts->threads workers run samples in parallel; the results are
+ * the same bytes for any thread count. */
 vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t *shape, int ndim,
                               const vbs_mc_opts *opts);
 
