@@ -95,41 +95,50 @@ static void philox8_base(uint32_t k0, uint32_t k1, uint32_t *c0, uint32_t *c1, u
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-__attribute__((target("avx2,fma"))) static void philox8_avx2(uint32_t k0, uint32_t k1, uint32_t *c0, uint32_t *c1, uint32_t *c2,
-                                                              uint32_t *c3) {
-    __m256i a = _mm256_loadu_si256((const __m256i *)c0), b = _mm256_loadu_si256((const __m256i *)c1);
-    __m256i c = _mm256_loadu_si256((const __m256i *)c2), d = _mm256_loadu_si256((const __m256i *)c3);
-    const __m256i m0 = _mm256_set1_epi32((int)PHILOX_M0), m1 = _mm256_set1_epi32((int)PHILOX_M1);
-    for (int r = 0; r < 10; r++) {
-        __m256i pe0 = _mm256_mul_epu32(a, m0), po0 = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m0);
-        __m256i pe1 = _mm256_mul_epu32(c, m1), po1 = _mm256_mul_epu32(_mm256_srli_epi64(c, 32), m1);
-        __m256i lo0 = _mm256_blend_epi32(pe0, _mm256_slli_epi64(po0, 32), 0xAA);
-        __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(pe0, 32), po0, 0xAA);
-        __m256i lo1 = _mm256_blend_epi32(pe1, _mm256_slli_epi64(po1, 32), 0xAA);
-        __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(pe1, 32), po1, 0xAA);
-        __m256i na = _mm256_xor_si256(_mm256_xor_si256(hi1, b), _mm256_set1_epi32((int)k0));
-        __m256i nc = _mm256_xor_si256(_mm256_xor_si256(hi0, d), _mm256_set1_epi32((int)k1));
-        b = lo1;
-        d = lo0;
-        a = na;
-        c = nc;
-        k0 += PHILOX_W0;
-        k1 += PHILOX_W1;
+/* 32 normals for blocks [blk0, blk0 + 8) into z[32], in element order: the
+ * portable path (any CPU; the AVX2 path below computes the same formulas). */
+static void group_base(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample, float *z) {
+    uint32_t c0[GROUP], c1[GROUP], c2[GROUP], c3[GROUP];
+    uint32_t hi = (uint32_t)(sample >> 32) << 16;
+    for (int j = 0; j < GROUP; j++) {
+        uint64_t b = blk0 + (uint64_t)j;
+        c0[j] = (uint32_t)b;
+        c1[j] = (uint32_t)(b >> 32) ^ hi;
+        c2[j] = stream;
+        c3[j] = (uint32_t)sample;
     }
-    _mm256_storeu_si256((__m256i *)c0, a);
-    _mm256_storeu_si256((__m256i *)c1, b);
-    _mm256_storeu_si256((__m256i *)c2, c);
-    _mm256_storeu_si256((__m256i *)c3, d);
+    philox8_base(k0, k1, c0, c1, c2, c3);
+    /* lanes (0,1) and (2,3) of each block: radius from one word, angle from the other */
+    for (int j = 0; j < GROUP; j++) {
+        const uint32_t uw[2] = {c0[j], c2[j]}, vw[2] = {c1[j], c3[j]};
+        for (int h = 0; h < 2; h++) {
+            /* 24 random bits to (0, 1] */
+            float u = ((float)(int32_t)(uw[h] >> 8) + 1.f) * (1.f / 16777216.f);
+            float v = ((float)(int32_t)(vw[h] >> 8) + 1.f) * (1.f / 16777216.f);
+            float rad = sqrtf(-2.f * log_poly(u)), sn, cs;
+            sincos_2pi(v, &sn, &cs);
+            z[4 * j + 2 * h] = rad * cs;
+            z[4 * j + 2 * h + 1] = rad * sn;
+        }
+    }
 }
 
-/* Box-Muller on 8 lanes: the same formulas as log_poly and sincos_2pi. */
-__attribute__((target("avx2,fma"))) static void bm8_avx2(const uint32_t *uw, const uint32_t *vw, float *rad, float *sn, float *cs) {
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define AVX_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
+
+/* 32 x 32 -> 64-bit products of 8 lanes: low and high halves */
+AVX_INLINE void mul32x8(__m256i a, __m256i m, __m256i *lo, __m256i *hi) {
+    __m256i pe = _mm256_mul_epu32(a, m), po = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+    *lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+    *hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+}
+
+/* Box-Muller on 8 lanes: radius from uw, angle from vw (log_poly and sincos_2pi's formulas) */
+AVX_INLINE void bm8(__m256i uw, __m256i vw, __m256 *zc, __m256 *zs) {
     const __m256 one = _mm256_set1_ps(1.f), scale = _mm256_set1_ps(1.f / 16777216.f);
-    __m256 u = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(_mm256_loadu_si256((const __m256i *)uw), 8)), one), scale);
-    __m256 v = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(_mm256_loadu_si256((const __m256i *)vw), 8)), one), scale);
-    /* log(u) */
+    __m256 u = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(uw, 8)), one), scale);
+    __m256 v = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(vw, 8)), one), scale);
     __m256i b = _mm256_castps_si256(u);
     __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(b, 23), _mm256_set1_epi32(127)));
     __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(b, _mm256_set1_epi32(0x7fffff)), _mm256_set1_epi32(0x3f800000)));
@@ -137,16 +146,20 @@ __attribute__((target("avx2,fma"))) static void bm8_avx2(const uint32_t *uw, con
     m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), big);
     e = _mm256_add_ps(e, _mm256_and_ps(big, one));
     __m256 f = _mm256_sub_ps(m, one), z = _mm256_mul_ps(f, f);
-    static const float P[9] = {7.0376836292e-2f, -1.1514610310e-1f, 1.1676998740e-1f, -1.2420140846e-1f, 1.4249322787e-1f,
-                               -1.6668057665e-1f, 2.0000714765e-1f, -2.4999993993e-1f, 3.3333331174e-1f};
-    __m256 y = _mm256_set1_ps(P[0]);
-    for (int i = 1; i < 9; i++) y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(P[i]));
+    __m256 y = _mm256_set1_ps(7.0376836292e-2f);
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.1514610310e-1f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.1676998740e-1f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.2420140846e-1f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.4249322787e-1f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.6668057665e-1f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(2.0000714765e-1f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-2.4999993993e-1f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(3.3333331174e-1f));
     y = _mm256_mul_ps(_mm256_mul_ps(y, f), z);
     y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
     y = _mm256_fmadd_ps(_mm256_set1_ps(-0.5f), z, y);
     __m256 lg = _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(f, y));
-    _mm256_storeu_ps(rad, _mm256_sqrt_ps(_mm256_mul_ps(_mm256_set1_ps(-2.f), lg)));
-    /* sin, cos of 2 pi v */
+    __m256 rad = _mm256_sqrt_ps(_mm256_mul_ps(_mm256_set1_ps(-2.f), lg));
     const __m256 half = _mm256_set1_ps(0.5f), four = _mm256_set1_ps(4.f);
     __m256 r = _mm256_sub_ps(v, _mm256_floor_ps(_mm256_add_ps(v, half)));
     __m256 q = _mm256_floor_ps(_mm256_fmadd_ps(four, r, half));
@@ -164,72 +177,44 @@ __attribute__((target("avx2,fma"))) static void bm8_avx2(const uint32_t *uw, con
     __m256 so = _mm256_blendv_ps(s0, c0, odd), co = _mm256_blendv_ps(c0, s0, odd);
     __m256i ss = _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(j, 1), i1), 31);
     __m256i cc = _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(_mm256_add_epi32(j, i1), 1), i1), 31);
-    _mm256_storeu_ps(sn, _mm256_xor_ps(so, _mm256_castsi256_ps(ss)));
-    _mm256_storeu_ps(cs, _mm256_xor_ps(co, _mm256_castsi256_ps(cc)));
+    *zc = _mm256_mul_ps(rad, _mm256_xor_ps(co, _mm256_castsi256_ps(cc)));
+    *zs = _mm256_mul_ps(rad, _mm256_xor_ps(so, _mm256_castsi256_ps(ss)));
 }
-#endif
 
-/* z[4j + 0..3] = rad[j] cs[j], rad[j] sn[j], rad[8+j] cs[8+j], rad[8+j] sn[8+j] */
-__attribute__((target("avx2,fma"))) static void interleave_avx2(const float *rad, const float *sn, const float *cs, float *z) {
-    __m256 r0 = _mm256_loadu_ps(rad), r1 = _mm256_loadu_ps(rad + GROUP);
-    __m256 a = _mm256_mul_ps(r0, _mm256_loadu_ps(cs)), b = _mm256_mul_ps(r0, _mm256_loadu_ps(sn));
-    __m256 c = _mm256_mul_ps(r1, _mm256_loadu_ps(cs + GROUP)), d = _mm256_mul_ps(r1, _mm256_loadu_ps(sn + GROUP));
-    __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b), t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
+/* the same 32 normals with all of it in registers */
+__attribute__((target("avx2,fma"))) static void group_avx2(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample,
+                                                            float *zout) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    /* blocks never cross 2^32 inside a group: blk0 is a multiple of 8 */
+    __m256i a = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)blk0), lane);
+    __m256i b = _mm256_set1_epi32((int)((uint32_t)(blk0 >> 32) ^ ((uint32_t)(sample >> 32) << 16)));
+    __m256i c = _mm256_set1_epi32((int)stream), d = _mm256_set1_epi32((int)(uint32_t)sample);
+    const __m256i m0 = _mm256_set1_epi32((int)PHILOX_M0), m1 = _mm256_set1_epi32((int)PHILOX_M1);
+    for (int r = 0; r < 10; r++) {
+        __m256i lo0, hi0, lo1, hi1;
+        mul32x8(a, m0, &lo0, &hi0);
+        mul32x8(c, m1, &lo1, &hi1);
+        __m256i na = _mm256_xor_si256(_mm256_xor_si256(hi1, b), _mm256_set1_epi32((int)k0));
+        __m256i nc = _mm256_xor_si256(_mm256_xor_si256(hi0, d), _mm256_set1_epi32((int)k1));
+        b = lo1;
+        d = lo0;
+        a = na;
+        c = nc;
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    __m256 A, B, C, D; /* per block j: A = rad*cos, B = rad*sin of words (0,1); C, D of words (2,3) */
+    bm8(a, b, &A, &B);
+    bm8(c, d, &C, &D);
+    __m256 t0 = _mm256_unpacklo_ps(A, B), t1 = _mm256_unpackhi_ps(A, B), t2 = _mm256_unpacklo_ps(C, D), t3 = _mm256_unpackhi_ps(C, D);
     __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
     __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    _mm256_storeu_ps(z, _mm256_permute2f128_ps(u0, u1, 0x20));
-    _mm256_storeu_ps(z + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
-    _mm256_storeu_ps(z + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
-    _mm256_storeu_ps(z + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+    _mm256_storeu_ps(zout, _mm256_permute2f128_ps(u0, u1, 0x20));
+    _mm256_storeu_ps(zout + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+    _mm256_storeu_ps(zout + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+    _mm256_storeu_ps(zout + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
 }
-
-/* 32 normals for blocks [blk0, blk0 + 8) into z[32], in element order. */
-static inline __attribute__((always_inline)) void group_body(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream,
-                                                             uint64_t sample, float *z, int avx2) {
-    uint32_t c0[GROUP], c1[GROUP], c2[GROUP], c3[GROUP];
-    uint32_t hi = (uint32_t)(sample >> 32) << 16;
-    for (int j = 0; j < GROUP; j++) {
-        uint64_t b = blk0 + (uint64_t)j;
-        c0[j] = (uint32_t)b;
-        c1[j] = (uint32_t)(b >> 32) ^ hi;
-        c2[j] = stream;
-        c3[j] = (uint32_t)sample;
-    }
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (avx2) philox8_avx2(k0, k1, c0, c1, c2, c3);
-    else
 #endif
-        philox8_base(k0, k1, c0, c1, c2, c3);
-    (void)avx2;
-    /* lanes (0,1) and (2,3) of each block: radius from one word, angle from the other */
-    float rad[2 * GROUP], sn[2 * GROUP], cs[2 * GROUP];
-    uint32_t uw[2 * GROUP], vw[2 * GROUP];
-    for (int j = 0; j < GROUP; j++) { uw[j] = c0[j]; vw[j] = c1[j]; uw[GROUP + j] = c2[j]; vw[GROUP + j] = c3[j]; }
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (avx2) {
-        bm8_avx2(uw, vw, rad, sn, cs);
-        bm8_avx2(uw + GROUP, vw + GROUP, rad + GROUP, sn + GROUP, cs + GROUP);
-        interleave_avx2(rad, sn, cs, z);
-        return;
-    }
-#endif
-    for (int j = 0; j < 2 * GROUP; j++) {
-        /* 24 random bits to (0, 1]; via int32 since AVX2 converts only signed ints */
-        float u = ((float)(int32_t)(uw[j] >> 8) + 1.f) * (1.f / 16777216.f);
-        float v = ((float)(int32_t)(vw[j] >> 8) + 1.f) * (1.f / 16777216.f);
-        rad[j] = sqrtf(-2.f * log_poly(u));
-        sincos_2pi(v, &sn[j], &cs[j]);
-    }
-    for (int j = 0; j < GROUP; j++) {
-        z[4 * j + 0] = rad[j] * cs[j];
-        z[4 * j + 1] = rad[j] * sn[j];
-        z[4 * j + 2] = rad[GROUP + j] * cs[GROUP + j];
-        z[4 * j + 3] = rad[GROUP + j] * sn[GROUP + j];
-    }
-}
-
-VBS_CLONES(group_normals, (uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample, float *z, int avx2),
-           group_body(k0, k1, blk0, stream, sample, z, avx2))
 
 void vbs_randn(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, float *out) {
     if (n <= 0) return;
@@ -237,14 +222,16 @@ void vbs_randn(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, 
     const uint64_t per = 4 * GROUP;
     uint64_t e = first, end = first + (uint64_t)n;
     float z[4 * GROUP];
-    int avx2 = VBS_HAVE_AVX2();
-    void (*group_normals)(uint32_t, uint32_t, uint64_t, uint32_t, uint64_t, float *, int) = VBS_PICK(group_normals);
+    void (*group_normals)(uint32_t, uint32_t, uint64_t, uint32_t, uint64_t, float *) = group_base;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (vbs_cpu_avx2()) group_normals = group_avx2;
+#endif
     while (e < end) {
         uint64_t g = e / per, base = g * per;
         uint64_t lo = e - base, hi = end - base < per ? end - base : per;
-        if (lo == 0 && hi == per) group_normals(k0, k1, g * GROUP, stream, sample, out + (e - first), avx2);
+        if (lo == 0 && hi == per) group_normals(k0, k1, g * GROUP, stream, sample, out + (e - first));
         else {
-            group_normals(k0, k1, g * GROUP, stream, sample, z, avx2);
+            group_normals(k0, k1, g * GROUP, stream, sample, z);
             memcpy(out + (e - first), z + lo, sizeof(float) * (size_t)(hi - lo));
         }
         e = base + hi;
