@@ -52,7 +52,7 @@ static double h2(double p) { return (p > 0 ? -p * log(p) : 0) - (p < 1 ? (1 - p)
 static double expect_over(double x, int entropy) {
     double s = 0, h = 18.0 / 4000;
     for (int i = 0; i <= 4000; i++) {
-        double z = -9 + i * h, wgt = exp(-0.5 * z * z) / sqrt(2 * M_PI) * (i == 0 || i == 4000 ? 0.5 : 1);
+        double z = -9 + i * h, wgt = exp(-0.5 * z * z) / sqrt(2 * 3.14159265358979323846) * (i == 0 || i == 4000 ? 0.5 : 1);
         double p = sigm(B0 + SIGMA * x * z);
         s += wgt * (entropy ? h2(p) : p);
     }
