@@ -256,10 +256,53 @@ static void refusals(void) {
     EDIT("wrong_dtype", VBS_ERR_FORMAT, "dtype", pm->graph->tensor[0]->dtype = VBSEG__DTYPE__DTYPE_UNDEFINED);
 }
 
+/* Seeded random damage (bit flips, overwritten bytes, truncation, in the
+ * header and in the data): every load must end in a status, never a crash,
+ * and a success must be a model that runs. Under ASan in CI. */
+static void mutations(void) {
+    uint64_t r = 0x9E3779B97F4A7C15ull;
+    int refused = 0, loaded = 0;
+    uint8_t *b = malloc(good_n);
+    uint64_t hend = VBS_PREAMBLE + vbs_rd64(good + 16);
+    for (int t = 0; t < 1500; t++) {
+        memcpy(b, good, good_n);
+        size_t n = good_n;
+        int kind = t % 4, edits = 1 + t % 5;
+        for (int e = 0; e < edits; e++) {
+            r ^= r << 13; r ^= r >> 7; r ^= r << 17;
+            size_t at = kind == 3 ? (size_t)(r % good_n) : (size_t)(r % hend); /* kinds 0-2 hit the preamble and header */
+            if (kind == 0 || kind == 3) b[at] ^= (uint8_t)(1u << (r >> 60 & 7));
+            else if (kind == 1) b[at] = (uint8_t)(r >> 56);
+            else n = at;
+        }
+        if (kind != 2 && kind != 3 && t % 2) /* half of the header edits come with a fixed CRC, to reach the protobuf and the graph */
+            vbs_wr32(b + 12, (uint32_t)crc32(0L, b + VBS_PREAMBLE, (uInt)(vbs_rd64(b + 16) <= n - VBS_PREAMBLE ? vbs_rd64(b + 16) : 0)));
+        vbs_model *m;
+        vbs_status st = vbs_model_load_memory(b, n, "mutant", &m);
+        if (st == VBS_OK) {
+            loaded++;
+            vbs_session *s;
+            int64_t shape[4] = {1, 2, 8, 8};
+            float x[128] = {0};
+            vbs_session_new(m, &s);
+            vbs_session_forward(s, x, shape, 4, VBS_MODE_SAMPLE, 1, 0); /* may refuse a changed input shape; must not crash */
+            vbs_session_free(s);
+        } else {
+            refused++;
+            CHECK(strlen(vbs_model_errmsg(m)) > 8, "mutant %d: empty message", t);
+        }
+        vbs_model_free(m);
+    }
+    printf("mutations: %d refused, %d loaded\n", refused, loaded);
+    CHECK(refused > 1000, "only %d of 1500 damaged files refused", refused);
+    free(b);
+}
+
 int main(void) {
     if (!mkdtemp(dir)) return 1;
     round_trip();
     if (good) refusals();
+    if (good) mutations();
     free(good);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
