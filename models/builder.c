@@ -110,6 +110,25 @@ const char *vbs_b_node(vbs_builder *b, vbs_op op, const char *name, int n_in, co
     return n->name;
 }
 
+void vbs_b_node_raw(vbs_builder *b, const char *op_type, const char *name, int n_in, const char *const *in, int n_out,
+                    const char *const *out, int n_attr, const vbs_attr *attr) {
+    if (!grow(b, (void **)&b->d.nodes, &b->cap_nodes, b->d.n_nodes, sizeof(vbs_node_def))) return;
+    vbs_node_def *n = &b->d.nodes[b->d.n_nodes++];
+    n->name = (char *)vbs_b_str(b, name);
+    n->op_type = (char *)vbs_b_str(b, op_type);
+    n->n_in = n_in;
+    n->in = vbs_b_alloc(b, sizeof(char *) * (size_t)(n_in + 1));
+    for (int i = 0; n->in && i < n_in; i++) n->in[i] = (char *)vbs_b_str(b, in[i] ? in[i] : "");
+    n->n_out = n_out;
+    n->out = vbs_b_alloc(b, sizeof(char *) * (size_t)(n_out + 1));
+    for (int i = 0; n->out && i < n_out; i++) n->out[i] = (char *)vbs_b_str(b, out[i]);
+    n->n_attr = n_attr;
+    n->attr = vbs_b_alloc(b, sizeof(vbs_attr) * (size_t)(n_attr + 1));
+    if (n->attr && n_attr) memcpy(n->attr, attr, sizeof(vbs_attr) * (size_t)n_attr);
+}
+
+void vbs_b_set_opset(vbs_builder *b, int opset) { b->d.opset = opset; }
+
 static vbs_tensor_def *add_tensor(vbs_builder *b, const char *name, int ndim, const int64_t *dims) {
     if (!grow(b, (void **)&b->d.tensors, &b->cap_tensors, b->d.n_tensors, sizeof(vbs_tensor_def))) return NULL;
     vbs_tensor_def *t = &b->d.tensors[b->d.n_tensors++];
@@ -152,6 +171,31 @@ const char *vbs_b_variational(vbs_builder *b, const char *name, int ndim, const 
     if (!rho) return "";
     rho->role = VBS_ROLE_RHO;
     for (int64_t i = 0; i < rho->numel; i++) ((float *)rho->data)[i] = rho0;
+    return mname;
+}
+
+const char *vbs_b_variational_from(vbs_builder *b, const char *name, int ndim, const int64_t *dims, const float *mu,
+                                   const float *sigma, float prior_sigma) {
+    char rname[512];
+    snprintf(rname, sizeof rname, "%s.rho", name);
+    vbs_tensor_def *m = add_tensor(b, name, ndim, dims);
+    if (!m) return "";
+    memcpy((float *)m->data, mu, sizeof(float) * (size_t)m->numel);
+    m->role = VBS_ROLE_MU;
+    m->rho = (char *)vbs_b_str(b, rname);
+    m->has_prior = 1;
+    m->prior.kind = VBS_PRIOR_GAUSSIAN;
+    m->prior.sigma = prior_sigma;
+    const char *mname = m->name;
+    vbs_tensor_def *r = add_tensor(b, rname, ndim, dims);
+    if (!r) return "";
+    r->role = VBS_ROLE_RHO;
+    float *rho = (float *)r->data;
+    for (int64_t i = 0; i < r->numel; i++) {
+        double sg = sigma[i];
+        /* softplus^-1: log(exp(s) - 1), exact enough in double; large s is itself */
+        rho[i] = (float)(sg > 30 ? sg : log(expm1(sg)));
+    }
     return mname;
 }
 

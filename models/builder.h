@@ -28,6 +28,16 @@ void vbs_b_output(vbs_builder *b, const char *name);
  * The output is named after the node. */
 const char *vbs_b_node(vbs_builder *b, vbs_op op, const char *name, int n_in, const char *const *in, int n_attr,
                        const vbs_attr *attr);
+/* A node by op name (as stored in files: importers use it), with any
+ * number of named outputs (copied). */
+void vbs_b_node_raw(vbs_builder *b, const char *op_type, const char *name, int n_in, const char *const *in, int n_out,
+                    const char *const *out, int n_attr, const vbs_attr *attr);
+/* A variational tensor from given means and per-element sigmas (copied);
+ * rho = softplus^-1(sigma) is computed here. */
+const char *vbs_b_variational_from(vbs_builder *b, const char *name, int ndim, const int64_t *dims, const float *mu,
+                                   const float *sigma, float prior_sigma);
+/* Also the op set version recorded in the file. */
+void vbs_b_set_opset(vbs_builder *b, int opset);
 /* A deterministic tensor initialised with data (copied). */
 const char *vbs_b_tensor(vbs_builder *b, const char *name, int ndim, const int64_t *dims, const float *data);
 /* A variational tensor: mu ~ N(0, 2/fan_in) (He) or 0 when fan_in is 0,

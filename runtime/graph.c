@@ -160,6 +160,7 @@ vbs_status vbs_graph_build(vbs_graph *g, const vbs_def *d, char *err) {
         const vbs_node_def *nd = &d->nodes[i];
         vbs_node *n = &g->nodes[i];
         n->name = nd->name;
+        for (int k = 0; k < VBS_MAX_IN; k++) n->in[k] = -1; /* inputs beyond n_in are absent */
         n->op = vbs_op_from_name(nd->op_type);
         n->rng_stream = 0x80000000u | (uint32_t)i;
         if (n->op == VBS_OP_INVALID) {

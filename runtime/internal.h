@@ -175,7 +175,7 @@ typedef struct {
 
 typedef enum { VBS_RESIZE_NEAREST = 0, VBS_RESIZE_LINEAR } vbs_resize_mode;
 typedef enum { VBS_CT_HALF_PIXEL = 0, VBS_CT_ASYMMETRIC, VBS_CT_ALIGN_CORNERS, VBS_CT_PYTORCH_HALF_PIXEL,
-               VBS_CT_HALF_PIXEL_SYMMETRIC } vbs_coord_mode;
+               VBS_CT_HALF_PIXEL_SYMMETRIC, VBS_CT_TF_HALF_PIXEL_FOR_NN } vbs_coord_mode;
 typedef enum { VBS_NEAREST_ROUND_PREFER_FLOOR = 0, VBS_NEAREST_ROUND_PREFER_CEIL, VBS_NEAREST_FLOOR,
                VBS_NEAREST_CEIL } vbs_nearest_mode;
 
@@ -203,7 +203,8 @@ typedef struct {
         vbs_window_attr win;
         vbs_resize_attr resize;
         vbs_pad_attr pad;
-        int64_t axis;       /* Concat, Softmax */
+        int64_t axis;       /* Concat */
+        struct { int64_t axis; int flatten; } softmax;
         float alpha;        /* LeakyRelu */
         float eps;          /* BatchNormalization, InstanceNormalization */
     } a;

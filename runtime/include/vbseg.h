@@ -185,6 +185,30 @@ const char *vbs_model_node_name(const vbs_model *m, int i);
 /* FLOPs (multiply-add = 2) of one forward pass for the given input shape. */
 vbs_status vbs_model_flops(vbs_model *m, const int64_t *shape, int ndim, double *flops);
 
+/* ---- converters --------------------------------------------------------- */
+
+typedef enum {
+    VBS_SIGMA_MOPED = 0, /* sigma = value * |w| (MOPED, Krishnan et al. 2020), at least sigma_floor */
+    VBS_SIGMA_CONST = 1, /* sigma = value everywhere */
+    VBS_SIGMA_NONE = 2   /* weights stay deterministic */
+} vbs_sigma_kind;
+
+typedef struct {
+    vbs_sigma_kind sigma;
+    float value;         /* MOPED's delta, or the constant sigma */
+    float sigma_floor;   /* keeps rho finite where w = 0 */
+    float prior_sigma;   /* Gaussian prior N(0, prior_sigma^2) recorded for the trainer */
+} vbs_convert_opts;
+
+/* MOPED with delta 0.1, floor 1e-6, prior N(0, 1). */
+vbs_convert_opts vbs_convert_defaults(void);
+
+/* Imports an ONNX model (opset 7+, the ops of this runtime) and makes the
+ * weights and biases of Conv, ConvTranspose and PRelu variational as opts
+ * says. *out is set as by vbs_model_load (on failure it holds only the
+ * message, which names the node, its op and the attribute at fault). */
+vbs_status vbs_convert_onnx(const char *path, const vbs_convert_opts *opts, vbs_model **out);
+
 /* ---- session -------------------------------------------------------- */
 
 typedef struct vbs_session vbs_session;

@@ -45,12 +45,17 @@ vbs_status vbs_conv_transpose_shape(vbs_node *n, const vbs_shape *in, vbs_shape 
         int64_t *pb = &a->pad[i], *pe = &a->pad[VBS_MAX_SPATIAL + i];
         if (a->has_out_shape || a->auto_pad == VBS_AUTOPAD_SAME_UPPER || a->auto_pad == VBS_AUTOPAD_SAME_LOWER) {
             o = a->has_out_shape ? a->out_shape[i] : x->d[2 + i] * s;
-            int64_t total = full - o;
-            if (total < 0)
-                return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (ConvTranspose): output_shape %lld too large on axis %d",
+            /* the spec's total padding; negative when output_shape asks for more
+             * than the kernel reaches: the extra outputs hold only the bias */
+            int64_t total = full - o, half = total >= 0 ? total / 2 : -((-total + 1) / 2); /* floor(total / 2) */
+            if (o <= 0 || o > full + (1 << 20))
+                return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (ConvTranspose): output_shape %lld out of range on axis %d",
                                 n->name, (long long)o, 2 + i);
-            if (a->auto_pad == VBS_AUTOPAD_SAME_UPPER) { *pb = total / 2; *pe = total - total / 2; }
-            else { *pb = total - total / 2; *pe = total / 2; }
+            if (a->auto_pad == VBS_AUTOPAD_SAME_UPPER) { *pb = half; *pe = total - half; }
+            else { *pb = total - half; *pe = half; }
+            if (*pb < 0)
+                return vbs_fail(err, VBS_ERR_UNSUPPORTED, "node '%s' (ConvTranspose): output_shape %lld needs a negative begin pad on axis %d",
+                                n->name, (long long)o, 2 + i);
         } else {
             if (a->auto_pad == VBS_AUTOPAD_VALID) *pb = *pe = 0;
             o = full - *pb - *pe;

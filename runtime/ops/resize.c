@@ -1,6 +1,8 @@
 /*
  * resize.c: ONNX Resize in nearest and (n-)linear modes over any axes,
- * with the coordinate_transformation_mode and nearest_mode of opset 13+.
+ * with the coordinate_transformation_mode (half_pixel, asymmetric,
+ * align_corners, pytorch_half_pixel, tf_half_pixel_for_nn) and nearest_mode
+ * of opset 13+.
  * Scales or sizes are attributes here; importers fold the constant inputs
  * into them. Cubic, tf_crop_and_resize, antialias and exclude_outside are
  * refused. The fast kernel precomputes per-axis source indices and
@@ -26,6 +28,7 @@ vbs_status vbs_resize_parse(vbs_node *n, const vbs_node_def *d, char *err) {
     else if (!strcmp(ct, "asymmetric")) r->coord = VBS_CT_ASYMMETRIC;
     else if (!strcmp(ct, "align_corners")) r->coord = VBS_CT_ALIGN_CORNERS;
     else if (!strcmp(ct, "pytorch_half_pixel")) r->coord = VBS_CT_PYTORCH_HALF_PIXEL;
+    else if (!strcmp(ct, "tf_half_pixel_for_nn")) r->coord = VBS_CT_TF_HALF_PIXEL_FOR_NN;
     else return vbs_fail(err, VBS_ERR_UNSUPPORTED, "node '%s' (Resize): coordinate_transformation_mode '%s' unsupported", d->name, ct);
     const char *nm = vbs_attr_string(d, "nearest_mode", "round_prefer_floor");
     if (!strcmp(nm, "round_prefer_floor")) r->nearest = VBS_NEAREST_ROUND_PREFER_FLOOR;
@@ -69,9 +72,12 @@ vbs_status vbs_resize_shape(vbs_node *n, const vbs_shape *in, vbs_shape *out, ch
 /* Source coordinate of output index x on one axis. */
 static double src_coord(const vbs_resize_attr *r, int axis, int64_t x, int64_t in, int64_t out) {
     double scale = r->n_scales > 0 ? r->scales[axis] : (double)out / (double)in;
+    /* the spec's length_resized: in * scale unrounded when scales are given */
+    double len = r->n_scales > 0 ? (double)in * scale : (double)out;
     switch (r->coord) {
     case VBS_CT_ASYMMETRIC: return x / scale;
-    case VBS_CT_ALIGN_CORNERS: return out == 1 ? 0.0 : (double)x * (double)(in - 1) / (double)(out - 1);
+    case VBS_CT_TF_HALF_PIXEL_FOR_NN: return (x + 0.5) / scale;
+    case VBS_CT_ALIGN_CORNERS: return len <= 1 ? 0.0 : (double)x * (double)(in - 1) / (len - 1);
     case VBS_CT_PYTORCH_HALF_PIXEL: return out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
     default: return (x + 0.5) / scale - 0.5;
     }

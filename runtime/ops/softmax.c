@@ -9,26 +9,37 @@
 #include "ops.h"
 
 vbs_status vbs_softmax_parse(vbs_node *n, const vbs_node_def *d, char *err) {
-    static const char *const known[] = {"axis", NULL};
+    static const char *const known[] = {"axis", "flatten", NULL};
     vbs_status st = vbs_attr_check_known(d, known, err);
-    return st ? st : vbs_attr_int(d, "axis", -1, &n->a.axis, err);
+    int64_t flat;
+    if (!st) st = vbs_attr_int(d, "flatten", 0, &flat, err);
+    if (!st) st = vbs_attr_int(d, "axis", flat ? 1 : -1, &n->a.softmax.axis, err);
+    if (!st) n->a.softmax.flatten = flat != 0;
+    return st;
 }
 
 vbs_status vbs_softmax_shape(vbs_node *n, const vbs_shape *in, vbs_shape *out, char *err) {
-    int64_t ax = n->a.axis;
+    int64_t ax = n->a.softmax.axis;
     if (ax < -in[0].ndim || ax >= in[0].ndim)
         return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (Softmax): axis %lld out of range for %d dims", n->name, (long long)ax, in[0].ndim);
+    if (n->a.softmax.flatten && in[0].ndim == 0)
+        return vbs_fail(err, VBS_ERR_SHAPE, "node '%s' (Softmax): a scalar input", n->name);
     *out = in[0];
     return VBS_OK;
 }
 
 static void split(const vbs_op_args *a, int64_t *outer, int64_t *len, int64_t *inner) {
     const vbs_shape *s = a->xs[0];
-    int ax = (int)(a->node->a.axis < 0 ? a->node->a.axis + s->ndim : a->node->a.axis);
-    *outer = *inner = 1;
+    int64_t axis = a->node->a.softmax.axis;
+    int ax = (int)(axis < 0 ? axis + s->ndim : axis);
+    *outer = *inner = *len = 1;
     for (int i = 0; i < ax; i++) *outer *= s->d[i];
-    for (int i = ax + 1; i < s->ndim; i++) *inner *= s->d[i];
-    *len = s->d[ax];
+    if (a->node->a.softmax.flatten)
+        for (int i = ax; i < s->ndim; i++) *len *= s->d[i];
+    else {
+        for (int i = ax + 1; i < s->ndim; i++) *inner *= s->d[i];
+        *len = s->d[ax];
+    }
 }
 
 void vbs_softmax_forward(const vbs_op_args *a) {

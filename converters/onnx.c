@@ -1,0 +1,601 @@
+/*
+ * onnx.c: ONNX model -> vbseg model. Reads the ModelProto with protobuf-c
+ * (code generated at build time from Debian's /usr/include/onnx/onnx.proto),
+ * maps every supported node one to one, folds the constant inputs that
+ * exporters emit (Resize scales/sizes, Pad pads and value, Upsample scales,
+ * Constant nodes) into attributes, and makes the Conv, ConvTranspose and
+ * PRelu weights and biases variational (MOPED: sigma = delta * |w|, or one
+ * constant sigma, or none). The result goes through the same compiler and
+ * validator as a loaded file.
+ *
+ * Hostile files: ONNX's schema is recursive (Node -> Attribute -> Graph)
+ * and Debian's protobuf-c 1.4.1 unpacks recursively without a depth limit,
+ * so the wire format's nesting is measured first and anything deeper than
+ * VBS_ONNX_MAX_DEPTH is refused before unpacking. Initializer lengths are
+ * checked against their dims with overflow checks; external data must be a
+ * plain relative path inside the model's folder.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../models/builder.h"
+#include "onnx.pb-c.h"
+
+#define VBS_ONNX_MAX_DEPTH 64
+#define MAX_FILE ((size_t)1 << 31)
+
+vbs_convert_opts vbs_convert_defaults(void) {
+    vbs_convert_opts o = {VBS_SIGMA_MOPED, 0.1f, 1e-6f, 1.0f};
+    return o;
+}
+
+typedef struct {
+    const char *file;
+    char *err;
+    char dir[4096];   /* the model's folder, for external data */
+} ctx;
+
+static vbs_status fail(ctx *c, vbs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static vbs_status fail(ctx *c, vbs_status st, const char *fmt, ...) {
+    char msg[VBS_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return vbs_fail(c->err, st, "%s: %s", c->file, msg);
+}
+
+/* ---- wire-format depth scan ------------------------------------------ */
+
+/* Message kinds and, for each, the fields that hold messages which can
+ * lead back into recursion (others are skipped unread). */
+typedef enum { M_MODEL, M_GRAPH, M_NODE, M_ATTR, M_VALUEINFO, M_TYPE, M_TYPE_SEQ, M_TYPE_MAP, M_TYPE_OPT, M_FUNCTION, M_TRAINING,
+               M_LEAF } msg_kind;
+
+static msg_kind child_kind(msg_kind k, uint32_t field) {
+    switch (k) {
+    case M_MODEL: return field == 7 ? M_GRAPH : field == 25 ? M_FUNCTION : field == 20 ? M_TRAINING : M_LEAF;
+    case M_GRAPH: return field == 1 ? M_NODE : (field == 11 || field == 12 || field == 13) ? M_VALUEINFO : M_LEAF;
+    case M_NODE: return field == 5 ? M_ATTR : M_LEAF;
+    case M_ATTR: return (field == 6 || field == 11) ? M_GRAPH : (field == 14 || field == 15) ? M_TYPE : M_LEAF;
+    case M_VALUEINFO: return field == 2 ? M_TYPE : M_LEAF;
+    case M_TYPE: return field == 4 ? M_TYPE_SEQ : field == 5 ? M_TYPE_MAP : field == 9 ? M_TYPE_OPT : M_LEAF;
+    case M_TYPE_SEQ: return field == 1 ? M_TYPE : M_LEAF;
+    case M_TYPE_MAP: return field == 2 ? M_TYPE : M_LEAF;
+    case M_TYPE_OPT: return field == 1 ? M_TYPE : M_LEAF;
+    case M_FUNCTION: return field == 7 ? M_NODE : M_LEAF;
+    case M_TRAINING: return (field == 1 || field == 2) ? M_GRAPH : M_LEAF;
+    default: return M_LEAF;
+    }
+}
+
+static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return 1;
+    }
+    return 0;
+}
+
+/* 0: fine; 1: too deep; 2: malformed */
+static int scan(const uint8_t *p, const uint8_t *end, msg_kind k, int depth) {
+    if (depth > VBS_ONNX_MAX_DEPTH) return 1;
+    while (p < end) {
+        uint64_t key, v;
+        if (!varint(&p, end, &key)) return 2;
+        uint32_t field = (uint32_t)(key >> 3);
+        switch (key & 7) {
+        case 0: if (!varint(&p, end, &v)) return 2; break;
+        case 1: if (end - p < 8) return 2; p += 8; break;
+        case 5: if (end - p < 4) return 2; p += 4; break;
+        case 2: {
+            if (!varint(&p, end, &v) || v > (uint64_t)(end - p)) return 2;
+            msg_kind ck = child_kind(k, field);
+            if (ck != M_LEAF) {
+                int r = scan(p, p + v, ck, depth + 1);
+                if (r) return r;
+            }
+            p += v;
+            break;
+        }
+        default: return 2; /* groups (3, 4) are not used by ONNX */
+        }
+    }
+    return 0;
+}
+
+/* ---- constants: initializers and Constant outputs --------------------- */
+
+typedef struct {
+    const char *name;
+    int dtype;                 /* ONNX: 1 float, 7 int64 */
+    int ndim;
+    int64_t dims[VBS_MAX_DIMS];
+    int64_t numel;
+    float *f;                  /* owned: float data, or int64 data converted */
+    int64_t *i;                /* owned: int64 data */
+    int used_as_weight;        /* emitted as a vbseg tensor */
+} konst;
+
+typedef struct { konst *k; int n, cap; } ktable;
+
+static konst *kfind(ktable *t, const char *name) {
+    for (int i = 0; i < t->n; i++)
+        if (!strcmp(t->k[i].name, name)) return &t->k[i];
+    return NULL;
+}
+
+static void kfree(ktable *t) {
+    for (int i = 0; i < t->n; i++) { free(t->k[i].f); free(t->k[i].i); }
+    free(t->k);
+}
+
+/* Reads external data: location must be a plain relative path, no "..",
+ * not a symlink, inside the model's folder. */
+static vbs_status external(ctx *c, const Onnx__TensorProto *tp, uint8_t **out, size_t want) {
+    const char *loc = NULL;
+    long long off = 0, len = -1;
+    for (size_t i = 0; i < tp->n_external_data; i++) {
+        const char *k = tp->external_data[i]->key, *v = tp->external_data[i]->value;
+        if (!k || !v) continue;
+        if (!strcmp(k, "location")) loc = v;
+        else if (!strcmp(k, "offset")) off = atoll(v);
+        else if (!strcmp(k, "length")) len = atoll(v);
+    }
+    if (!loc || !loc[0]) return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data without a location", tp->name);
+    if (loc[0] == '/') return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data location '%s' is absolute", tp->name, loc);
+    if (strstr(loc, "..")) return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data location '%s' contains '..'", tp->name, loc);
+    if (off < 0 || (len >= 0 && (size_t)len != want))
+        return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data offset/length do not match its dims", tp->name);
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", c->dir, loc);
+    struct stat sb;
+    if (lstat(path, &sb)) return fail(c, VBS_ERR_IO, "initializer '%s': external data '%s': %s", tp->name, loc, strerror(errno));
+    if (S_ISLNK(sb.st_mode)) return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data '%s' is a symlink", tp->name, loc);
+    if (!S_ISREG(sb.st_mode) || (uint64_t)sb.st_size < (uint64_t)off + want)
+        return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data '%s' is shorter than its dims need", tp->name, loc);
+    FILE *f = fopen(path, "rb");
+    uint8_t *b = malloc(want ? want : 1);
+    int ok = f && b && fseek(f, off, SEEK_SET) == 0 && fread(b, 1, want, f) == want;
+    if (f) fclose(f);
+    if (!ok) {
+        free(b);
+        return fail(c, VBS_ERR_IO, "initializer '%s': cannot read external data '%s'", tp->name, loc);
+    }
+    *out = b;
+    return VBS_OK;
+}
+
+static vbs_status add_const(ctx *c, ktable *t, const Onnx__TensorProto *tp, const char *name) {
+    if (t->n == t->cap) {
+        int nc = t->cap ? 2 * t->cap : 64;
+        konst *k = realloc(t->k, sizeof *k * (size_t)nc);
+        if (!k) return fail(c, VBS_ERR_NOMEM, "out of memory");
+        t->k = k;
+        t->cap = nc;
+    }
+    konst *k = &t->k[t->n];
+    memset(k, 0, sizeof *k);
+    k->name = name;
+    k->dtype = tp->data_type;
+    if (tp->n_dims > VBS_MAX_DIMS) return fail(c, VBS_ERR_UNSUPPORTED, "initializer '%s': %zu dims (max %d)", name, tp->n_dims, VBS_MAX_DIMS);
+    k->ndim = (int)tp->n_dims;
+    int64_t n = 1;
+    for (int i = 0; i < k->ndim; i++) {
+        k->dims[i] = tp->dims[i];
+        if (tp->dims[i] < 0 || !vbs_mul_ok(n, tp->dims[i], &n) || n > ((int64_t)1 << 32))
+            return fail(c, VBS_ERR_FORMAT, "initializer '%s': dim %d is %lld (negative, or the product overflows)", name, i, (long long)tp->dims[i]);
+    }
+    k->numel = n;
+    int esz = k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ? 4 : k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__INT64 ? 8
+              : k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__INT32 ? 4 : k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE ? 8 : 0;
+    if (!esz) return fail(c, VBS_ERR_UNSUPPORTED, "initializer '%s': data type %d unsupported (float, double, int32, int64)", name, k->dtype);
+    size_t want = (size_t)n * (size_t)esz;
+    uint8_t *raw = NULL, *ext = NULL;
+    size_t have;
+    vbs_status st;
+    if (tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
+        if ((st = external(c, tp, &ext, want))) return st;
+        raw = ext;
+        have = want;
+    } else if (tp->has_raw_data) {
+        raw = tp->raw_data.data;
+        have = tp->raw_data.len;
+    } else {
+        have = (k->dtype == 1 ? tp->n_float_data : k->dtype == 7 ? tp->n_int64_data : k->dtype == 6 ? tp->n_int32_data : tp->n_double_data) *
+               (size_t)esz;
+    }
+    if (have != want) {
+        free(ext);
+        return fail(c, VBS_ERR_FORMAT, "initializer '%s': %zu bytes of data, its dims need %zu", name, have, want);
+    }
+    k->f = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    k->i = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    if (!k->f || !k->i) {
+        free(ext);
+        return fail(c, VBS_ERR_NOMEM, "out of memory");
+    }
+    for (int64_t e = 0; e < n; e++) {
+        double v;
+        if (raw) {
+            if (esz == 4 && k->dtype == 1) { float x; memcpy(&x, raw + 4 * e, 4); v = x; }
+            else if (esz == 4) { int32_t x; memcpy(&x, raw + 4 * e, 4); v = x; }
+            else if (k->dtype == 7) { int64_t x; memcpy(&x, raw + 8 * e, 8); k->i[e] = x; v = (double)x; }
+            else { double x; memcpy(&x, raw + 8 * e, 8); v = x; }
+        } else {
+            v = k->dtype == 1 ? tp->float_data[e] : k->dtype == 7 ? (double)tp->int64_data[e] : k->dtype == 6 ? tp->int32_data[e] : tp->double_data[e];
+            if (k->dtype == 7) k->i[e] = tp->int64_data[e];
+        }
+        if (k->dtype != 7) k->i[e] = (int64_t)v;
+        k->f[e] = (float)v;
+    }
+    free(ext);
+    if (k->dtype == 11 || k->dtype == 6) k->dtype = 1; /* doubles and int32 are read as floats */
+    t->n++;
+    return VBS_OK;
+}
+
+/* ---- attributes --------------------------------------------------------- */
+
+static vbs_status conv_attr(ctx *c, vbs_builder *b, const Onnx__NodeProto *n, const Onnx__AttributeProto *a, vbs_attr *out) {
+    memset(out, 0, sizeof *out);
+    out->name = (char *)vbs_b_str(b, a->name);
+    switch (a->type) {
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: out->type = VBS_ATTR_INT; out->i = a->i; break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: out->type = VBS_ATTR_FLOAT; out->f = a->f; break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING: {
+        char *s = vbs_b_alloc(b, a->s.len + 1);
+        if (s) memcpy(s, a->s.data, a->s.len);
+        out->type = VBS_ATTR_STRING;
+        out->s = s;
+        break;
+    }
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS:
+        out->type = VBS_ATTR_INTS;
+        out->n = (int)a->n_ints;
+        out->ints = vbs_b_alloc(b, sizeof(int64_t) * (a->n_ints + 1));
+        if (out->ints) memcpy(out->ints, a->ints, sizeof(int64_t) * a->n_ints);
+        break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
+        out->type = VBS_ATTR_FLOATS;
+        out->n = (int)a->n_floats;
+        out->floats = vbs_b_alloc(b, sizeof(float) * (a->n_floats + 1));
+        if (out->floats) memcpy(out->floats, a->floats, sizeof(float) * a->n_floats);
+        break;
+    default:
+        return fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): attribute '%s' has an unsupported type (%d)", n->name ? n->name : "",
+                    n->op_type, a->name, (int)a->type);
+    }
+    if (a->n_ints > (1u << 16) || a->n_floats > (1u << 16))
+        return fail(c, VBS_ERR_FORMAT, "node '%s' (%s): attribute '%s' is too long", n->name ? n->name : "", n->op_type, a->name);
+    return VBS_OK;
+}
+
+static const Onnx__AttributeProto *find_attr(const Onnx__NodeProto *n, const char *name) {
+    for (size_t i = 0; i < n->n_attribute; i++)
+        if (n->attribute[i]->name && !strcmp(n->attribute[i]->name, name)) return n->attribute[i];
+    return NULL;
+}
+
+/* ---- the conversion ------------------------------------------------------ */
+
+static int is_supported(const char *op) {
+    static const char *const ops[] = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization",
+                                      "InstanceNormalization", "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Softmax", "Softplus", "Add",
+                                      "Mul", "Concat", "Resize", "Upsample", "Pad", "Identity", "Dropout", "Constant", NULL};
+    for (const char *const *o = ops; *o; o++)
+        if (!strcmp(*o, op)) return 1;
+    return 0;
+}
+
+/* Is value `name` read by some node or a graph output (beyond node `self`)? */
+static int used(const Onnx__GraphProto *g, const char *name, const Onnx__NodeProto *self) {
+    if (!name || !name[0]) return 0;
+    for (size_t i = 0; i < g->n_node; i++) {
+        if (g->node[i] == self) continue;
+        for (size_t k = 0; k < g->node[i]->n_input; k++)
+            if (g->node[i]->input[k] && !strcmp(g->node[i]->input[k], name)) return 1;
+    }
+    for (size_t i = 0; i < g->n_output; i++)
+        if (g->output[i]->name && !strcmp(g->output[i]->name, name)) return 1;
+    return 0;
+}
+
+static int64_t opset_of(const Onnx__ModelProto *m) {
+    int64_t v = 0;
+    for (size_t i = 0; i < m->n_opset_import; i++) {
+        const char *d = m->opset_import[i]->domain;
+        if (!d || !d[0] || !strcmp(d, "ai.onnx")) v = m->opset_import[i]->version;
+    }
+    return v;
+}
+
+/* Emits initializer `name` as a vbseg tensor (variational for weights of
+ * Conv, ConvTranspose and PRelu when asked) unless already emitted. */
+static vbs_status emit_weight(ctx *c, vbs_builder *b, ktable *t, konst *k, int variational, const vbs_convert_opts *o) {
+    if (k->used_as_weight) return VBS_OK;
+    if (k->dtype != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
+        return fail(c, VBS_ERR_UNSUPPORTED, "initializer '%s': a weight must be float", k->name);
+    if (k->numel == 0) return fail(c, VBS_ERR_UNSUPPORTED, "initializer '%s': an empty weight", k->name);
+    int64_t dims[VBS_MAX_DIMS];
+    int ndim = k->ndim;
+    memcpy(dims, k->dims, sizeof dims);
+    if (ndim == 0) { ndim = 1; dims[0] = 1; } /* scalars as 1-element tensors */
+    for (int i = 0; i < ndim; i++)
+        if (dims[i] <= 0) return fail(c, VBS_ERR_UNSUPPORTED, "initializer '%s': dim %d is %lld, must be > 0", k->name, i, (long long)dims[i]);
+    if (variational && o->sigma != VBS_SIGMA_NONE) {
+        float *sg = malloc(sizeof(float) * (size_t)k->numel);
+        if (!sg) return fail(c, VBS_ERR_NOMEM, "out of memory");
+        for (int64_t e = 0; e < k->numel; e++) {
+            float s = o->sigma == VBS_SIGMA_MOPED ? o->value * fabsf(k->f[e]) : o->value;
+            sg[e] = s > o->sigma_floor ? s : o->sigma_floor;
+        }
+        vbs_b_variational_from(b, k->name, ndim, dims, k->f, sg, o->prior_sigma);
+        free(sg);
+    } else {
+        vbs_b_tensor(b, k->name, ndim, dims, k->f);
+    }
+    k->used_as_weight = 1;
+    (void)t;
+    return VBS_OK;
+}
+
+typedef struct { int n; const char *const *names; const Onnx__TensorProto *const *values; } bindings;
+
+static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_convert_opts *o, const bindings *bind, vbs_builder *b) {
+    const Onnx__GraphProto *g = mp->graph;
+    if (!g) return fail(c, VBS_ERR_FORMAT, "no graph");
+    int64_t opset = opset_of(mp);
+    vbs_b_set_opset(b, (int)(opset ? opset : 13));
+    ktable t = {0};
+    vbs_status st = VBS_OK;
+    for (size_t i = 0; i < g->n_initializer && !st; i++) {
+        const Onnx__TensorProto *tp = g->initializer[i];
+        if (!tp->name || !tp->name[0]) st = fail(c, VBS_ERR_FORMAT, "initializer %zu has no name", i);
+        else st = add_const(c, &t, tp, tp->name);
+    }
+    if (g->n_sparse_initializer && !st) st = fail(c, VBS_ERR_UNSUPPORTED, "sparse initializers are unsupported");
+    /* bound graph inputs become constants where they feed shape operands */
+    for (int i = 0; bind && i < bind->n && !st; i++) {
+        int shape_operand = 0;
+        for (size_t ni = 0; ni < g->n_node && !shape_operand; ni++) {
+            const Onnx__NodeProto *n = g->node[ni];
+            int first = !strcmp(n->op_type, "Resize") || !strcmp(n->op_type, "Upsample") || !strcmp(n->op_type, "Pad") ? 1 : INT_MAX;
+            for (size_t k = (size_t)(first < (int)n->n_input ? first : (int)n->n_input); k < n->n_input; k++)
+                if (n->input[k] && !strcmp(n->input[k], bind->names[i])) shape_operand = 1;
+        }
+        if (shape_operand && !kfind(&t, bind->names[i])) st = add_const(c, &t, bind->values[i], bind->names[i]);
+    }
+    /* graph inputs: those that are not initializers */
+    for (size_t i = 0; i < g->n_input && !st; i++) {
+        const Onnx__ValueInfoProto *vi = g->input[i];
+        if (!vi->name || kfind(&t, vi->name)) continue;
+        const Onnx__TypeProto *ty = vi->type;
+        if (!ty || ty->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !ty->tensor_type)
+            { st = fail(c, VBS_ERR_UNSUPPORTED, "graph input '%s' is not a tensor", vi->name); break; }
+        if (ty->tensor_type->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)
+            { st = fail(c, VBS_ERR_UNSUPPORTED, "graph input '%s' has element type %d (float only)", vi->name, (int)ty->tensor_type->elem_type); break; }
+        const Onnx__TensorShapeProto *sh = ty->tensor_type->shape;
+        if (!sh) { st = fail(c, VBS_ERR_UNSUPPORTED, "graph input '%s' has no shape (dynamic rank)", vi->name); break; }
+        if (sh->n_dim > VBS_MAX_DIMS) { st = fail(c, VBS_ERR_UNSUPPORTED, "graph input '%s' has %zu dims", vi->name, sh->n_dim); break; }
+        int64_t dims[VBS_MAX_DIMS];
+        const char *params[VBS_MAX_DIMS];
+        for (size_t k = 0; k < sh->n_dim; k++) {
+            const Onnx__TensorShapeProto__Dimension *d = sh->dim[k];
+            if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && d->dim_value > 0) { dims[k] = d->dim_value; params[k] = NULL; }
+            else { dims[k] = -1; params[k] = d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && d->dim_param[0] ? d->dim_param : "?"; }
+        }
+        vbs_b_input(b, vi->name, (int)sh->n_dim, dims, params);
+    }
+    /* nodes */
+    for (size_t ni = 0; ni < g->n_node && !st; ni++) {
+        const Onnx__NodeProto *n = g->node[ni];
+        const char *op = n->op_type ? n->op_type : "";
+        char nname[256];
+        snprintf(nname, sizeof nname, "%s", n->name && n->name[0] ? n->name : (n->n_output ? n->output[0] : "?"));
+        if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx")) {
+            st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): domain '%s' unsupported", nname, op, n->domain);
+            break;
+        }
+        if (!is_supported(op)) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s': op '%s' is not supported", nname, op); break; }
+        if (!strcmp(op, "Constant")) {
+            const Onnx__AttributeProto *v = find_attr(n, "value");
+            if (!v || !v->t || n->n_output != 1) {
+                /* value_float(s)/value_int(s) as a tensor */
+                Onnx__TensorProto tp = ONNX__TENSOR_PROTO__INIT;
+                const Onnx__AttributeProto *a;
+                int64_t one = 1;
+                if ((a = find_attr(n, "value_float"))) { tp.data_type = 1; tp.n_float_data = 1; tp.float_data = (float *)&a->f; }
+                else if ((a = find_attr(n, "value_floats"))) { tp.data_type = 1; tp.n_float_data = a->n_floats; tp.float_data = a->floats; one = (int64_t)a->n_floats; tp.n_dims = 1; }
+                else if ((a = find_attr(n, "value_int"))) { tp.data_type = 7; tp.n_int64_data = 1; tp.int64_data = (int64_t *)&a->i; }
+                else if ((a = find_attr(n, "value_ints"))) { tp.data_type = 7; tp.n_int64_data = a->n_ints; tp.int64_data = a->ints; one = (int64_t)a->n_ints; tp.n_dims = 1; }
+                else { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (Constant): only tensor, float(s) and int(s) values are supported", nname); break; }
+                tp.has_data_type = 1;
+                tp.dims = &one;
+                if (n->n_output != 1) { st = fail(c, VBS_ERR_FORMAT, "node '%s' (Constant): needs one output", nname); break; }
+                st = add_const(c, &t, &tp, n->output[0]);
+            } else st = add_const(c, &t, v->t, n->output[0]);
+            continue;
+        }
+        /* attributes, copied; some ops take constant inputs as attributes */
+        vbs_attr attrs[40];
+        int na = 0;
+        for (size_t k = 0; k < n->n_attribute && !st; k++) {
+            if (na == 38) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): too many attributes", nname, op); break; }
+            st = conv_attr(c, b, n, n->attribute[k], &attrs[na++]);
+        }
+        if (st) break;
+        const char *ins[VBS_MAX_IN];
+        int nin = 0;
+        const char *vop = op;
+        int n_data_in = (int)n->n_input;
+        if (!strcmp(op, "Resize") || !strcmp(op, "Upsample")) {
+            /* data, then (opset 11+) roi, scales, sizes; Upsample 9 and Resize 10: data, scales */
+            int si = !strcmp(op, "Resize") && opset >= 11 ? 2 : 1, zi = si + 1;
+            konst *sc = (int)n->n_input > si && n->input[si][0] ? kfind(&t, n->input[si]) : NULL;
+            konst *sz = (int)n->n_input > zi && n->input[zi][0] ? kfind(&t, n->input[zi]) : NULL;
+            if (((int)n->n_input > si && n->input[si][0] && !sc) || ((int)n->n_input > zi && n->input[zi][0] && !sz)) {
+                st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): scales and sizes must be constants (dynamic shapes are unsupported)", nname, op);
+                break;
+            }
+            if (sc && sc->numel > 0) {
+                if (sc->numel > VBS_MAX_DIMS) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): too many scales", nname, op); break; }
+                attrs[na].name = (char *)vbs_b_str(b, "scales");
+                attrs[na].type = VBS_ATTR_FLOATS;
+                attrs[na].n = (int)sc->numel;
+                attrs[na].floats = vbs_b_alloc(b, sizeof(float) * (size_t)sc->numel);
+                if (attrs[na].floats) memcpy(attrs[na].floats, sc->f, sizeof(float) * (size_t)sc->numel);
+                na++;
+            } else if (sz && sz->numel > 0) {
+                if (sz->numel > VBS_MAX_DIMS) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): too many sizes", nname, op); break; }
+                attrs[na++] = vbs_b_ints(b, "sizes", (int)sz->numel, sz->i);
+            }
+            if (!strcmp(op, "Upsample")) {
+                /* Upsample: asymmetric coordinates, nearest by floor; its mode is nearest or linear */
+                int have_scales_attr = 0;
+                for (int k = 0; k < na; k++) have_scales_attr |= !strcmp(attrs[k].name, "scales");
+                if (!have_scales_attr) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (Upsample): no scales", nname); break; }
+                attrs[na++] = vbs_b_string(b, "coordinate_transformation_mode", "asymmetric");
+                attrs[na++] = vbs_b_string(b, "nearest_mode", "floor");
+                vop = "Resize";
+            }
+            n_data_in = 1;
+        } else if (!strcmp(op, "Pad") && opset >= 11) {
+            konst *pd = n->n_input > 1 && n->input[1][0] ? kfind(&t, n->input[1]) : NULL;
+            konst *cv = n->n_input > 2 && n->input[2][0] ? kfind(&t, n->input[2]) : NULL;
+            if (!pd || (n->n_input > 2 && n->input[2][0] && !cv) || (n->n_input > 3 && n->input[3][0])) {
+                st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (Pad): pads (and constant_value) must be constants, and axes are unsupported", nname);
+                break;
+            }
+            if (pd->numel > 2 * VBS_MAX_DIMS) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (Pad): too many pads", nname); break; }
+            attrs[na++] = vbs_b_ints(b, "pads", (int)pd->numel, pd->i);
+            if (cv && cv->numel) attrs[na++] = vbs_b_float(b, "value", cv->f[0]);
+            n_data_in = 1;
+        } else if (!strcmp(op, "Dropout")) {
+            n_data_in = 1; /* ratio and training_mode: identity at inference */
+        } else if (!strcmp(op, "Softmax") && opset < 13) {
+            /* opset < 13 flattens at axis (default 1): the same as one axis only when it is the last */
+            const Onnx__AttributeProto *ax = find_attr(n, "axis");
+            int64_t axis = ax ? ax->i : 1;
+            int na2 = 0;
+            for (int k = 0; k < na; k++)
+                if (strcmp(attrs[k].name, "axis")) attrs[na2++] = attrs[k];
+            na = na2;
+            attrs[na++] = vbs_b_int(b, "axis", axis);
+            attrs[na++] = vbs_b_int(b, "flatten", 1); /* vbseg's attribute for the pre-13 semantics */
+        }
+        if (n_data_in > VBS_MAX_IN) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): %d inputs", nname, op, n_data_in); break; }
+        for (int k = 0; k < n_data_in; k++) {
+            const char *in = n->input[k];
+            konst *kc = in && in[0] ? kfind(&t, in) : NULL;
+            if (kc) {
+                int var = (k >= 1 && (!strcmp(op, "Conv") || !strcmp(op, "ConvTranspose"))) || (k == 1 && !strcmp(op, "PRelu"));
+                if ((st = emit_weight(c, b, &t, kc, var, o))) break;
+            }
+            ins[nin++] = in;
+        }
+        if (st) break;
+        /* outputs: drop trailing ones nobody reads (Dropout mask, MaxPool indices, BN statistics) */
+        int nout = (int)n->n_output;
+        while (nout > 1 && !used(g, n->output[nout - 1], n)) nout--;
+        if (nout > 2) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): %d outputs in use", nname, op, nout); break; }
+        vbs_b_node_raw(b, vop, nname, nin, ins, nout, (const char *const *)n->output, na, attrs);
+    }
+    for (size_t i = 0; i < g->n_output && !st; i++) {
+        const char *name = g->output[i]->name;
+        konst *k = name ? kfind(&t, name) : NULL;
+        if (k) { st = fail(c, VBS_ERR_UNSUPPORTED, "graph output '%s' is a constant", name); break; }
+        vbs_b_output(b, name ? name : "");
+    }
+    kfree(&t);
+    return st;
+}
+
+vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts, int n_bind, const char *const *names,
+                                  const Onnx__TensorProto *const *values, vbs_model **out);
+
+vbs_status vbs_convert_onnx(const char *path, const vbs_convert_opts *opts, vbs_model **out) {
+    return vbs_convert_onnx_bound(path, opts, 0, NULL, NULL, out);
+}
+
+/* As vbs_convert_onnx; graph inputs named in names[] that feed the shape
+ * operands of Resize, Upsample or Pad are frozen to values[] (the ONNX
+ * test cases pass scales and sizes as inputs). */
+vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts, int n_bind, const char *const *names,
+                                  const Onnx__TensorProto *const *values, vbs_model **out) {
+    vbs_convert_opts o = opts ? *opts : vbs_convert_defaults();
+    vbs_model *m = vbs_model_alloc();
+    *out = m;
+    if (!m) return VBS_ERR_NOMEM;
+    ctx cc = {path, m->err, ""}, *c = &cc;
+    if (!path) return vbs_fail(m->err, VBS_ERR_ARG, "vbs_convert_onnx: NULL path");
+    if (!(o.value >= 0) || !(o.sigma_floor > 0) || !(o.prior_sigma > 0) || o.value > 1e6f)
+        return fail(c, VBS_ERR_ARG, "invalid sigma initialisation");
+    snprintf(c->dir, sizeof c->dir, "%s", path);
+    char *slash = strrchr(c->dir, '/');
+    if (slash) *slash = 0;
+    else snprintf(c->dir, sizeof c->dir, ".");
+    FILE *f = fopen(path, "rb");
+    if (!f) return fail(c, VBS_ERR_IO, "cannot open: %s", strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) || !S_ISREG(sb.st_mode) || (size_t)sb.st_size > MAX_FILE) {
+        fclose(f);
+        return fail(c, VBS_ERR_IO, "not a regular file of at most 2 GiB");
+    }
+    size_t len = (size_t)sb.st_size;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf || fread(buf, 1, len, f) != len) {
+        fclose(f);
+        free(buf);
+        return fail(c, VBS_ERR_IO, "cannot read");
+    }
+    fclose(f);
+    int sc = scan(buf, buf + len, M_MODEL, 0);
+    if (sc) {
+        free(buf);
+        return sc == 1 ? fail(c, VBS_ERR_FORMAT, "messages nest deeper than %d levels: refused before unpacking", VBS_ONNX_MAX_DEPTH)
+                       : fail(c, VBS_ERR_FORMAT, "not a protobuf ModelProto (malformed wire format)");
+    }
+    Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, buf);
+    free(buf);
+    if (!mp) return fail(c, VBS_ERR_FORMAT, "not a valid ONNX ModelProto");
+    vbs_builder *b = vbs_b_new(0);
+    bindings bind = {n_bind, names, values};
+    vbs_status st = b ? convert_graph(c, mp, &o, &bind, b) : fail(c, VBS_ERR_NOMEM, "out of memory");
+    if (!st) {
+        vbs_card *card = vbs_b_card(b);
+        card->producer = vbs_b_str(b, "vbseg convert");
+        card->producer_version = vbs_b_str(b, VBS_VERSION_STRING);
+        char src[512];
+        snprintf(src, sizeof src, "ONNX from %s %s", mp->producer_name ? mp->producer_name : "?", mp->producer_version ? mp->producer_version : "");
+        card->description = vbs_b_str(b, src);
+        card->output_activation = VBS_ACT_NONE;
+        vbs_kv *kv = vbs_b_alloc(b, sizeof(vbs_kv) * 2);
+        if (kv) {
+            char sig[64];
+            if (o.sigma == VBS_SIGMA_MOPED) snprintf(sig, sizeof sig, "moped:%g", (double)o.value);
+            else if (o.sigma == VBS_SIGMA_CONST) snprintf(sig, sizeof sig, "const:%g", (double)o.value);
+            else snprintf(sig, sizeof sig, "none");
+            kv[0].key = vbs_b_str(b, "sigma_init");
+            kv[0].value = vbs_b_str(b, sig);
+            card->extra = kv;
+            card->n_extra = 1;
+        }
+    }
+    onnx__model_proto__free_unpacked(mp, NULL);
+    if (st) {
+        vbs_b_free(b);
+        return st;
+    }
+    vbs_model_free(m);
+    st = vbs_b_finish(b, path, out);
+    return st;
+}
