@@ -31,7 +31,7 @@
 #define MAX_FILE ((size_t)1 << 31)
 
 vbs_convert_opts vbs_convert_defaults(void) {
-    vbs_convert_opts o = {VBS_SIGMA_MOPED, 0.1f, 1e-6f, 1.0f};
+    vbs_convert_opts o = {VBS_SIGMA_MOPED, 0.1f, 1e-6f, 1.0f, NULL};
     return o;
 }
 
@@ -243,6 +243,266 @@ static vbs_status add_const(ctx *c, ktable *t, const Onnx__TensorProto *tp, cons
     return VBS_OK;
 }
 
+/* ---- constant folding of the shape arithmetic exporters emit -------------- */
+
+/* A new constant of the given shape; data left for the caller. */
+static konst *knew(ctx *c, ktable *t, const char *name, int dtype, int ndim, const int64_t *dims) {
+    if (t->n == t->cap) {
+        int nc = t->cap ? 2 * t->cap : 64;
+        konst *k = realloc(t->k, sizeof *k * (size_t)nc);
+        if (!k) { fail(c, VBS_ERR_NOMEM, "out of memory"); return NULL; }
+        t->k = k;
+        t->cap = nc;
+    }
+    konst *k = &t->k[t->n];
+    memset(k, 0, sizeof *k);
+    k->name = name;
+    k->dtype = dtype;
+    k->ndim = ndim;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        k->dims[i] = dims[i];
+        if (dims[i] < 0 || !vbs_mul_ok(n, dims[i], &n) || n > ((int64_t)1 << 24)) { fail(c, VBS_ERR_UNSUPPORTED, "constant '%s' too large to fold", name); return NULL; }
+    }
+    k->numel = n;
+    k->f = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    k->i = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    if (!k->f || !k->i) { free(k->f); free(k->i); fail(c, VBS_ERR_NOMEM, "out of memory"); return NULL; }
+    t->n++;
+    return k;
+}
+
+static int64_t iattr(const Onnx__NodeProto *n, const char *name, int64_t dflt);
+
+/* Folds node n if it is shape arithmetic on constants (Shape of a fixed
+ * graph input included). Returns 1 if folded, 0 if not foldable, -1 on error. */
+static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodeProto *n) {
+    static const char *const ops[] = {"ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose", "Cast", "Unsqueeze", "Squeeze",
+                                      "Identity", "Shape", "Gather", NULL};
+    const char *op = n->op_type;
+    int which = 0;
+    while (ops[which] && strcmp(ops[which], op)) which++;
+    if (!ops[which] || n->n_output != 1 || n->n_input < 1) return 0;
+    konst *in[8] = {0};
+    if (n->n_input > 8) return 0;
+    if (!strcmp(op, "Shape")) {
+        /* the shape of a graph input with fixed dims */
+        for (size_t i = 0; i < g->n_input; i++) {
+            const Onnx__ValueInfoProto *vi = g->input[i];
+            if (!vi->name || strcmp(vi->name, n->input[0]) || !vi->type || vi->type->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE ||
+                !vi->type->tensor_type->shape)
+                continue;
+            const Onnx__TensorShapeProto *sh = vi->type->tensor_type->shape;
+            int64_t d = (int64_t)sh->n_dim;
+            for (size_t k = 0; k < sh->n_dim; k++)
+                if (sh->dim[k]->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE) return 0;
+            konst *o = knew(c, t, n->output[0], 7, 1, &d);
+            if (!o) return -1;
+            for (size_t k = 0; k < sh->n_dim; k++) { o->i[k] = sh->dim[k]->dim_value; o->f[k] = (float)o->i[k]; }
+            return 1;
+        }
+        konst *x = kfind(t, n->input[0]);
+        if (!x) return 0;
+        int64_t d = x->ndim;
+        konst *o = knew(c, t, n->output[0], 7, 1, &d);
+        if (!o) return -1;
+        for (int k = 0; k < x->ndim; k++) { o->i[k] = x->dims[k]; o->f[k] = (float)x->dims[k]; }
+        return 1;
+    }
+    for (size_t i = 0; i < n->n_input; i++) {
+        if (!n->input[i][0]) continue;
+        if (!(in[i] = kfind(t, n->input[i]))) return 0;
+    }
+    konst *x = in[0], *o = NULL;
+    if (!x && strcmp(op, "Concat")) return 0;
+    if (!strcmp(op, "Identity")) {
+        o = knew(c, t, n->output[0], x->dtype, x->ndim, x->dims);
+        if (!o) return -1;
+        memcpy(o->f, x->f, sizeof(float) * (size_t)x->numel);
+        memcpy(o->i, x->i, sizeof(int64_t) * (size_t)x->numel);
+        return 1;
+    }
+    if (!strcmp(op, "Cast")) {
+        int64_t to = iattr(n, "to", 1);
+        if (to != 1 && to != 7 && to != 6 && to != 11) return 0;
+        o = knew(c, t, n->output[0], to == 1 || to == 11 ? 1 : 7, x->ndim, x->dims);
+        if (!o) return -1;
+        for (int64_t e = 0; e < x->numel; e++) {
+            double v = x->dtype == 7 ? (double)x->i[e] : x->f[e];
+            o->f[e] = (float)v;
+            o->i[e] = (int64_t)v;
+        }
+        return 1;
+    }
+    if (!strcmp(op, "ConstantOfShape")) {
+        if (x->ndim != 1 || x->numel > VBS_MAX_DIMS) return 0;
+        const Onnx__AttributeProto *va = NULL;
+        for (size_t i = 0; i < n->n_attribute; i++)
+            if (!strcmp(n->attribute[i]->name, "value")) va = n->attribute[i];
+        double v = 0;
+        int dtype = 1;
+        if (va && va->t) {
+            ktable tmp = {0};
+            if (add_const(c, &tmp, va->t, "value")) { kfree(&tmp); return -1; }
+            if (tmp.n == 1 && tmp.k[0].numel >= 1) { v = tmp.k[0].dtype == 7 ? (double)tmp.k[0].i[0] : tmp.k[0].f[0]; dtype = tmp.k[0].dtype; }
+            kfree(&tmp);
+        }
+        o = knew(c, t, n->output[0], dtype, (int)x->numel, x->i);
+        if (!o) return -1;
+        for (int64_t e = 0; e < o->numel; e++) { o->f[e] = (float)v; o->i[e] = (int64_t)v; }
+        return 1;
+    }
+    if (!strcmp(op, "Concat")) {
+        int64_t axis = iattr(n, "axis", 0);
+        konst *a = in[0];
+        if (!a || a->ndim < 1) return 0;
+        if (axis < 0) axis += a->ndim;
+        if (axis < 0 || axis >= a->ndim) return 0;
+        int64_t dims[VBS_MAX_DIMS];
+        memcpy(dims, a->dims, sizeof dims);
+        dims[axis] = 0;
+        for (size_t i = 0; i < n->n_input; i++) {
+            if (!in[i] || in[i]->ndim != a->ndim) return 0;
+            for (int k = 0; k < a->ndim; k++)
+                if (k != axis && in[i]->dims[k] != a->dims[k]) return 0;
+            dims[axis] += in[i]->dims[axis];
+        }
+        o = knew(c, t, n->output[0], a->dtype, a->ndim, dims);
+        if (!o) return -1;
+        int64_t outer = 1, inner = 1, pos = 0;
+        for (int k = 0; k < axis; k++) outer *= dims[k];
+        for (int k = (int)axis + 1; k < a->ndim; k++) inner *= dims[k];
+        for (size_t i = 0; i < n->n_input; i++) {
+            int64_t len = in[i]->dims[axis] * inner;
+            for (int64_t q = 0; q < outer; q++)
+                for (int64_t e = 0; e < len; e++) {
+                    o->f[q * dims[axis] * inner + pos + e] = in[i]->f[q * len + e];
+                    o->i[q * dims[axis] * inner + pos + e] = in[i]->i[q * len + e];
+                }
+            pos += len;
+        }
+        return 1;
+    }
+    if (!strcmp(op, "Reshape") || !strcmp(op, "Unsqueeze") || !strcmp(op, "Squeeze")) {
+        int64_t dims[VBS_MAX_DIMS];
+        int nd = 0;
+        if (!strcmp(op, "Reshape")) {
+            konst *s = in[1];
+            if (!s || s->ndim != 1 || s->numel > VBS_MAX_DIMS) return 0;
+            int64_t known = 1, neg = -1;
+            for (int k = 0; k < s->numel; k++) {
+                int64_t d = s->i[k] == 0 ? (k < x->ndim ? x->dims[k] : 0) : s->i[k];
+                if (d == -1) { if (neg >= 0) return 0; neg = k; d = 1; }
+                else if (d <= 0) return 0;
+                dims[nd++] = d;
+                known *= d;
+            }
+            if (neg >= 0) { if (!known || x->numel % known) return 0; dims[neg] = x->numel / known; known = x->numel; }
+            if (known != x->numel) return 0;
+        } else {
+            /* axes: an input from opset 13, an attribute before */
+            int64_t axes[VBS_MAX_DIMS];
+            int na = 0;
+            if (in[1]) { if (in[1]->numel > VBS_MAX_DIMS) return 0; for (int k = 0; k < in[1]->numel; k++) axes[na++] = in[1]->i[k]; }
+            else for (size_t i = 0; i < n->n_attribute; i++)
+                if (!strcmp(n->attribute[i]->name, "axes") && n->attribute[i]->n_ints <= VBS_MAX_DIMS)
+                    for (size_t k = 0; k < n->attribute[i]->n_ints; k++) axes[na++] = n->attribute[i]->ints[k];
+            if (!strcmp(op, "Unsqueeze")) {
+                int out_nd = x->ndim + na, src = 0;
+                if (out_nd > VBS_MAX_DIMS) return 0;
+                for (int k = 0; k < out_nd; k++) {
+                    int is_new = 0;
+                    for (int a = 0; a < na; a++) is_new |= (axes[a] < 0 ? axes[a] + out_nd : axes[a]) == k;
+                    dims[nd++] = is_new ? 1 : x->dims[src++];
+                }
+            } else
+                for (int k = 0; k < x->ndim; k++) {
+                    int drop = na == 0 && x->dims[k] == 1;
+                    for (int a = 0; a < na; a++) drop |= (axes[a] < 0 ? axes[a] + x->ndim : axes[a]) == k;
+                    if (!drop) dims[nd++] = x->dims[k];
+                }
+        }
+        o = knew(c, t, n->output[0], x->dtype, nd, dims);
+        if (!o) return -1;
+        memcpy(o->f, x->f, sizeof(float) * (size_t)x->numel);
+        memcpy(o->i, x->i, sizeof(int64_t) * (size_t)x->numel);
+        return 1;
+    }
+    if (!strcmp(op, "Transpose")) {
+        int64_t perm[VBS_MAX_DIMS], dims[VBS_MAX_DIMS];
+        int np = 0;
+        for (size_t i = 0; i < n->n_attribute; i++)
+            if (!strcmp(n->attribute[i]->name, "perm") && (int)n->attribute[i]->n_ints == x->ndim)
+                for (size_t k = 0; k < n->attribute[i]->n_ints; k++) perm[np++] = n->attribute[i]->ints[k];
+        if (!np) { for (int k = 0; k < x->ndim; k++) perm[k] = x->ndim - 1 - k; np = x->ndim; }
+        for (int k = 0; k < np; k++) { if (perm[k] < 0 || perm[k] >= x->ndim) return 0; dims[k] = x->dims[perm[k]]; }
+        o = knew(c, t, n->output[0], x->dtype, np, dims);
+        if (!o) return -1;
+        int64_t xs[VBS_MAX_DIMS], st = 1;
+        for (int k = x->ndim - 1; k >= 0; k--) { xs[k] = st; st *= x->dims[k]; }
+        for (int64_t e = 0; e < o->numel; e++) {
+            int64_t r = e, src = 0;
+            for (int k = np - 1; k >= 0; k--) { src += (r % dims[k]) * xs[perm[k]]; r /= dims[k]; }
+            o->f[e] = x->f[src];
+            o->i[e] = x->i[src];
+        }
+        return 1;
+    }
+    if (!strcmp(op, "Gather")) {
+        konst *idx = in[1];
+        int64_t axis = iattr(n, "axis", 0);
+        if (!idx || x->ndim != 1 || axis != 0 || idx->ndim > 1) return 0;
+        o = knew(c, t, n->output[0], x->dtype, idx->ndim, idx->dims);
+        if (!o) return -1;
+        for (int64_t e = 0; e < idx->numel; e++) {
+            int64_t j = idx->i[e] < 0 ? idx->i[e] + x->numel : idx->i[e];
+            if (j < 0 || j >= x->numel) return fail(c, VBS_ERR_FORMAT, "node '%s' (Gather): index out of range", n->name), -1;
+            o->f[e] = x->f[j];
+            o->i[e] = x->i[j];
+        }
+        return 1;
+    }
+    if (!strcmp(op, "Slice")) {
+        /* opset 10+: starts, ends, axes, steps as inputs */
+        konst *sts = in[1], *ens = in[2], *axs = in[3], *sps = in[4];
+        if (!sts || !ens || sts->numel != ens->numel || sts->numel > x->ndim) return 0;
+        int64_t start[VBS_MAX_DIMS], step[VBS_MAX_DIMS], dims[VBS_MAX_DIMS];
+        for (int k = 0; k < x->ndim; k++) { start[k] = 0; step[k] = 1; dims[k] = x->dims[k]; }
+        for (int q = 0; q < sts->numel; q++) {
+            int64_t ax = axs ? axs->i[q] : q, sp = sps ? sps->i[q] : 1, d;
+            if (ax < 0) ax += x->ndim;
+            if (ax < 0 || ax >= x->ndim || sp == 0) return 0;
+            d = x->dims[ax];
+            int64_t b = sts->i[q], e = ens->i[q];
+            if (b < 0) b += d;
+            if (e < 0 && e > -((int64_t)1 << 62)) e += d;
+            if (sp > 0) { b = b < 0 ? 0 : b > d ? d : b; e = e < 0 ? 0 : e > d ? d : e; dims[ax] = e > b ? (e - b + sp - 1) / sp : 0; }
+            else { b = b < 0 ? -1 : b > d - 1 ? d - 1 : b; e = e < -1 ? -1 : e > d - 1 ? d - 1 : e; dims[ax] = b > e ? (b - e + (-sp) - 1) / (-sp) : 0; }
+            start[ax] = b;
+            step[ax] = sp;
+        }
+        o = knew(c, t, n->output[0], x->dtype, x->ndim, dims);
+        if (!o) return -1;
+        int64_t xs[VBS_MAX_DIMS], stv = 1;
+        for (int k = x->ndim - 1; k >= 0; k--) { xs[k] = stv; stv *= x->dims[k]; }
+        for (int64_t e = 0; e < o->numel; e++) {
+            int64_t r = e, src = 0;
+            for (int k = x->ndim - 1; k >= 0; k--) { src += (start[k] + (r % dims[k]) * step[k]) * xs[k]; r /= dims[k]; }
+            o->f[e] = x->f[src];
+            o->i[e] = x->i[src];
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int64_t iattr(const Onnx__NodeProto *n, const char *name, int64_t dflt) {
+    for (size_t i = 0; i < n->n_attribute; i++)
+        if (n->attribute[i]->name && !strcmp(n->attribute[i]->name, name) && n->attribute[i]->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
+            return n->attribute[i]->i;
+    return dflt;
+}
+
 /* ---- attributes --------------------------------------------------------- */
 
 static vbs_status conv_attr(ctx *c, vbs_builder *b, const Onnx__NodeProto *n, const Onnx__AttributeProto *a, vbs_attr *out) {
@@ -290,7 +550,7 @@ static const Onnx__AttributeProto *find_attr(const Onnx__NodeProto *n, const cha
 static int is_supported(const char *op) {
     static const char *const ops[] = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization",
                                       "InstanceNormalization", "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Softmax", "Softplus", "Add",
-                                      "Mul", "Concat", "Resize", "Upsample", "Pad", "Identity", "Dropout", "Constant", NULL};
+                                      "Mul", "Concat", "Resize", "Upsample", "Pad", "Identity", "Dropout", "Constant", "Transpose", NULL};
     for (const char *const *o = ops; *o; o++)
         if (!strcmp(*o, op)) return 1;
     return 0;
@@ -350,6 +610,29 @@ static vbs_status emit_weight(ctx *c, vbs_builder *b, ktable *t, konst *k, int v
 
 typedef struct { int n; const char *const *names; const Onnx__TensorProto *const *values; } bindings;
 
+/* Deep copy of a caller's card into the model under construction. */
+static void copy_card(vbs_builder *b, const vbs_card *src, vbs_card *dst) {
+    *dst = *src;
+    const char **ch = vbs_b_alloc(b, sizeof(char *) * (size_t)(src->n_channels + 1));
+    for (int i = 0; ch && i < src->n_channels; i++) ch[i] = vbs_b_str(b, src->channels[i]);
+    dst->channels = ch;
+    int64_t *patch = vbs_b_alloc(b, sizeof(int64_t) * 4);
+    if (patch && src->n_patch > 0 && src->n_patch <= 3) memcpy(patch, src->patch, sizeof(int64_t) * (size_t)src->n_patch);
+    dst->patch = patch;
+    dst->n_patch = src->n_patch <= 3 ? src->n_patch : 0;
+    vbs_label *l = vbs_b_alloc(b, sizeof(vbs_label) * (size_t)(src->n_labels + 1));
+    for (int i = 0; l && i < src->n_labels; i++) { l[i].value = src->labels[i].value; l[i].name = vbs_b_str(b, src->labels[i].name); }
+    dst->labels = l;
+    vbs_metric *mt = vbs_b_alloc(b, sizeof(vbs_metric) * (size_t)(src->n_metrics + 1));
+    for (int i = 0; mt && i < src->n_metrics; i++) { mt[i].name = vbs_b_str(b, src->metrics[i].name); mt[i].value = src->metrics[i].value; }
+    dst->metrics = mt;
+    vbs_kv *kv = vbs_b_alloc(b, sizeof(vbs_kv) * (size_t)(src->n_extra + 1));
+    for (int i = 0; kv && i < src->n_extra; i++) { kv[i].key = vbs_b_str(b, src->extra[i].key); kv[i].value = vbs_b_str(b, src->extra[i].value); }
+    dst->extra = kv;
+    dst->training_data = vbs_b_str(b, src->training_data);
+    dst->description = vbs_b_str(b, src->description);
+}
+
 static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_convert_opts *o, const bindings *bind, vbs_builder *b) {
     const Onnx__GraphProto *g = mp->graph;
     if (!g) return fail(c, VBS_ERR_FORMAT, "no graph");
@@ -405,6 +688,9 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
             st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): domain '%s' unsupported", nname, op, n->domain);
             break;
         }
+        int folded = fold(c, &t, g, n);
+        if (folded < 0) { st = VBS_ERR_FORMAT; if (!c->err[0]) st = fail(c, VBS_ERR_FORMAT, "node '%s' (%s): cannot fold", nname, op); break; }
+        if (folded) continue; /* shape arithmetic on constants: evaluated here, not a runtime node */
         if (!is_supported(op)) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s': op '%s' is not supported", nname, op); break; }
         if (!strcmp(op, "Constant")) {
             const Onnx__AttributeProto *v = find_attr(n, "value");
@@ -572,22 +858,26 @@ vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts
     vbs_status st = b ? convert_graph(c, mp, &o, &bind, b) : fail(c, VBS_ERR_NOMEM, "out of memory");
     if (!st) {
         vbs_card *card = vbs_b_card(b);
+        if (o.card) copy_card(b, o.card, card);
+        else card->output_activation = VBS_ACT_NONE;
         card->producer = vbs_b_str(b, "vbseg convert");
         card->producer_version = vbs_b_str(b, VBS_VERSION_STRING);
         char src[512];
         snprintf(src, sizeof src, "ONNX from %s %s", mp->producer_name ? mp->producer_name : "?", mp->producer_version ? mp->producer_version : "");
-        card->description = vbs_b_str(b, src);
-        card->output_activation = VBS_ACT_NONE;
-        vbs_kv *kv = vbs_b_alloc(b, sizeof(vbs_kv) * 2);
+        if (!o.card || !o.card->description || !o.card->description[0]) card->description = vbs_b_str(b, src);
+        /* the sigma initialisation, after the card's own extra fields */
+        int ne = card->n_extra;
+        vbs_kv *kv = vbs_b_alloc(b, sizeof(vbs_kv) * (size_t)(ne + 2));
         if (kv) {
             char sig[64];
             if (o.sigma == VBS_SIGMA_MOPED) snprintf(sig, sizeof sig, "moped:%g", (double)o.value);
             else if (o.sigma == VBS_SIGMA_CONST) snprintf(sig, sizeof sig, "const:%g", (double)o.value);
             else snprintf(sig, sizeof sig, "none");
-            kv[0].key = vbs_b_str(b, "sigma_init");
-            kv[0].value = vbs_b_str(b, sig);
+            if (ne) memcpy(kv, card->extra, sizeof(vbs_kv) * (size_t)ne);
+            kv[ne].key = vbs_b_str(b, "sigma_init");
+            kv[ne].value = vbs_b_str(b, sig);
             card->extra = kv;
-            card->n_extra = 1;
+            card->n_extra = ne + 1;
         }
     }
     onnx__model_proto__free_unpacked(mp, NULL);

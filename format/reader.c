@@ -181,8 +181,8 @@ static vbs_status read_card(ctx *c, const Vbseg__ModelCard *p, vbs_card *card) {
     card->percentile_lo = p->percentile_lo;
     card->percentile_hi = p->percentile_hi;
     card->spatial_dims = p->spatial_dims;
-    if (p->has_spatial_dims && p->spatial_dims != 2 && p->spatial_dims != 3)
-        return FAIL(VBS_ERR_FORMAT, "model card: spatial_dims is %d, must be 2 or 3", (int)p->spatial_dims);
+    if (p->spatial_dims != 0 && p->spatial_dims != 2 && p->spatial_dims != 3) /* 0: not stated */
+        return FAIL(VBS_ERR_FORMAT, "model card: spatial_dims is %d, must be 2 or 3 (or 0, not stated)", (int)p->spatial_dims);
     if (p->n_patch > 3) return FAIL(VBS_ERR_FORMAT, "model card: patch has %zu dims (max 3)", p->n_patch);
     int64_t *patch = vbs_arena_alloc(c->ar, sizeof(int64_t) * (p->n_patch + 1));
     if (!patch) return FAIL(VBS_ERR_NOMEM, "out of memory");

@@ -149,6 +149,7 @@ typedef enum {
     VBS_OP_DROPOUT,
     VBS_OP_GAUSSIAN_SAMPLE,
     VBS_OP_SPATIAL_BROADCAST,
+    VBS_OP_TRANSPOSE,
     VBS_OP_COUNT           /* new ops go just above this line */
 } vbs_op;
 

@@ -90,7 +90,29 @@ if [ "$(id -u)" != 0 ]; then ok not "$V" create --arch unet --dims 2 --in-channe
 chmod 700 "$T"
 ok cmp -s "$T/m.vbseg" "$T/keep.vbseg"
 ok test -z "$(find "$T" -name '*.tmp.*')"
-for c in create info run bench; do ok "$V" "$c" --help >/dev/null; done
+# convert: an ONNX conformance model with a card; bad input leaves nothing behind
+ONNXCASE=/usr/include/onnx/backend/test/data/node/test_conv_with_strides_padding/model.onnx
+if [ -f "$ONNXCASE" ]; then
+  cat >"$T/card.json" <<'JSON'
+{"channels": ["flair", "t1", "t1ce", "t2"], "normalization": "zscore_nonzero", "spatial_dims": 2, "patch": [240, 240],
+ "labels": {"0": "background", "1": "necrotic core", "2": "edema", "4": "enhancing tumour"}, "label_convention": "brats2018",
+ "output_activation": "softmax", "training_data": "BraTS 2021", "epochs": 300, "metrics": {"dice_wt": 0.91}, "extra": {"site": "demo"}}
+JSON
+  ok "$V" convert "$ONNXCASE" "$T/conv.vbseg" --card "$T/card.json" >/dev/null
+  "$V" info "$T/conv.vbseg" >"$T/conv.txt"
+  ok grep -q "brats2018: 0=background 1=necrotic core 2=edema 4=enhancing tumour" "$T/conv.txt"
+  ok grep -q "metric:       dice_wt = 0.9100" "$T/conv.txt"
+  ok grep -q "sigma_init = moped:0.1" "$T/conv.txt"
+  echo '{"channels": ["a"], "labelz": {}}' >"$T/badcard.json"
+  ok one_line_error "$V" convert "$ONNXCASE" "$T/nope.vbseg" --card "$T/badcard.json"
+  ok grep -q "field 'labelz'" "$T/err"
+  echo '{"channels": ["a",]}' >"$T/badjson.json"
+  ok one_line_error "$V" convert "$ONNXCASE" "$T/nope.vbseg" --card "$T/badjson.json"
+  ok one_line_error "$V" convert "$T/Case_01_t1.nii.gz" "$T/nope.vbseg"
+  ok one_line_error "$V" convert "$ONNXCASE" "$T/nope.vbseg" --sigma-init moped:-1
+  ok test ! -e "$T/nope.vbseg"
+fi
+for c in create info run bench convert; do ok "$V" "$c" --help >/dev/null; done
 ok "$V" --help >/dev/null
 "$V" nonsense 2>/dev/null; ok test $? -eq 2
 echo "cli: $pass passed, $fail failed"

@@ -264,6 +264,15 @@ static void sweep_misc(void) {
         m = one_op(b, VBS_OP_CONCAT, nin, cs, 1, &cax, err);
         CHECK(m && run_both(m, nin, cs, NULL, NULL, 0, "Concat", VBS_MODE_MEAN), "Concat axis %d", axis);
         vbs_model_free(m);
+        /* transpose by a random permutation */
+        int64_t perm[5];
+        for (int i = 0; i < nd; i++) perm[i] = i;
+        for (int i = nd - 1; i > 0; i--) { int j = (int)ri(0, i); int64_t tmp = perm[i]; perm[i] = perm[j]; perm[j] = tmp; }
+        b = vbs_b_new(1);
+        vbs_attr pe = vbs_b_ints(b, "perm", nd, perm);
+        m = one_op(b, VBS_OP_TRANSPOSE, 1, &x, 1, &pe, err);
+        CHECK(m && run_both(m, 1, &x, NULL, NULL, 0, "Transpose", VBS_MODE_MEAN), "Transpose");
+        vbs_model_free(m);
         /* pad with negative (cropping) and positive pads */
         int64_t pads[10];
         for (int i = 0; i < nd; i++) { pads[i] = ri(x.d[i] > 1 ? -1 : 0, 2); pads[nd + i] = ri(x.d[i] > 2 ? -1 : 0, 2); }
@@ -474,6 +483,12 @@ static void hand_cases(void) {
         vbs_attr lb[3] = {vbs_b_string(b, "mode", "linear"), vbs_b_ints(b, "sizes", 3, s3),
                           vbs_b_string(b, "coordinate_transformation_mode", "align_corners")};
         expect(b, VBS_OP_RESIZE, 1, sh1, x1, 3, lb, lin_ac, 3, "Resize linear align_corners");
+    }
+    {   /* transpose (2,3) -> (3,2) */
+        vbs_shape sh[1] = {S(2, 2, 3)};
+        float v[6] = {1, 2, 3, 4, 5, 6}, *x[1] = {v}, want[6] = {1, 4, 2, 5, 3, 6};
+        b = vbs_b_new(1);
+        expect(b, VBS_OP_TRANSPOSE, 1, sh, x, 0, NULL, want, 6, "Transpose default perm");
     }
     {   /* spatial broadcast of z (1,2) over a (1,3,2,2) reference */
         vbs_shape sh[2] = {S(2, 1, 2), S(4, 1, 3, 2, 2)};

@@ -81,6 +81,7 @@ static void usage(FILE *f) {
             "  create   write an untrained variational U-Net (.vbseg)\n"
             "  info     describe a model: graph, parameters, sigma statistics, model card\n"
             "  run      Monte-Carlo inference on one NIfTI volume or .npy array\n"
+            "  convert  import an ONNX model as a variational .vbseg model\n"
             "  bench    time one MC sample and report GFLOP/s\n"
             "\n"
             "`vbseg <command> --help` describes each command. vbseg %s\n",
@@ -105,6 +106,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(c, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(c, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(c, "convert")) return cmd_convert(argc - 1, argv + 1);
     fprintf(stderr, "vbseg: unknown command '%s' (try vbseg --help)\n", c);
     return 2;
 }

@@ -198,6 +198,7 @@ typedef struct {
     float value;         /* MOPED's delta, or the constant sigma */
     float sigma_floor;   /* keeps rho finite where w = 0 */
     float prior_sigma;   /* Gaussian prior N(0, prior_sigma^2) recorded for the trainer */
+    const vbs_card *card;/* borrowed, copied into the model; NULL: a card saying only where the model came from */
 } vbs_convert_opts;
 
 /* MOPED with delta 0.1, floor 1e-6, prior N(0, 1). */

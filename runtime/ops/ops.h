@@ -44,6 +44,7 @@ VBS_DECLARE_OP(identity);
 VBS_DECLARE_OP(dropout);
 VBS_DECLARE_OP(gaussian_sample);
 VBS_DECLARE_OP(spatial_broadcast);
+VBS_DECLARE_OP(transpose);
 
 /* Shared by parse functions of ops without attributes. */
 vbs_status vbs_parse_no_attrs(vbs_node *n, const vbs_node_def *d, char *err);

@@ -36,6 +36,7 @@ const vbs_op_info vbs_ops[VBS_OP_COUNT] = {
     [VBS_OP_DROPOUT] = ROW("Dropout", dropout, NULL, NULL, 1, 3, 1),
     [VBS_OP_GAUSSIAN_SAMPLE] = ROW("GaussianSample", gaussian_sample, NULL, NULL, 2, 2, 1),
     [VBS_OP_SPATIAL_BROADCAST] = ROW("SpatialBroadcast", spatial_broadcast, NULL, NULL, 2, 2, 1),
+    [VBS_OP_TRANSPOSE] = ROW("Transpose", transpose, NULL, NULL, 1, 1, 1),
 };
 
 vbs_op vbs_op_from_name(const char *name) {
