@@ -39,6 +39,7 @@ typedef struct {
     const char *file;
     char *err;
     char dir[4096];   /* the model's folder, for external data */
+    char folded[1024];/* BatchNormalization layers folded, for the card */
 } ctx;
 
 static vbs_status fail(ctx *c, vbs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -678,8 +679,78 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
         }
         vbs_b_input(b, vi->name, (int)sh->n_dim, dims, params);
     }
+    /* BatchNormalization folded into the Conv before it (deterministic
+     * weights only: exact there, while a variational weight would change
+     * its distribution's parametrisation): W' = k W, B' = k (B - mean) + beta,
+     * k = scale / sqrt(var + eps) per output channel. */
+    const Onnx__NodeProto **skip = calloc(g->n_node + 1, sizeof *skip), **fold_conv = calloc(g->n_node + 1, sizeof *fold_conv);
+    const char **fold_out = calloc(g->n_node + 1, sizeof *fold_out), **fold_bias = calloc(g->n_node + 1, sizeof *fold_bias);
+    char *folded = c->folded;
+    size_t folded_size = sizeof c->folded;
+    int nfold = 0;
+    if (!skip || !fold_conv || !fold_out || !fold_bias) st = fail(c, VBS_ERR_NOMEM, "out of memory");
+    for (size_t ni = 0; ni < g->n_node && !st && o->sigma == VBS_SIGMA_NONE; ni++) {
+        const Onnx__NodeProto *bn = g->node[ni];
+        if (strcmp(bn->op_type, "BatchNormalization") || bn->n_input != 5 || (bn->n_output > 1 && used(g, bn->output[1], bn))) continue;
+        const Onnx__NodeProto *cv = NULL;
+        for (size_t k = 0; k < g->n_node; k++)
+            for (size_t q = 0; q < g->node[k]->n_output; q++)
+                if (!strcmp(g->node[k]->output[q], bn->input[0])) cv = g->node[k];
+        if (!cv || strcmp(cv->op_type, "Conv") || cv->n_input < 2 || cv->n_output != 1) continue;
+        /* the conv output must feed this BN only, and not be a graph output */
+        int readers = 0;
+        for (size_t k = 0; k < g->n_node; k++)
+            for (size_t q = 0; q < g->node[k]->n_input; q++) readers += !strcmp(g->node[k]->input[q], cv->output[0]);
+        for (size_t k = 0; k < g->n_output; k++) readers += 2 * !strcmp(g->output[k]->name, cv->output[0]);
+        konst *w = kfind(&t, cv->input[1]), *bb = cv->n_input > 2 && cv->input[2][0] ? kfind(&t, cv->input[2]) : NULL;
+        konst *sc = kfind(&t, bn->input[1]), *be = kfind(&t, bn->input[2]), *mu = kfind(&t, bn->input[3]), *va = kfind(&t, bn->input[4]);
+        if (readers != 1 || !w || !sc || !be || !mu || !va || w->ndim < 3 || (cv->n_input > 2 && cv->input[2][0] && !bb)) continue;
+        int64_t m = w->dims[0], per = w->numel / (m ? m : 1);
+        if (sc->numel != m || be->numel != m || mu->numel != m || va->numel != m || (bb && bb->numel != m)) continue;
+        /* weights shared with another node cannot be rewritten */
+        int shared = 0;
+        for (size_t k = 0; k < g->n_node; k++)
+            for (size_t q = 0; q < g->node[k]->n_input; q++)
+                shared += g->node[k] != cv && (!strcmp(g->node[k]->input[q], cv->input[1]) || (bb && !strcmp(g->node[k]->input[q], cv->input[2])));
+        if (shared) continue;
+        const Onnx__AttributeProto *ea = find_attr(bn, "epsilon");
+        double eps = ea ? ea->f : 1e-5;
+        /* a fresh bias constant named after the BN output */
+        int64_t bdim = m;
+        konst *nb = knew(c, &t, "", 1, 1, &bdim);
+        if (!nb) { st = VBS_ERR_NOMEM; break; }
+        w = kfind(&t, cv->input[1]); /* knew may have moved the table */
+        bb = cv->n_input > 2 && cv->input[2][0] ? kfind(&t, cv->input[2]) : NULL;
+        sc = kfind(&t, bn->input[1]); be = kfind(&t, bn->input[2]); mu = kfind(&t, bn->input[3]); va = kfind(&t, bn->input[4]);
+        nb = &t.k[t.n - 1];
+        for (int64_t oc = 0; oc < m; oc++) {
+            double k = sc->f[oc] / sqrt((double)va->f[oc] + eps);
+            for (int64_t e = 0; e < per; e++) w->f[oc * per + e] = (float)(w->f[oc * per + e] * k);
+            nb->f[oc] = (float)(k * ((bb ? bb->f[oc] : 0.0) - mu->f[oc]) + be->f[oc]);
+        }
+        /* the Conv now writes the BN's output, with the folded bias; the
+         * protobuf stays untouched (its strings belong to protobuf-c) */
+        skip[ni] = bn;
+        char bname[600];
+        snprintf(bname, sizeof bname, "%s.folded_bias", bn->output[0]);
+        nb->name = vbs_b_str(b, bname); /* lives in the model's arena */
+        fold_conv[ni] = cv;
+        fold_out[ni] = bn->output[0];
+        fold_bias[ni] = nb->name;
+        if (nfold < 8) {
+            size_t l = strlen(folded);
+            snprintf(folded + l, folded_size - l, "%s%s into %s", l ? ", " : "", bn->name && bn->name[0] ? bn->name : bn->output[0],
+                     cv->name && cv->name[0] ? cv->name : cv->output[0]);
+        }
+        nfold++;
+    }
+    if (nfold > 8) {
+        size_t l = strlen(folded);
+        snprintf(folded + l, folded_size - l, " and %d more", nfold - 8);
+    }
     /* nodes */
     for (size_t ni = 0; ni < g->n_node && !st; ni++) {
+        if (skip && skip[ni]) continue;
         const Onnx__NodeProto *n = g->node[ni];
         const char *op = n->op_type ? n->op_type : "";
         char nname[256];
@@ -779,8 +850,12 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
             attrs[na++] = vbs_b_int(b, "flatten", 1); /* vbseg's attribute for the pre-13 semantics */
         }
         if (n_data_in > VBS_MAX_IN) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): %d inputs", nname, op, n_data_in); break; }
+        const char *bias_override = NULL, *out_override = NULL;
+        for (size_t q = 0; fold_conv && q < g->n_node; q++)
+            if (fold_conv[q] == n) { bias_override = fold_bias[q]; out_override = fold_out[q]; }
+        if (bias_override) n_data_in = 3;
         for (int k = 0; k < n_data_in; k++) {
-            const char *in = n->input[k];
+            const char *in = k == 2 && bias_override ? bias_override : n->input[k];
             konst *kc = in && in[0] ? kfind(&t, in) : NULL;
             if (kc) {
                 int var = (k >= 1 && (!strcmp(op, "Conv") || !strcmp(op, "ConvTranspose"))) || (k == 1 && !strcmp(op, "PRelu"));
@@ -793,8 +868,13 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
         int nout = (int)n->n_output;
         while (nout > 1 && !used(g, n->output[nout - 1], n)) nout--;
         if (nout > 2) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): %d outputs in use", nname, op, nout); break; }
-        vbs_b_node_raw(b, vop, nname, nin, ins, nout, (const char *const *)n->output, na, attrs);
+        const char *outs[2] = {out_override ? out_override : n->output[0], nout > 1 ? n->output[1] : NULL};
+        vbs_b_node_raw(b, vop, nname, nin, ins, nout, outs, na, attrs);
     }
+    free(skip);
+    free(fold_conv);
+    free(fold_out);
+    free(fold_bias);
     for (size_t i = 0; i < g->n_output && !st; i++) {
         const char *name = g->output[i]->name;
         konst *k = name ? kfind(&t, name) : NULL;
@@ -821,7 +901,7 @@ vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts
     vbs_model *m = vbs_model_alloc();
     *out = m;
     if (!m) return VBS_ERR_NOMEM;
-    ctx cc = {path, m->err, ""}, *c = &cc;
+    ctx cc = {path, m->err, "", ""}, *c = &cc;
     if (!path) return vbs_fail(m->err, VBS_ERR_ARG, "vbs_convert_onnx: NULL path");
     if (!(o.value >= 0) || !(o.sigma_floor > 0) || !(o.prior_sigma > 0) || o.value > 1e6f)
         return fail(c, VBS_ERR_ARG, "invalid sigma initialisation");
@@ -865,9 +945,9 @@ vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts
         char src[512];
         snprintf(src, sizeof src, "ONNX from %s %s", mp->producer_name ? mp->producer_name : "?", mp->producer_version ? mp->producer_version : "");
         if (!o.card || !o.card->description || !o.card->description[0]) card->description = vbs_b_str(b, src);
-        /* the sigma initialisation, after the card's own extra fields */
+        /* the sigma initialisation and any folding, after the card's own extra fields */
         int ne = card->n_extra;
-        vbs_kv *kv = vbs_b_alloc(b, sizeof(vbs_kv) * (size_t)(ne + 2));
+        vbs_kv *kv = vbs_b_alloc(b, sizeof(vbs_kv) * (size_t)(ne + 3));
         if (kv) {
             char sig[64];
             if (o.sigma == VBS_SIGMA_MOPED) snprintf(sig, sizeof sig, "moped:%g", (double)o.value);
@@ -876,8 +956,12 @@ vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts
             if (ne) memcpy(kv, card->extra, sizeof(vbs_kv) * (size_t)ne);
             kv[ne].key = vbs_b_str(b, "sigma_init");
             kv[ne].value = vbs_b_str(b, sig);
+            if (c->folded[0]) {
+                kv[ne + 1].key = vbs_b_str(b, "folded_batchnorm");
+                kv[ne + 1].value = vbs_b_str(b, c->folded);
+            }
             card->extra = kv;
-            card->n_extra = ne + 1;
+            card->n_extra = ne + 1 + (c->folded[0] != 0);
         }
     }
     onnx__model_proto__free_unpacked(mp, NULL);

@@ -182,6 +182,66 @@ static void sigma_rules(void) {
     }
 }
 
+/* Conv -> BatchNormalization: folded (one node left) for deterministic
+ * weights, kept for variational ones; the output is the same either way. */
+static void bn_folding(void) {
+    conv_model c;
+    make_conv(&c);
+    Onnx__NodeProto bn;
+    Onnx__TensorProto p[4];
+    float vals[4][2] = {{1.5f, -0.5f}, {0.25f, 1.f}, {0.1f, -0.2f}, {2.f, 0.5f}}; /* scale, bias, mean, var */
+    const char *names[4] = {"s", "beta", "mean", "var"};
+    int64_t two = 2;
+    Onnx__TensorProto *inits[6] = {&c.w, &c.b, &p[0], &p[1], &p[2], &p[3]};
+    for (int i = 0; i < 4; i++) {
+        onnx__tensor_proto__init(&p[i]);
+        p[i].name = (char *)names[i]; p[i].has_data_type = 1; p[i].data_type = 1; p[i].n_dims = 1; p[i].dims = &two;
+        p[i].n_float_data = 2; p[i].float_data = vals[i];
+    }
+    c.g.n_initializer = 6;
+    c.g.initializer = inits;
+    onnx__node_proto__init(&bn);
+    char *bin[5] = {"y", "s", "beta", "mean", "var"}, *bout[1] = {"z"};
+    bn.name = "bn1"; bn.op_type = "BatchNormalization"; bn.n_input = 5; bn.input = bin; bn.n_output = 1; bn.output = bout;
+    Onnx__NodeProto *nodes[2] = {&c.n, &bn};
+    c.g.n_node = 2;
+    c.g.node = nodes;
+    c.out.name = "z";
+    save("bn.onnx", &c.m.base);
+    float x[16], want[8];
+    for (int i = 0; i < 16; i++) x[i] = (float)(i % 7) - 3.f;
+    for (int oc = 0; oc < 2; oc++)
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) {
+                double acc = c.bv[oc];
+                for (int a = 0; a < 3; a++)
+                    for (int q = 0; q < 3; q++) acc += (double)x[(i + a) * 4 + j + q] * c.wv[oc * 9 + a * 3 + q];
+                want[oc * 4 + i * 2 + j] = (float)(vals[0][oc] * (acc - vals[2][oc]) / sqrt(vals[3][oc] + 1e-5) + vals[1][oc]);
+            }
+    for (int mode = 0; mode < 2; mode++) {
+        vbs_convert_opts o = vbs_convert_defaults();
+        if (mode == 0) o.sigma = VBS_SIGMA_NONE;
+        vbs_model *m;
+        CHECK(convert("bn.onnx", &o, &m) == VBS_OK, "%s", vbs_model_errmsg(m));
+        if (!m->loaded) { vbs_model_free(m); continue; }
+        CHECK(vbs_model_n_nodes(m) == (mode == 0 ? 1 : 2), "mode %d: %d nodes after conversion", mode, vbs_model_n_nodes(m));
+        const vbs_card *card = vbs_model_card(m);
+        int said = 0;
+        for (int i = 0; i < card->n_extra; i++) said |= !strcmp(card->extra[i].key, "folded_batchnorm") && strstr(card->extra[i].value, "bn1 into conv1");
+        CHECK(said == (mode == 0), "mode %d: the card %s the folding", mode, said ? "reports" : "does not report");
+        vbs_session *s;
+        vbs_session_new(m, &s);
+        int64_t shape[4] = {1, 1, 4, 4};
+        const float *y;
+        vbs_value_info info;
+        CHECK(vbs_session_forward(s, x, shape, 4, VBS_MODE_MEAN, 0, 0) == VBS_OK, "%s", vbs_session_errmsg(s));
+        vbs_session_output(s, 0, &y, &info);
+        CHECK(close_enough("conv+bn", y, want, 8, 1e-5, 1e-5), "mode %d: conv + batch norm output", mode);
+        vbs_session_free(s);
+        vbs_model_free(m);
+    }
+}
+
 static void hostile(void) {
     conv_model c;
     /* a nesting bomb: Model.graph > Graph.node > Node.attribute > Attribute.g > ... 10,000 times */
@@ -292,6 +352,7 @@ static void hostile(void) {
 int main(void) {
     if (!mkdtemp(dir)) return 1;
     sigma_rules();
+    bn_folding();
     hostile();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

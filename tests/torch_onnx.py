@@ -3,7 +3,8 @@
 
 Small U-Net and FCN models in 2D and 3D that use ConvTranspose, Concat,
 MaxPool, AveragePool, InstanceNormalization, Resize (nearest and linear),
-Pad, LeakyRelu, Softmax and Sigmoid are exported with torch.onnx.export at
+Pad, LeakyRelu, Softmax, Sigmoid and BatchNormalization (folded into its
+Conv for deterministic conversions) are exported with torch.onnx.export at
 opsets 11, 13 and 17, converted, and run with `vbseg run --raw --mode mean`;
 the outputs must equal PyTorch's (atol 1e-4, rtol 1e-3). The MOPED
 conversion must make the conv weights variational with sigma = 0.1 |w| and
@@ -48,14 +49,20 @@ class UNet(nn.Module):
 class FCN(nn.Module):
     def __init__(self, dims):
         super().__init__()
-        C = nn.Conv2d if dims == 2 else nn.Conv3d
+        C, B = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
         self.dims = dims
         self.c1 = C(2, 6, 3, padding=1, stride=2)
+        self.bn = B(6)
+        with torch.no_grad():  # trained-looking statistics, so that folding matters
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.2, 0.2)
         self.c2 = C(6, 6, 3, padding=2, dilation=2)
         self.head = C(6, 2, 1)
 
     def forward(self, x):
-        y = self.head(F.leaky_relu(self.c2(F.relu(self.c1(x))), 0.2))
+        y = self.head(F.leaky_relu(self.c2(F.relu(self.bn(self.c1(x)))), 0.2))
         mode = "bilinear" if self.dims == 2 else "trilinear"
         return torch.sigmoid(F.interpolate(y, scale_factor=2, mode=mode, align_corners=False))
 
