@@ -418,7 +418,8 @@ struct vbs_session {
     int have_acc;
     vbs_shape map_shape;    /* spatial shape of the last MC run */
     float *maps[VBS_MAP_COUNT];   /* computed on first request, owned */
-    float **slice_buf;      /* per worker: one gathered slice (2D model on a volume) */
+    float **in_buf, **out_buf;  /* per worker: the padded input of a pass, the cropped outputs */
+    int64_t *in_cap, *out_cap;  /* their sizes in floats */
     int have_forward;       /* worker 0 holds a forward pass readable by vbs_session_output */
     char err[VBS_ERRLEN];
 };

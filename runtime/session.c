@@ -12,6 +12,7 @@
  * one weight draw for every slice (the draw is a function of the seed
  * and i only), so each sample is one consistent function of the volume.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -58,10 +59,14 @@ void vbs_session_free(vbs_session *s) {
     if (!s) return;
     for (int i = 0; i < s->n_workers; i++) {
         vbs_worker_free(&s->workers[i]);
-        free(s->slice_buf[i]);
+        free(s->in_buf[i]);
+        free(s->out_buf[i]);
     }
     free(s->workers);
-    free(s->slice_buf);
+    free(s->in_buf);
+    free(s->out_buf);
+    free(s->in_cap);
+    free(s->out_cap);
     vbs_mc_acc_free(&s->acc);
     free_maps(s);
     free(s);
@@ -77,12 +82,19 @@ static vbs_status ensure_workers(vbs_session *s, int n) {
     vbs_worker *w = realloc(s->workers, sizeof *w * (size_t)n);
     if (!w) return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: workers");
     s->workers = w;
-    float **b = realloc(s->slice_buf, sizeof *b * (size_t)n);
-    if (!b) return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: workers");
-    s->slice_buf = b;
+    float **ib = realloc(s->in_buf, sizeof *ib * (size_t)n);
+    if (ib) s->in_buf = ib;
+    float **ob = realloc(s->out_buf, sizeof *ob * (size_t)n);
+    if (ob) s->out_buf = ob;
+    int64_t *ic = realloc(s->in_cap, sizeof *ic * (size_t)n);
+    if (ic) s->in_cap = ic;
+    int64_t *oc = realloc(s->out_cap, sizeof *oc * (size_t)n);
+    if (oc) s->out_cap = oc;
+    if (!ib || !ob || !ic || !oc) return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: workers");
     for (int i = s->n_workers; i < n; i++) {
         memset(&s->workers[i], 0, sizeof s->workers[i]);
-        s->slice_buf[i] = NULL;
+        s->in_buf[i] = s->out_buf[i] = NULL;
+        s->in_cap[i] = s->out_cap[i] = 0;
     }
     s->n_workers = n;
     return VBS_OK;
@@ -140,16 +152,82 @@ vbs_status vbs_session_output(vbs_session *s, int i, const float **data, vbs_val
     return VBS_OK;
 }
 
-/* Copies slice z of a (1, C, D, H, W) volume into a (1, C, H, W) buffer. */
-static void gather_slice(const float *vol, const vbs_shape *vs, int64_t z, float *dst) {
-    int64_t c = vs->d[1], d = vs->d[2], hw = vs->d[3] * vs->d[4];
-    for (int64_t ch = 0; ch < c; ch++) memcpy(dst + ch * hw, vol + (ch * d + z) * hw, sizeof(float) * (size_t)hw);
+/* Spatial geometry of one network pass: the region of the caller's data it
+ * covers (`sp`, up to 3 dims) and the zero-padded size it runs at (`pp`,
+ * centred: `pb` before, the rest after). */
+typedef struct { int nsp; int64_t sp[3], pp[3], pb[3]; } padding;
+
+/* Copies channel planes of the region into the padded buffer, zero elsewhere.
+ * src is C planes of sp voxels (or, sliced, slice z of (C, D, H, W)). */
+static void pad_in(const float *src, int64_t c, const padding *p, int sliced, int64_t depth, int64_t z, float *dst) {
+    int64_t pn = p->pp[0] * p->pp[1] * p->pp[2], sn = p->sp[0] * p->sp[1] * p->sp[2];
+    int padded = pn != sn;
+    if (padded) memset(dst, 0, sizeof(float) * (size_t)(c * pn));
+    for (int64_t ch = 0; ch < c; ch++) {
+        const float *plane = sliced ? src + (ch * depth + z) * sn : src + ch * sn;
+        float *out = dst + ch * pn;
+        if (!padded) { memcpy(out, plane, sizeof(float) * (size_t)sn); continue; }
+        for (int64_t a = 0; a < p->sp[0]; a++)
+            for (int64_t b = 0; b < p->sp[1]; b++)
+                memcpy(out + ((a + p->pb[0]) * p->pp[1] + b + p->pb[1]) * p->pp[2] + p->pb[2], plane + (a * p->sp[1] + b) * p->sp[2],
+                       sizeof(float) * (size_t)p->sp[2]);
+    }
+}
+
+/* The inverse for outputs: K padded planes -> K planes of the region. */
+static void crop_out(const float *src, int64_t k, const padding *p, float *dst) {
+    int64_t pn = p->pp[0] * p->pp[1] * p->pp[2], sn = p->sp[0] * p->sp[1] * p->sp[2];
+    for (int64_t ch = 0; ch < k; ch++)
+        for (int64_t a = 0; a < p->sp[0]; a++)
+            for (int64_t b = 0; b < p->sp[1]; b++)
+                memcpy(dst + ch * sn + (a * p->sp[1] + b) * p->sp[2],
+                       src + ch * pn + ((a + p->pb[0]) * p->pp[1] + b + p->pb[1]) * p->pp[2] + p->pb[2], sizeof(float) * (size_t)p->sp[2]);
+}
+
+static float *grow_buf(float *b, int64_t *cap, int64_t need) {
+    if (need <= *cap) return b;
+    float *n = realloc(b, sizeof(float) * (size_t)need);
+    if (n) *cap = need;
+    return n;
+}
+
+/* Finds the padded size a network accepts for spatial size sp: the input
+ * itself if its output keeps the size, else the next multiple of 2, 4, ...,
+ * 128 on every spatial axis (a U-Net of depth d needs multiples of 2^d). */
+static vbs_status fit(vbs_session *s, const vbs_shape *in, padding *p) {
+    const vbs_model *m = s->m;
+    char err[VBS_ERRLEN], first[VBS_ERRLEN] = "";
+    for (int64_t mult = 1; mult <= 128; mult *= 2) {
+        vbs_shape t = *in;
+        for (int i = 0; i < p->nsp; i++) t.d[2 + i] = (in->d[2 + i] + mult - 1) / mult * mult;
+        vbs_plan pl;
+        vbs_status st = vbs_plan_build(&pl, &m->g, &t, err);
+        if (st) {
+            if (!first[0]) snprintf(first, sizeof first, "%s", err);
+            continue;
+        }
+        const vbs_shape *ys = &pl.shapes[m->g.output_vals[0]];
+        int same = ys->ndim == t.ndim && ys->d[0] == 1;
+        for (int i = 2; same && i < t.ndim; i++) same = ys->d[i] == t.d[i];
+        vbs_plan_free(&pl);
+        if (!same) {
+            if (!first[0]) snprintf(first, sizeof first, "output '%s' is not the input's spatial size", m->def.outputs[0].name);
+            continue;
+        }
+        for (int i = 0; i < p->nsp; i++) {
+            p->pp[i] = t.d[2 + i];
+            p->pb[i] = (t.d[2 + i] - in->d[2 + i]) / 2;
+        }
+        return VBS_OK;
+    }
+    return vbs_fail(s->err, VBS_ERR_SHAPE, "the network takes no padding of this input up to multiples of 128: %s", first);
 }
 
 vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t *shape, int ndim, const vbs_mc_opts *opts) {
     if (!s) return VBS_ERR_ARG;
     s->err[0] = 0;
     s->have_acc = 0;
+    s->have_forward = 0;
     free_maps(s);
     vbs_mc_opts o = opts ? *opts : vbs_mc_defaults();
     if (!input) return vbs_fail(s->err, VBS_ERR_ARG, "NULL input");
@@ -161,57 +239,61 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
     const vbs_io_def *io = &m->def.inputs[0];
     /* a 2D model (rank-4 input) fed a (1, C, D, H, W) volume runs slice by slice */
     int sliced = io->ndim == 4 && ndim == 5;
-    vbs_shape vol, sh;
+    vbs_shape vol = {0, {0}}, sh;
     vbs_status st;
     if (sliced) {
-        if (ndim != 5) return vbs_fail(s->err, VBS_ERR_ARG, "bad volume");
         for (int i = 0; i < 5; i++) vol.d[i] = shape[i];
         vol.ndim = 5;
         int64_t sl[4] = {shape[0], shape[1], shape[3], shape[4]};
         if ((st = check_shape(s, sl, 4, &sh))) return st;
     } else if ((st = check_shape(s, shape, ndim, &sh))) return st;
     if (sh.d[0] != 1) return vbs_fail(s->err, VBS_ERR_ARG, "Monte-Carlo runs take a batch of 1, got %lld", (long long)sh.d[0]);
-    int64_t nslices = sliced ? vol.d[2] : 1;
+    if (sh.ndim < 3 || sh.ndim > 5) return vbs_fail(s->err, VBS_ERR_ARG, "input has %d dims; 1 to 3 spatial dims expected", sh.ndim);
+    /* pad to a size the network takes, crop the outputs back */
+    padding pad = {sh.ndim - 2, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}};
+    for (int i = 0; i < pad.nsp; i++) pad.sp[3 - pad.nsp + i] = sh.d[2 + i];
+    padding fitted = pad;
+    if ((st = fit(s, &sh, &fitted))) return st;
+    for (int i = 0; i < pad.nsp; i++) { pad.pp[3 - pad.nsp + i] = fitted.pp[i]; pad.pb[3 - pad.nsp + i] = fitted.pb[i]; }
+    for (int i = 0; i < 3 - pad.nsp; i++) { pad.pp[i] = 1; pad.pb[i] = 0; }
+    vbs_shape psh = sh;
+    for (int i = 0; i < pad.nsp; i++) psh.d[2 + i] = pad.pp[3 - pad.nsp + i];
+    int64_t nslices = sliced ? vol.d[2] : 1, c = sh.d[1], sn = pad.sp[0] * pad.sp[1] * pad.sp[2];
+    int64_t pn = pad.pp[0] * pad.pp[1] * pad.pp[2];
+    int padded = pn != sn;
     int t = o.threads ? o.threads : vbs_default_threads();
     int nw = t < o.n_samples ? t : o.n_samples;
+    if (nw > 64) nw = 64;
     if ((st = ensure_workers(s, nw))) return st;
-    int64_t slice_in = vbs_shape_numel(&sh);
-    for (int w = 0; w < nw && sliced; w++)
-        if (!s->slice_buf[w] && !(s->slice_buf[w] = malloc(sizeof(float) * (size_t)slice_in)))
-            return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: slice buffer");
     const vbs_card *card = &m->def.card;
     int hetero = card->heteroscedastic && m->def.n_outputs >= 2;
     char errs[64][VBS_ERRLEN];
     vbs_status sts[64];
-    if (nw > 64) nw = 64;
     /* Workers own the cores; BLAS stays single-threaded even for one sample,
      * where two BLAS threads measured slower than one (README, Threads). */
     vbs_blas_set_threads(1);
-    int64_t nvox_slice = 0;
     int k = 0;
     for (int64_t first = 0; first < o.n_samples; first += nw) {
         int active = o.n_samples - first < nw ? (int)(o.n_samples - first) : nw;
         for (int64_t z = 0; z < nslices; z++) {
+            for (int w = 0; w < active && (sliced || padded); w++) {
+                s->in_buf[w] = grow_buf(s->in_buf[w], &s->in_cap[w], c * pn);
+                if (!s->in_buf[w]) return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: input buffer");
+            }
 #pragma omp parallel for num_threads(active) schedule(static, 1) if (active > 1)
             for (int w = 0; w < active; w++) {
                 const float *x = input;
-                if (sliced) {
-                    gather_slice(input, &vol, z, s->slice_buf[w]);
-                    x = s->slice_buf[w];
+                if (sliced || padded) {
+                    pad_in(input, c, &pad, sliced, sliced ? vol.d[2] : 1, z, s->in_buf[w]);
+                    x = s->in_buf[w];
                 }
-                sts[w] = vbs_worker_run(&s->workers[w], m, x, &sh, o.mode, o.seed, (uint64_t)(first + w), errs[w]);
+                sts[w] = vbs_worker_run(&s->workers[w], m, x, &psh, o.mode, o.seed, (uint64_t)(first + w), errs[w]);
             }
             for (int w = 0; w < active; w++)
                 if (sts[w]) return vbs_fail(s->err, sts[w], "%s", errs[w]);
             if (!s->have_acc) {
-                /* first pass: learn the output geometry, then size the statistics */
+                /* first pass: learn the classes, then size the statistics */
                 const vbs_shape *ys = &s->workers[0].plan.shapes[m->g.output_vals[0]];
-                if (ys->ndim != sh.ndim || ys->d[0] != 1)
-                    return vbs_fail(s->err, VBS_ERR_SHAPE, "output '%s' must be (1, K, spatial...) like the input", m->def.outputs[0].name);
-                for (int i = 2; i < sh.ndim; i++)
-                    if (ys->d[i] != sh.d[i])
-                        return vbs_fail(s->err, VBS_ERR_SHAPE, "output '%s' is not the input's spatial size (axis %d: %lld vs %lld)",
-                                        m->def.outputs[0].name, i, (long long)ys->d[i], (long long)sh.d[i]);
                 k = (int)ys->d[1];
                 if (k > 64) return vbs_fail(s->err, VBS_ERR_UNSUPPORTED, "%d output classes (max 64)", k);
                 if (hetero) {
@@ -220,16 +302,26 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
                         return vbs_fail(s->err, VBS_ERR_SHAPE, "heteroscedastic output '%s' differs in shape from '%s'",
                                         m->def.outputs[1].name, m->def.outputs[0].name);
                 }
-                nvox_slice = vbs_shape_numel(ys) / k;
                 vbs_mc_acc_free(&s->acc);
-                if (vbs_mc_acc_init(&s->acc, nvox_slice * nslices, k, card->output_activation, hetero))
-                    return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: statistics for %lld voxels", (long long)(nvox_slice * nslices));
+                if (vbs_mc_acc_init(&s->acc, sn * nslices, k, card->output_activation, hetero))
+                    return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: statistics for %lld voxels", (long long)(sn * nslices));
                 s->have_acc = 1;
             }
             for (int w = 0; w < active; w++) {
                 const float *lg = vbs_worker_value(&s->workers[w], m, m->g.output_vals[0]);
                 const float *lv = hetero ? vbs_worker_value(&s->workers[w], m, m->g.output_vals[1]) : NULL;
-                vbs_mc_acc_add(&s->acc, z * nvox_slice, nvox_slice, s->acc.n + w + 1, lg, lv);
+                if (padded) {
+                    /* cropped copies of the outputs, in one scratch per worker */
+                    s->out_buf[w] = grow_buf(s->out_buf[w], &s->out_cap[w], (hetero ? 2 : 1) * k * sn);
+                    if (!s->out_buf[w]) return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: output buffer");
+                    crop_out(lg, k, &pad, s->out_buf[w]);
+                    lg = s->out_buf[w];
+                    if (lv) {
+                        crop_out(lv, k, &pad, s->out_buf[w] + k * sn);
+                        lv = s->out_buf[w] + k * sn;
+                    }
+                }
+                vbs_mc_acc_add(&s->acc, z * sn, sn, s->acc.n + w + 1, lg, lv);
             }
         }
         for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);
@@ -237,7 +329,7 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
     s->map_shape.ndim = sliced ? 3 : sh.ndim - 2;
     if (sliced) { s->map_shape.d[0] = vol.d[2]; s->map_shape.d[1] = vol.d[3]; s->map_shape.d[2] = vol.d[4]; }
     else for (int i = 2; i < sh.ndim; i++) s->map_shape.d[i - 2] = sh.d[i];
-    s->have_forward = !sliced && nw >= 1;
+    s->have_forward = !sliced && !padded;
     return VBS_OK;
 }
 
