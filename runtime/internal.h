@@ -395,6 +395,8 @@ typedef struct {
     float *mean_p, *m2_p;   /* k * nvox: running mean of p, sum of squared deviations */
     float *mean_h;            /* nvox: running mean of per-sample entropies */
     float *mean_mu, *m2_mu, *mean_var; /* hetero: k * nvox: mean and m2 of logits, mean variance */
+    int64_t *counts;         /* per sample and class: voxels whose argmax is that class */
+    int64_t counts_cap;      /* samples the counts array holds */
 } vbs_mc_acc;
 
 vbs_status vbs_mc_acc_init(vbs_mc_acc *a, int64_t nvox, int k, vbs_output_act act, int hetero);

@@ -19,7 +19,7 @@
 
 void vbs_mc_acc_free(vbs_mc_acc *a) {
     if (!a) return;
-    free(a->mean_p); free(a->m2_p); free(a->mean_h); free(a->mean_mu); free(a->m2_mu); free(a->mean_var);
+    free(a->mean_p); free(a->m2_p); free(a->mean_h); free(a->mean_mu); free(a->m2_mu); free(a->mean_var); free(a->counts);
     memset(a, 0, sizeof *a);
 }
 
@@ -57,6 +57,18 @@ void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const 
     int k = a->k;
     int64_t nv = a->nvox;
     float inv = 1.f / (float)nth;
+    /* per-sample label volumes (for their spread across samples) */
+    if (nth > a->counts_cap) {
+        int64_t cap = a->counts_cap ? 2 * a->counts_cap : 64;
+        while (cap < nth) cap *= 2;
+        int64_t *c = realloc(a->counts, sizeof(int64_t) * (size_t)(cap * k));
+        if (c) {
+            memset(c + a->counts_cap * k, 0, sizeof(int64_t) * (size_t)((cap - a->counts_cap) * k));
+            a->counts = c;
+            a->counts_cap = cap;
+        }
+    }
+    int64_t *vol = nth <= a->counts_cap ? a->counts + (nth - 1) * k : NULL;
     for (int64_t i = 0; i < cnt; i++) {
         float p[64], h = 0.f;
         int kk = k < 64 ? k : 64;
@@ -76,6 +88,15 @@ void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const 
             for (int c = 0; c < kk; c++) { p[c] = logits[c * cnt + i]; h -= xlogx(p[c]); }
         }
         int64_t v = off + i;
+        if (vol) {
+            if (a->act == VBS_ACT_SIGMOID && kk == 1) vol[0] += p[0] >= 0.5f; /* one sigmoid class: foreground voxels */
+            else {
+                int best = 0;
+                for (int c = 1; c < kk; c++)
+                    if (p[c] > p[best]) best = c;
+                vol[best]++;
+            }
+        }
         for (int c = 0; c < kk; c++) welford(&a->mean_p[c * nv + v], &a->m2_p[c * nv + v], p[c], inv);
         a->mean_h[v] += (h - a->mean_h[v]) * inv;
         if (a->hetero && logvar)

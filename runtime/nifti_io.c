@@ -413,3 +413,57 @@ vbs_volume *vbs_volume_create(const int64_t dims[4], const float pixdim[3], cons
     memcpy(h->magic, "n+1", 4);
     return v;
 }
+
+/* qform/sform matrices from libnifti, as the header defines them */
+static int geometry(const vbs_volume *v, int *qc, int *sc, double q[4][4], double sm[4][4], double pix[3]) {
+    nifti_image *nim = v->version == 1 ? nifti_convert_n1hdr2nim(v->h1, NULL) : v->version == 2 ? nifti_convert_n2hdr2nim(v->h2, NULL) : NULL;
+    if (!nim) return 0;
+    *qc = nim->qform_code;
+    *sc = nim->sform_code;
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) { q[i][j] = nim->qto_xyz.m[i][j]; sm[i][j] = nim->sto_xyz.m[i][j]; }
+    pix[0] = nim->dx; pix[1] = nim->dy; pix[2] = nim->dz;
+    nifti_image_free(nim);
+    return 1;
+}
+
+int vbs_volume_same_geometry(const vbs_volume *a, const vbs_volume *b, char *why, size_t n) {
+    if (a->dims[0] != b->dims[0] || a->dims[1] != b->dims[1] || a->dims[2] != b->dims[2]) {
+        if (why) snprintf(why, n, "dims %lldx%lldx%lld differ from %lldx%lldx%lld", (long long)b->dims[0], (long long)b->dims[1],
+                          (long long)b->dims[2], (long long)a->dims[0], (long long)a->dims[1], (long long)a->dims[2]);
+        return 0;
+    }
+    if (!a->version || !b->version) return a->version == b->version;
+    int qa, sa, qb, sb;
+    double qma[4][4], sma[4][4], qmb[4][4], smb[4][4], pa[3], pb[3];
+    nifti_set_debug_level(0);
+    if (!geometry(a, &qa, &sa, qma, sma, pa) || !geometry(b, &qb, &sb, qmb, smb, pb)) {
+        if (why) snprintf(why, n, "unreadable geometry");
+        return 0;
+    }
+    if (qa != qb || sa != sb) {
+        if (why) snprintf(why, n, "qform/sform codes %d/%d differ from %d/%d", qb, sb, qa, sa);
+        return 0;
+    }
+    for (int i = 0; i < 3; i++)
+        if (fabs(pa[i] - pb[i]) > 1e-4 * (1 + fabs(pa[i]))) {
+            if (why) snprintf(why, n, "pixdim differs on axis %d", i);
+            return 0;
+        }
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++)
+            if ((qa > 0 && fabs(qma[i][j] - qmb[i][j]) > 1e-4 * (1 + fabs(qma[i][j]))) ||
+                (sa > 0 && fabs(sma[i][j] - smb[i][j]) > 1e-4 * (1 + fabs(sma[i][j])))) {
+                if (why) snprintf(why, n, "affine differs (row %d, column %d)", i, j);
+                return 0;
+            }
+    return 1;
+}
+
+double vbs_volume_voxel_ml(const vbs_volume *v) {
+    double d[3] = {1, 1, 1};
+    if (v->version == 1) for (int i = 0; i < 3; i++) d[i] = fabs((double)v->h1.pixdim[i + 1]);
+    else if (v->version == 2) for (int i = 0; i < 3; i++) d[i] = fabs(v->h2.pixdim[i + 1]);
+    double ml = d[0] * d[1] * d[2] / 1000.0; /* mm^3 -> mL */
+    return ml > 0 && isfinite(ml) ? ml : 0.001;
+}

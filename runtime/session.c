@@ -333,6 +333,15 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
     return VBS_OK;
 }
 
+vbs_status vbs_session_label_counts(vbs_session *s, const int64_t **counts, int64_t *n_samples, int *k) {
+    if (!s || !counts || !n_samples || !k) return VBS_ERR_ARG;
+    if (!s->have_acc || !s->acc.counts) return vbs_fail(s->err, VBS_ERR_STATE, "no Monte-Carlo run has completed on this session");
+    *counts = s->acc.counts;
+    *n_samples = s->acc.n;
+    *k = s->acc.k;
+    return VBS_OK;
+}
+
 vbs_status vbs_session_map(vbs_session *s, vbs_map which, const float **data, vbs_map_info *info) {
     if (!s || !data) return VBS_ERR_ARG;
     if (which < 0 || which >= VBS_MAP_COUNT) return vbs_fail(s->err, VBS_ERR_ARG, "unknown map %d", (int)which);

@@ -284,6 +284,11 @@ const char *vbs_map_name(vbs_map which);
  * fail with VBS_ERR_STATE for a model without such a head. */
 vbs_status vbs_session_map(vbs_session *s, vbs_map which, const float **data, vbs_map_info *info);
 
+/* Per-sample label volumes of the last vbs_session_run_mc: counts[i * k + c]
+ * is the number of voxels whose most probable class in sample i is c (for a
+ * single sigmoid class, the voxels at p >= 0.5). Borrowed. */
+vbs_status vbs_session_label_counts(vbs_session *s, const int64_t **counts, int64_t *n_samples, int *k);
+
 /* ---- preprocessing ---------------------------------------------------- */
 
 /* Normalises channel-major data (channels blocks of nvox floats) in place as
@@ -315,6 +320,14 @@ vbs_status vbs_volume_read_npy(const char *path, vbs_volume **out, char *err, si
 vbs_volume *vbs_volume_create(const int64_t dims[4], const float pixdim[3], const float origin[3]);
 
 void vbs_volume_free(vbs_volume *v);
+
+/* 1 if a and b have the same dims (x, y, z), pixdim and affine (qform and
+ * sform codes and matrices, within 1e-4); else 0 and why (size n) says what
+ * differs. */
+int vbs_volume_same_geometry(const vbs_volume *a, const vbs_volume *b, char *why, size_t n);
+
+/* Volume of one voxel in millilitres (pixdim x*y*z, in the file's units). */
+double vbs_volume_voxel_ml(const vbs_volume *v);
 
 /* Spatial dims x, y, z (z = 1 for 2D) and t (channels of a 4D file). */
 void vbs_volume_dims(const vbs_volume *v, int64_t dims[4]);

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# infer.sh BUILD_DIR: `vbseg infer` end to end on generated cases in every
+# input layout; a folder of 3 good and 4 bad cases; SIGKILL then re-run;
+# shards; the same bytes at 1 and 2 threads.
+set -u
+B=$1
+S=$(cd "$(dirname "$0")" && pwd)
+V=$B/vbseg
+T=$(mktemp -d /tmp/vbs_infer.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+ok() { if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $*"; fi; }
+not() { ! "$@"; }
+PY=/usr/bin/python3
+
+"$V" create --arch unet --dims 2 --in-channels 4 --classes 4 --base 4 --depth 3 --latent 4 --rho -3 --out "$T/m.vbseg" >/dev/null
+
+# BraTS 2021 folders: three good cases of different sizes (181 x 217 is the real in-plane size)
+mkdir -p "$T/b21"
+sizes=("61 53 5" "40 48 4" "181 217 4")
+i=0
+for c in BraTS_001 BraTS_002 BraTS_003; do
+  mkdir -p "$T/b21/$c"; "$B/samples/make_scan" "$T/b21/$c" "$c" ${sizes[$i]} >/dev/null; i=$((i+1))
+done
+cp "$T/b21/BraTS_001/BraTS_001_flair.nii.gz" "$T/b21/BraTS_001/BraTS_001_seg.nii.gz"   # an extra file: reported, ignored
+ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/o21" --samples 3 --quiet
+for c in BraTS_001 BraTS_002 BraTS_003; do
+  for f in "" _entropy _epistemic _aleatoric _regions; do ok test -s "$T/o21/$c$f.nii.gz"; done
+done
+ok grep -q "extra file BraTS_001_seg.nii.gz ignored" "$T/o21/summary.csv"
+ok $PY - "$T" <<'PY'
+import csv, gzip, json, struct, sys
+t = sys.argv[1]
+def hdr(p):
+    h = gzip.open(p).read(348)
+    return struct.unpack('<8h', h[40:56]), h[76:108], h[252:328], struct.unpack('<h', h[70:72])[0]
+for c in ("BraTS_001", "BraTS_002", "BraTS_003"):
+    ref = hdr(f"{t}/b21/{c}/{c}_t1.nii.gz")
+    for suf in ("", "_entropy", "_epistemic", "_aleatoric", "_regions"):
+        d, pix, geo, dt = hdr(f"{t}/o21/{c}{suf}.nii.gz")
+        assert d[1:4] == ref[0][1:4] and pix[4:16] == ref[1][4:16] and geo == ref[2], (c, suf)
+    raw = gzip.open(f"{t}/o21/{c}.nii.gz").read()
+    labels = set(raw[352:])
+    assert labels <= {0, 1, 2, 4}, labels          # BraTS 2018/2021 label values only
+rows = list(csv.DictReader(open(f"{t}/o21/summary.csv")))
+assert [r["status"] for r in rows] == ["ok"] * 3 and sorted(int(r["qc_rank"]) for r in rows) == [1, 2, 3]
+assert all(float(r["wt_ml"]) >= float(r["tc_ml"]) >= float(r["et_ml"]) >= 0 for r in rows)
+assert len(json.load(open(f"{t}/o21/summary.json"))) == 3
+PY
+# nibabel, where installed, reads the same geometry
+if $PY -c "import nibabel" 2>/dev/null; then
+  ok $PY -c "import nibabel as nb, numpy as np, sys; a=nb.load(sys.argv[1]); b=nb.load(sys.argv[2]); assert np.allclose(a.affine, b.affine) and a.shape == b.shape" \
+    "$T/b21/BraTS_002/BraTS_002_t1.nii.gz" "$T/o21/BraTS_002.nii.gz"
+fi
+
+# BraTS 2023 names, nnU-Net numbering and a flat 4D file give the same labels for the same scan
+mkdir -p "$T/b23/BraTS-GLI-00001-000" "$T/nn" "$T/flat"
+for pair in flair:t2f t1:t1n t1ce:t1c t2:t2w; do
+  cp "$T/b21/BraTS_002/BraTS_002_${pair%%:*}.nii.gz" "$T/b23/BraTS-GLI-00001-000/BraTS-GLI-00001-000-${pair##*:}.nii.gz"
+done
+n=0; for ch in flair t1 t1ce t2; do cp "$T/b21/BraTS_002/BraTS_002_$ch.nii.gz" "$T/nn/BraTS_002_000$n.nii.gz"; n=$((n+1)); done
+ok "$V" infer --model "$T/m.vbseg" --input "$T/b23" --output "$T/o23" --samples 3 --quiet
+ok "$V" infer --model "$T/m.vbseg" --input "$T/nn" --output "$T/onn" --samples 3 --quiet
+ok cmp -s "$T/o21/BraTS_002.nii.gz" "$T/o23/BraTS-GLI-00001-000.nii.gz"
+ok cmp -s "$T/o21/BraTS_002_epistemic.nii.gz" "$T/onn/BraTS_002_epistemic.nii.gz"
+$PY "$S/write_nifti.py" "$T/flat/scanA.nii.gz" 40 36 3 4
+ok "$V" infer --model "$T/m.vbseg" --input "$T/flat" --output "$T/oflat" --samples 2 --quiet
+ok test -s "$T/oflat/scanA_epistemic.nii.gz"
+"$V" infer --model "$T/m.vbseg" --input "$T/flat" --output "$T/oflat2" --layout nnunet --quiet 2>/dev/null
+ok test ! -e "$T/oflat2/scanA.nii.gz"   # forced to the wrong layout: no case is taken for one
+
+# 3 good + 4 bad cases: truncated gzip, random bytes, a wrong-shape channel, a missing channel
+mkdir -p "$T/mix"
+cp -r "$T/b21/BraTS_001" "$T/b21/BraTS_002" "$T/mix/"
+mkdir -p "$T/mix/Good_3" && "$B/samples/make_scan" "$T/mix/Good_3" Good_3 32 32 4 >/dev/null
+for c in Bad_trunc Bad_random Bad_shape Bad_missing; do mkdir -p "$T/mix/$c"; "$B/samples/make_scan" "$T/mix/$c" "$c" 32 32 4 >/dev/null; done
+head -c 2000 "$T/b21/BraTS_002/BraTS_002_t2.nii.gz" >"$T/mix/Bad_trunc/Bad_trunc_t2.nii.gz"
+head -c 5000 /dev/urandom >"$T/mix/Bad_random/Bad_random_t1.nii.gz"
+"$B/samples/make_scan" "$T/mix" tmp 32 28 4 >/dev/null && mv "$T/mix/tmp_t1ce.nii.gz" "$T/mix/Bad_shape/Bad_shape_t1ce.nii.gz" && rm -f "$T/mix"/tmp_*
+rm "$T/mix/Bad_missing/Bad_missing_flair.nii.gz"
+"$V" infer --model "$T/m.vbseg" --input "$T/mix" --output "$T/omix" --samples 2 >"$T/mix.out" 2>&1
+ok test $? -ne 0
+ok grep -q "4 of 7 cases failed" "$T/mix.out"
+for c in BraTS_001 BraTS_002 Good_3; do ok test -s "$T/omix/${c}_epistemic.nii.gz"; done
+ok test -z "$(ls "$T/omix" | grep '^Bad_')"                     # no partial files for bad cases
+ok test -z "$(find "$T" -name '*.tmp.*')"                          # no temporaries anywhere
+ok $PY - "$T/omix/summary.csv" <<'PY'
+import csv, sys
+rows = {r["case"]: r for r in csv.DictReader(open(sys.argv[1]))}
+assert len(rows) == 7
+want = {"Bad_trunc": "truncated", "Bad_random": "sizeof_hdr", "Bad_shape": "dims", "Bad_missing": "missing channel flair"}
+for c, needle in want.items():
+    assert rows[c]["status"] == "error" and needle in rows[c]["error"], (c, rows[c]["error"])
+order = list(rows)
+assert all(rows[c]["status"] == "error" for c in order[:4])       # failures first, then the most uncertain
+PY
+
+# SIGKILL mid-run, re-run: the same bytes as an uninterrupted run, finished cases not recomputed
+"$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/ref" --samples 12 --quiet
+"$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/killed" --samples 12 --quiet &
+pid=$!
+for _ in $(seq 200); do [ -s "$T/killed/manifest.tsv" ] && break; sleep 0.02; done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+done_before=$(tail -n +2 "$T/killed/manifest.tsv" 2>/dev/null | cut -f1)
+n_before=$(echo $done_before | wc -w)
+ok test "$n_before" -ge 1 -a "$n_before" -le 2                 # killed after the first case, before the last
+"$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/killed" --samples 12 >"$T/rerun.out" 2>&1
+ok test $? -eq 0
+for c in $done_before; do ok grep -q "$c: already done" "$T/rerun.out"; done
+for f in "$T"/ref/*.nii.gz; do ok cmp -s "$f" "$T/killed/$(basename "$f")"; done
+ok test -z "$(ls "$T/killed" | grep -v -E '\.nii\.gz$|^summary|^manifest|\.tmp\.')"   # a SIGKILL may leave a temporary, never a partial output
+"$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/killed" --samples 13 >"$T/rerun2.out" 2>&1
+ok not grep -q "already done" "$T/rerun2.out"                  # other options: nothing skipped
+
+# shards cover every case exactly once; 1 and 2 threads give the same bytes
+for i in 0 1 2; do "$V" infer --model "$T/m.vbseg" --input "$T/mix" --output "$T/sh" --samples 2 --shard $i/3 --quiet 2>/dev/null; done
+ok $PY - "$T/sh" <<'PY'
+import csv, glob, sys
+ids = [r["case"] for f in sorted(glob.glob(sys.argv[1] + "/summary.shard-*-of-3.csv")) for r in csv.DictReader(open(f))]
+assert len(ids) == 7 and len(set(ids)) == 7, ids
+PY
+ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/t1" --samples 3 --threads 1 --quiet
+ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/t2" --samples 3 --threads 2 --quiet
+for f in "$T"/t1/*.nii.gz; do ok cmp -s "$f" "$T/t2/$(basename "$f")"; done
+echo "infer: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
