@@ -405,6 +405,10 @@ vbs_status vbs_mc_acc_init(vbs_mc_acc *a, int64_t nvox, int k, vbs_output_act ac
  * number for these voxels. Call vbs_mc_acc_commit once per sample after
  * all its regions. */
 void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const float *logits, const float *logvar);
+/* As vbs_mc_acc_add with the class probabilities given (probs, k x cnt);
+ * logits and logvar feed only the heteroscedastic statistics (may be NULL). */
+void vbs_mc_acc_add_probs(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const float *probs, const float *logits,
+                          const float *logvar);
 void vbs_mc_acc_commit(vbs_mc_acc *a);
 /* Number of floats of a map. */
 int64_t vbs_mc_map_size(const vbs_mc_acc *a, vbs_map which);

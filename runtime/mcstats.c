@@ -53,7 +53,19 @@ static inline void welford(float *mean, float *m2, float x, float inv_n) {
     *m2 += d * (x - *mean);
 }
 
+static void add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const float *probs, const float *logits, const float *logvar);
+
 void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const float *logits, const float *logvar) {
+    add(a, off, cnt, nth, NULL, logits, logvar);
+}
+
+void vbs_mc_acc_add_probs(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const float *probs, const float *logits,
+                          const float *logvar) {
+    add(a, off, cnt, nth, probs, logits, logvar);
+}
+
+/* probs: class probabilities given (blended windows), else from logits */
+static void add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const float *probs, const float *logits, const float *logvar) {
     int k = a->k;
     int64_t nv = a->nvox;
     float inv = 1.f / (float)nth;
@@ -72,7 +84,13 @@ void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const 
     for (int64_t i = 0; i < cnt; i++) {
         float p[64], h = 0.f;
         int kk = k < 64 ? k : 64;
-        if (a->act == VBS_ACT_SIGMOID) {
+        if (probs) {
+            for (int c = 0; c < kk; c++) {
+                p[c] = probs[c * cnt + i];
+                h -= xlogx(p[c]);
+                if (a->act == VBS_ACT_SIGMOID) h -= xlogx(1.f - p[c]);
+            }
+        } else if (a->act == VBS_ACT_SIGMOID) {
             /* one channel per independent binary class */
             for (int c = 0; c < kk; c++) {
                 float q = 1.f / (1.f + expf(-logits[c * cnt + i]));
@@ -99,7 +117,7 @@ void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const 
         }
         for (int c = 0; c < kk; c++) welford(&a->mean_p[c * nv + v], &a->m2_p[c * nv + v], p[c], inv);
         a->mean_h[v] += (h - a->mean_h[v]) * inv;
-        if (a->hetero && logvar)
+        if (a->hetero && logvar && logits)
             for (int c = 0; c < kk; c++) {
                 welford(&a->mean_mu[c * nv + v], &a->m2_mu[c * nv + v], logits[c * cnt + i], inv);
                 a->mean_var[c * nv + v] += (expf(logvar[c * cnt + i]) - a->mean_var[c * nv + v]) * inv;

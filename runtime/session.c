@@ -12,6 +12,7 @@
  * one weight draw for every slice (the draw is a function of the seed
  * and i only), so each sample is one consistent function of the volume.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 #include "internal.h"
 
 vbs_mc_opts vbs_mc_defaults(void) {
-    vbs_mc_opts o = {20, 0, VBS_MODE_SAMPLE, 0};
+    vbs_mc_opts o = {20, 0, VBS_MODE_SAMPLE, 0, 0.5f};
     return o;
 }
 
@@ -223,6 +224,159 @@ static vbs_status fit(vbs_session *s, const vbs_shape *in, padding *p) {
     return vbs_fail(s->err, VBS_ERR_SHAPE, "the network takes no padding of this input up to multiples of 128: %s", first);
 }
 
+/* Window starts along one axis: first at 0, last at size - patch, about
+ * patch * (1 - overlap) apart. */
+static int64_t starts(int64_t size, int64_t patch, float overlap, int64_t *out, int64_t max) {
+    if (size <= patch) { out[0] = 0; return 1; }
+    double step = (double)patch * (1.0 - overlap);
+    if (step < 1) step = 1;
+    int64_t n = (int64_t)ceil((double)(size - patch) / step) + 1;
+    if (n > max) n = max;
+    for (int64_t i = 0; i < n; i++) out[i] = n == 1 ? 0 : (int64_t)llround((double)i * (double)(size - patch) / (double)(n - 1));
+    return n;
+}
+
+/* 3D sliding windows with Gaussian blending of the class probabilities.
+ * vol is (1, C, D, H, W); patch the card's (D, H, W) patch size. */
+static vbs_status run_windows(vbs_session *s, const float *input, const vbs_shape *vol, const int64_t *patch, const vbs_mc_opts *o) {
+    const vbs_model *m = s->m;
+    const vbs_card *card = &m->def.card;
+    int64_t c = vol->d[1], sz[3] = {vol->d[2], vol->d[3], vol->d[4]}, ws[3], st[3][4096], nst[3];
+    float overlap = o->overlap > 0 ? o->overlap : 0.5f;
+    if (!(overlap < 0.95f)) return vbs_fail(s->err, VBS_ERR_ARG, "overlap %g is not in 0..0.9", (double)overlap);
+    for (int i = 0; i < 3; i++) {
+        ws[i] = sz[i] < patch[i] ? sz[i] : patch[i];
+        nst[i] = starts(sz[i], ws[i], overlap, st[i], 4096);
+    }
+    /* the window's network size: the patch, padded to what the network takes */
+    vbs_shape wsh = {5, {1, c, ws[0], ws[1], ws[2]}};
+    padding pad = {3, {ws[0], ws[1], ws[2]}, {1, 1, 1}, {0, 0, 0}};
+    vbs_status stt = fit(s, &wsh, &pad);
+    if (stt) return stt;
+    vbs_shape psh = {5, {1, c, pad.pp[0], pad.pp[1], pad.pp[2]}};
+    int64_t wn = ws[0] * ws[1] * ws[2], pn = pad.pp[0] * pad.pp[1] * pad.pp[2], nvox = sz[0] * sz[1] * sz[2];
+    int hetero = card->heteroscedastic && m->def.n_outputs >= 2;
+    int t = o->threads ? o->threads : vbs_default_threads();
+    int nw = t < o->n_samples ? t : o->n_samples;
+    if (nw > 64) nw = 64;
+    vbs_status st2 = ensure_workers(s, nw);
+    if (st2) return st2;
+    /* Gaussian importance of a window's voxels, and the blended weight of every voxel */
+    float *gw = malloc(sizeof(float) * (size_t)wn), *wsum = calloc((size_t)nvox, sizeof(float));
+    if (!gw || !wsum) { free(gw); free(wsum); return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: window weights"); }
+    for (int64_t a = 0; a < ws[0]; a++)
+        for (int64_t b = 0; b < ws[1]; b++)
+            for (int64_t e = 0; e < ws[2]; e++) {
+                double g = 1;
+                int64_t q[3] = {a, b, e};
+                for (int i = 0; i < 3; i++) {
+                    double sig = (double)ws[i] / 8.0, dz = (double)q[i] - (double)(ws[i] - 1) / 2.0;
+                    g *= exp(-0.5 * dz * dz / (sig * sig));
+                }
+                gw[(a * ws[1] + b) * ws[2] + e] = (float)(g > 1e-4 ? g : 1e-4); /* no voxel gets weight 0 */
+            }
+    for (int64_t i0 = 0; i0 < nst[0]; i0++)
+        for (int64_t i1 = 0; i1 < nst[1]; i1++)
+            for (int64_t i2 = 0; i2 < nst[2]; i2++)
+                for (int64_t a = 0; a < ws[0]; a++)
+                    for (int64_t b = 0; b < ws[1]; b++)
+                        for (int64_t e = 0; e < ws[2]; e++)
+                            wsum[((st[0][i0] + a) * sz[1] + st[1][i1] + b) * sz[2] + st[2][i2] + e] += gw[(a * ws[1] + b) * ws[2] + e];
+    char errs[64][VBS_ERRLEN];
+    vbs_status sts[64];
+    vbs_blas_set_threads(1);
+    int k = 0, nout = hetero ? 3 : 1; /* blended planes per class: probabilities (+ logits, log-variances) */
+    vbs_status ret = VBS_OK;
+    for (int64_t first = 0; first < o->n_samples && !ret; first += nw) {
+        int active = o->n_samples - first < nw ? (int)(o->n_samples - first) : nw;
+        for (int64_t i0 = 0; i0 < nst[0] && !ret; i0++)
+            for (int64_t i1 = 0; i1 < nst[1] && !ret; i1++)
+                for (int64_t i2 = 0; i2 < nst[2] && !ret; i2++) {
+                    for (int w = 0; w < active; w++) {
+                        s->in_buf[w] = grow_buf(s->in_buf[w], &s->in_cap[w], c * pn);
+                        if (!s->in_buf[w]) { ret = vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: window buffer"); break; }
+                    }
+                    if (ret) break;
+#pragma omp parallel for num_threads(active) schedule(static, 1) if (active > 1)
+                    for (int w = 0; w < active; w++) {
+                        float *dst = s->in_buf[w];
+                        memset(dst, 0, sizeof(float) * (size_t)(c * pn));
+                        for (int64_t ch = 0; ch < c; ch++)
+                            for (int64_t a = 0; a < ws[0]; a++)
+                                for (int64_t b = 0; b < ws[1]; b++)
+                                    memcpy(dst + ch * pn + ((a + pad.pb[0]) * pad.pp[1] + b + pad.pb[1]) * pad.pp[2] + pad.pb[2],
+                                           input + ((ch * sz[0] + st[0][i0] + a) * sz[1] + st[1][i1] + b) * sz[2] + st[2][i2],
+                                           sizeof(float) * (size_t)ws[2]);
+                        sts[w] = vbs_worker_run(&s->workers[w], m, dst, &psh, o->mode, o->seed, (uint64_t)(first + w), errs[w]);
+                    }
+                    for (int w = 0; w < active && !ret; w++)
+                        if (sts[w]) ret = vbs_fail(s->err, sts[w], "%s", errs[w]);
+                    if (ret) break;
+                    if (!s->have_acc) {
+                        const vbs_shape *ys = &s->workers[0].plan.shapes[m->g.output_vals[0]];
+                        k = (int)ys->d[1];
+                        if (k > 64) { ret = vbs_fail(s->err, VBS_ERR_UNSUPPORTED, "%d output classes (max 64)", k); break; }
+                        vbs_mc_acc_free(&s->acc);
+                        if (vbs_mc_acc_init(&s->acc, nvox, k, card->output_activation, hetero)) {
+                            ret = vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: statistics for %lld voxels", (long long)nvox);
+                            break;
+                        }
+                        s->have_acc = 1;
+                    }
+                    /* each worker's window, as probabilities (and logits), weighted into its sample's volume */
+                    for (int w = 0; w < active && !ret; w++) {
+                        int64_t need = (int64_t)nout * k * nvox;
+                        if (s->out_cap[w] < need || i0 + i1 + i2 == 0) {
+                            s->out_buf[w] = grow_buf(s->out_buf[w], &s->out_cap[w], need);
+                            if (!s->out_buf[w]) { ret = vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: blended volume"); break; }
+                        }
+                        if (i0 + i1 + i2 == 0) memset(s->out_buf[w], 0, sizeof(float) * (size_t)need);
+                        const float *lg = vbs_worker_value(&s->workers[w], m, m->g.output_vals[0]);
+                        const float *lv = hetero ? vbs_worker_value(&s->workers[w], m, m->g.output_vals[1]) : NULL;
+                        float *vp = s->out_buf[w];
+                        for (int64_t a = 0; a < ws[0]; a++)
+                            for (int64_t b = 0; b < ws[1]; b++)
+                                for (int64_t e = 0; e < ws[2]; e++) {
+                                    int64_t pv = ((a + pad.pb[0]) * pad.pp[1] + b + pad.pb[1]) * pad.pp[2] + pad.pb[2] + e;
+                                    int64_t v = ((st[0][i0] + a) * sz[1] + st[1][i1] + b) * sz[2] + st[2][i2] + e;
+                                    float g = gw[(a * ws[1] + b) * ws[2] + e], pr[64];
+                                    if (card->output_activation == VBS_ACT_SIGMOID)
+                                        for (int q = 0; q < k; q++) pr[q] = 1.f / (1.f + expf(-lg[q * pn + pv]));
+                                    else if (card->output_activation == VBS_ACT_SOFTMAX) {
+                                        float mx = lg[pv], sum = 0;
+                                        for (int q = 1; q < k; q++) mx = fmaxf(mx, lg[q * pn + pv]);
+                                        for (int q = 0; q < k; q++) sum += pr[q] = expf(lg[q * pn + pv] - mx);
+                                        for (int q = 0; q < k; q++) pr[q] /= sum;
+                                    } else
+                                        for (int q = 0; q < k; q++) pr[q] = lg[q * pn + pv];
+                                    for (int q = 0; q < k; q++) {
+                                        vp[q * nvox + v] += g * pr[q];
+                                        if (hetero) {
+                                            vp[(k + q) * nvox + v] += g * lg[q * pn + pv];
+                                            vp[(2 * k + q) * nvox + v] += g * lv[q * pn + pv];
+                                        }
+                                    }
+                                }
+                    }
+                }
+        if (ret) break;
+        /* the round's samples, normalised by the weights, into the statistics in sample order */
+        for (int w = 0; w < active; w++) {
+            float *vp = s->out_buf[w];
+            for (int q = 0; q < nout * k; q++)
+                for (int64_t v = 0; v < nvox; v++) vp[q * nvox + v] /= wsum[v];
+            vbs_mc_acc_add_probs(&s->acc, 0, nvox, s->acc.n + w + 1, vp, hetero ? vp + k * nvox : NULL, hetero ? vp + 2 * k * nvox : NULL);
+        }
+        for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);
+    }
+    free(gw);
+    free(wsum);
+    if (ret) { s->have_acc = 0; return ret; }
+    s->map_shape.ndim = 3;
+    for (int i = 0; i < 3; i++) s->map_shape.d[i] = sz[i];
+    return VBS_OK;
+}
+
 vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t *shape, int ndim, const vbs_mc_opts *opts) {
     if (!s) return VBS_ERR_ARG;
     s->err[0] = 0;
@@ -248,6 +402,11 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
         if ((st = check_shape(s, sl, 4, &sh))) return st;
     } else if ((st = check_shape(s, shape, ndim, &sh))) return st;
     if (sh.d[0] != 1) return vbs_fail(s->err, VBS_ERR_ARG, "Monte-Carlo runs take a batch of 1, got %lld", (long long)sh.d[0]);
+    /* a 3D model with a 3D patch on a larger volume: sliding windows */
+    const vbs_card *cd = &m->def.card;
+    if (!sliced && sh.ndim == 5 && cd->n_patch == 3 &&
+        (sh.d[2] > cd->patch[0] || sh.d[3] > cd->patch[1] || sh.d[4] > cd->patch[2]))
+        return run_windows(s, input, &sh, cd->patch, &o);
     if (sh.ndim < 3 || sh.ndim > 5) return vbs_fail(s->err, VBS_ERR_ARG, "input has %d dims; 1 to 3 spatial dims expected", sh.ndim);
     /* pad to a size the network takes, crop the outputs back */
     padding pad = {sh.ndim - 2, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}};

@@ -64,7 +64,7 @@ static void analytic(void) {
     vbs_session *s;
     vbs_session_new(m, &s);
     int64_t shape[4] = {1, 1, 1, NX};
-    vbs_mc_opts o = {20000, 11, VBS_MODE_SAMPLE, 1};
+    vbs_mc_opts o = {20000, 11, VBS_MODE_SAMPLE, 1, 0.5f};
     CHECK(vbs_session_run_mc(s, xs, shape, 4, &o) == VBS_OK, "%s", vbs_session_errmsg(s));
     const float *pm, *pv, *ent, *ee, *mi, *lab;
     vbs_map_info info;
@@ -125,7 +125,7 @@ static float *image(int64_t n) {
 static double mean_mi(vbs_model *m, const float *x, int64_t *shape, int nd) {
     vbs_session *s;
     vbs_session_new(m, &s);
-    vbs_mc_opts o = {16, 3, VBS_MODE_SAMPLE, 1};
+    vbs_mc_opts o = {16, 3, VBS_MODE_SAMPLE, 1, 0.5f};
     vbs_session_run_mc(s, x, shape, nd, &o);
     const float *mi;
     vbs_map_info info;
@@ -155,7 +155,7 @@ static void sigma_zero_and_growth(void) {
         same &= !memcmp(y, mean_out, sizeof mean_out);
     }
     CHECK(same, "with sigma = 0 a sampled pass differs from the mean pass");
-    vbs_mc_opts o = {8, 1, VBS_MODE_SAMPLE, 1};
+    vbs_mc_opts o = {8, 1, VBS_MODE_SAMPLE, 1, 0.5f};
     vbs_session_run_mc(s, x, shape, 4, &o);
     const float *mi, *pv;
     vbs_session_map(s, VBS_MAP_MUTUAL_INFO, &mi, NULL);
@@ -182,7 +182,7 @@ static void sigma_zero_and_growth(void) {
 static float *run_all(vbs_model *m, const float *x, int64_t *shape, int nd, uint64_t seed, int threads, int64_t *n) {
     vbs_session *s;
     vbs_session_new(m, &s);
-    vbs_mc_opts o = {7, seed, VBS_MODE_SAMPLE, threads};
+    vbs_mc_opts o = {7, seed, VBS_MODE_SAMPLE, threads, 0.5f};
     if (vbs_session_run_mc(s, x, shape, nd, &o)) { printf("%s\n", vbs_session_errmsg(s)); exit(1); }
     float *all = NULL;
     *n = 0;
@@ -215,7 +215,7 @@ static void reproducibility(void) {
     vbs_session *s1, *s2;
     vbs_session_new(m, &s1);
     vbs_session_new(m, &s2);
-    vbs_mc_opts o1 = {1, 5, VBS_MODE_SAMPLE, 1}, o2 = {1, 5, VBS_MODE_SAMPLE, 2};
+    vbs_mc_opts o1 = {1, 5, VBS_MODE_SAMPLE, 1, 0.5f}, o2 = {1, 5, VBS_MODE_SAMPLE, 2, 0.5f};
     vbs_session_run_mc(s1, x, shape, 5, &o1);
     vbs_session_run_mc(s2, x, shape, 5, &o2);
     const float *p1, *p2;
@@ -227,7 +227,7 @@ static void reproducibility(void) {
     /* slice z of the volume run equals a run of that slice alone: one weight draw per sample across slices */
     vbs_session *s;
     vbs_session_new(m, &s);
-    vbs_mc_opts o = {7, 123, VBS_MODE_SAMPLE, 1};
+    vbs_mc_opts o = {7, 123, VBS_MODE_SAMPLE, 1, 0.5f};
     int64_t sl[4] = {1, 2, 16, 16};
     float slice[2 * 256];
     for (int ch = 0; ch < 2; ch++) memcpy(slice + ch * 256, x + (ch * 5 + 3) * 256, sizeof(float) * 256);
@@ -260,7 +260,7 @@ static void padding(void) {
     const float *y;
     vbs_value_info vi;
     float want[3 * 13 * 10];
-    vbs_mc_opts o = {1, 4, VBS_MODE_SAMPLE, 1}; /* one sample: weight draw 0 of seed 4 */
+    vbs_mc_opts o = {1, 4, VBS_MODE_SAMPLE, 1, 0.5f}; /* one sample: weight draw 0 of seed 4 */
     CHECK(vbs_session_forward(s, xp, pshape, 4, VBS_MODE_SAMPLE, 4, 0) == VBS_OK, "%s", vbs_session_errmsg(s));
     vbs_session_output(s, 0, &y, &vi);
     for (int i = 0; i < H; i++)
@@ -290,8 +290,70 @@ static void padding(void) {
     vbs_model_free(m);
 }
 
+/* Sliding windows: with a per-voxel network (a 1x1x1 variational conv) every
+ * window predicts the same value for a voxel, so the Gaussian-blended
+ * windowed run must equal the whole-volume run, sample by sample; and it
+ * must give the same bytes at 1 and 2 threads. */
+static vbs_model *pointwise3d(int with_patch) {
+    vbs_builder *b = vbs_b_new(3);
+    int64_t in[5] = {1, 2, -1, -1, -1}, wd[5] = {3, 2, 1, 1, 1}, bd[1] = {3};
+    const char *params[5] = {NULL, NULL, "D", "H", "W"};
+    vbs_b_input(b, "x", 5, in, params);
+    const char *w = vbs_b_variational(b, "w", 5, wd, 2, -1.5f, 1.f);
+    const char *bias = vbs_b_variational(b, "b", 1, bd, 0, -1.5f, 1.f);
+    const char *ins[3] = {"x", w, bias};
+    vbs_b_node(b, VBS_OP_CONV, "logits", 3, ins, 0, NULL);
+    vbs_b_output(b, "logits");
+    vbs_card *c = vbs_b_card(b);
+    c->output_activation = VBS_ACT_SOFTMAX;
+    c->spatial_dims = 3;
+    if (with_patch) {
+        int64_t *p = vbs_b_alloc(b, sizeof(int64_t) * 3);
+        p[0] = 4; p[1] = 5; p[2] = 3;
+        c->patch = p;
+        c->n_patch = 3;
+    }
+    vbs_model *m;
+    if (vbs_b_finish(b, "pointwise3d", &m)) { printf("%s\n", vbs_model_errmsg(m)); exit(1); }
+    return m;
+}
+
+static void windows(void) {
+    vbs_model *mw = pointwise3d(1), *mv = pointwise3d(0);
+    int64_t shape[5] = {1, 2, 9, 11, 7};
+    int64_t n = 9 * 11 * 7;
+    float *x = image(2 * n);
+    float *got[VBS_MAP_COUNT] = {0};
+    for (int pass = 0; pass < 3; pass++) {
+        vbs_session *s;
+        vbs_session_new(pass == 0 ? mv : mw, &s);
+        vbs_mc_opts o = {5, 21, VBS_MODE_SAMPLE, pass == 2 ? 2 : 1, 0.5f};
+        CHECK(vbs_session_run_mc(s, x, shape, 5, &o) == VBS_OK, "%s", vbs_session_errmsg(s));
+        vbs_map maps[4] = {VBS_MAP_PROB_MEAN, VBS_MAP_PROB_VAR, VBS_MAP_MUTUAL_INFO, VBS_MAP_EXPECTED_ENTROPY};
+        for (int i = 0; i < 4; i++) {
+            const float *d;
+            vbs_map_info info;
+            vbs_session_map(s, maps[i], &d, &info);
+            int64_t sz = maps[i] == VBS_MAP_PROB_MEAN || maps[i] == VBS_MAP_PROB_VAR ? 3 * n : n;
+            if (pass == 0) { got[i] = malloc(sizeof(float) * (size_t)sz); memcpy(got[i], d, sizeof(float) * (size_t)sz); }
+            else {
+                char label[64];
+                snprintf(label, sizeof label, "windows %s (%d thread%s)", vbs_map_name(maps[i]), pass, pass == 1 ? "" : "s");
+                CHECK(close_enough(label, d, got[i], (long)sz, 2e-6, 1e-4), "%s", label);
+                CHECK(info.ndim == (sz == n ? 3 : 4) && info.dims[info.ndim - 1] == 7, "%s: map shape", label);
+            }
+        }
+        vbs_session_free(s);
+    }
+    for (int i = 0; i < 4; i++) free(got[i]);
+    free(x);
+    vbs_model_free(mw);
+    vbs_model_free(mv);
+}
+
 int main(void) {
     analytic();
+    windows();
     padding();
     sigma_zero_and_growth();
     reproducibility();

@@ -25,6 +25,7 @@
 static const char *help =
     "usage: vbseg infer --model M --input DIR --output DIR [--layout auto|nnunet|brats2021|brats2023|flat]\n"
     "                   [--samples 20] [--seed 0] [--mode sample|mean] [--threads T] [--save-probabilities]\n"
+    "                   [--overlap 0.5]\n"
     "                   [--shard I/N] [--overwrite] [--quiet]\n"
     "\n"
     "Runs every case of DIR and writes, per case, to the output folder:\n"
@@ -35,7 +36,9 @@ static const char *help =
     "  CASE_regions.nii.gz        BraTS-convention models: P(WT), P(TC), P(ET)\n"
     "  CASE_probabilities.nii.gz  with --save-probabilities: the mean class probabilities\n"
     "and summary.csv / summary.json (one row per case, the most uncertain first) and\n"
-    "manifest.tsv (what is done, for re-runs). Layouts are detected (see the README);\n"
+    "manifest.tsv (what is done, for re-runs). A 3D model runs in sliding windows of its\n"
+    "card's patch size, neighbours sharing --overlap of a patch, blended with Gaussian\n"
+    "weights. Layouts are detected (see the README);\n"
     "channels are matched to the model card's names. --shard I/N takes every N-th case\n"
     "from the I-th (0-based) and names its summaries and manifest .shard-I-of-N.\n"
     "A re-run skips the cases done with the same model and options (--overwrite redoes\n"
@@ -436,6 +439,7 @@ int cmd_infer(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *out = NULL;
     layout lay = LAYOUT_AUTO;
     long long samples = 20, seed = 0, threads = 0, shard_i = 0, shard_n = 1;
+    double overlap = 0.5;
     int probs = 0, quiet = 0, overwrite = 0;
     vbs_mode mode = VBS_MODE_SAMPLE;
     for (int i = 1; i < argc; i++) {
@@ -452,6 +456,10 @@ int cmd_infer(int argc, char **argv) {
         else if (!strcmp(a, "--samples")) { if (!cli_int("infer", a, v, 1, 100000, &samples)) return 2; }
         else if (!strcmp(a, "--seed")) { if (!cli_int("infer", a, v, 0, 0x7fffffffffffffffLL, &seed)) return 2; }
         else if (!strcmp(a, "--threads")) { if (!cli_int("infer", a, v, 0, 256, &threads)) return 2; }
+        else if (!strcmp(a, "--overlap")) {
+            if (!cli_float("infer", a, v, &overlap)) return 2;
+            if (overlap < 0 || overlap > 0.9) { cli_error("infer", "--overlap %g is not in 0..0.9", overlap); return 2; }
+        }
         else if (!strcmp(a, "--mode")) {
             if (!strcmp(v, "sample")) mode = VBS_MODE_SAMPLE;
             else if (!strcmp(v, "mean")) mode = VBS_MODE_MEAN;
@@ -483,8 +491,8 @@ int cmd_infer(int argc, char **argv) {
     int regions = card->label_convention == VBS_LABELS_BRATS_2018 || card->label_convention == VBS_LABELS_BRATS_2023;
     /* the manifest: model and options must match for a case to be skipped */
     char header[512], mpath[4096];
-    snprintf(header, sizeof header, "vbseg-infer 1\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d", (unsigned long long)fnv(model),
-             mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs);
+    snprintf(header, sizeof header, "vbseg-infer 1\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g",
+             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap);
     /* shards of one folder keep their own manifest and summaries (merged later) */
     char tag[64] = "";
     if (shard_n > 1) snprintf(tag, sizeof tag, ".shard-%lld-of-%lld", shard_i, shard_n);
@@ -499,7 +507,7 @@ int cmd_infer(int argc, char **argv) {
     char line[4096];
     int manifest_ok = mf && fgets(line, sizeof line, mf) && !strncmp(line, header, strlen(header)) && line[strlen(header)] == '\n';
     vbs_session_new(m, &s);
-    runner R = {out, m, s, &cols, {(int)samples, (uint64_t)seed, mode, (int)threads}, probs, regions};
+    runner R = {out, m, s, &cols, {(int)samples, (uint64_t)seed, mode, (int)threads, overlap > 0 ? (float)overlap : 1e-6f}, probs, regions};
     int nres = 0, failed = 0, done = 0;
     double t0 = now();
     int tty = isatty(2);

@@ -231,6 +231,7 @@ typedef struct {
     uint64_t seed;
     vbs_mode mode;
     int threads;     /* worker threads over samples; 0 = library default */
+    float overlap;   /* 3D sliding windows: fraction of the patch shared by neighbours, 0..0.9; 0 = 0.5 */
 } vbs_mc_opts;
 
 vbs_mc_opts vbs_mc_defaults(void);
@@ -253,7 +254,12 @@ vbs_status vbs_session_output(vbs_session *s, int i, const float **data, vbs_val
  * input (borrowed, not kept) is 1 x C x spatial with the model's rank, or
  * 1 x C x D x H x W for a 2D model, which then runs slice by slice along D
  * with one weight draw per sample for all slices. The spatial size must
- * suit the network (a U-Net of depth d needs multiples of 2^d).
+ * suit the network: it is zero-padded (centred) to the next size the
+ * network takes and the maps are cropped back. A 3D model whose card gives
+ * a 3D patch size runs in sliding windows of that size over larger volumes,
+ * overlapping by opts->overlap, each window's probabilities weighted by a
+ * Gaussian (sigma = patch / 8) and blended; sample i uses one weight draw for
+ * every window.
  * Threads: opts->threads workers run samples in parallel; the results are
  * the same bytes for any thread count. */
 vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t *shape, int ndim,
