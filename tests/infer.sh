@@ -47,6 +47,28 @@ assert [r["status"] for r in rows] == ["ok"] * 3 and sorted(int(r["qc_rank"]) fo
 assert all(float(r["wt_ml"]) >= float(r["tc_ml"]) >= float(r["et_ml"]) >= 0 for r in rows)
 assert len(json.load(open(f"{t}/o21/summary.json"))) == 3
 PY
+# the PNG previews decode: signature, IHDR, and the zlib stream inflates to h rows of 1 + 3w bytes
+ok $PY - "$T/o21" <<'PY'
+import glob, struct, sys, zlib
+pngs = sorted(glob.glob(sys.argv[1] + "/*_preview.png"))
+assert len(pngs) == 3, pngs
+for p in pngs:
+    b = open(p, "rb").read()
+    assert b[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, w, h = 8, b"", 0, 0
+    while pos < len(b):
+        n, kind = struct.unpack(">I4s", b[pos:pos + 8])
+        data = b[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h, depth, ctype = struct.unpack(">IIBB", data[:10])
+            assert depth == 8 and ctype == 2 and w > 100 and h > 50
+        elif kind == b"IDAT":
+            idat += data
+        pos += 12 + n
+    assert len(zlib.decompress(idat)) == h * (1 + 3 * w), p
+PY
+ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/nopng" --samples 2 --no-png --quiet
+ok test -z "$(ls "$T/nopng" | grep png)"
 # nibabel, where installed, reads the same geometry
 if $PY -c "import nibabel" 2>/dev/null; then
   ok $PY -c "import nibabel as nb, numpy as np, sys; a=nb.load(sys.argv[1]); b=nb.load(sys.argv[2]); assert np.allclose(a.affine, b.affine) and a.shape == b.shape" \
@@ -107,8 +129,8 @@ ok test "$n_before" -ge 1 -a "$n_before" -le 2                 # killed after th
 "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/killed" --samples 12 >"$T/rerun.out" 2>&1
 ok test $? -eq 0
 for c in $done_before; do ok grep -q "$c: already done" "$T/rerun.out"; done
-for f in "$T"/ref/*.nii.gz; do ok cmp -s "$f" "$T/killed/$(basename "$f")"; done
-ok test -z "$(ls "$T/killed" | grep -v -E '\.nii\.gz$|^summary|^manifest|\.tmp\.')"   # a SIGKILL may leave a temporary, never a partial output
+for f in "$T"/ref/*.nii.gz "$T"/ref/*.png; do ok cmp -s "$f" "$T/killed/$(basename "$f")"; done
+ok test -z "$(ls "$T/killed" | grep -v -E '\.nii\.gz$|_preview\.png$|^summary|^manifest|\.tmp\.')"   # a SIGKILL may leave a temporary, never a partial output
 "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/killed" --samples 13 >"$T/rerun2.out" 2>&1
 ok not grep -q "already done" "$T/rerun2.out"                  # other options: nothing skipped
 

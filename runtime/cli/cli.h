@@ -27,6 +27,11 @@ int cli_shape(const char *s, int64_t *dims, int max);
 /* argv[i] is an option taking a value: returns it, or NULL after printing an error. */
 const char *cli_value(const char *cmd, int argc, char **argv, int *i);
 
+/* The PNG montage of a case (preview.c): scan, labels over it and the MI heat
+ * map for up to 4 axial slices; dims are x, y, z of the volumes. 1 on success. */
+int write_preview(const char *path, const float *scan, const float *labels, const float *mi, const int64_t dims[3], float background,
+                  char *err, size_t errlen);
+
 /* Library diagnostics to stderr when --verbose is given. */
 void cli_log(vbs_log_level level, const char *msg, void *user);
 

@@ -25,7 +25,7 @@
 static const char *help =
     "usage: vbseg infer --model M --input DIR --output DIR [--layout auto|nnunet|brats2021|brats2023|flat]\n"
     "                   [--samples 20] [--seed 0] [--mode sample|mean] [--threads T] [--save-probabilities]\n"
-    "                   [--overlap 0.5]\n"
+    "                   [--overlap 0.5] [--no-png]\n"
     "                   [--shard I/N] [--overwrite] [--quiet]\n"
     "\n"
     "Runs every case of DIR and writes, per case, to the output folder:\n"
@@ -35,6 +35,7 @@ static const char *help =
     "  CASE_aleatoric.nii.gz      expected entropy (aleatoric)\n"
     "  CASE_regions.nii.gz        BraTS-convention models: P(WT), P(TC), P(ET)\n"
     "  CASE_probabilities.nii.gz  with --save-probabilities: the mean class probabilities\n"
+    "  CASE_preview.png           slices through the lesion: scan, labels, MI heat map (--no-png: none)\n"
     "and summary.csv / summary.json (one row per case, the most uncertain first) and\n"
     "manifest.tsv (what is done, for re-runs). A 3D model runs in sliding windows of its\n"
     "card's patch size, neighbours sharing --overlap of a patch, blended with Gaussian\n"
@@ -266,9 +267,18 @@ static void remove_outputs(const char *out, const char *id) {
         snprintf(p, sizeof p, "%s/%s%s.nii.gz", out, id, suf[i]);
         unlink(p);
     }
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s_preview.png", out, id);
+    unlink(p);
 }
 
-static int outputs_exist(const char *out, const char *id, int regions, int probs) {
+static int outputs_exist(const char *out, const char *id, int regions, int probs, int png) {
+    if (png) {
+        char p[4096];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/%s_preview.png", out, id);
+        if (stat(p, &sb) || sb.st_size == 0) return 0;
+    }
     const char *suf[6] = {"", "_entropy", "_epistemic", "_aleatoric", regions ? "_regions" : NULL, probs ? "_probabilities" : NULL};
     for (int i = 0; i < 6; i++) {
         if (!suf[i]) continue;
@@ -286,7 +296,7 @@ typedef struct {
     vbs_session *s;
     const columns *cols;
     vbs_mc_opts o;
-    int probs, regions;
+    int probs, regions, png;
 } runner;
 
 /* One case, start to end; 0 and r->error on failure (nothing left behind). */
@@ -384,6 +394,16 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
         }
     }
     free(regions);
+    if (R->png) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s_preview.png", R->out, sc->id);
+        int64_t d[3] = {d0[0], d0[1], d0[2]};
+        if (!write_preview(path, vbs_volume_data(vols[0]), lab, mi, d, card->n_labels ? (float)card->labels[0].value : 0.f, err, sizeof err)) {
+            snprintf(r->error, sizeof r->error, "%s", err);
+            remove_outputs(R->out, sc->id);
+            goto done;
+        }
+    }
     /* volumes per label/region and their spread across samples; MI inside them */
     const int64_t *counts;
     int64_t ns;
@@ -440,7 +460,7 @@ int cmd_infer(int argc, char **argv) {
     layout lay = LAYOUT_AUTO;
     long long samples = 20, seed = 0, threads = 0, shard_i = 0, shard_n = 1;
     double overlap = 0.5;
-    int probs = 0, quiet = 0, overwrite = 0;
+    int probs = 0, quiet = 0, overwrite = 0, png = 1;
     vbs_mode mode = VBS_MODE_SAMPLE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -448,6 +468,7 @@ int cmd_infer(int argc, char **argv) {
         if (!strcmp(a, "--save-probabilities")) { probs = 1; continue; }
         if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
         if (!strcmp(a, "--overwrite")) { overwrite = 1; continue; }
+        if (!strcmp(a, "--no-png")) { png = 0; continue; }
         if (!(v = cli_value("infer", argc, argv, &i))) return 2;
         if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--input")) input = v;
@@ -491,8 +512,8 @@ int cmd_infer(int argc, char **argv) {
     int regions = card->label_convention == VBS_LABELS_BRATS_2018 || card->label_convention == VBS_LABELS_BRATS_2023;
     /* the manifest: model and options must match for a case to be skipped */
     char header[512], mpath[4096];
-    snprintf(header, sizeof header, "vbseg-infer 1\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g",
-             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap);
+    snprintf(header, sizeof header, "vbseg-infer 1\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d",
+             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap, png);
     /* shards of one folder keep their own manifest and summaries (merged later) */
     char tag[64] = "";
     if (shard_n > 1) snprintf(tag, sizeof tag, ".shard-%lld-of-%lld", shard_i, shard_n);
@@ -507,7 +528,7 @@ int cmd_infer(int argc, char **argv) {
     char line[4096];
     int manifest_ok = mf && fgets(line, sizeof line, mf) && !strncmp(line, header, strlen(header)) && line[strlen(header)] == '\n';
     vbs_session_new(m, &s);
-    runner R = {out, m, s, &cols, {(int)samples, (uint64_t)seed, mode, (int)threads, overlap > 0 ? (float)overlap : 1e-6f}, probs, regions};
+    runner R = {out, m, s, &cols, {(int)samples, (uint64_t)seed, mode, (int)threads, overlap > 0 ? (float)overlap : 1e-6f}, probs, regions, png};
     int nres = 0, failed = 0, done = 0;
     double t0 = now();
     int tty = isatty(2);
@@ -524,7 +545,7 @@ int cmd_infer(int argc, char **argv) {
                     char *tab = strchr(line, '\t');
                     if (!tab || (size_t)(tab - line) != strlen(r->id) || strncmp(line, r->id, (size_t)(tab - line))) continue;
                     if (strncmp(tab + 1, "ok\t", 3)) continue;
-                    if (parse_numbers(r, &cols, tab + 4) && outputs_exist(out, r->id, regions, probs)) { r->ok = 1; skipped = 1; }
+                    if (parse_numbers(r, &cols, tab + 4) && outputs_exist(out, r->id, regions, probs, png)) { r->ok = 1; skipped = 1; }
                 }
         }
         if (!skipped) {

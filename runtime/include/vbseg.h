@@ -348,6 +348,9 @@ int64_t vbs_volume_nan_count(const vbs_volume *v);
 vbs_status vbs_volume_write_nifti(const vbs_volume *ref, const char *path, const float *data,
                                   const int64_t dims[4], int as_labels, char *err, size_t errlen);
 
+/* Writes an 8-bit RGB image (w x h, rows top to bottom) as PNG, atomically. */
+vbs_status vbs_write_png(const char *path, int w, int h, const unsigned char *rgb, char *err, size_t errlen);
+
 /* Writes a float32 .npy array atomically. */
 vbs_status vbs_write_npy(const char *path, const float *data, const int64_t *dims, int ndim,
                          char *err, size_t errlen);
