@@ -21,7 +21,7 @@
 #include "internal.h"
 
 vbs_mc_opts vbs_mc_defaults(void) {
-    vbs_mc_opts o = {20, 0, VBS_MODE_SAMPLE, 0, 0.5f};
+    vbs_mc_opts o = {20, 0, VBS_MODE_SAMPLE, 0, 0.5f, 0.f, 0};
     return o;
 }
 
@@ -224,6 +224,26 @@ static vbs_status fit(vbs_session *s, const vbs_shape *in, padding *p) {
     return vbs_fail(s->err, VBS_ERR_SHAPE, "the network takes no padding of this input up to multiples of 128: %s", first);
 }
 
+/* Adaptive sampling: after every block of samples, compare the running MI
+ * map with the one a block before; 1 when the largest change is below tol. */
+static int converged(vbs_session *s, const vbs_mc_opts *o, float **prev) {
+    int block = o->adaptive_block > 0 ? o->adaptive_block : 5;
+    if (!(o->adaptive_tol > 0) || s->acc.n % block) return 0;
+    int64_t nv = s->acc.nvox;
+    float *cur = malloc(sizeof(float) * (size_t)nv);
+    if (!cur) return 0;
+    vbs_mc_acc_map(&s->acc, VBS_MAP_MUTUAL_INFO, &s->m->def.card, cur);
+    int done = 0;
+    if (*prev) {
+        float d = 0;
+        for (int64_t v = 0; v < nv; v++) d = fmaxf(d, fabsf(cur[v] - (*prev)[v]));
+        done = d < o->adaptive_tol;
+    }
+    free(*prev);
+    *prev = cur;
+    return done;
+}
+
 /* Window starts along one axis: first at 0, last at size - patch, about
  * patch * (1 - overlap) apart. */
 static int64_t starts(int64_t size, int64_t patch, float overlap, int64_t *out, int64_t max) {
@@ -259,6 +279,9 @@ static vbs_status run_windows(vbs_session *s, const float *input, const vbs_shap
     int t = o->threads ? o->threads : vbs_default_threads();
     int nw = t < o->n_samples ? t : o->n_samples;
     if (nw > 64) nw = 64;
+    int block = o->adaptive_block > 0 ? o->adaptive_block : 5;
+    if (o->adaptive_tol > 0) while (nw > 1 && block % nw) nw--;
+    float *prev_mi = NULL;
     vbs_status st2 = ensure_workers(s, nw);
     if (st2) return st2;
     /* Gaussian importance of a window's voxels, and the blended weight of every voxel */
@@ -368,7 +391,9 @@ static vbs_status run_windows(vbs_session *s, const float *input, const vbs_shap
             vbs_mc_acc_add_probs(&s->acc, 0, nvox, s->acc.n + w + 1, vp, hetero ? vp + k * nvox : NULL, hetero ? vp + 2 * k * nvox : NULL);
         }
         for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);
+        if (converged(s, o, &prev_mi)) break;
     }
+    free(prev_mi);
     free(gw);
     free(wsum);
     if (ret) { s->have_acc = 0; return ret; }
@@ -422,6 +447,10 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
     int padded = pn != sn;
     int t = o.threads ? o.threads : vbs_default_threads();
     int nw = t < o.n_samples ? t : o.n_samples;
+    float *prev_mi = NULL;
+    /* rounds of samples must end on block boundaries for adaptive stopping */
+    int block = o.adaptive_block > 0 ? o.adaptive_block : 5;
+    if (o.adaptive_tol > 0) while (nw > 1 && block % nw) nw--;
     if (nw > 64) nw = 64;
     if ((st = ensure_workers(s, nw))) return st;
     const vbs_card *card = &m->def.card;
@@ -449,7 +478,7 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
                 sts[w] = vbs_worker_run(&s->workers[w], m, x, &psh, o.mode, o.seed, (uint64_t)(first + w), errs[w]);
             }
             for (int w = 0; w < active; w++)
-                if (sts[w]) return vbs_fail(s->err, sts[w], "%s", errs[w]);
+                if (sts[w]) { free(prev_mi); return vbs_fail(s->err, sts[w], "%s", errs[w]); }
             if (!s->have_acc) {
                 /* first pass: learn the classes, then size the statistics */
                 const vbs_shape *ys = &s->workers[0].plan.shapes[m->g.output_vals[0]];
@@ -484,7 +513,9 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
             }
         }
         for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);
+        if (converged(s, &o, &prev_mi)) break;
     }
+    free(prev_mi);
     s->map_shape.ndim = sliced ? 3 : sh.ndim - 2;
     if (sliced) { s->map_shape.d[0] = vol.d[2]; s->map_shape.d[1] = vol.d[3]; s->map_shape.d[2] = vol.d[4]; }
     else for (int i = 2; i < sh.ndim; i++) s->map_shape.d[i - 2] = sh.d[i];

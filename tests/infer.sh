@@ -134,6 +134,16 @@ ok test -z "$(ls "$T/killed" | grep -v -E '\.nii\.gz$|_preview\.png$|^summary|^m
 "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/killed" --samples 13 >"$T/rerun2.out" 2>&1
 ok not grep -q "already done" "$T/rerun2.out"                  # other options: nothing skipped
 
+# adaptive sampling reports the samples used; remapped labels are contiguous
+ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/adapt" --samples 40 --adaptive 1 --remap contiguous --no-png --quiet
+ok $PY - "$T/adapt" <<'PY'
+import csv, gzip, sys
+rows = list(csv.DictReader(open(sys.argv[1] + "/summary.csv")))
+assert all(r["samples"] == "10" for r in rows), [r["samples"] for r in rows]   # stopped after two blocks of 5
+assert all(float(r["peak_mb"]) > 0 for r in rows)
+for r in rows:
+    assert set(gzip.open(f"{sys.argv[1]}/{r['case']}.nii.gz").read()[352:]) <= {0, 1, 2, 3}
+PY
 # shards cover every case exactly once; 1 and 2 threads give the same bytes
 for i in 0 1 2; do "$V" infer --model "$T/m.vbseg" --input "$T/mix" --output "$T/sh" --samples 2 --shard $i/3 --quiet 2>/dev/null; done
 ok $PY - "$T/sh" <<'PY'

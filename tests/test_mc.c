@@ -64,7 +64,7 @@ static void analytic(void) {
     vbs_session *s;
     vbs_session_new(m, &s);
     int64_t shape[4] = {1, 1, 1, NX};
-    vbs_mc_opts o = {20000, 11, VBS_MODE_SAMPLE, 1, 0.5f};
+    vbs_mc_opts o = {20000, 11, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0};
     CHECK(vbs_session_run_mc(s, xs, shape, 4, &o) == VBS_OK, "%s", vbs_session_errmsg(s));
     const float *pm, *pv, *ent, *ee, *mi, *lab;
     vbs_map_info info;
@@ -125,7 +125,7 @@ static float *image(int64_t n) {
 static double mean_mi(vbs_model *m, const float *x, int64_t *shape, int nd) {
     vbs_session *s;
     vbs_session_new(m, &s);
-    vbs_mc_opts o = {16, 3, VBS_MODE_SAMPLE, 1, 0.5f};
+    vbs_mc_opts o = {16, 3, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0};
     vbs_session_run_mc(s, x, shape, nd, &o);
     const float *mi;
     vbs_map_info info;
@@ -155,7 +155,7 @@ static void sigma_zero_and_growth(void) {
         same &= !memcmp(y, mean_out, sizeof mean_out);
     }
     CHECK(same, "with sigma = 0 a sampled pass differs from the mean pass");
-    vbs_mc_opts o = {8, 1, VBS_MODE_SAMPLE, 1, 0.5f};
+    vbs_mc_opts o = {8, 1, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0};
     vbs_session_run_mc(s, x, shape, 4, &o);
     const float *mi, *pv;
     vbs_session_map(s, VBS_MAP_MUTUAL_INFO, &mi, NULL);
@@ -182,7 +182,7 @@ static void sigma_zero_and_growth(void) {
 static float *run_all(vbs_model *m, const float *x, int64_t *shape, int nd, uint64_t seed, int threads, int64_t *n) {
     vbs_session *s;
     vbs_session_new(m, &s);
-    vbs_mc_opts o = {7, seed, VBS_MODE_SAMPLE, threads, 0.5f};
+    vbs_mc_opts o = {7, seed, VBS_MODE_SAMPLE, threads, 0.5f, 0.f, 0};
     if (vbs_session_run_mc(s, x, shape, nd, &o)) { printf("%s\n", vbs_session_errmsg(s)); exit(1); }
     float *all = NULL;
     *n = 0;
@@ -215,7 +215,7 @@ static void reproducibility(void) {
     vbs_session *s1, *s2;
     vbs_session_new(m, &s1);
     vbs_session_new(m, &s2);
-    vbs_mc_opts o1 = {1, 5, VBS_MODE_SAMPLE, 1, 0.5f}, o2 = {1, 5, VBS_MODE_SAMPLE, 2, 0.5f};
+    vbs_mc_opts o1 = {1, 5, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0}, o2 = {1, 5, VBS_MODE_SAMPLE, 2, 0.5f, 0.f, 0};
     vbs_session_run_mc(s1, x, shape, 5, &o1);
     vbs_session_run_mc(s2, x, shape, 5, &o2);
     const float *p1, *p2;
@@ -227,7 +227,7 @@ static void reproducibility(void) {
     /* slice z of the volume run equals a run of that slice alone: one weight draw per sample across slices */
     vbs_session *s;
     vbs_session_new(m, &s);
-    vbs_mc_opts o = {7, 123, VBS_MODE_SAMPLE, 1, 0.5f};
+    vbs_mc_opts o = {7, 123, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0};
     int64_t sl[4] = {1, 2, 16, 16};
     float slice[2 * 256];
     for (int ch = 0; ch < 2; ch++) memcpy(slice + ch * 256, x + (ch * 5 + 3) * 256, sizeof(float) * 256);
@@ -260,7 +260,7 @@ static void padding(void) {
     const float *y;
     vbs_value_info vi;
     float want[3 * 13 * 10];
-    vbs_mc_opts o = {1, 4, VBS_MODE_SAMPLE, 1, 0.5f}; /* one sample: weight draw 0 of seed 4 */
+    vbs_mc_opts o = {1, 4, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0}; /* one sample: weight draw 0 of seed 4 */
     CHECK(vbs_session_forward(s, xp, pshape, 4, VBS_MODE_SAMPLE, 4, 0) == VBS_OK, "%s", vbs_session_errmsg(s));
     vbs_session_output(s, 0, &y, &vi);
     for (int i = 0; i < H; i++)
@@ -327,7 +327,7 @@ static void windows(void) {
     for (int pass = 0; pass < 3; pass++) {
         vbs_session *s;
         vbs_session_new(pass == 0 ? mv : mw, &s);
-        vbs_mc_opts o = {5, 21, VBS_MODE_SAMPLE, pass == 2 ? 2 : 1, 0.5f};
+        vbs_mc_opts o = {5, 21, VBS_MODE_SAMPLE, pass == 2 ? 2 : 1, 0.5f, 0.f, 0};
         CHECK(vbs_session_run_mc(s, x, shape, 5, &o) == VBS_OK, "%s", vbs_session_errmsg(s));
         vbs_map maps[4] = {VBS_MAP_PROB_MEAN, VBS_MAP_PROB_VAR, VBS_MAP_MUTUAL_INFO, VBS_MAP_EXPECTED_ENTROPY};
         for (int i = 0; i < 4; i++) {
@@ -351,8 +351,30 @@ static void windows(void) {
     vbs_model_free(mv);
 }
 
+/* Adaptive sampling stops after two blocks when the MI map cannot change
+ * (sigma = 0), and uses every sample when the tolerance is out of reach. */
+static void adaptive(void) {
+    int64_t shape[4] = {1, 2, 16, 16};
+    float *x = image(2 * 256);
+    for (int pass = 0; pass < 2; pass++) {
+        vbs_model *m = unet(pass == 0 ? -200.f : -2.f, 0, 0);
+        vbs_session *s;
+        vbs_session_new(m, &s);
+        vbs_mc_opts o = {40, 3, VBS_MODE_SAMPLE, 2, 0.5f, pass == 0 ? 1e-3f : 1e-12f, 5};
+        CHECK(vbs_session_run_mc(s, x, shape, 4, &o) == VBS_OK, "%s", vbs_session_errmsg(s));
+        const float *mi;
+        vbs_map_info info;
+        vbs_session_map(s, VBS_MAP_MUTUAL_INFO, &mi, &info);
+        CHECK(info.n_samples == (pass == 0 ? 10 : 40), "adaptive pass %d used %lld samples", pass, (long long)info.n_samples);
+        vbs_session_free(s);
+        vbs_model_free(m);
+    }
+    free(x);
+}
+
 int main(void) {
     analytic();
+    adaptive();
     windows();
     padding();
     sigma_zero_and_growth();

@@ -83,7 +83,7 @@ int cmd_bench(int argc, char **argv) {
     }
     vbs_session *s;
     vbs_session_new(m, &s);
-    vbs_mc_opts o = {1, 1, mode, (int)threads, 0.5f};
+    vbs_mc_opts o = {1, 1, mode, (int)threads, 0.5f, 0.f, 0};
     int rc = 0;
     if (vbs_session_run_mc(s, x, dims, nd, &o)) { rc = cli_error("bench", "%s", vbs_session_errmsg(s)); goto out; }
     o.n_samples = (int)samples;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,11 +26,12 @@
 static const char *help =
     "usage: vbseg infer --model M --input DIR --output DIR [--layout auto|nnunet|brats2021|brats2023|flat]\n"
     "                   [--samples 20] [--seed 0] [--mode sample|mean] [--threads T] [--save-probabilities]\n"
-    "                   [--overlap 0.5] [--no-png]\n"
+    "                   [--overlap 0.5] [--no-png] [--adaptive TOL] [--remap contiguous|brats]\n"
     "                   [--shard I/N] [--overwrite] [--quiet]\n"
     "\n"
     "Runs every case of DIR and writes, per case, to the output folder:\n"
-    "  CASE.nii.gz                labels in the model card's label values\n"
+    "  CASE.nii.gz                labels in the model card's label values (--remap contiguous:\n"
+    "                             class indices; --remap brats: 3 written as 4)\n"
     "  CASE_entropy.nii.gz        predictive entropy (nats)\n"
     "  CASE_epistemic.nii.gz      mutual information (epistemic)\n"
     "  CASE_aleatoric.nii.gz      expected entropy (aleatoric)\n"
@@ -39,7 +41,9 @@ static const char *help =
     "and summary.csv / summary.json (one row per case, the most uncertain first) and\n"
     "manifest.tsv (what is done, for re-runs). A 3D model runs in sliding windows of its\n"
     "card's patch size, neighbours sharing --overlap of a patch, blended with Gaussian\n"
-    "weights. Layouts are detected (see the README);\n"
+    "weights. --adaptive TOL stops a case's sampling once its mutual-information map\n"
+    "changes by less than TOL (nats, largest voxel) between blocks of 5 samples.\n"
+    "Layouts are detected (see the README);\n"
     "channels are matched to the model card's names. --shard I/N takes every N-th case\n"
     "from the I-th (0-based) and names its summaries and manifest .shard-I-of-N.\n"
     "A re-run skips the cases done with the same model and options (--overwrite redoes\n"
@@ -54,6 +58,7 @@ typedef struct {
     int n_cols;
     double vol[16], cv[16], mi[16];   /* per label or region */
     double qc;                        /* mean MI over the predicted foreground */
+    double peak_mb;                   /* the process's peak resident memory after this case */
     char row[2048];                   /* the CSV columns after case,status,error (from a manifest) */
 } result;
 
@@ -116,7 +121,7 @@ static int in_column(const columns *c, int col, int value) {
 }
 
 static void csv_header(FILE *f, const columns *c) {
-    fprintf(f, "case,status,error,seconds,samples,qc_rank,qc_flag,qc_mean_mi");
+    fprintf(f, "case,status,error,seconds,samples,peak_mb,qc_rank,qc_flag,qc_mean_mi");
     for (int i = 0; i < c->n; i++) fprintf(f, ",%s_ml,%s_cv,%s_mean_mi", c->name[i], c->name[i], c->name[i]);
     fprintf(f, "\n");
 }
@@ -143,7 +148,7 @@ static void json_escape(FILE *f, const char *s) {
 
 /* the numeric part of a row: seconds,samples then per column vol,cv,mi */
 static void row_numbers(const result *r, const columns *c, char *out, size_t n) {
-    int k = snprintf(out, n, "%.3f,%d", r->seconds, r->samples);
+    int k = snprintf(out, n, "%.3f,%d,%.0f", r->seconds, r->samples, r->peak_mb);
     for (int i = 0; i < c->n && k < (int)n; i++) k += snprintf(out + k, n - (size_t)k, ",%.4f,%.4f,%.6f", r->vol[i], r->cv[i], r->mi[i]);
     k += snprintf(out + k, n - (size_t)k, ",%.6f", r->qc);
 }
@@ -153,6 +158,7 @@ static int parse_numbers(result *r, const columns *c, const char *row) {
     char *e;
     r->seconds = strtod(p, &e); if (*e != ',') return 0; p = e + 1;
     r->samples = (int)strtol(p, &e, 10); if (*e != ',') return 0; p = e + 1;
+    r->peak_mb = strtod(p, &e); if (*e != ',') return 0; p = e + 1;
     for (int i = 0; i < c->n; i++) {
         r->vol[i] = strtod(p, &e); if (*e != ',') return 0; p = e + 1;
         r->cv[i] = strtod(p, &e); if (*e != ',') return 0; p = e + 1;
@@ -188,11 +194,11 @@ static vbs_status write_csv(int fd, void *user, char *err) {
         csv_escape(f, r->id);
         fprintf(f, ",%s,", r->ok ? "ok" : "error");
         csv_escape(f, r->error);
-        if (!r->ok) { fprintf(f, ",,,,,"); for (int k = 0; k < rp->c->n; k++) fprintf(f, ",,,"); fprintf(f, "\n"); continue; }
+        if (!r->ok) { fprintf(f, ",,,,,,"); for (int k = 0; k < rp->c->n; k++) fprintf(f, ",,,"); fprintf(f, "\n"); continue; }
         rank++;
         double maxcv = 0;
         for (int k = 0; k < rp->c->n; k++) maxcv = fmax(maxcv, rp->r == NULL ? 0 : r->cv[k]);
-        fprintf(f, ",%.3f,%d,%d,%s,%.6f", r->seconds, r->samples, rank, rank <= review || maxcv > 0.1 ? "review" : "ok", r->qc);
+        fprintf(f, ",%.3f,%d,%.0f,%d,%s,%.6f", r->seconds, r->samples, r->peak_mb, rank, rank <= review || maxcv > 0.1 ? "review" : "ok", r->qc);
         for (int k = 0; k < rp->c->n; k++) fprintf(f, ",%.4f,%.4f,%.6f", r->vol[k], r->cv[k], r->mi[k]);
         fprintf(f, "\n");
     }
@@ -224,8 +230,8 @@ static vbs_status write_json(int fd, void *user, char *err) {
             rank++;
             double maxcv = 0;
             for (int k = 0; k < rp->c->n; k++) maxcv = fmax(maxcv, r->cv[k]);
-            fprintf(f, ", \"seconds\": %.3f, \"samples\": %d, \"qc_rank\": %d, \"qc_flag\": \"%s\", \"qc_mean_mi\": %.6f, \"regions\": {",
-                    r->seconds, r->samples, rank, rank <= review || maxcv > 0.1 ? "review" : "ok", r->qc);
+            fprintf(f, ", \"seconds\": %.3f, \"samples\": %d, \"peak_mb\": %.0f, \"qc_rank\": %d, \"qc_flag\": \"%s\", \"qc_mean_mi\": %.6f, \"regions\": {",
+                    r->seconds, r->samples, r->peak_mb, rank, rank <= review || maxcv > 0.1 ? "review" : "ok", r->qc);
             for (int k = 0; k < rp->c->n; k++)
                 fprintf(f, "%s\"%s\": {\"ml\": %.4f, \"cv\": %.4f, \"mean_mi\": %.6f}", k ? ", " : "", rp->c->name[k], r->vol[k], r->cv[k], r->mi[k]);
             fprintf(f, "}");
@@ -296,7 +302,7 @@ typedef struct {
     vbs_session *s;
     const columns *cols;
     vbs_mc_opts o;
-    int probs, regions, png;
+    int probs, regions, png, remap;
 } runner;
 
 /* One case, start to end; 0 and r->error on failure (nothing left behind). */
@@ -365,10 +371,23 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
     vbs_session_map(R->s, VBS_MAP_EXPECTED_ENTROPY, &ale, NULL);
     vbs_session_map(R->s, VBS_MAP_PROB_MEAN, &pm, &pi);
     r->samples = (int)li.n_samples;
+    float *lab_out = NULL;
+    if (R->remap) {
+        /* contiguous: the class index of each label value; brats: 0,1,2,3 -> 0,1,2,4 */
+        lab_out = malloc(sizeof(float) * (size_t)nvox);
+        if (!lab_out) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
+        for (int64_t v = 0; v < nvox; v++) {
+            float val = lab[v];
+            if (R->remap == 1)
+                for (int k = 0; k < card->n_labels; k++) { if ((float)card->labels[k].value == val) { val = (float)k; break; } }
+            else if (val == 3.f) val = 4.f;
+            lab_out[v] = val;
+        }
+    }
     /* outputs, each atomic; on any failure none of this case's stays */
     int64_t d3[4] = {d0[0], d0[1], d0[2], 1};
     struct { const char *suffix; const float *data; int labels; int64_t t; } outs[6] = {
-        {"", lab, 1, 1}, {"_entropy", ent, 0, 1}, {"_epistemic", mi, 0, 1}, {"_aleatoric", ale, 0, 1}, {NULL, NULL, 0, 0}, {NULL, NULL, 0, 0}};
+        {"", lab_out ? lab_out : lab, 1, 1}, {"_entropy", ent, 0, 1}, {"_epistemic", mi, 0, 1}, {"_aleatoric", ale, 0, 1}, {NULL, NULL, 0, 0}, {NULL, NULL, 0, 0}};
     float *regions = NULL;
     int K = (int)pi.dims[0];
     if (R->regions) {
@@ -390,10 +409,12 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
             snprintf(r->error, sizeof r->error, "%s", err);
             remove_outputs(R->out, sc->id);
             free(regions);
+            free(lab_out);
             goto done;
         }
     }
     free(regions);
+    free(lab_out);
     if (R->png) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s_preview.png", R->out, sc->id);
@@ -459,7 +480,8 @@ int cmd_infer(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *out = NULL;
     layout lay = LAYOUT_AUTO;
     long long samples = 20, seed = 0, threads = 0, shard_i = 0, shard_n = 1;
-    double overlap = 0.5;
+    double overlap = 0.5, adaptive = 0;
+    int remap = 0; /* 0 keep the card's values, 1 contiguous class indices, 2 BraTS 2018 values (0,1,2,4) */
     int probs = 0, quiet = 0, overwrite = 0, png = 1;
     vbs_mode mode = VBS_MODE_SAMPLE;
     for (int i = 1; i < argc; i++) {
@@ -477,7 +499,14 @@ int cmd_infer(int argc, char **argv) {
         else if (!strcmp(a, "--samples")) { if (!cli_int("infer", a, v, 1, 100000, &samples)) return 2; }
         else if (!strcmp(a, "--seed")) { if (!cli_int("infer", a, v, 0, 0x7fffffffffffffffLL, &seed)) return 2; }
         else if (!strcmp(a, "--threads")) { if (!cli_int("infer", a, v, 0, 256, &threads)) return 2; }
-        else if (!strcmp(a, "--overlap")) {
+        else if (!strcmp(a, "--adaptive")) {
+            if (!cli_float("infer", a, v, &adaptive)) return 2;
+            if (adaptive <= 0 || adaptive > 1) { cli_error("infer", "--adaptive %g is not in (0, 1] nats", adaptive); return 2; }
+        } else if (!strcmp(a, "--remap")) {
+            if (!strcmp(v, "contiguous")) remap = 1;
+            else if (!strcmp(v, "brats")) remap = 2;
+            else { cli_error("infer", "--remap must be contiguous or brats, not '%s'", v); return 2; }
+        } else if (!strcmp(a, "--overlap")) {
             if (!cli_float("infer", a, v, &overlap)) return 2;
             if (overlap < 0 || overlap > 0.9) { cli_error("infer", "--overlap %g is not in 0..0.9", overlap); return 2; }
         }
@@ -512,8 +541,8 @@ int cmd_infer(int argc, char **argv) {
     int regions = card->label_convention == VBS_LABELS_BRATS_2018 || card->label_convention == VBS_LABELS_BRATS_2023;
     /* the manifest: model and options must match for a case to be skipped */
     char header[512], mpath[4096];
-    snprintf(header, sizeof header, "vbseg-infer 1\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d",
-             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap, png);
+    snprintf(header, sizeof header, "vbseg-infer 2\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d adaptive %g remap %d",
+             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap, png, adaptive, remap);
     /* shards of one folder keep their own manifest and summaries (merged later) */
     char tag[64] = "";
     if (shard_n > 1) snprintf(tag, sizeof tag, ".shard-%lld-of-%lld", shard_i, shard_n);
@@ -528,7 +557,8 @@ int cmd_infer(int argc, char **argv) {
     char line[4096];
     int manifest_ok = mf && fgets(line, sizeof line, mf) && !strncmp(line, header, strlen(header)) && line[strlen(header)] == '\n';
     vbs_session_new(m, &s);
-    runner R = {out, m, s, &cols, {(int)samples, (uint64_t)seed, mode, (int)threads, overlap > 0 ? (float)overlap : 1e-6f}, probs, regions, png};
+    runner R = {out, m, s, &cols, {(int)samples, (uint64_t)seed, mode, (int)threads, overlap > 0 ? (float)overlap : 1e-6f, (float)adaptive, 5},
+                probs, regions, png, remap};
     int nres = 0, failed = 0, done = 0;
     double t0 = now();
     int tty = isatty(2);
@@ -552,6 +582,8 @@ int cmd_infer(int argc, char **argv) {
             double tc = now();
             r->ok = run_case(&R, lay, &cases[i], r);
             r->seconds = now() - tc;
+            struct rusage ru;
+            if (!getrusage(RUSAGE_SELF, &ru)) r->peak_mb = (double)ru.ru_maxrss / 1024.0;
             if (r->ok && cases[i].note[0] && !r->error[0]) snprintf(r->error, sizeof r->error, "%s", cases[i].note);
         }
         failed += !r->ok;

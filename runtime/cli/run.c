@@ -148,7 +148,7 @@ int cmd_run(int argc, char **argv) {
         rc = 0;
         goto out;
     }
-    vbs_mc_opts o = {(int)samples, (uint64_t)seed, mode, (int)threads, 0.5f};
+    vbs_mc_opts o = {(int)samples, (uint64_t)seed, mode, (int)threads, 0.5f, 0.f, 0};
     double t0 = now();
     if (vbs_session_run_mc(s, x, shape, nd, &o)) { cli_error("run", "%s", vbs_session_errmsg(s)); goto out; }
     double dt = now() - t0;

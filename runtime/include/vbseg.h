@@ -232,6 +232,9 @@ typedef struct {
     vbs_mode mode;
     int threads;     /* worker threads over samples; 0 = library default */
     float overlap;   /* 3D sliding windows: fraction of the patch shared by neighbours, 0..0.9; 0 = 0.5 */
+    float adaptive_tol; /* > 0: stop once the mutual-information map changes by less than this
+                           (max over voxels) between blocks of adaptive_block samples */
+    int adaptive_block; /* samples per block; 0 = 5 */
 } vbs_mc_opts;
 
 vbs_mc_opts vbs_mc_defaults(void);
