@@ -467,3 +467,10 @@ double vbs_volume_voxel_ml(const vbs_volume *v) {
     double ml = d[0] * d[1] * d[2] / 1000.0; /* mm^3 -> mL */
     return ml > 0 && isfinite(ml) ? ml : 0.001;
 }
+
+void vbs_volume_spacing(const vbs_volume *v, double out[3]) {
+    for (int i = 0; i < 3; i++) {
+        double d = v->version == 1 ? fabs((double)v->h1.pixdim[i + 1]) : v->version == 2 ? fabs(v->h2.pixdim[i + 1]) : 1.0;
+        out[i] = d > 0 && isfinite(d) ? d : 1.0;
+    }
+}

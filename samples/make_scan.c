@@ -4,7 +4,9 @@
  * that the demo and the tests have a scan without downloading one.
  * An ellipsoidal "brain" with smooth intensity variation, a necrotic
  * core, enhancing rim and surrounding oedema, each with its own contrast
- * per channel, plus noise from a fixed seed. Uses only the public API.
+ * per channel, plus noise from a fixed seed, and the reference labels
+ * (CASE_seg.nii.gz: 1 necrosis, 2 oedema, 4 enhancing, as in BraTS 2021).
+ * Uses only the public API.
  *
  *   make_scan OUTDIR [CASE] [NX NY NZ]     (default BraTS-like 240x240x155
  *                                           is large; the demo uses 96x96x32)
@@ -37,6 +39,9 @@ int main(int argc, char **argv) {
     const double level[4][5] = {{0, 420, 900, 700, 500}, {0, 600, 450, 500, 300}, {0, 550, 500, 1300, 350}, {0, 500, 950, 800, 1100}};
     float pix[3] = {1.f, 1.f, 1.f}, org[3] = {-(float)dims[0] / 2, -(float)dims[1] / 2, -(float)dims[2] / 2};
     double cx = dims[0] * 0.58, cy = dims[1] * 0.45, cz = dims[2] * 0.5, r = dims[0] * 0.12;
+    float *seg = calloc((size_t)(dims[0] * dims[1] * dims[2]), sizeof(float));
+    if (!seg) { fprintf(stderr, "make_scan: out of memory\n"); return 1; }
+    static const float seg_value[5] = {0, 0, 2, 4, 1}; /* background, brain, oedema, enhancing rim, necrosis */
     for (int c = 0; c < 4; c++) {
         vbs_volume *v = vbs_volume_create(dims, pix, org);
         if (!v) { fprintf(stderr, "make_scan: out of memory\n"); return 1; }
@@ -55,6 +60,7 @@ int main(int argc, char **argv) {
                         t = d < 0.5 * r ? 4 : d < 0.75 * r ? 3 : d < 1.4 * r ? 2 : 1;
                     }
                     double val = level[c][t];
+                    seg[(k * dims[1] + j) * dims[0] + i] = seg_value[t];
                     if (t) val *= 1.0 + 0.08 * sin(i * 0.15) * cos(j * 0.11) + 0.05 * (urand(&seed) - 0.5);
                     x[(k * dims[1] + j) * dims[0] + i] = (float)val;
                 }
@@ -66,7 +72,17 @@ int main(int argc, char **argv) {
             return 1;
         }
         printf("wrote %s\n", path);
+        if (c == 3) {
+            snprintf(path, sizeof path, "%s/%s_seg.nii.gz", dir, name);
+            if (vbs_volume_write_nifti(v, path, seg, dims, 1, err, sizeof err)) {
+                fprintf(stderr, "make_scan: %s\n", err);
+                vbs_volume_free(v);
+                return 1;
+            }
+            printf("wrote %s\n", path);
+        }
         vbs_volume_free(v);
     }
+    free(seg);
     return 0;
 }

@@ -22,12 +22,15 @@ i=0
 for c in BraTS_001 BraTS_002 BraTS_003; do
   mkdir -p "$T/b21/$c"; "$B/samples/make_scan" "$T/b21/$c" "$c" ${sizes[$i]} >/dev/null; i=$((i+1))
 done
-cp "$T/b21/BraTS_001/BraTS_001_flair.nii.gz" "$T/b21/BraTS_001/BraTS_001_seg.nii.gz"   # an extra file: reported, ignored
+cp "$T/b21/BraTS_001/BraTS_001_flair.nii.gz" "$T/b21/BraTS_001/BraTS_001_extra.nii.gz"   # an extra file: reported, ignored
 ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/o21" --samples 3 --quiet
 for c in BraTS_001 BraTS_002 BraTS_003; do
   for f in "" _entropy _epistemic _aleatoric _regions; do ok test -s "$T/o21/$c$f.nii.gz"; done
 done
-ok grep -q "extra file BraTS_001_seg.nii.gz ignored" "$T/o21/summary.csv"
+ok grep -q "extra file BraTS_001_extra.nii.gz ignored" "$T/o21/summary.csv"
+# read back through libnifti by vbseg eval, which refuses a prediction whose geometry differs from its reference
+ok "$V" eval --pred "$T/o21" --truth "$T/b21" --out "$T/o21_eval.csv"
+ok test "$(grep -c '^BraTS_00' "$T/o21_eval.csv")" -eq 3
 ok $PY - "$T" <<'PY'
 import csv, gzip, json, struct, sys
 t = sys.argv[1]

@@ -338,6 +338,9 @@ int vbs_volume_same_geometry(const vbs_volume *a, const vbs_volume *b, char *why
 /* Volume of one voxel in millilitres (pixdim x*y*z, in the file's units). */
 double vbs_volume_voxel_ml(const vbs_volume *v);
 
+/* Voxel spacing along x, y, z (pixdim, absolute; 1 for .npy volumes). */
+void vbs_volume_spacing(const vbs_volume *v, double out[3]);
+
 /* Spatial dims x, y, z (z = 1 for 2D) and t (channels of a 4D file). */
 void vbs_volume_dims(const vbs_volume *v, int64_t dims[4]);
 /* Voxel data, x fastest (NIfTI order), x*y*z*t floats; borrowed. */
