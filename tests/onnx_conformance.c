@@ -24,7 +24,7 @@ typedef struct { float *data; vbs_shape shape; } tensor;
 vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts, int n_bind, const char *const *names,
                                   const Onnx__TensorProto *const *values, vbs_model **out);
 
-static Onnx__TensorProto *unpack_file(const char *path, void *(*unpack)(ProtobufCAllocator *, size_t, const uint8_t *)) {
+static void *unpack_file(const char *path, void *(*unpack)(ProtobufCAllocator *, size_t, const uint8_t *)) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -43,16 +43,10 @@ static void *unpack_model(ProtobufCAllocator *a, size_t n, const uint8_t *b) { r
 
 /* 0 ok, 1 missing, 2 unsupported (reason in why) */
 static int read_tensor(const char *path, tensor *t, char *why, size_t wn) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 1;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)(n > 0 ? n : 1));
-    size_t got = b ? fread(b, 1, (size_t)n, f) : 0;
-    fclose(f);
-    Onnx__TensorProto *tp = got == (size_t)n ? onnx__tensor_proto__unpack(NULL, (size_t)n, b) : NULL;
-    free(b);
+    FILE *probe = fopen(path, "rb");
+    if (!probe) return 1;
+    fclose(probe);
+    Onnx__TensorProto *tp = unpack_file(path, unpack_tensor);
     if (!tp) { snprintf(why, wn, "%s: not a TensorProto", path); return 2; }
     int rc = 0;
     if (tp->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) { snprintf(why, wn, "test data of element type %d (float only)", tp->data_type); rc = 2; }

@@ -177,17 +177,32 @@ static int cmp_result(const void *a, const void *b) {
     return strcmp(x->id, y->id);
 }
 
-static vbs_status write_csv(int fd, void *user, char *err) {
-    const report *rp = user;
-    FILE *f = fdopen(dup(fd), "w");
-    if (!f) return VBS_ERR_IO;
+/* The report's order (failures first, then the most uncertain) and how many
+ * of the successful cases to flag for review: the most uncertain quarter. */
+static const result **ranked(const report *rp, int *review) {
     const result **order = malloc(sizeof *order * (size_t)(rp->n + 1));
-    if (!order) { fclose(f); return VBS_ERR_NOMEM; }
+    if (!order) return NULL;
     for (int i = 0; i < rp->n; i++) order[i] = &rp->r[i];
     qsort(order, (size_t)rp->n, sizeof *order, cmp_result);
     int n_ok = 0;
     for (int i = 0; i < rp->n; i++) n_ok += rp->r[i].ok;
-    int review = (n_ok + 3) / 4; /* the most uncertain quarter */
+    *review = (n_ok + 3) / 4;
+    return order;
+}
+
+static int flagged(const result *r, const columns *c, int rank, int review) {
+    double maxcv = 0;
+    for (int k = 0; k < c->n; k++) maxcv = fmax(maxcv, r->cv[k]);
+    return rank <= review || maxcv > 0.1;
+}
+
+static vbs_status write_csv(int fd, void *user, char *err) {
+    const report *rp = user;
+    FILE *f = fdopen(dup(fd), "w");
+    if (!f) return VBS_ERR_IO;
+    int review;
+    const result **order = ranked(rp, &review);
+    if (!order) { fclose(f); return VBS_ERR_NOMEM; }
     csv_header(f, rp->c);
     for (int i = 0, rank = 0; i < rp->n; i++) {
         const result *r = order[i];
@@ -196,9 +211,7 @@ static vbs_status write_csv(int fd, void *user, char *err) {
         csv_escape(f, r->error);
         if (!r->ok) { fprintf(f, ",,,,,,"); for (int k = 0; k < rp->c->n; k++) fprintf(f, ",,,"); fprintf(f, "\n"); continue; }
         rank++;
-        double maxcv = 0;
-        for (int k = 0; k < rp->c->n; k++) maxcv = fmax(maxcv, rp->r == NULL ? 0 : r->cv[k]);
-        fprintf(f, ",%.3f,%d,%.0f,%d,%s,%.6f", r->seconds, r->samples, r->peak_mb, rank, rank <= review || maxcv > 0.1 ? "review" : "ok", r->qc);
+        fprintf(f, ",%.3f,%d,%.0f,%d,%s,%.6f", r->seconds, r->samples, r->peak_mb, rank, flagged(r, rp->c, rank, review) ? "review" : "ok", r->qc);
         for (int k = 0; k < rp->c->n; k++) fprintf(f, ",%.4f,%.4f,%.6f", r->vol[k], r->cv[k], r->mi[k]);
         fprintf(f, "\n");
     }
@@ -212,13 +225,9 @@ static vbs_status write_json(int fd, void *user, char *err) {
     const report *rp = user;
     FILE *f = fdopen(dup(fd), "w");
     if (!f) return VBS_ERR_IO;
-    const result **order = malloc(sizeof *order * (size_t)(rp->n + 1));
+    int review;
+    const result **order = ranked(rp, &review);
     if (!order) { fclose(f); return VBS_ERR_NOMEM; }
-    for (int i = 0; i < rp->n; i++) order[i] = &rp->r[i];
-    qsort(order, (size_t)rp->n, sizeof *order, cmp_result);
-    int n_ok = 0;
-    for (int i = 0; i < rp->n; i++) n_ok += rp->r[i].ok;
-    int review = (n_ok + 3) / 4;
     fprintf(f, "[\n");
     for (int i = 0, rank = 0; i < rp->n; i++) {
         const result *r = order[i];
@@ -228,10 +237,8 @@ static vbs_status write_json(int fd, void *user, char *err) {
         json_escape(f, r->error);
         if (r->ok) {
             rank++;
-            double maxcv = 0;
-            for (int k = 0; k < rp->c->n; k++) maxcv = fmax(maxcv, r->cv[k]);
             fprintf(f, ", \"seconds\": %.3f, \"samples\": %d, \"peak_mb\": %.0f, \"qc_rank\": %d, \"qc_flag\": \"%s\", \"qc_mean_mi\": %.6f, \"regions\": {",
-                    r->seconds, r->samples, r->peak_mb, rank, rank <= review || maxcv > 0.1 ? "review" : "ok", r->qc);
+                    r->seconds, r->samples, r->peak_mb, rank, flagged(r, rp->c, rank, review) ? "review" : "ok", r->qc);
             for (int k = 0; k < rp->c->n; k++)
                 fprintf(f, "%s\"%s\": {\"ml\": %.4f, \"cv\": %.4f, \"mean_mi\": %.6f}", k ? ", " : "", rp->c->name[k], r->vol[k], r->cv[k], r->mi[k]);
             fprintf(f, "}");
