@@ -83,7 +83,7 @@ mkdir -p "$T/b23/BraTS-GLI-00001-000" "$T/nn" "$T/flat"
 for pair in flair:t2f t1:t1n t1ce:t1c t2:t2w; do
   cp "$T/b21/BraTS_002/BraTS_002_${pair%%:*}.nii.gz" "$T/b23/BraTS-GLI-00001-000/BraTS-GLI-00001-000-${pair##*:}.nii.gz"
 done
-n=0; for ch in flair t1 t1ce t2; do cp "$T/b21/BraTS_002/BraTS_002_$ch.nii.gz" "$T/nn/BraTS_002_000$n.nii.gz"; n=$((n+1)); done
+n=0; for ch in flair t1 t1ce t2; do gunzip -c "$T/b21/BraTS_002/BraTS_002_$ch.nii.gz" >"$T/nn/BraTS_002_000$n.nii"; n=$((n+1)); done   # plain .nii
 ok "$V" infer --model "$T/m.vbseg" --input "$T/b23" --output "$T/o23" --samples 3 --quiet
 ok "$V" infer --model "$T/m.vbseg" --input "$T/nn" --output "$T/onn" --samples 3 --quiet
 ok cmp -s "$T/o21/BraTS_002.nii.gz" "$T/o23/BraTS-GLI-00001-000.nii.gz"
@@ -98,26 +98,28 @@ ok test ! -e "$T/oflat2/scanA.nii.gz"   # forced to the wrong layout: no case is
 mkdir -p "$T/mix"
 cp -r "$T/b21/BraTS_001" "$T/b21/BraTS_002" "$T/mix/"
 mkdir -p "$T/mix/Good_3" && "$B/samples/make_scan" "$T/mix/Good_3" Good_3 32 32 4 >/dev/null
-for c in Bad_trunc Bad_random Bad_shape Bad_missing; do mkdir -p "$T/mix/$c"; "$B/samples/make_scan" "$T/mix/$c" "$c" 32 32 4 >/dev/null; done
+for c in Bad_trunc Bad_random Bad_shape Bad_missing Bad_affine; do mkdir -p "$T/mix/$c"; "$B/samples/make_scan" "$T/mix/$c" "$c" 32 32 4 >/dev/null; done
+$PY "$S/write_nifti.py" "$T/mix/Bad_affine/Bad_affine_t2.nii.gz" 32 32 4 1   # same size, other voxel spacing and origin
 head -c 2000 "$T/b21/BraTS_002/BraTS_002_t2.nii.gz" >"$T/mix/Bad_trunc/Bad_trunc_t2.nii.gz"
 head -c 5000 /dev/urandom >"$T/mix/Bad_random/Bad_random_t1.nii.gz"
 "$B/samples/make_scan" "$T/mix" tmp 32 28 4 >/dev/null && mv "$T/mix/tmp_t1ce.nii.gz" "$T/mix/Bad_shape/Bad_shape_t1ce.nii.gz" && rm -f "$T/mix"/tmp_*
 rm "$T/mix/Bad_missing/Bad_missing_flair.nii.gz"
 "$V" infer --model "$T/m.vbseg" --input "$T/mix" --output "$T/omix" --samples 2 >"$T/mix.out" 2>&1
 ok test $? -ne 0
-ok grep -q "4 of 7 cases failed" "$T/mix.out"
+ok grep -q "5 of 8 cases failed" "$T/mix.out"
 for c in BraTS_001 BraTS_002 Good_3; do ok test -s "$T/omix/${c}_epistemic.nii.gz"; done
 ok test -z "$(ls "$T/omix" | grep '^Bad_')"                     # no partial files for bad cases
 ok test -z "$(find "$T" -name '*.tmp.*')"                          # no temporaries anywhere
 ok $PY - "$T/omix/summary.csv" <<'PY'
 import csv, sys
 rows = {r["case"]: r for r in csv.DictReader(open(sys.argv[1]))}
-assert len(rows) == 7
-want = {"Bad_trunc": "truncated", "Bad_random": "sizeof_hdr", "Bad_shape": "dims", "Bad_missing": "missing channel flair"}
+assert len(rows) == 8
+want = {"Bad_trunc": "truncated", "Bad_random": "sizeof_hdr", "Bad_shape": "dims", "Bad_missing": "missing channel flair",
+        "Bad_affine": "differs"}
 for c, needle in want.items():
     assert rows[c]["status"] == "error" and needle in rows[c]["error"], (c, rows[c]["error"])
 order = list(rows)
-assert all(rows[c]["status"] == "error" for c in order[:4])       # failures first, then the most uncertain
+assert all(rows[c]["status"] == "error" for c in order[:5])       # failures first, then the most uncertain
 PY
 
 # SIGKILL mid-run, re-run: the same bytes as an uninterrupted run, finished cases not recomputed
@@ -152,7 +154,7 @@ for i in 0 1 2; do "$V" infer --model "$T/m.vbseg" --input "$T/mix" --output "$T
 ok $PY - "$T/sh" <<'PY'
 import csv, glob, sys
 ids = [r["case"] for f in sorted(glob.glob(sys.argv[1] + "/summary.shard-*-of-3.csv")) for r in csv.DictReader(open(f))]
-assert len(ids) == 7 and len(set(ids)) == 7, ids
+assert len(ids) == 8 and len(set(ids)) == 8, ids
 PY
 ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/t1" --samples 3 --threads 1 --quiet
 ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/t2" --samples 3 --threads 2 --quiet
