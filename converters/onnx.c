@@ -42,15 +42,7 @@ typedef struct {
     char folded[1024];/* BatchNormalization layers folded, for the card */
 } ctx;
 
-static vbs_status fail(ctx *c, vbs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static vbs_status fail(ctx *c, vbs_status st, const char *fmt, ...) {
-    char msg[VBS_ERRLEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return vbs_fail(c->err, st, "%s: %s", c->file, msg);
-}
+#define fail(c, st, ...) vbs_fail_file((c)->err, st, (c)->file, __VA_ARGS__)
 
 /* ---- wire-format depth scan ------------------------------------------ */
 

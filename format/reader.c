@@ -19,17 +19,7 @@
 
 typedef struct { const char *file; char *err; vbs_arena *ar; } ctx;
 
-#define FAIL(st, ...) vbs_fail_file(c, st, __VA_ARGS__)
-
-static vbs_status vbs_fail_file(ctx *c, vbs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static vbs_status vbs_fail_file(ctx *c, vbs_status st, const char *fmt, ...) {
-    char msg[VBS_ERRLEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return vbs_fail(c->err, st, "%s: %s", c->file, msg);
-}
+#define FAIL(st, ...) vbs_fail_file(c->err, st, c->file, __VA_ARGS__)
 
 static char *sdup(ctx *c, const char *s) { return vbs_arena_strdup(c->ar, s ? s : ""); }
 

@@ -94,20 +94,9 @@ void vbs_b_output(vbs_builder *b, const char *name) {
 
 const char *vbs_b_node(vbs_builder *b, vbs_op op, const char *name, int n_in, const char *const *in, int n_attr,
                        const vbs_attr *attr) {
-    if (!grow(b, (void **)&b->d.nodes, &b->cap_nodes, b->d.n_nodes, sizeof(vbs_node_def))) return "";
-    vbs_node_def *n = &b->d.nodes[b->d.n_nodes++];
-    n->name = (char *)vbs_b_str(b, name);
-    n->op_type = (char *)vbs_b_str(b, vbs_ops[op].name);
-    n->n_in = n_in;
-    n->in = vbs_b_alloc(b, sizeof(char *) * (size_t)(n_in + 1));
-    for (int i = 0; n->in && i < n_in; i++) n->in[i] = (char *)vbs_b_str(b, in[i] ? in[i] : "");
-    n->n_out = 1;
-    n->out = vbs_b_alloc(b, sizeof(char *) * 2);
-    if (n->out) n->out[0] = n->name;
-    n->n_attr = n_attr;
-    n->attr = vbs_b_alloc(b, sizeof(vbs_attr) * (size_t)(n_attr + 1));
-    if (n->attr && n_attr) memcpy(n->attr, attr, sizeof(vbs_attr) * (size_t)n_attr);
-    return n->name;
+    int before = b->d.n_nodes;
+    vbs_b_node_raw(b, vbs_ops[op].name, name, n_in, in, 1, &name, n_attr, attr);
+    return b->d.n_nodes > before && b->d.nodes[before].out ? b->d.nodes[before].out[0] : "";
 }
 
 void vbs_b_node_raw(vbs_builder *b, const char *op_type, const char *name, int n_in, const char *const *in, int n_out,

@@ -37,6 +37,8 @@ void vbs_arena_free(vbs_arena *a);
 
 /* Formats into err (VBS_ERRLEN bytes) and returns st. */
 vbs_status vbs_fail(char *err, vbs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same, as "FILE: message" (the form of every file-related refusal). */
+vbs_status vbs_fail_file(char *err, vbs_status st, const char *file, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void vbs_log(vbs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* a*b with overflow detection; returns 0 on overflow. */

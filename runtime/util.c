@@ -68,6 +68,19 @@ vbs_status vbs_fail(char *err, vbs_status st, const char *fmt, ...) {
     return st;
 }
 
+vbs_status vbs_fail_file(char *err, vbs_status st, const char *file, const char *fmt, ...) {
+    if (err) {
+        char msg[VBS_ERRLEN / 2]; /* the file name keeps its share of the line */
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        int n = snprintf(err, VBS_ERRLEN, "%.250s: ", file);
+        if (n > 0 && n < VBS_ERRLEN) snprintf(err + n, (size_t)(VBS_ERRLEN - n), "%s", msg);
+    }
+    return st;
+}
+
 static vbs_log_fn log_fn;
 static void *log_user;
 
