@@ -9,7 +9,7 @@
 #include "unet.h"
 
 vbs_unet_opts vbs_unet_defaults(void) {
-    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1};
+    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}};
     return o;
 }
 
@@ -127,7 +127,7 @@ vbs_status vbs_unet_build(const vbs_unet_opts *o, vbs_model **out) {
     card->normalization = VBS_NORM_ZSCORE_NONZERO;
     card->spatial_dims = nsp;
     int64_t *patch = vbs_b_alloc(b, sizeof(int64_t) * 3);
-    for (int i = 0; patch && i < nsp; i++) patch[i] = nsp == 2 ? 240 : 128;
+    for (int i = 0; patch && i < nsp; i++) patch[i] = o->patch[i] > 0 ? o->patch[i] : nsp == 2 ? 240 : 128;
     card->patch = patch;
     card->n_patch = nsp;
     int nl = o->classes == 1 ? 2 : o->classes;

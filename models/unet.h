@@ -17,6 +17,7 @@ typedef struct {
     float rho0;          /* initial rho of every variational weight (-5: sigma 0.0067) */
     float prior_sigma;   /* Gaussian prior sigma recorded for the trainer */
     uint64_t seed;       /* He initialisation of the means */
+    int64_t patch[3];    /* the card's slice (2D) or sliding-window (3D) size; 0 = 240 (2D), 128 (3D) */
 } vbs_unet_opts;
 
 vbs_unet_opts vbs_unet_defaults(void);

@@ -91,6 +91,14 @@ ok cmp -s "$T/o21/BraTS_002_epistemic.nii.gz" "$T/onn/BraTS_002_epistemic.nii.gz
 $PY "$S/write_nifti.py" "$T/flat/scanA.nii.gz" 40 36 3 4
 ok "$V" infer --model "$T/m.vbseg" --input "$T/flat" --output "$T/oflat" --samples 2 --quiet
 ok test -s "$T/oflat/scanA_epistemic.nii.gz"
+# a 3D model in sliding windows (patch 8 x 16 x 16 over 3 x 36 x 40: padded to the patch in z)
+"$V" create --arch unet --dims 3 --in-channels 4 --classes 2 --base 2 --depth 2 --patch 8x16x16 --out "$T/m3.vbseg" >/dev/null
+ok "$V" infer --model "$T/m3.vbseg" --input "$T/flat" --output "$T/o3d" --samples 3 --overlap 0.25 --quiet
+ok $PY - "$T/flat/scanA.nii.gz" "$T/o3d/scanA_epistemic.nii.gz" <<'PY'
+import gzip, struct, sys
+a = gzip.open(sys.argv[1]).read(348); b = gzip.open(sys.argv[2]).read(348)
+assert struct.unpack('<4h', a[40:48])[1:] == struct.unpack('<4h', b[40:48])[1:] and a[252:328] == b[252:328]
+PY
 "$V" infer --model "$T/m.vbseg" --input "$T/flat" --output "$T/oflat2" --layout nnunet --quiet 2>/dev/null
 ok test ! -e "$T/oflat2/scanA.nii.gz"   # forced to the wrong layout: no case is taken for one
 

@@ -10,13 +10,15 @@
 
 static const char *help =
     "usage: vbseg create --arch unet --dims 2|3 --in-channels C --classes K --out M.vbseg\n"
-    "                    [--base 16] [--depth 4] [--hetero] [--latent L] [--rho -5] [--seed S]\n"
+    "                    [--base 16] [--depth 4] [--hetero] [--latent L] [--rho -5] [--seed S] [--patch 128x128x128]\n"
     "\n"
     "Writes an untrained variational U-Net: He-initialised means, rho = --rho\n"
     "(sigma = softplus(rho)), a Gaussian prior N(0,1) recorded for the trainer.\n"
     "  --classes 1   one sigmoid output; K > 1: softmax over K classes\n"
     "  --hetero      add a logit log-variance head (aleatoric/epistemic eq. 10-11 split)\n"
-    "  --latent L    VAE-style latent of size L at the bottleneck (the paper uses 10)\n";
+    "  --latent L    VAE-style latent of size L at the bottleneck (the paper uses 10)\n"
+    "  --patch       the card's slice size (2D, default 240x240) or sliding-window size\n"
+    "                (3D, default 128x128x128, D x H x W) used by vbseg infer and run\n";
 
 int cmd_create(int argc, char **argv) {
     vbs_unet_opts o = vbs_unet_defaults();
@@ -37,7 +39,20 @@ int cmd_create(int argc, char **argv) {
         else if (!strcmp(a, "--latent")) { if (!cli_int("create", a, val, 0, 4096, &v)) return 2; o.latent = (int)v; }
         else if (!strcmp(a, "--seed")) { if (!cli_int("create", a, val, 0, 0x7fffffffffffffffLL, &v)) return 2; o.seed = (uint64_t)v; }
         else if (!strcmp(a, "--rho")) { double d; if (!cli_float("create", a, val, &d)) return 2; o.rho0 = (float)d; }
+        else if (!strcmp(a, "--patch")) {
+            int64_t p[8];
+            int n = cli_shape(val, p, 8);
+            if (n < 2 || n > 3) { cli_error("create", "--patch '%s' is not like 128x128x128", val); return 2; }
+            for (int k = 0; k < n; k++) {
+                if (p[k] > 65536) { cli_error("create", "--patch size %lld is too large", (long long)p[k]); return 2; }
+                o.patch[k] = p[k];
+            }
+        }
         else { cli_error("create", "unknown option '%s' (see --help)", a); return 2; }
+    }
+    if (o.patch[0] && (o.patch[2] ? 3 : 2) != o.dims) {
+        cli_error("create", "--patch has %d sizes but --dims is %d", o.patch[2] ? 3 : 2, o.dims);
+        return 2;
     }
     if (strcmp(arch, "unet")) return cli_error("create", "--arch '%s' is not available (unet; V-Net and FCN come with the trainer)", arch);
     if (!out) { cli_error("create", "--out is required"); return 2; }
