@@ -331,7 +331,7 @@ static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodePr
         if (x->ndim != 1 || x->numel > VBS_MAX_DIMS) return 0;
         const Onnx__AttributeProto *va = NULL;
         for (size_t i = 0; i < n->n_attribute; i++)
-            if (!strcmp(n->attribute[i]->name, "value")) va = n->attribute[i];
+            if (n->attribute[i]->name && !strcmp(n->attribute[i]->name, "value")) va = n->attribute[i];
         double v = 0;
         int dtype = 1;
         if (va && va->t) {
@@ -388,7 +388,7 @@ static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodePr
                 if (d == -1) { if (neg >= 0) return 0; neg = k; d = 1; }
                 else if (d <= 0) return 0;
                 dims[nd++] = d;
-                known *= d;
+                if (!vbs_mul_ok(known, d, &known)) return 0;
             }
             if (neg >= 0) { if (!known || x->numel % known) return 0; dims[neg] = x->numel / known; known = x->numel; }
             if (known != x->numel) return 0;
@@ -626,9 +626,32 @@ static void copy_card(vbs_builder *b, const vbs_card *src, vbs_card *dst) {
     dst->description = vbs_b_str(b, src->description);
 }
 
+/* protobuf-c leaves an absent optional string NULL: refuse a graph whose
+ * required names are missing, so that nothing below meets a NULL */
+static vbs_status check_names(ctx *c, const Onnx__GraphProto *g) {
+    for (size_t i = 0; i < g->n_node; i++) {
+        const Onnx__NodeProto *n = g->node[i];
+        if (!n->op_type || !n->op_type[0]) return fail(c, VBS_ERR_FORMAT, "node %zu has no op_type", i);
+        for (size_t k = 0; k < n->n_attribute; k++)
+            if (!n->attribute[k]->name || !n->attribute[k]->name[0])
+                return fail(c, VBS_ERR_FORMAT, "node %zu (%s): attribute %zu has no name", i, n->op_type, k);
+        for (size_t k = 0; k < n->n_output; k++)
+            if (!n->output[k][0] && k == 0) return fail(c, VBS_ERR_FORMAT, "node %zu (%s) has an empty output name", i, n->op_type);
+    }
+    for (size_t i = 0; i < g->n_input; i++)
+        if (!g->input[i]->name || !g->input[i]->name[0]) return fail(c, VBS_ERR_FORMAT, "graph input %zu has no name", i);
+    for (size_t i = 0; i < g->n_output; i++)
+        if (!g->output[i]->name || !g->output[i]->name[0]) return fail(c, VBS_ERR_FORMAT, "graph output %zu has no name", i);
+    for (size_t i = 0; i < g->n_initializer; i++)
+        if (!g->initializer[i]->name || !g->initializer[i]->name[0]) return fail(c, VBS_ERR_FORMAT, "initializer %zu has no name", i);
+    return VBS_OK;
+}
+
 static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_convert_opts *o, const bindings *bind, vbs_builder *b) {
     const Onnx__GraphProto *g = mp->graph;
     if (!g) return fail(c, VBS_ERR_FORMAT, "no graph");
+    vbs_status stn = check_names(c, g);
+    if (stn) return stn;
     int64_t opset = opset_of(mp);
     vbs_b_set_opset(b, (int)(opset ? opset : 13));
     ktable t = {0};
