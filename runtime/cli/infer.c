@@ -21,12 +21,13 @@
 #include <unistd.h>
 
 #include "cases.h"
+#include "crop.h"
 #include "cli.h"
 
 static const char *help =
     "usage: vbseg infer --model M --input DIR --output DIR [--layout auto|nnunet|brats2021|brats2023|flat]\n"
     "                   [--samples 20] [--seed 0] [--mode sample|mean] [--threads T] [--save-probabilities]\n"
-    "                   [--overlap 0.5] [--no-png] [--adaptive TOL] [--remap contiguous|brats]\n"
+    "                   [--overlap 0.5] [--no-png] [--no-crop] [--adaptive TOL] [--remap contiguous|brats]\n"
     "                   [--shard I/N] [--overwrite] [--quiet]\n"
     "\n"
     "Runs every case of DIR and writes, per case, to the output folder:\n"
@@ -43,6 +44,9 @@ static const char *help =
     "card's patch size, neighbours sharing --overlap of a patch, blended with Gaussian\n"
     "weights. --adaptive TOL stops a case's sampling once its mutual-information map\n"
     "changes by less than TOL (nats, largest voxel) between blocks of 5 samples.\n"
+    "The network sees only the box around the voxels non-zero in any channel (the\n"
+    "skull-stripped brain); outside it the maps are background with zero uncertainty\n"
+    "(--no-crop: the whole volume).\n"
     "Layouts are detected (see the README);\n"
     "channels are matched to the model card's names. --shard I/N takes every N-th case\n"
     "from the I-th (0-based) and names its summaries and manifest .shard-I-of-N.\n"
@@ -309,7 +313,7 @@ typedef struct {
     vbs_session *s;
     const columns *cols;
     vbs_mc_opts o;
-    int probs, regions, png, remap;
+    int probs, regions, png, remap, crop;
 } runner;
 
 /* One case, start to end; 0 and r->error on failure (nothing left behind). */
@@ -341,7 +345,7 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
             snprintf(r->error + k, sizeof r->error - k, "%sextra channel file %s ignored", k ? "; " : "", sc->files[f]);
         }
     vbs_volume *vols[MAX_CHANNELS] = {0};
-    float *x = NULL;
+    float *x = NULL, *xbox = NULL, *full = NULL;
     int ok = 0, nfiles = lay == LAYOUT_FLAT ? 1 : C;
     char err[480];
     int64_t d0[4] = {0};
@@ -365,11 +369,22 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
     x = malloc(sizeof(float) * (size_t)(nvox * C));
     if (!x) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
     for (int c = 0; c < nfiles; c++) memcpy(x + (int64_t)c * nvox, vbs_volume_data(vols[c]), sizeof(float) * (size_t)(nvox * (lay == LAYOUT_FLAT ? C : 1)));
+    /* the network sees only the box around the non-zero voxels (found before
+     * normalisation, which may move the background off zero) */
+    box bx = {{0, 0, 0}, {d0[0], d0[1], d0[2]}};
+    int cropped = R->crop && box_nonzero(x, C, d0, &bx) && box_voxels(&bx) < nvox;
+    if (!cropped) bx = (box){{0, 0, 0}, {d0[0], d0[1], d0[2]}};
     vbs_normalize(card, x, C, nvox);
-    int64_t shape[5] = {1, C, d0[2], d0[1], d0[0]};
+    const int64_t nbox = box_voxels(&bx);
+    if (cropped) {
+        xbox = malloc(sizeof(float) * (size_t)(nbox * C));
+        if (!xbox) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
+        box_extract(x, C, d0, &bx, xbox);
+    }
+    int64_t shape[5] = {1, C, bx.hi[2] - bx.lo[2], bx.hi[1] - bx.lo[1], bx.hi[0] - bx.lo[0]};
     int nd = 5;
-    if (in.ndim == 4 && d0[2] == 1) { shape[2] = d0[1]; shape[3] = d0[0]; nd = 4; }
-    if (vbs_session_run_mc(R->s, x, shape, nd, &R->o)) { snprintf(r->error, sizeof r->error, "%s", vbs_session_errmsg(R->s)); goto done; }
+    if (in.ndim == 4 && shape[2] == 1) { shape[2] = shape[3]; shape[3] = shape[4]; nd = 4; }
+    if (vbs_session_run_mc(R->s, cropped ? xbox : x, shape, nd, &R->o)) { snprintf(r->error, sizeof r->error, "%s", vbs_session_errmsg(R->s)); goto done; }
     const float *lab, *ent, *mi, *ale, *pm;
     vbs_map_info li, pi;
     vbs_session_map(R->s, VBS_MAP_LABELS, &lab, &li);
@@ -378,6 +393,24 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
     vbs_session_map(R->s, VBS_MAP_EXPECTED_ENTROPY, &ale, NULL);
     vbs_session_map(R->s, VBS_MAP_PROB_MEAN, &pm, &pi);
     r->samples = (int)li.n_samples;
+    int K = (int)pi.dims[0];
+    const int softmax = !(card->output_activation == VBS_ACT_SIGMOID);
+    float bg = card->n_labels ? (float)card->labels[0].value : 0.f;
+    if (cropped) {
+        /* outside the box: background, certain (p = 1 for class 0 of a softmax) */
+        full = calloc((size_t)(nvox * (4 + K)), sizeof(float));
+        if (!full) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
+        float *fl = full, *fe = full + nvox, *fm = full + 2 * nvox, *fa = full + 3 * nvox, *fp = full + 4 * nvox;
+        for (int64_t v = 0; v < nvox; v++) fl[v] = bg;
+        if (softmax && K > 1)
+            for (int64_t v = 0; v < nvox; v++) fp[v] = 1.f;
+        box_insert(lab, 1, d0, &bx, fl);
+        box_insert(ent, 1, d0, &bx, fe);
+        box_insert(mi, 1, d0, &bx, fm);
+        box_insert(ale, 1, d0, &bx, fa);
+        box_insert(pm, K, d0, &bx, fp);
+        lab = fl; ent = fe; mi = fm; ale = fa; pm = fp;
+    }
     float *lab_out = NULL;
     if (R->remap) {
         /* contiguous: the class index of each label value; brats: 0,1,2,3 -> 0,1,2,4 */
@@ -396,7 +429,6 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
     struct { const char *suffix; const float *data; int labels; int64_t t; } outs[6] = {
         {"", lab_out ? lab_out : lab, 1, 1}, {"_entropy", ent, 0, 1}, {"_epistemic", mi, 0, 1}, {"_aleatoric", ale, 0, 1}, {NULL, NULL, 0, 0}, {NULL, NULL, 0, 0}};
     float *regions = NULL;
-    int K = (int)pi.dims[0];
     if (R->regions) {
         regions = calloc((size_t)(3 * nvox), sizeof(float));
         if (!regions) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
@@ -445,7 +477,9 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
                 for (int k = 0; k < kc; k++) {
                     int value = k < card->n_labels ? card->labels[k].value : k;
                     if (card->output_activation == VBS_ACT_SIGMOID && kc == 1) value = card->n_labels > 1 ? card->labels[1].value : 1;
-                    if (in_column(R->cols, col, value)) v += (double)counts[i * kc + k];
+                    /* the voxels outside the box are class 0 in every sample */
+                    int64_t outside = k == 0 && softmax && kc > 1 ? nvox - nbox : 0;
+                    if (in_column(R->cols, col, value)) v += (double)(counts[i * kc + k] + outside);
                 }
                 v *= ml;
                 s1 += v;
@@ -458,7 +492,6 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
     }
     double fg_mi = 0;
     int64_t fg = 0;
-    float bg = card->n_labels ? (float)card->labels[0].value : 0.f;
     for (int col = 0; col < R->cols->n; col++) {
         double s = 0;
         int64_t n = 0;
@@ -474,6 +507,8 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
 done:
     for (int c = 0; c < nfiles; c++) vbs_volume_free(vols[c]);
     free(x);
+    free(xbox);
+    free(full);
     return ok;
 }
 
@@ -489,7 +524,7 @@ int cmd_infer(int argc, char **argv) {
     long long samples = 20, seed = 0, threads = 0, shard_i = 0, shard_n = 1;
     double overlap = 0.5, adaptive = 0;
     int remap = 0; /* 0 keep the card's values, 1 contiguous class indices, 2 BraTS 2018 values (0,1,2,4) */
-    int probs = 0, quiet = 0, overwrite = 0, png = 1;
+    int probs = 0, quiet = 0, overwrite = 0, png = 1, crop = 1;
     vbs_mode mode = VBS_MODE_SAMPLE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -498,6 +533,7 @@ int cmd_infer(int argc, char **argv) {
         if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
         if (!strcmp(a, "--overwrite")) { overwrite = 1; continue; }
         if (!strcmp(a, "--no-png")) { png = 0; continue; }
+        if (!strcmp(a, "--no-crop")) { crop = 0; continue; }
         if (!(v = cli_value("infer", argc, argv, &i))) return 2;
         if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--input")) input = v;
@@ -548,8 +584,8 @@ int cmd_infer(int argc, char **argv) {
     int regions = card->label_convention == VBS_LABELS_BRATS_2018 || card->label_convention == VBS_LABELS_BRATS_2023;
     /* the manifest: model and options must match for a case to be skipped */
     char header[512], mpath[4096];
-    snprintf(header, sizeof header, "vbseg-infer 2\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d adaptive %g remap %d",
-             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap, png, adaptive, remap);
+    snprintf(header, sizeof header, "vbseg-infer 2\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d adaptive %g remap %d crop %d",
+             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap, png, adaptive, remap, crop);
     /* shards of one folder keep their own manifest and summaries (merged later) */
     char tag[64] = "";
     if (shard_n > 1) snprintf(tag, sizeof tag, ".shard-%lld-of-%lld", shard_i, shard_n);
@@ -565,7 +601,7 @@ int cmd_infer(int argc, char **argv) {
     int manifest_ok = mf && fgets(line, sizeof line, mf) && !strncmp(line, header, strlen(header)) && line[strlen(header)] == '\n';
     vbs_session_new(m, &s);
     runner R = {out, m, s, &cols, {(int)samples, (uint64_t)seed, mode, (int)threads, overlap > 0 ? (float)overlap : 1e-6f, (float)adaptive, 5},
-                probs, regions, png, remap};
+                probs, regions, png, remap, crop};
     int nres = 0, failed = 0, done = 0;
     double t0 = now();
     int tty = isatty(2);
