@@ -157,6 +157,51 @@ assert all(float(r["peak_mb"]) > 0 for r in rows)
 for r in rows:
     assert set(gzip.open(f"{sys.argv[1]}/{r['case']}.nii.gz").read()[352:]) <= {0, 1, 2, 3}
 PY
+# cropping to the non-zero box: inside it the maps are those of a --no-crop run
+# on the box cut out by hand (same bytes); outside it background, zero uncertainty
+mkdir -p "$T/crop/BraTS_001" "$T/boxed/BraTS_001"
+for m in flair t1 t1ce t2; do cp "$T/b21/BraTS_001/BraTS_001_$m.nii.gz" "$T/crop/BraTS_001/"; done
+ok $PY - "$T/crop/BraTS_001" "$T/boxed/BraTS_001" "$T/box.txt" <<'PY'
+import gzip, struct, sys, numpy as np
+src, dst, boxf = sys.argv[1:4]
+vols, hdrs = [], []
+for m in ("flair", "t1", "t1ce", "t2"):
+    b = gzip.open(f"{src}/BraTS_001_{m}.nii.gz").read()
+    d = struct.unpack('<8h', b[40:56]); off = int(struct.unpack('<f', b[108:112])[0])
+    assert struct.unpack('<h', b[70:72])[0] == 16
+    vols.append(np.frombuffer(b[off:], '<f4').reshape(d[3], d[2], d[1])); hdrs.append(b[:off])
+nz = np.argwhere(np.any(np.stack(vols) != 0, axis=0))
+lo, hi = nz.min(0), nz.max(0) + 1              # z, y, x
+assert (hi - lo).prod() < vols[0].size, "the test case needs a background margin"
+open(boxf, "w").write(" ".join(map(str, list(lo) + list(hi))))
+for m, v, h in zip(("flair", "t1", "t1ce", "t2"), vols, hdrs):
+    h = bytearray(h); s = hi - lo
+    struct.pack_into('<4h', h, 42, int(s[2]), int(s[1]), int(s[0]), 1)
+    gzip.open(f"{dst}/BraTS_001_{m}.nii.gz", "wb").write(bytes(h) + v[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype('<f4').tobytes())
+PY
+ok "$V" infer --model "$T/m.vbseg" --input "$T/crop" --output "$T/ocrop" --samples 3 --save-probabilities --no-png --quiet
+ok "$V" infer --model "$T/m.vbseg" --input "$T/boxed" --output "$T/oboxed" --samples 3 --save-probabilities --no-png --no-crop --quiet
+ok $PY - "$T/ocrop" "$T/oboxed" "$T/box.txt" <<'PY'
+import csv, gzip, struct, sys, numpy as np
+a, b, boxf = sys.argv[1:4]
+z0, y0, x0, z1, y1, x1 = map(int, open(boxf).read().split())
+def load(p):
+    r = gzip.open(p).read(); d = struct.unpack('<8h', r[40:56]); off = int(struct.unpack('<f', r[108:112])[0])
+    dt = {2: 'u1', 16: '<f4'}[struct.unpack('<h', r[70:72])[0]]
+    return np.frombuffer(r[off:], dt).reshape(d[4], d[3], d[2], d[1])
+for suf in ("", "_entropy", "_epistemic", "_aleatoric", "_regions", "_probabilities"):
+    full, box = load(f"{a}/BraTS_001{suf}.nii.gz"), load(f"{b}/BraTS_001{suf}.nii.gz")
+    assert np.array_equal(full[:, z0:z1, y0:y1, x0:x1], box), suf
+    outside = np.ones(full.shape[1:], bool); outside[z0:z1, y0:y1, x0:x1] = False
+    rest = full[:, outside]
+    if suf == "_probabilities": assert (rest[0] == 1).all() and (rest[1:] == 0).all()
+    else: assert (rest == 0).all(), suf
+ra, rb = (next(csv.DictReader(open(f"{d}/summary.csv"))) for d in (a, b))
+for k in ra:
+    if k.endswith("_ml") or k.endswith("_cv") or k.endswith("_mean_mi") or k == "samples":
+        assert ra[k] == rb[k], (k, ra[k], rb[k])
+PY
+
 # shards cover every case exactly once; 1 and 2 threads give the same bytes
 for i in 0 1 2; do "$V" infer --model "$T/m.vbseg" --input "$T/mix" --output "$T/sh" --samples 2 --shard $i/3 --quiet 2>/dev/null; done
 ok $PY - "$T/sh" <<'PY'
