@@ -33,23 +33,23 @@ int64_t box_voxels(const box *b) {
     return (b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]) * (b->hi[2] - b->lo[2]);
 }
 
-/* one routine for both directions: to_full copies packed -> full */
-static void copy_box(float *full, float *packed, int C, const int64_t d[3], const box *b, int to_full) {
+/* one walk for both directions: to_full copies packed src into full dst */
+static void copy_box(const float *src, float *dst, int C, const int64_t d[3], const box *b, int to_full) {
     const int64_t w = b->hi[0] - b->lo[0], plane = d[0] * d[1] * d[2];
+    int64_t p = 0;
     for (int c = 0; c < C; c++)
         for (int64_t k = b->lo[2]; k < b->hi[2]; k++)
-            for (int64_t j = b->lo[1]; j < b->hi[1]; j++) {
-                float *f = full + c * plane + (k * d[1] + j) * d[0] + b->lo[0];
-                if (to_full) memcpy(f, packed, sizeof(float) * (size_t)w);
-                else memcpy(packed, f, sizeof(float) * (size_t)w);
-                packed += w;
+            for (int64_t j = b->lo[1]; j < b->hi[1]; j++, p += w) {
+                const int64_t f = c * plane + (k * d[1] + j) * d[0] + b->lo[0];
+                if (to_full) memcpy(dst + f, src + p, sizeof(float) * (size_t)w);
+                else memcpy(dst + p, src + f, sizeof(float) * (size_t)w);
             }
 }
 
 void box_extract(const float *full, int C, const int64_t d[3], const box *b, float *dst) {
-    copy_box((float *)full, dst, C, d, b, 0);
+    copy_box(full, dst, C, d, b, 0);
 }
 
 void box_insert(const float *packed, int C, const int64_t d[3], const box *b, float *full) {
-    copy_box(full, (float *)packed, C, d, b, 1);
+    copy_box(packed, full, C, d, b, 1);
 }

@@ -200,13 +200,27 @@ static int flagged(const result *r, const columns *c, int rank, int review) {
     return rank <= review || maxcv > 0.1;
 }
 
+/* A stream on fd and the cases in report order; NULL when either fails. */
+static FILE *open_report(int fd, const report *rp, const result ***order, int *review) {
+    FILE *f = fdopen(dup(fd), "w");
+    if (!f) return NULL;
+    if (!(*order = ranked(rp, review))) { fclose(f); return NULL; }
+    return f;
+}
+
+static vbs_status close_report(FILE *f, const result **order, char *err) {
+    free(order);
+    int bad = ferror(f);
+    if (fclose(f) || bad) { snprintf(err, 512, "write failed"); return VBS_ERR_IO; }
+    return VBS_OK;
+}
+
 static vbs_status write_csv(int fd, void *user, char *err) {
     const report *rp = user;
-    FILE *f = fdopen(dup(fd), "w");
-    if (!f) return VBS_ERR_IO;
+    const result **order;
     int review;
-    const result **order = ranked(rp, &review);
-    if (!order) { fclose(f); return VBS_ERR_NOMEM; }
+    FILE *f = open_report(fd, rp, &order, &review);
+    if (!f) return VBS_ERR_IO;
     csv_header(f, rp->c);
     for (int i = 0, rank = 0; i < rp->n; i++) {
         const result *r = order[i];
@@ -219,19 +233,15 @@ static vbs_status write_csv(int fd, void *user, char *err) {
         for (int k = 0; k < rp->c->n; k++) fprintf(f, ",%.4f,%.4f,%.6f", r->vol[k], r->cv[k], r->mi[k]);
         fprintf(f, "\n");
     }
-    free(order);
-    int bad = ferror(f);
-    if (fclose(f) || bad) { snprintf(err, 512, "write failed"); return VBS_ERR_IO; }
-    return VBS_OK;
+    return close_report(f, order, err);
 }
 
 static vbs_status write_json(int fd, void *user, char *err) {
     const report *rp = user;
-    FILE *f = fdopen(dup(fd), "w");
-    if (!f) return VBS_ERR_IO;
+    const result **order;
     int review;
-    const result **order = ranked(rp, &review);
-    if (!order) { fclose(f); return VBS_ERR_NOMEM; }
+    FILE *f = open_report(fd, rp, &order, &review);
+    if (!f) return VBS_ERR_IO;
     fprintf(f, "[\n");
     for (int i = 0, rank = 0; i < rp->n; i++) {
         const result *r = order[i];
@@ -250,10 +260,7 @@ static vbs_status write_json(int fd, void *user, char *err) {
         fprintf(f, "}%s\n", i + 1 < rp->n ? "," : "");
     }
     fprintf(f, "]\n");
-    free(order);
-    int bad = ferror(f);
-    if (fclose(f) || bad) { snprintf(err, 512, "write failed"); return VBS_ERR_IO; }
-    return VBS_OK;
+    return close_report(f, order, err);
 }
 
 typedef struct { const char *header; const result *r; int n; const columns *c; } manifest;
