@@ -224,14 +224,22 @@ typedef struct {
     float *work;            /* scratch of the size the op's work fn asked */
     uint64_t seed, sample;  /* for ops that sample */
     int sampling;           /* 0 in VBS_MODE_MEAN */
+    int training;           /* 1 in a training pass: BatchNormalization uses the batch statistics */
+    float *saved;           /* training: the node's own floats (the op's `saved` fn), kept until its backward */
 } vbs_op_args;
 
-/* Gradient slots for the trainer: dx[i] accumulates (+=) into inputs. */
+/* A backward call. The forward's inputs and outputs are still live in
+ * fwd (same pointers, same shapes). Each kernel *accumulates* (+=) the
+ * gradient of every input whose dx[i] is non-NULL and leaves the others
+ * alone; it never writes dy. For a Conv whose Relu the graph fused, the
+ * executor has already multiplied dy by (y > 0), so the kernel ignores
+ * fused_relu. Random draws (GaussianSample) are recomputed from fwd's
+ * seed, sample and the node's stream, never stored. */
 typedef struct {
     const vbs_op_args *fwd;
-    const float *dy[2];
-    float *dx[VBS_MAX_IN];
-    float *work;
+    const float *dy[2];       /* gradients of the outputs, shaped like fwd->ys */
+    float *dx[VBS_MAX_IN];    /* gradients of the inputs, shaped like fwd->xs; NULL = not wanted */
+    float *work;              /* scratch of the size the op's backward_work fn asked */
 } vbs_grad_args;
 
 typedef vbs_status (*vbs_parse_fn)(vbs_node *n, const vbs_node_def *d, char *err);
@@ -247,10 +255,13 @@ typedef struct {
     vbs_shape_fn shape;
     vbs_forward_fn forward;    /* fast kernel */
     vbs_forward_fn naive;      /* reference kernel the tests compare against */
-    vbs_backward_fn backward;  /* NULL until the trainer implements it */
     vbs_work_fn work;          /* NULL: no scratch */
     vbs_flops_fn flops;        /* NULL: counted as 0 */
     int min_in, max_in, max_out;
+    vbs_backward_fn backward;        /* fast backward kernel (lowers to GEMM where the forward does) */
+    vbs_backward_fn backward_naive;  /* reference backward the tests compare against */
+    vbs_work_fn backward_work;       /* NULL: no scratch */
+    vbs_work_fn saved;               /* training: floats the forward keeps for the backward; NULL: none */
 } vbs_op_info;
 
 extern const vbs_op_info vbs_ops[VBS_OP_COUNT];

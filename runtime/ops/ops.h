@@ -12,6 +12,10 @@
     vbs_status vbs_##op##_shape(vbs_node *n, const vbs_shape *in, vbs_shape *out, char *err);   \
     void vbs_##op##_forward(const vbs_op_args *a);                                              \
     void vbs_##op##_forward_naive(const vbs_op_args *a)
+/* The backward pair of an op (see vbs_grad_args in internal.h). */
+#define VBS_DECLARE_BACKWARD(op)                           \
+    void vbs_##op##_backward(const vbs_grad_args *g);      \
+    void vbs_##op##_backward_naive(const vbs_grad_args *g)
 
 VBS_DECLARE_OP(conv);
 size_t vbs_conv_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);

@@ -2,16 +2,22 @@
  * registry.c: the op table. One row per op, indexed by vbs_op; the enum's
  * numbering is internal (files store op names, not numbers), but new ops
  * still go at the end. Columns: ONNX name, parse, shape, fast forward,
- * naive forward, backward (the trainer's slot), scratch, FLOPs, and the
- * input/output arity.
+ * naive forward, scratch, FLOPs, the input/output arity, then the
+ * trainer's: fast and naive backward, backward scratch, saved floats.
  */
 #include <string.h>
 
 #include "ops.h"
 
-#define ROW(name, op, work, flops, min_in, max_in, max_out)                                                     \
-    {name, vbs_##op##_parse, vbs_##op##_shape, vbs_##op##_forward, vbs_##op##_forward_naive, NULL, work, flops, \
-     min_in, max_in, max_out}
+#define ROW(name, op, work, flops, min_in, max_in, max_out)                                                    \
+    {name, vbs_##op##_parse, vbs_##op##_shape, vbs_##op##_forward, vbs_##op##_forward_naive, work, flops, min_in, \
+     max_in, max_out, NULL, NULL, NULL, NULL}
+/* A row with its backward kernels: vbs_<op>_backward and vbs_<op>_backward_naive,
+ * the backward scratch (floats, or NULL) and the floats kept from forward to
+ * backward in training (or NULL). */
+#define ROWB(name, op, work, flops, min_in, max_in, max_out, bwork, saved)                                     \
+    {name, vbs_##op##_parse, vbs_##op##_shape, vbs_##op##_forward, vbs_##op##_forward_naive, work, flops, min_in, \
+     max_in, max_out, vbs_##op##_backward, vbs_##op##_backward_naive, bwork, saved}
 
 const vbs_op_info vbs_ops[VBS_OP_COUNT] = {
     [VBS_OP_CONV] = ROW("Conv", conv, vbs_conv_work, vbs_conv_flops, 2, 3, 1),
