@@ -173,7 +173,7 @@ static inline int gc_backward(gc_case *c, int naive, float **dx) {
     return 1;
 }
 
-static float **gc_alloc_dx(gc_case *c, float fillv) {
+static inline float **gc_alloc_dx(gc_case *c, float fillv) {
     float **dx = calloc(VBS_MAX_IN, sizeof(float *));
     for (int i = 0; i < c->n_in; i++) {
         if (!c->x[i]) continue;
