@@ -5,6 +5,7 @@
  * file and writing it again reproduces it byte for byte. The file is
  * written atomically (vbs_atomic_write).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -35,16 +36,16 @@ static vbs_status write_body(int fd, void *user, char *err) {
     uint64_t doff = vbs_align64(VBS_PREAMBLE + j->hlen);
     if (vbs_write_all(fd, pre, sizeof pre) || vbs_write_all(fd, j->header, j->hlen) ||
         vbs_write_all(fd, zeros, (size_t)(doff - VBS_PREAMBLE - j->hlen)))
-        return vbs_fail(err, VBS_ERR_IO, "write failed");
+        return vbs_fail(err, VBS_ERR_IO, "write failed: %s", strerror(errno));
     uint64_t pos = 0;
     for (int i = 0; i < j->d->n_tensors; i++) {
         const vbs_tensor_def *t = &j->d->tensors[i];
         uint64_t off = vbs_align64(pos);
         if (vbs_write_all(fd, zeros, (size_t)(off - pos)) || vbs_write_all(fd, t->data, (size_t)t->numel * 4))
-            return vbs_fail(err, VBS_ERR_IO, "write failed");
+            return vbs_fail(err, VBS_ERR_IO, "write failed: %s", strerror(errno));
         pos = off + (uint64_t)t->numel * 4;
     }
-    if (vbs_write_all(fd, zeros, (size_t)(j->dlen - pos))) return vbs_fail(err, VBS_ERR_IO, "write failed");
+    if (vbs_write_all(fd, zeros, (size_t)(j->dlen - pos))) return vbs_fail(err, VBS_ERR_IO, "write failed: %s", strerror(errno));
     return VBS_OK;
 }
 

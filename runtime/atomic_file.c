@@ -44,7 +44,10 @@ vbs_status vbs_atomic_write(const char *path, vbs_write_fn fn, void *user, char 
         return st;
     }
     fchmod(fd, 0644);
-    vbs_status st = fn(fd, user, err);
+    char e[VBS_ERRLEN];
+    e[0] = 0;
+    vbs_status st = fn(fd, user, e);
+    if (st) vbs_fail(err, st, "%s: %s", path, e[0] ? e : "write failed");
     if (!st && fsync(fd)) st = vbs_fail(err, VBS_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
     if (close(fd) && !st) st = vbs_fail(err, VBS_ERR_IO, "%s: close failed: %s", path, strerror(errno));
     if (!st && rename(tmp, path)) st = vbs_fail(err, VBS_ERR_IO, "%s: rename failed: %s", path, strerror(errno));

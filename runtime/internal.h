@@ -119,7 +119,9 @@ vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err);
 
 /* Writes a file atomically: fn writes to fd (a temporary file beside
  * path), then fsync, rename over path, fsync of the directory. On any
- * failure the temporary file is removed and path is untouched. */
+ * failure the temporary file is removed and path is untouched, and err
+ * holds one line "PATH: reason" (fn's own message, which should end with
+ * strerror's reason, e.g. "write failed: No space left on device"). */
 typedef vbs_status (*vbs_write_fn)(int fd, void *user, char *err);
 vbs_status vbs_atomic_write(const char *path, vbs_write_fn fn, void *user, char *err);
 /* write(2) until done; 0 on success. */

@@ -325,14 +325,20 @@ static vbs_status write_nifti_body(int fd, void *user, char *err) {
             if (fd2 >= 0) close(fd2);
             st = vbs_fail(err, VBS_ERR_IO, "cannot start gzip stream");
         } else {
-            int ok = gzwrite(g, hdr, (unsigned)hsize) == (int)hsize;
+            /* zlib reports a failed write(2) as Z_ERRNO with errno set: keep the reason */
+            int ok = gzwrite(g, hdr, (unsigned)hsize) == (int)hsize, why = 0;
             for (int64_t off = 0, n = nvox * w->bpv; ok && off < n;) {
                 unsigned chunk = n - off > (1 << 30) ? (1u << 30) : (unsigned)(n - off);
                 ok = gzwrite(g, buf + off, chunk) == (int)chunk;
                 off += chunk;
             }
-            if (gzclose(g) != Z_OK) ok = 0;
-            if (!ok) st = vbs_fail(err, VBS_ERR_IO, "gzip write failed");
+            if (!ok) why = errno;
+            errno = 0;
+            if (gzclose(g) != Z_OK) {
+                if (ok) why = errno;
+                ok = 0;
+            }
+            if (!ok) st = vbs_fail(err, VBS_ERR_IO, "write failed: %s", why ? strerror(why) : "gzip stream error");
         }
     } else if (vbs_write_all(fd, hdr, hsize) || vbs_write_all(fd, buf, (size_t)(nvox * w->bpv))) {
         st = vbs_fail(err, VBS_ERR_IO, "write failed: %s", strerror(errno));
@@ -362,8 +368,8 @@ vbs_status vbs_volume_write_nifti(const vbs_volume *ref, const char *path, const
     }
     char e[VBS_ERRLEN];
     vbs_status st = vbs_atomic_write(path, write_nifti_body, &w, e);
-    if (st) return nfail(err, errlen, st, path, "%s", e);
-    return VBS_OK;
+    if (st && err && errlen) snprintf(err, errlen, "%s", e);
+    return st;
 }
 
 /* Used by npy.c: a volume without a NIfTI header. */

@@ -109,6 +109,6 @@ vbs_status vbs_write_npy(const char *path, const float *data, const int64_t *dim
     npyw w = {data, dims, ndim};
     char e[VBS_ERRLEN];
     vbs_status st = vbs_atomic_write(path, write_npy_body, &w, e);
-    if (st && err && errlen) snprintf(err, errlen, "%s: %s", path, e);
+    if (st && err && errlen) snprintf(err, errlen, "%s", e);
     return st;
 }

@@ -3,6 +3,7 @@
  * file that includes it. The image is encoded in memory and written with
  * vbs_atomic_write, like every other file vbseg writes.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,7 @@ typedef struct { unsigned char *data; int len; } png_buf;
 
 static vbs_status write_png_body(int fd, void *user, char *err) {
     png_buf *b = user;
-    return vbs_write_all(fd, b->data, (size_t)b->len) ? vbs_fail(err, VBS_ERR_IO, "write failed") : VBS_OK;
+    return vbs_write_all(fd, b->data, (size_t)b->len) ? vbs_fail(err, VBS_ERR_IO, "write failed: %s", strerror(errno)) : VBS_OK;
 }
 
 vbs_status vbs_write_png(const char *path, int w, int h, const unsigned char *rgb, char *err, size_t errlen) {
@@ -33,6 +34,6 @@ vbs_status vbs_write_png(const char *path, int w, int h, const unsigned char *rg
     char e[VBS_ERRLEN];
     vbs_status st = vbs_atomic_write(path, write_png_body, &b, e);
     free(b.data);
-    if (st && err && errlen) snprintf(err, errlen, "%s: %s", path, e);
+    if (st && err && errlen) snprintf(err, errlen, "%s", e);
     return st;
 }

@@ -21,7 +21,7 @@
 #include "internal.h"
 
 vbs_mc_opts vbs_mc_defaults(void) {
-    vbs_mc_opts o = {20, 0, VBS_MODE_SAMPLE, 0, 0.5f, 0.f, 0};
+    vbs_mc_opts o = {.n_samples = 20, .seed = 0, .mode = VBS_MODE_SAMPLE, .threads = 0, .overlap = 0.5f};
     return o;
 }
 
@@ -224,6 +224,15 @@ static vbs_status fit(vbs_session *s, const vbs_shape *in, padding *p) {
     return vbs_fail(s->err, VBS_ERR_SHAPE, "the network takes no padding of this input up to multiples of 128: %s", first);
 }
 
+/* Reports a round of passes to the caller's progress callback; 1 if it asks to stop. */
+static int stop_asked(vbs_session *s, const vbs_mc_opts *o, int64_t *done, int64_t add, int64_t total) {
+    *done += add;
+    if (!o->progress || !o->progress(o->progress_user, *done, total)) return 0;
+    s->have_acc = 0;
+    vbs_fail(s->err, VBS_ERR_CANCELLED, "stopped by the caller after %lld of %lld passes", (long long)*done, (long long)total);
+    return 1;
+}
+
 /* Adaptive sampling: after every block of samples, compare the running MI
  * map with the one a block before; 1 when the largest change is below tol. */
 static int converged(vbs_session *s, const vbs_mc_opts *o, float **prev) {
@@ -310,6 +319,7 @@ static vbs_status run_windows(vbs_session *s, const float *input, const vbs_shap
     vbs_blas_set_threads(1);
     int k = 0, nout = hetero ? 3 : 1; /* blended planes per class: probabilities (+ logits, log-variances) */
     vbs_status ret = VBS_OK;
+    int64_t passes = 0, total = (int64_t)o->n_samples * nst[0] * nst[1] * nst[2];
     for (int64_t first = 0; first < o->n_samples && !ret; first += nw) {
         int active = o->n_samples - first < nw ? (int)(o->n_samples - first) : nw;
         for (int64_t i0 = 0; i0 < nst[0] && !ret; i0++)
@@ -381,6 +391,7 @@ static vbs_status run_windows(vbs_session *s, const float *input, const vbs_shap
                                     }
                                 }
                     }
+                    if (!ret && stop_asked(s, o, &passes, active, total)) ret = VBS_ERR_CANCELLED;
                 }
         if (ret) break;
         /* the round's samples, normalised by the weights, into the statistics in sample order */
@@ -461,6 +472,7 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
      * where two BLAS threads measured slower than one (README, Threads). */
     vbs_blas_set_threads(1);
     int k = 0;
+    int64_t passes = 0, total = (int64_t)o.n_samples * nslices;
     for (int64_t first = 0; first < o.n_samples; first += nw) {
         int active = o.n_samples - first < nw ? (int)(o.n_samples - first) : nw;
         for (int64_t z = 0; z < nslices; z++) {
@@ -511,6 +523,7 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
                 }
                 vbs_mc_acc_add(&s->acc, z * sn, sn, s->acc.n + w + 1, lg, lv);
             }
+            if (stop_asked(s, &o, &passes, active, total)) { free(prev_mi); return VBS_ERR_CANCELLED; }
         }
         for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);
         if (converged(s, &o, &prev_mi)) break;

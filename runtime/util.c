@@ -124,6 +124,7 @@ const char *vbs_status_name(vbs_status st) {
     case VBS_ERR_UNSUPPORTED: return "VBS_ERR_UNSUPPORTED";
     case VBS_ERR_NIFTI: return "VBS_ERR_NIFTI";
     case VBS_ERR_STATE: return "VBS_ERR_STATE";
+    case VBS_ERR_CANCELLED: return "VBS_ERR_CANCELLED";
     }
     return "VBS_ERR_UNKNOWN";
 }

@@ -73,7 +73,8 @@ typedef enum {
     VBS_ERR_NUMERIC = -8,     /* NaN or Inf where finite values are required */
     VBS_ERR_UNSUPPORTED = -9, /* valid but not supported by this build */
     VBS_ERR_NIFTI = -10,      /* malformed or unsupported NIfTI file */
-    VBS_ERR_STATE = -11       /* call out of order, e.g. a map before a run */
+    VBS_ERR_STATE = -11,      /* call out of order, e.g. a map before a run */
+    VBS_ERR_CANCELLED = -12   /* stopped by the caller (a progress callback returned non-zero) */
 } vbs_status;
 
 /* A short constant name for a status code, e.g. "VBS_ERR_FORMAT". */
@@ -235,6 +236,13 @@ typedef struct {
     float adaptive_tol; /* > 0: stop once the mutual-information map changes by less than this
                            (max over voxels) between blocks of adaptive_block samples */
     int adaptive_block; /* samples per block; 0 = 5 */
+    /* Optional: called on the calling thread after every round of passes
+     * (a pass is one sample of one slice or window) with the passes done so
+     * far and the total planned (adaptive runs may stop before it). A
+     * non-zero return stops the run, which then fails with
+     * VBS_ERR_CANCELLED and leaves no maps. NULL: not called. */
+    int (*progress)(void *user, int64_t done, int64_t total);
+    void *progress_user;
 } vbs_mc_opts;
 
 vbs_mc_opts vbs_mc_defaults(void);
