@@ -212,5 +212,150 @@ PY
 ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/t1" --samples 3 --threads 1 --quiet
 ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/t2" --samples 3 --threads 2 --quiet
 for f in "$T"/t1/*.nii.gz; do ok cmp -s "$f" "$T/t2/$(basename "$f")"; done
+
+# ---- data safety -----------------------------------------------------------
+# the input folder as the output: refused before anything is written; inputs untouched
+mkdir -p "$T/same" && cp "$T/flat/scanA.nii.gz" "$T/same/"
+sum_before=$(md5sum "$T/same/scanA.nii.gz")
+"$V" infer --model "$T/m.vbseg" --input "$T/same" --output "$T/same" --samples 2 2>"$T/same.err"
+ok test $? -eq 1
+ok grep -q "is the input folder" "$T/same.err"
+ok test "$(ls "$T/same")" = "scanA.nii.gz"
+ok test "$(md5sum "$T/same/scanA.nii.gz")" = "$sum_before"
+ln -s "$T/same" "$T/same_link"                                    # the same folder under another name
+"$V" infer --model "$T/m.vbseg" --input "$T/same" --output "$T/same_link" --samples 2 2>/dev/null
+ok test $? -eq 1
+ok test "$(ls "$T/same")" = "scanA.nii.gz"
+# an output path that is an input file (through a link): refused before the first case
+mkdir -p "$T/coll_in" "$T/coll_out" && cp "$T/flat/scanA.nii.gz" "$T/coll_out/scanA.nii.gz"
+ln -s "$T/coll_out/scanA.nii.gz" "$T/coll_in/scanA.nii.gz"
+"$V" infer --model "$T/m.vbseg" --input "$T/coll_in" --output "$T/coll_out" --samples 2 2>"$T/coll.err"
+ok test $? -eq 1
+ok grep -q "would overwrite an input file" "$T/coll.err"
+ok cmp -s "$T/coll_out/scanA.nii.gz" "$T/flat/scanA.nii.gz"
+# vbseg's own outputs in an input folder are not cases (a re-run on an output folder)
+mkdir -p "$T/reused" && cp "$T/flat/scanA.nii.gz" "$T/reused/" && cp "$T/oflat/summary.csv" "$T/oflat/manifest.tsv" "$T/reused/"
+for f in "$T"/oflat/scanA*; do b=$(basename "$f"); cp "$f" "$T/reused/scanB${b#scanA}"; done   # another case's outputs, labels included
+"$V" infer --model "$T/m.vbseg" --input "$T/reused" --output "$T/oreused" --samples 2 --quiet 2>"$T/reused.err"
+ok test $? -eq 0
+ok test "$(tail -n +2 "$T/oreused/manifest.tsv" | cut -f1)" = "scanA"
+ok grep -q "vbseg outputs skipped" "$T/reused.err"
+# an empty folder is an error; files another layout would take are named in a warning
+mkdir -p "$T/empty"
+"$V" infer --model "$T/m.vbseg" --input "$T/empty" --output "$T/oempty" 2>"$T/empty.err"
+ok test $? -eq 1
+ok grep -q "no cases found" "$T/empty.err"
+ok test ! -e "$T/oempty"                                           # no empty output folder left behind
+mkdir -p "$T/mixed" && cp -r "$T/b21/BraTS_002" "$T/mixed/" && cp "$T/flat/scanA.nii.gz" "$T/mixed/loose.nii.gz"
+"$V" infer --model "$T/m.vbseg" --input "$T/mixed" --output "$T/omixed" --samples 2 --no-png 2>"$T/mixed.err"
+ok grep -q "warning: .*1 file or folder not used by the brats2021 layout: loose.nii.gz" "$T/mixed.err"
+# the output folder is checked before any compute: not a folder, not writable
+"$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/same/scanA.nii.gz" --samples 2 2>"$T/nf.err"
+ok test $? -eq 1
+ok grep -q "exists and is not a folder" "$T/nf.err"
+ok not grep -q "^\[1/" "$T/nf.err"
+"$V" infer --model "$T/m.vbseg" --input "$T/b21" --output /sys --samples 2 2>"$T/ro.err"
+ok test $? -eq 1
+ok test "$(wc -l <"$T/ro.err")" -eq 1
+ok grep -q "^vbseg infer: /sys: cannot write to the output folder: Permission denied$" "$T/ro.err"
+"$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/same/scanA.nii.gz/sub" --samples 2 2>"$T/nd.err"
+ok grep -q "cannot create the output folder: Not a directory" "$T/nd.err"
+
+# a full disk: the file and strerror's reason in one line, the run stops, the finished cases stay
+if mkdir -p "$T/tiny" && mount -t tmpfs -o size=160k tmpfs "$T/tiny" 2>/dev/null; then
+  "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/tiny/o" --samples 2 --no-png 2>"$T/full.err"
+  ok test $? -eq 1
+  ok grep -q "No space left on device" "$T/full.err"
+  ok grep -q "stopping: outputs cannot be written" "$T/full.err"
+  ok test -z "$(ls -a "$T/tiny/o" | grep -E '\.tmp\.|^\.vbseg-part\.')"     # no temporaries
+  for c in $(tail -n +2 "$T/tiny/o/manifest.tsv" 2>/dev/null | cut -f1); do ok test -s "$T/tiny/o/${c}_epistemic.nii.gz"; done
+  "$V" create --arch unet --dims 2 --in-channels 4 --classes 4 --base 16 --depth 4 --out "$T/tiny/big.vbseg" 2>"$T/fullc.err"
+  ok grep -q "^vbseg create: $T/tiny/big.vbseg: write failed: No space left on device$" "$T/fullc.err"
+  umount "$T/tiny"
+else
+  echo "SKIP: full-disk checks (cannot mount a small tmpfs here)"
+fi
+
+# SIGINT in a case: it is abandoned without debris, the finished ones are kept with their summary, resume completes
+mkdir -p "$T/slow"
+for c in S1 S2 S3; do mkdir -p "$T/slow/$c"; done
+"$B/samples/make_scan" "$T/slow/S1" S1 32 32 4 >/dev/null
+"$B/samples/make_scan" "$T/slow/S2" S2 181 217 24 >/dev/null
+"$B/samples/make_scan" "$T/slow/S3" S3 32 32 4 >/dev/null
+"$V" infer --model "$T/m.vbseg" --input "$T/slow" --output "$T/slow_ref" --samples 6 --threads 1 --quiet
+# consistency of an interrupted folder: a case in the manifest has every output, any other none (finished-looking or staged)
+consistent() { $PY - "$1" <<'PY'
+import os, sys
+d = sys.argv[1]
+done = [l.split("\t")[0] for l in open(f"{d}/manifest.tsv").read().splitlines()[1:]]
+for c in ("S1", "S2", "S3"):
+    files = [f for f in os.listdir(d) if f.startswith(c) or f.startswith(".vbseg-part." + c)]
+    if c in done:
+        assert len(files) == 6 and not any(f.startswith(".") for f in files), (c, files)
+    else:
+        assert not files, (c, files)
+assert not [f for f in os.listdir(d) if ".tmp." in f], os.listdir(d)
+PY
+}
+"$V" infer --model "$T/m.vbseg" --input "$T/slow" --output "$T/slow_int" --samples 6 --threads 1 2>"$T/int.err" &
+pid=$!
+for _ in $(seq 500); do [ -s "$T/slow_int/manifest.tsv" ] && break; sleep 0.01; done
+kill -INT $pid; wait $pid; rc=$?
+ok test $rc -eq 130
+ok grep -q "interrupted after [12] of 3 cases; run the same command again to resume" "$T/int.err"
+ok consistent "$T/slow_int"
+ok test "$(tail -n +2 "$T/slow_int/summary.csv" | wc -l)" -eq "$(tail -n +2 "$T/slow_int/manifest.tsv" | wc -l)"
+"$V" infer --model "$T/m.vbseg" --input "$T/slow" --output "$T/slow_int" --samples 6 --threads 1 --quiet
+ok test $? -eq 0
+for f in "$T"/slow_ref/*.nii.gz "$T"/slow_ref/*.png; do ok cmp -s "$f" "$T/slow_int/$(basename "$f")"; done
+# SIGKILL in a case: no finished-looking file for it; the next start removes the staged leftovers
+"$V" infer --model "$T/m.vbseg" --input "$T/slow" --output "$T/slow_kill" --samples 6 --threads 1 --quiet &
+pid=$!
+for _ in $(seq 500); do [ -s "$T/slow_kill/manifest.tsv" ] && break; sleep 0.01; done
+sleep 0.3; kill -9 $pid; wait $pid 2>/dev/null
+ok test -z "$(ls "$T/slow_kill" | grep '^S2')"                  # S2 was in flight: nothing of it with a final name
+touch "$T/slow_kill/.vbseg-part.S2_entropy.nii.gz" "$T/slow_kill/summary.csv.tmp.AbC123"   # as a kill during writing leaves
+"$V" infer --model "$T/m.vbseg" --input "$T/slow" --output "$T/slow_kill" --samples 6 --threads 1 2>"$T/kill.err"
+ok grep -q "removed [0-9]* temporar" "$T/kill.err"
+ok consistent "$T/slow_kill"
+for f in "$T"/slow_ref/*.nii.gz; do ok cmp -s "$f" "$T/slow_kill/$(basename "$f")"; done
+
+# progress within a case on a terminal: passes (samples x slices) and an ETA before the case ends
+script -qfec "\"$V\" infer --model \"$T/m.vbseg\" --input \"$T/slow\" --output \"$T/slow_tty\" --samples 6 --threads 1 --no-png" /dev/null >"$T/tty.out" 2>&1
+ok grep -q "\[2/3\] S2: [0-9]*/[0-9]* passes (samples x slices or windows), .*ETA case .*, run " "$T/tty.out"
+# changed options: said, and every case redone
+"$V" infer --model "$T/m.vbseg" --input "$T/slow" --output "$T/slow_tty" --samples 5 --threads 1 --no-png 2>"$T/opt.err" >/dev/null
+ok grep -q "options differ from the manifest (.*); redoing 3 cases" "$T/opt.err"
+ok not grep -q "already done" "$T/opt.err"
+# the shard banner names its share
+"$V" infer --model "$T/m.vbseg" --input "$T/slow" --output "$T/slow_sh" --samples 1 --no-png --shard 1/3 2>"$T/sh.err" >/dev/null
+ok grep -q "shard 1 of 3 takes 1 of them (every 3rd case from the 2nd)" "$T/sh.err"
+
+# heteroscedastic maps (eq. 10-11) from infer equal those of vbseg run on the same scan
+"$V" create --arch unet --dims 2 --in-channels 4 --classes 4 --base 4 --depth 2 --hetero --rho -3 --out "$T/mh.vbseg" >/dev/null
+mkdir -p "$T/het/H1" && "$B/samples/make_scan" "$T/het/H1" H1 40 36 4 >/dev/null
+ok "$V" infer --model "$T/mh.vbseg" --input "$T/het" --output "$T/ohet" --samples 4 --no-crop --no-png --quiet
+ok "$V" run --model "$T/mh.vbseg" --input "$T/het/H1/H1_flair.nii.gz" --input "$T/het/H1/H1_t1.nii.gz" --input "$T/het/H1/H1_t1ce.nii.gz" \
+  --input "$T/het/H1/H1_t2.nii.gz" --samples 4 --out "$T/rhet" >/dev/null
+ok cmp -s "$T/ohet/H1_aleatoric_het.nii.gz" "$T/rhet/aleatoric_het.nii.gz"
+ok cmp -s "$T/ohet/H1_epistemic_het.nii.gz" "$T/rhet/epistemic_het.nii.gz"
+ok cmp -s "$T/ohet/H1_epistemic.nii.gz" "$T/rhet/epistemic_mi.nii.gz"
+
+# notes in their own column (not in error), NaN voxels reported; QC: no uncertainty is never flagged for review
+mkdir -p "$T/nan/N1" && "$B/samples/make_scan" "$T/nan/N1" N1 32 32 4 >/dev/null
+ok $PY - "$T/nan/N1/N1_t2.nii.gz" <<'PY'
+import gzip, struct, sys
+b = bytearray(gzip.open(sys.argv[1]).read()); off = int(struct.unpack('<f', b[108:112])[0])
+struct.pack_into('<f', b, off + 4 * 100, float('nan')); struct.pack_into('<f', b, off + 4 * 101, float('inf'))
+gzip.open(sys.argv[1], 'wb').write(bytes(b))
+PY
+"$V" infer --model "$T/m.vbseg" --input "$T/nan" --output "$T/onan" --mode mean --no-png 2>"$T/nan.err"
+ok grep -q "note: .*N1_t2.nii.gz: 2 NaN/Inf voxels set to 0" "$T/nan.err"
+ok $PY - "$T/onan/summary.csv" <<'PY'
+import csv, sys
+r = next(csv.DictReader(open(sys.argv[1])))
+assert r["status"] == "ok" and r["error"] == "" and "2 NaN/Inf voxels" in r["notes"] and "extra file N1_seg" in r["notes"], r
+assert float(r["qc_mean_mi"]) == 0 and r["qc_flag"] == "ok", r      # a single case in mean mode: nothing to review
+PY
 echo "infer: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -107,12 +107,70 @@ static void add_file(scan_case *c, const char *dir, const char *name, int channe
     c->channel[c->n_files++] = channel;
 }
 
-int find_cases(const char *dir, layout *lay, scan_case **out, int *n_out, char *err, size_t errlen) {
+/* vbseg's own map files next to a label output, and its reports */
+int is_vbseg_output(const char *name) {
+    static const char *const maps[] = {"_entropy", "_epistemic", "_aleatoric", "_regions", "_probabilities", "_aleatoric_het",
+                                       "_epistemic_het"};
+    size_t n = strlen(name);
+    if (!strncmp(name, "summary", 7) && ((n > 4 && !strcmp(name + n - 4, ".csv")) || (n > 5 && !strcmp(name + n - 5, ".json"))))
+        return 1;
+    if (!strncmp(name, "manifest", 8) && n > 4 && !strcmp(name + n - 4, ".tsv")) return 1;
+    if (n > 12 && !strcmp(name + n - 12, "_preview.png")) return 1;
+    if (!is_nifti(name)) return 0;
+    size_t s = stem_len(name);
+    for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++) {
+        size_t k = strlen(maps[i]);
+        if (s > k && !strncmp(name + s - k, maps[i], k)) return 1;
+    }
+    return 0;
+}
+
+/* a label map vbseg wrote: CASE.nii.gz with CASE_epistemic.nii.gz beside it */
+static int is_label_output(const char *dir, const char *name) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%.*s_epistemic.nii.gz", dir, (int)stem_len(name), name);
+    struct stat s;
+    return !stat(p, &s) && S_ISREG(s.st_mode);
+}
+
+/* what a layout left unused, for the caller's warning */
+typedef struct { int n, outputs; char names[512]; } unused_list;
+
+static void note_unused(unused_list *u, const char *name) {
+    size_t k = strlen(u->names);
+    if (u->n < 5) snprintf(u->names + k, sizeof u->names - k, "%s%s", u->n ? ", " : "", name);
+    else if (u->n == 5) snprintf(u->names + k, sizeof u->names - k, ", ...");
+    u->n++;
+}
+
+static int same_dir(const char *a, const char *b) {
+    struct stat x, y;
+    return b && !stat(a, &x) && !stat(b, &y) && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+int find_cases(const char *dir, const char *exclude, layout *lay, scan_case **out, int *n_out, char *unused, size_t unused_len,
+               char *err, size_t errlen) {
     int n;
     char **names = list(dir, &n);
     *out = NULL;
     *n_out = 0;
+    if (unused && unused_len) unused[0] = 0;
     if (!names && !is_dir(dir)) { snprintf(err, errlen, "%s: not a readable folder", dir); return 0; }
+    /* vbseg's own files and the excluded folder are not scans */
+    int k = 0;
+    unused_list u = {0, 0, ""};
+    for (int i = 0; i < n; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        int dir_entry = is_dir(p);
+        if ((dir_entry && same_dir(p, exclude)) || (!dir_entry && (is_vbseg_output(names[i]) || (is_nifti(names[i]) && is_label_output(dir, names[i]))))) {
+            u.outputs++;
+            free(names[i]);
+            continue;
+        }
+        names[k++] = names[i];
+    }
+    n = k;
     layout l = *lay;
     if (l == LAYOUT_AUTO) {
         int dirs23 = 0, dirs21 = 0, nnunet = 0, files = 0;
@@ -132,7 +190,7 @@ int find_cases(const char *dir, layout *lay, scan_case **out, int *n_out, char *
                 files++;
                 size_t s = stem_len(names[i]);
                 int digits = s > 5 && names[i][s - 5] == '_';
-                for (size_t k = s - 4; digits && k < s; k++) digits = names[i][k] >= '0' && names[i][k] <= '9';
+                for (size_t q = s - 4; digits && q < s; q++) digits = names[i][q] >= '0' && names[i][q] <= '9';
                 nnunet += digits;
             }
         }
@@ -143,8 +201,12 @@ int find_cases(const char *dir, layout *lay, scan_case **out, int *n_out, char *
     for (int i = 0; i < n; i++) {
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        int dir_entry = is_dir(p);
         if (l == LAYOUT_BRATS2021 || l == LAYOUT_BRATS2023) {
-            if (!is_dir(p)) continue;
+            if (!dir_entry) {
+                if (is_nifti(names[i])) note_unused(&u, names[i]);
+                continue;
+            }
             scan_case *c = add_case(&v, &nc, &cap, names[i]);
             if (!c) continue;
             int m;
@@ -154,26 +216,40 @@ int find_cases(const char *dir, layout *lay, scan_case **out, int *n_out, char *
                 int ch = brats_channel(sub[j], l == LAYOUT_BRATS2023);
                 if (ch >= 0) add_file(c, p, sub[j], ch);
                 else {
-                    size_t k = strlen(c->note);
-                    snprintf(c->note + k, sizeof c->note - k, "%sextra file %s ignored", k ? "; " : "", sub[j]);
+                    size_t q = strlen(c->note);
+                    snprintf(c->note + q, sizeof c->note - q, "%sextra file %s ignored", q ? "; " : "", sub[j]);
                 }
             }
             free_list(sub, m);
-        } else if (is_nifti(names[i]) && !is_dir(p)) {
+        } else if (is_nifti(names[i]) && !dir_entry) {
             size_t s = stem_len(names[i]);
             char id[512];
             int ch = 0;
             if (l == LAYOUT_NNUNET) {
-                if (s <= 5 || names[i][s - 5] != '_') continue;
+                int digits = s > 5 && names[i][s - 5] == '_';
+                for (size_t q = s - 4; digits && q < s; q++) digits = names[i][q] >= '0' && names[i][q] <= '9';
+                if (!digits) { note_unused(&u, names[i]); continue; }
                 snprintf(id, sizeof id, "%.*s", (int)(s - 5), names[i]);
                 ch = atoi(names[i] + s - 4);
             } else snprintf(id, sizeof id, "%.*s", (int)s, names[i]);
             scan_case *c = nc && !strcmp(v[nc - 1].id, id) ? &v[nc - 1] : add_case(&v, &nc, &cap, id);
             if (!c) continue;
             add_file(c, dir, names[i], ch);
+        } else if (dir_entry) {
+            char d[300];
+            snprintf(d, sizeof d, "%s/", names[i]);
+            note_unused(&u, d);
         }
     }
     free_list(names, n);
+    if (unused && unused_len) {
+        int q = 0;
+        if (u.n) q = snprintf(unused, unused_len, "%d file%s or folder%s not used by the %s layout: %s", u.n, u.n == 1 ? "" : "s",
+                              u.n == 1 ? "" : "s", layout_name(l), u.names);
+        if (u.outputs && q >= 0 && (size_t)q < unused_len)
+            snprintf(unused + q, unused_len - (size_t)q, "%s%d vbseg output%s skipped", q ? "; " : "", u.outputs,
+                     u.outputs == 1 ? "" : "s");
+    }
     *lay = l;
     *out = v;
     *n_out = nc;

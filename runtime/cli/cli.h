@@ -33,6 +33,18 @@ const char *cli_value(const char *cmd, int argc, char **argv, int *i);
 int write_preview(const char *path, const float *scan, const float *labels, const float *mi, const int64_t dims[3], float background,
                   char *err, size_t errlen);
 
+/* QC of a finished case (summary.csv's qc_flag, infer_report.c): "review" when
+ * its mean mutual information over the predicted foreground is at least
+ * QC_MI_REVIEW nats, when a label or region volume varies across the samples by
+ * more than QC_CV_REVIEW (coefficient of variation), or when it ranks among the
+ * most uncertain quarter of the run (rank 1 = the most uncertain of n_ok cases)
+ * with a mean MI of at least QC_MI_FLOOR. A case without uncertainty (mean mode,
+ * or sigma 0) is never flagged on rank alone. */
+#define QC_MI_REVIEW 0.1
+#define QC_CV_REVIEW 0.1
+#define QC_MI_FLOOR 0.02
+int qc_review(double mean_mi, double max_cv, int rank, int n_ok);
+
 /* Library diagnostics to stderr when --verbose is given. */
 void cli_log(vbs_log_level level, const char *msg, void *user);
 

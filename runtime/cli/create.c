@@ -54,7 +54,10 @@ int cmd_create(int argc, char **argv) {
         cli_error("create", "--patch has %d sizes but --dims is %d", o.patch[2] ? 3 : 2, o.dims);
         return 2;
     }
-    if (strcmp(arch, "unet")) return cli_error("create", "--arch '%s' is not available (unet; V-Net and FCN come with the trainer)", arch);
+    if (strcmp(arch, "unet")) {
+        cli_error("create", "--arch '%s' is not available (unet; V-Net and FCN are planned)", arch);
+        return 2;
+    }
     if (!out) { cli_error("create", "--out is required"); return 2; }
     if ((int64_t)o.base << o.depth > (1 << 16)) return cli_error("create", "--base %d with --depth %d is too wide", o.base, o.depth);
     vbs_model *m;

@@ -1,17 +1,17 @@
 /*
  * infer.c: `vbseg infer`: Monte-Carlo inference over a folder of scans.
- * Finds the cases (cases.c), matches their files to the model card's
- * channels, checks that the channels agree in shape and affine, runs the
- * samples (any size: the session pads and crops), writes the maps with
- * the input's geometry, and keeps summary.csv/summary.json and a manifest
- * up to date after every case. A bad case gets one row with its error and
- * no output files; the run goes on and exits non-zero at the end. Every
- * file is written atomically, so a killed run leaves only complete files,
- * and a re-run skips the cases its manifest records as done with the same
- * model and options.
+ * This file is the command: options; the checks made before the first
+ * case (cases found, the output folder writable and apart from the
+ * inputs, no output path that is an input file); the manifest of an
+ * earlier run; the loop with its progress line; and interruption (SIGINT
+ * or SIGTERM abandon the case in flight, keep what is finished, and say
+ * how to resume). One case is infer_case.c; the reports infer_report.c.
  */
+#define _XOPEN_SOURCE 700 /* realpath */
+#include <dirent.h>
 #include <errno.h>
-#include <math.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cases.h"
-#include "crop.h"
-#include "cli.h"
+#include "infer.h"
 
 static const char *help =
     "usage: vbseg infer --model M --input DIR --output DIR [--layout auto|nnunet|brats2021|brats2023|flat]\n"
@@ -31,15 +29,18 @@ static const char *help =
     "                   [--shard I/N] [--overwrite] [--quiet]\n"
     "\n"
     "Runs every case of DIR and writes, per case, to the output folder:\n"
-    "  CASE.nii.gz                labels in the model card's label values (--remap contiguous:\n"
-    "                             class indices; --remap brats: 3 written as 4)\n"
-    "  CASE_entropy.nii.gz        predictive entropy (nats)\n"
-    "  CASE_epistemic.nii.gz      mutual information (epistemic)\n"
-    "  CASE_aleatoric.nii.gz      expected entropy (aleatoric)\n"
-    "  CASE_regions.nii.gz        BraTS-convention models: P(WT), P(TC), P(ET)\n"
-    "  CASE_probabilities.nii.gz  with --save-probabilities: the mean class probabilities\n"
-    "  CASE_preview.png           slices through the lesion: scan, labels, MI heat map (--no-png: none)\n"
-    "and summary.csv / summary.json (one row per case, the most uncertain first) and\n"
+    "  CASE.nii.gz                 labels in the model card's label values (--remap contiguous:\n"
+    "                              class indices; --remap brats: 3 written as 4)\n"
+    "  CASE_entropy.nii.gz         predictive entropy (nats)\n"
+    "  CASE_epistemic.nii.gz       mutual information (epistemic)\n"
+    "  CASE_aleatoric.nii.gz       expected entropy (aleatoric)\n"
+    "  CASE_regions.nii.gz         BraTS-convention models: P(WT), P(TC), P(ET)\n"
+    "  CASE_probabilities.nii.gz   with --save-probabilities: the mean class probabilities\n"
+    "  CASE_aleatoric_het.nii.gz   heteroscedastic models: mean predicted logit variance (eq. 10)\n"
+    "  CASE_epistemic_het.nii.gz   heteroscedastic models: variance of the logit means (eq. 11)\n"
+    "  CASE_preview.png            slices through the lesion: scan, labels, MI heat map (--no-png: none)\n"
+    "and summary.csv / summary.json (one row per case, failures first, then the most\n"
+    "uncertain; notes such as ignored files or NaN voxels in their own column) and\n"
     "manifest.tsv (what is done, for re-runs). A 3D model runs in sliding windows of its\n"
     "card's patch size, neighbours sharing --overlap of a patch, blended with Gaussian\n"
     "weights. --adaptive TOL stops a case's sampling once its mutual-information map\n"
@@ -47,31 +48,26 @@ static const char *help =
     "The network sees only the box around the voxels non-zero in any channel (the\n"
     "skull-stripped brain); outside it the maps are background with zero uncertainty\n"
     "(--no-crop: the whole volume).\n"
-    "Layouts are detected (see the README);\n"
-    "channels are matched to the model card's names. --shard I/N takes every N-th case\n"
-    "from the I-th (0-based) and names its summaries and manifest .shard-I-of-N.\n"
-    "A re-run skips the cases done with the same model and options (--overwrite redoes\n"
-    "them). Exit status 1 if any case failed.\n";
+    "Layouts are detected (see the README); channels are matched to the model card's\n"
+    "names. --shard I/N takes every N-th case from the I-th (0-based) and names its\n"
+    "summaries and manifest .shard-I-of-N.\n"
+    "Safety: the output folder must not be the input folder and no output may be an\n"
+    "input file; both are checked, with the folder's writability, before the first case.\n"
+    "A case's outputs appear together when it is done. Ctrl-C (or SIGTERM) abandons the\n"
+    "case in flight, keeps the finished ones and their summary; running the same command\n"
+    "again skips the cases done with the same model and options (--overwrite redoes them).\n"
+    "Exit status: 0, 1 if a case failed or an output could not be written, 130 if\n"
+    "interrupted.\n";
 
-typedef struct {
-    char id[256];
-    int ok;
-    char error[512];
-    double seconds;
-    int samples;
-    int n_cols;
-    double vol[16], cv[16], mi[16];   /* per label or region */
-    double qc;                        /* mean MI over the predicted foreground */
-    double peak_mb;                   /* the process's peak resident memory after this case */
-    char row[2048];                   /* the CSV columns after case,status,error (from a manifest) */
-} result;
+static volatile sig_atomic_t g_signal;
 
-typedef struct {
-    int n;
-    char name[16][64];
-    int n_values[16];
-    int values[16][4];                /* label values making up each column */
-} columns;
+static void on_signal(int sig) { g_signal = sig; }
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static uint64_t fnv(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -85,444 +81,202 @@ static uint64_t fnv(const char *path) {
     return h;
 }
 
-static void sanitize(const char *in, char *out, size_t n) {
-    size_t k = 0;
-    for (; *in && k + 1 < n; in++) {
-        char c = *in;
-        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
-        out[k++] = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ? c : '_';
-    }
-    out[k] = 0;
+static const char *ordinal(long long n, char *buf, size_t len) {
+    const char *suf = n % 100 >= 11 && n % 100 <= 13 ? "th" : n % 10 == 1 ? "st" : n % 10 == 2 ? "nd" : n % 10 == 3 ? "rd" : "th";
+    snprintf(buf, len, "%lld%s", n, suf);
+    return buf;
 }
 
-/* columns: every non-background label, then WT/TC/ET for BraTS conventions */
-static void make_columns(const vbs_card *card, columns *c) {
-    memset(c, 0, sizeof *c);
-    for (int i = 1; i < card->n_labels && c->n < 12; i++) {
-        sanitize(card->labels[i].name && card->labels[i].name[0] ? card->labels[i].name : "label", c->name[c->n], sizeof c->name[0]);
-        c->values[c->n][0] = card->labels[i].value;
-        c->n_values[c->n++] = 1;
-    }
-    if (card->n_labels == 0) { snprintf(c->name[0], sizeof c->name[0], "foreground"); c->values[0][0] = 1; c->n_values[0] = 1; c->n = 1; }
-    int et = card->label_convention == VBS_LABELS_BRATS_2018 ? 4 : card->label_convention == VBS_LABELS_BRATS_2023 ? 3 : 0;
-    if (et) {
-        static const char *const names[3] = {"wt", "tc", "et"};
-        int sets[3][3] = {{1, 2, et}, {1, et, -1}, {et, -1, -1}};
-        for (int r = 0; r < 3; r++) {
-            snprintf(c->name[c->n], sizeof c->name[0], "%s", names[r]);
-            int k = 0;
-            for (int j = 0; j < 3; j++)
-                if (sets[r][j] >= 0) c->values[c->n][k++] = sets[r][j];
-            c->n_values[c->n++] = k;
-        }
-    }
+static const char *duration(double s, char *buf, size_t len) {
+    if (s < 90) snprintf(buf, len, "%.0f s", s);
+    else if (s < 5400) snprintf(buf, len, "%.0f min", s / 60);
+    else snprintf(buf, len, "%.1f h", s / 3600);
+    return buf;
 }
 
-static int in_column(const columns *c, int col, int value) {
-    for (int j = 0; j < c->n_values[col]; j++)
-        if (c->values[col][j] == value) return 1;
+/* mkdir -p; *created receives the first folder this call made ("" if none) */
+static int make_dirs(const char *path, char *created, size_t len) {
+    char p[PATH_MAX];
+    created[0] = 0;
+    if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p) { errno = ENAMETOOLONG; return -1; }
+    for (char *s = p + 1;; s++) {
+        if (*s && *s != '/') continue;
+        char c = *s;
+        *s = 0;
+        if (mkdir(p, 0755)) {
+            if (errno != EEXIST) return -1;
+        } else if (!created[0]) snprintf(created, len, "%s", p);
+        *s = c;
+        if (!c) break;
+    }
+    struct stat sb;
+    if (stat(path, &sb)) return -1;
+    if (!S_ISDIR(sb.st_mode)) { errno = ENOTDIR; return -1; }
     return 0;
 }
 
-static void csv_header(FILE *f, const columns *c) {
-    fprintf(f, "case,status,error,seconds,samples,peak_mb,qc_rank,qc_flag,qc_mean_mi");
-    for (int i = 0; i < c->n; i++) fprintf(f, ",%s_ml,%s_cv,%s_mean_mi", c->name[i], c->name[i], c->name[i]);
-    fprintf(f, "\n");
-}
-
-static void csv_escape(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s == '\n' ? ' ' : *s, f);
+/* removes a folder tree this run created, when nothing was written into it */
+static void remove_created(const char *created, const char *out) {
+    if (!created[0]) return;
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s", out);
+    for (;;) {
+        if (rmdir(p)) return;
+        if (!strcmp(p, created)) return;
+        char *slash = strrchr(p, '/');
+        if (!slash || slash == p) return;
+        *slash = 0;
     }
-    fputc('"', f);
 }
 
-static void json_escape(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
-/* the numeric part of a row: seconds,samples then per column vol,cv,mi */
-static void row_numbers(const result *r, const columns *c, char *out, size_t n) {
-    int k = snprintf(out, n, "%.3f,%d,%.0f", r->seconds, r->samples, r->peak_mb);
-    for (int i = 0; i < c->n && k < (int)n; i++) k += snprintf(out + k, n - (size_t)k, ",%.4f,%.4f,%.6f", r->vol[i], r->cv[i], r->mi[i]);
-    k += snprintf(out + k, n - (size_t)k, ",%.6f", r->qc);
-}
-
-static int parse_numbers(result *r, const columns *c, const char *row) {
-    const char *p = row;
-    char *e;
-    r->seconds = strtod(p, &e); if (*e != ',') return 0; p = e + 1;
-    r->samples = (int)strtol(p, &e, 10); if (*e != ',') return 0; p = e + 1;
-    r->peak_mb = strtod(p, &e); if (*e != ',') return 0; p = e + 1;
-    for (int i = 0; i < c->n; i++) {
-        r->vol[i] = strtod(p, &e); if (*e != ',') return 0; p = e + 1;
-        r->cv[i] = strtod(p, &e); if (*e != ',') return 0; p = e + 1;
-        r->mi[i] = strtod(p, &e); if (*e != ',') return 0; p = e + 1;
-    }
-    r->qc = strtod(p, &e);
-    return *e == 0 || *e == '\n';
-}
-
-typedef struct { const result *r; int n; const columns *c; } report;
-
-static int cmp_result(const void *a, const void *b) {
-    const result *x = *(const result *const *)a, *y = *(const result *const *)b;
-    if (x->ok != y->ok) return x->ok - y->ok; /* failures first */
-    if (x->qc != y->qc) return x->qc < y->qc ? 1 : -1;
-    return strcmp(x->id, y->id);
-}
-
-/* The report's order (failures first, then the most uncertain) and how many
- * of the successful cases to flag for review: the most uncertain quarter. */
-static const result **ranked(const report *rp, int *review) {
-    const result **order = malloc(sizeof *order * (size_t)(rp->n + 1));
-    if (!order) return NULL;
-    for (int i = 0; i < rp->n; i++) order[i] = &rp->r[i];
-    qsort(order, (size_t)rp->n, sizeof *order, cmp_result);
-    int n_ok = 0;
-    for (int i = 0; i < rp->n; i++) n_ok += rp->r[i].ok;
-    *review = (n_ok + 3) / 4;
-    return order;
-}
-
-static int flagged(const result *r, const columns *c, int rank, int review) {
-    double maxcv = 0;
-    for (int k = 0; k < c->n; k++) maxcv = fmax(maxcv, r->cv[k]);
-    return rank <= review || maxcv > 0.1;
-}
-
-/* A stream on fd and the cases in report order; NULL when either fails. */
-static FILE *open_report(int fd, const report *rp, const result ***order, int *review) {
-    FILE *f = fdopen(dup(fd), "w");
-    if (!f) return NULL;
-    if (!(*order = ranked(rp, review))) { fclose(f); return NULL; }
-    return f;
-}
-
-static vbs_status close_report(FILE *f, const result **order, char *err) {
-    free(order);
-    int bad = ferror(f);
-    if (fclose(f) || bad) { snprintf(err, 512, "write failed"); return VBS_ERR_IO; }
-    return VBS_OK;
-}
-
-static vbs_status write_csv(int fd, void *user, char *err) {
-    const report *rp = user;
-    const result **order;
-    int review;
-    FILE *f = open_report(fd, rp, &order, &review);
-    if (!f) return VBS_ERR_IO;
-    csv_header(f, rp->c);
-    for (int i = 0, rank = 0; i < rp->n; i++) {
-        const result *r = order[i];
-        csv_escape(f, r->id);
-        fprintf(f, ",%s,", r->ok ? "ok" : "error");
-        csv_escape(f, r->error);
-        if (!r->ok) { fprintf(f, ",,,,,,"); for (int k = 0; k < rp->c->n; k++) fprintf(f, ",,,"); fprintf(f, "\n"); continue; }
-        rank++;
-        fprintf(f, ",%.3f,%d,%.0f,%d,%s,%.6f", r->seconds, r->samples, r->peak_mb, rank, flagged(r, rp->c, rank, review) ? "review" : "ok", r->qc);
-        for (int k = 0; k < rp->c->n; k++) fprintf(f, ",%.4f,%.4f,%.6f", r->vol[k], r->cv[k], r->mi[k]);
-        fprintf(f, "\n");
-    }
-    return close_report(f, order, err);
-}
-
-static vbs_status write_json(int fd, void *user, char *err) {
-    const report *rp = user;
-    const result **order;
-    int review;
-    FILE *f = open_report(fd, rp, &order, &review);
-    if (!f) return VBS_ERR_IO;
-    fprintf(f, "[\n");
-    for (int i = 0, rank = 0; i < rp->n; i++) {
-        const result *r = order[i];
-        fprintf(f, "  {\"case\": ");
-        json_escape(f, r->id);
-        fprintf(f, ", \"status\": \"%s\", \"error\": ", r->ok ? "ok" : "error");
-        json_escape(f, r->error);
-        if (r->ok) {
-            rank++;
-            fprintf(f, ", \"seconds\": %.3f, \"samples\": %d, \"peak_mb\": %.0f, \"qc_rank\": %d, \"qc_flag\": \"%s\", \"qc_mean_mi\": %.6f, \"regions\": {",
-                    r->seconds, r->samples, r->peak_mb, rank, flagged(r, rp->c, rank, review) ? "review" : "ok", r->qc);
-            for (int k = 0; k < rp->c->n; k++)
-                fprintf(f, "%s\"%s\": {\"ml\": %.4f, \"cv\": %.4f, \"mean_mi\": %.6f}", k ? ", " : "", rp->c->name[k], r->vol[k], r->cv[k], r->mi[k]);
-            fprintf(f, "}");
-        }
-        fprintf(f, "}%s\n", i + 1 < rp->n ? "," : "");
-    }
-    fprintf(f, "]\n");
-    return close_report(f, order, err);
-}
-
-typedef struct { const char *header; const result *r; int n; const columns *c; } manifest;
-
-static vbs_status write_manifest(int fd, void *user, char *err) {
-    const manifest *mf = user;
-    FILE *f = fdopen(dup(fd), "w");
-    if (!f) return VBS_ERR_IO;
-    fprintf(f, "%s\n", mf->header);
-    for (int i = 0; i < mf->n; i++) {
-        if (!mf->r[i].ok) continue; /* failures are retried */
-        char nums[2048];
-        row_numbers(&mf->r[i], mf->c, nums, sizeof nums);
-        fprintf(f, "%s\tok\t%s\n", mf->r[i].id, nums);
-    }
-    int bad = ferror(f);
-    if (fclose(f) || bad) { snprintf(err, 512, "write failed"); return VBS_ERR_IO; }
-    return VBS_OK;
-}
-
-/* libvbseg's atomic writer (temporary file, fsync, rename; err holds 512 bytes) */
-vbs_status vbs_atomic_write(const char *path, vbs_status (*fn)(int, void *, char *), void *user, char *err);
-
-static void remove_outputs(const char *out, const char *id) {
-    static const char *const suf[] = {"", "_entropy", "_epistemic", "_aleatoric", "_regions", "_probabilities", "_aleatoric_het", "_epistemic_het"};
-    for (size_t i = 0; i < sizeof suf / sizeof suf[0]; i++) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s%s.nii.gz", out, id, suf[i]);
-        unlink(p);
-    }
-    char p[4096];
-    snprintf(p, sizeof p, "%s/%s_preview.png", out, id);
+/* can a file be made in dir? 0, or errno */
+static int probe_writable(const char *dir) {
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/.vbseg-probe.XXXXXX", dir);
+    int fd = mkstemp(p);
+    if (fd < 0) return errno;
+    int e = write(fd, "x", 1) == 1 ? 0 : errno;
+    close(fd);
     unlink(p);
+    return e;
 }
 
-static int outputs_exist(const char *out, const char *id, int regions, int probs, int png) {
-    if (png) {
-        char p[4096];
-        struct stat sb;
-        snprintf(p, sizeof p, "%s/%s_preview.png", out, id);
-        if (stat(p, &sb) || sb.st_size == 0) return 0;
+/* the temporaries an interrupted run leaves: staged outputs, and the atomic
+ * writer's NAME.tmp.XXXXXX beside a file vbseg writes */
+static int stale_temporary(const char *name) {
+    if (!strncmp(name, STAGE_PREFIX, strlen(STAGE_PREFIX)) || !strncmp(name, ".vbseg-probe.", 13)) return 1;
+    const char *t = strstr(name, ".tmp.");
+    if (!t || strlen(t) != 11) return 0;
+    static const char *const ends[] = {".nii.gz", ".png", ".csv", ".json", ".tsv"};
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+        size_t k = strlen(ends[i]);
+        if ((size_t)(t - name) > k && !strncmp(t - k, ends[i], k)) return 1;
     }
-    const char *suf[6] = {"", "_entropy", "_epistemic", "_aleatoric", regions ? "_regions" : NULL, probs ? "_probabilities" : NULL};
-    for (int i = 0; i < 6; i++) {
-        if (!suf[i]) continue;
-        char p[4096];
-        struct stat sb;
-        snprintf(p, sizeof p, "%s/%s%s.nii.gz", out, id, suf[i]);
-        if (stat(p, &sb) || sb.st_size == 0) return 0;
-    }
-    return 1;
+    return 0;
 }
 
+static int remove_stale(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!stale_temporary(e->d_name)) continue;
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        n += !unlink(p);
+    }
+    closedir(d);
+    return n;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* An output that would land on an input file: its path, else NULL. Compares
+ * resolved paths, so links and ../ do not hide a collision. */
+static const char *input_collision(const scan_case *cases, int n, const char *out, const runner *R, const char *const *reports,
+                                   int n_reports, char *hit, size_t len) {
+    int ni = 0;
+    for (int i = 0; i < n; i++) ni += cases[i].n_files;
+    char **in = calloc((size_t)ni + 1, sizeof *in), real[PATH_MAX], outr[PATH_MAX];
+    if (!in || !realpath(out, outr)) { free(in); return NULL; }
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < cases[i].n_files; j++)
+            if (realpath(cases[i].files[j], real)) in[k++] = strdup(real);
+    qsort(in, (size_t)k, sizeof *in, cmp_str);
+    static const char *const suf[] = {"", "_entropy", "_epistemic", "_aleatoric", "_regions", "_probabilities", "_aleatoric_het", "_epistemic_het"};
+    const char *found = NULL;
+    for (int i = 0; i < n + 1 && !found; i++) {
+        int nn = i < n ? (int)(sizeof suf / sizeof suf[0]) + 1 : n_reports;
+        for (int q = 0; q < nn && !found; q++) {
+            if (i < n) {
+                if (q < (int)(sizeof suf / sizeof suf[0])) snprintf(hit, len, "%.3000s/%s%s.nii.gz", outr, cases[i].id, suf[q]);
+                else if (R->png) snprintf(hit, len, "%.3000s/%s_preview.png", outr, cases[i].id);
+                else continue;
+            } else snprintf(hit, len, "%.3000s/%s", outr, reports[q]);
+            const char *key = hit;
+            if (bsearch(&key, in, (size_t)k, sizeof *in, cmp_str)) found = hit;
+        }
+    }
+    for (int i = 0; i < k; i++) free(in[i]);
+    free(in);
+    return found;
+}
+
+/* The progress line within a case, and the flag that stops it. */
 typedef struct {
-    const char *out;
-    vbs_model *m;
-    vbs_session *s;
-    const columns *cols;
-    vbs_mc_opts o;
-    int probs, regions, png, remap, crop;
-} runner;
+    int quiet, tty;
+    int index, total;          /* this case's number and the cases in the run */
+    const char *id;
+    double t_case, t_print;
+    double computed_s;         /* seconds spent on cases computed so far */
+    int computed, to_compute;  /* cases computed so far, and still to compute after this one */
+} progress;
 
-/* One case, start to end; 0 and r->error on failure (nothing left behind). */
-static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
-    const vbs_card *card = vbs_model_card(R->m);
-    vbs_value_info in;
-    vbs_model_input(R->m, 0, &in);
-    int C = in.dims[1] > 0 ? (int)in.dims[1] : card->n_channels;
-    if (C < 1 || C > MAX_CHANNELS) { snprintf(r->error, sizeof r->error, "model takes %d channels", C); return 0; }
-    /* which file holds each model channel */
-    const char *file[MAX_CHANNELS] = {0};
-    if (lay == LAYOUT_FLAT) file[0] = sc->n_files ? sc->files[0] : NULL;
-    for (int c = 0; c < C && lay != LAYOUT_FLAT; c++) {
-        int want = c;
-        if (lay == LAYOUT_BRATS2021 || lay == LAYOUT_BRATS2023) {
-            want = c < card->n_channels ? brats_channel_index(card->channels[c]) : c;
-            if (want < 0) { snprintf(r->error, sizeof r->error, "model channel '%s' has no BraTS file name", card->channels[c]); return 0; }
-        }
-        for (int f = 0; f < sc->n_files; f++)
-            if (sc->channel[f] == want) file[c] = sc->files[f];
-        if (!file[c]) {
-            snprintf(r->error, sizeof r->error, "missing channel %s", c < card->n_channels ? card->channels[c] : "?");
-            return 0;
-        }
-    }
-    for (int f = 0; f < sc->n_files && lay == LAYOUT_NNUNET; f++)
-        if (sc->channel[f] >= C) {
-            size_t k = strlen(r->error);
-            snprintf(r->error + k, sizeof r->error - k, "%sextra channel file %s ignored", k ? "; " : "", sc->files[f]);
-        }
-    vbs_volume *vols[MAX_CHANNELS] = {0};
-    float *x = NULL, *xbox = NULL, *full = NULL;
-    int ok = 0, nfiles = lay == LAYOUT_FLAT ? 1 : C;
-    char err[480];
-    int64_t d0[4] = {0};
-    for (int c = 0; c < nfiles; c++) {
-        if (vbs_volume_read_nifti(file[c], &vols[c], err, sizeof err)) { snprintf(r->error, sizeof r->error, "%s", err); goto done; }
-        int64_t d[4];
-        vbs_volume_dims(vols[c], d);
-        if (c == 0) memcpy(d0, d, sizeof d);
-        char why[256];
-        if (c && !vbs_volume_same_geometry(vols[0], vols[c], why, sizeof why)) {
-            snprintf(r->error, sizeof r->error, "%s: %s (against %s)", file[c], why, file[0]);
-            goto done;
-        }
-        if (lay != LAYOUT_FLAT && d[3] != 1) { snprintf(r->error, sizeof r->error, "%s: a 4D file where one channel is expected", file[c]); goto done; }
-    }
-    if (lay == LAYOUT_FLAT && d0[3] != C) {
-        snprintf(r->error, sizeof r->error, "%s: %lld channel(s) along t, the model takes %d", file[0], (long long)d0[3], C);
-        goto done;
-    }
-    int64_t nvox = d0[0] * d0[1] * d0[2];
-    x = malloc(sizeof(float) * (size_t)(nvox * C));
-    if (!x) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
-    for (int c = 0; c < nfiles; c++) memcpy(x + (int64_t)c * nvox, vbs_volume_data(vols[c]), sizeof(float) * (size_t)(nvox * (lay == LAYOUT_FLAT ? C : 1)));
-    /* the network sees only the box around the non-zero voxels (found before
-     * normalisation, which may move the background off zero) */
-    box bx = {{0, 0, 0}, {d0[0], d0[1], d0[2]}};
-    int cropped = R->crop && box_nonzero(x, C, d0, &bx) && box_voxels(&bx) < nvox;
-    if (!cropped) bx = (box){{0, 0, 0}, {d0[0], d0[1], d0[2]}};
-    vbs_normalize(card, x, C, nvox);
-    const int64_t nbox = box_voxels(&bx);
-    if (cropped) {
-        xbox = malloc(sizeof(float) * (size_t)(nbox * C));
-        if (!xbox) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
-        box_extract(x, C, d0, &bx, xbox);
-    }
-    int64_t shape[5] = {1, C, bx.hi[2] - bx.lo[2], bx.hi[1] - bx.lo[1], bx.hi[0] - bx.lo[0]};
-    int nd = 5;
-    if (in.ndim == 4 && shape[2] == 1) { shape[2] = shape[3]; shape[3] = shape[4]; nd = 4; }
-    if (vbs_session_run_mc(R->s, cropped ? xbox : x, shape, nd, &R->o)) { snprintf(r->error, sizeof r->error, "%s", vbs_session_errmsg(R->s)); goto done; }
-    const float *lab, *ent, *mi, *ale, *pm;
-    vbs_map_info li, pi;
-    vbs_session_map(R->s, VBS_MAP_LABELS, &lab, &li);
-    vbs_session_map(R->s, VBS_MAP_ENTROPY, &ent, NULL);
-    vbs_session_map(R->s, VBS_MAP_MUTUAL_INFO, &mi, NULL);
-    vbs_session_map(R->s, VBS_MAP_EXPECTED_ENTROPY, &ale, NULL);
-    vbs_session_map(R->s, VBS_MAP_PROB_MEAN, &pm, &pi);
-    r->samples = (int)li.n_samples;
-    int K = (int)pi.dims[0];
-    const int softmax = !(card->output_activation == VBS_ACT_SIGMOID);
-    float bg = card->n_labels ? (float)card->labels[0].value : 0.f;
-    if (cropped) {
-        /* outside the box: background, certain (p = 1 for class 0 of a softmax) */
-        full = calloc((size_t)(nvox * (4 + K)), sizeof(float));
-        if (!full) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
-        float *fl = full, *fe = full + nvox, *fm = full + 2 * nvox, *fa = full + 3 * nvox, *fp = full + 4 * nvox;
-        for (int64_t v = 0; v < nvox; v++) fl[v] = bg;
-        if (softmax && K > 1)
-            for (int64_t v = 0; v < nvox; v++) fp[v] = 1.f;
-        box_insert(lab, 1, d0, &bx, fl);
-        box_insert(ent, 1, d0, &bx, fe);
-        box_insert(mi, 1, d0, &bx, fm);
-        box_insert(ale, 1, d0, &bx, fa);
-        box_insert(pm, K, d0, &bx, fp);
-        lab = fl; ent = fe; mi = fm; ale = fa; pm = fp;
-    }
-    float *lab_out = NULL;
-    if (R->remap) {
-        /* contiguous: the class index of each label value; brats: 0,1,2,3 -> 0,1,2,4 */
-        lab_out = malloc(sizeof(float) * (size_t)nvox);
-        if (!lab_out) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
-        for (int64_t v = 0; v < nvox; v++) {
-            float val = lab[v];
-            if (R->remap == 1)
-                for (int k = 0; k < card->n_labels; k++) { if ((float)card->labels[k].value == val) { val = (float)k; break; } }
-            else if (val == 3.f) val = 4.f;
-            lab_out[v] = val;
-        }
-    }
-    /* outputs, each atomic; on any failure none of this case's stays */
-    int64_t d3[4] = {d0[0], d0[1], d0[2], 1};
-    struct { const char *suffix; const float *data; int labels; int64_t t; } outs[6] = {
-        {"", lab_out ? lab_out : lab, 1, 1}, {"_entropy", ent, 0, 1}, {"_epistemic", mi, 0, 1}, {"_aleatoric", ale, 0, 1}, {NULL, NULL, 0, 0}, {NULL, NULL, 0, 0}};
-    float *regions = NULL;
-    if (R->regions) {
-        regions = calloc((size_t)(3 * nvox), sizeof(float));
-        if (!regions) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
-        for (int col = R->cols->n - 3, rg = 0; rg < 3; col++, rg++)
-            for (int k = 0; k < K && k < card->n_labels; k++)
-                if (in_column(R->cols, col, card->labels[k].value))
-                    for (int64_t v = 0; v < nvox; v++) regions[rg * nvox + v] += pm[k * nvox + v];
-        outs[4].suffix = "_regions"; outs[4].data = regions; outs[4].t = 3;
-    }
-    if (R->probs) { outs[5].suffix = "_probabilities"; outs[5].data = pm; outs[5].t = K; }
-    for (int i = 0; i < 6; i++) {
-        if (!outs[i].suffix) continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s%s.nii.gz", R->out, sc->id, outs[i].suffix);
-        d3[3] = outs[i].t;
-        if (vbs_volume_write_nifti(vols[0], path, outs[i].data, d3, outs[i].labels, err, sizeof err)) {
-            snprintf(r->error, sizeof r->error, "%s", err);
-            remove_outputs(R->out, sc->id);
-            free(regions);
-            free(lab_out);
-            goto done;
-        }
-    }
-    free(regions);
-    free(lab_out);
-    if (R->png) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s_preview.png", R->out, sc->id);
-        int64_t d[3] = {d0[0], d0[1], d0[2]};
-        if (!write_preview(path, vbs_volume_data(vols[0]), lab, mi, d, card->n_labels ? (float)card->labels[0].value : 0.f, err, sizeof err)) {
-            snprintf(r->error, sizeof r->error, "%s", err);
-            remove_outputs(R->out, sc->id);
-            goto done;
-        }
-    }
-    /* volumes per label/region and their spread across samples; MI inside them */
-    const int64_t *counts;
-    int64_t ns;
-    int kc;
-    double ml = vbs_volume_voxel_ml(vols[0]);
-    if (!vbs_session_label_counts(R->s, &counts, &ns, &kc)) {
-        for (int col = 0; col < R->cols->n; col++) {
-            double s1 = 0, s2 = 0;
-            for (int64_t i = 0; i < ns; i++) {
-                double v = 0;
-                for (int k = 0; k < kc; k++) {
-                    int value = k < card->n_labels ? card->labels[k].value : k;
-                    if (card->output_activation == VBS_ACT_SIGMOID && kc == 1) value = card->n_labels > 1 ? card->labels[1].value : 1;
-                    /* the voxels outside the box are class 0 in every sample */
-                    int64_t outside = k == 0 && softmax && kc > 1 ? nvox - nbox : 0;
-                    if (in_column(R->cols, col, value)) v += (double)(counts[i * kc + k] + outside);
-                }
-                v *= ml;
-                s1 += v;
-                s2 += v * v;
-            }
-            double mean = ns ? s1 / (double)ns : 0, var = ns ? s2 / (double)ns - mean * mean : 0;
-            r->vol[col] = mean;
-            r->cv[col] = mean > 0 ? sqrt(var > 0 ? var : 0) / mean : 0;
-        }
-    }
-    double fg_mi = 0;
-    int64_t fg = 0;
-    for (int col = 0; col < R->cols->n; col++) {
-        double s = 0;
-        int64_t n = 0;
-        for (int64_t v = 0; v < nvox; v++)
-            if (in_column(R->cols, col, (int)lab[v])) { s += mi[v]; n++; }
-        r->mi[col] = n ? s / (double)n : 0;
-    }
-    for (int64_t v = 0; v < nvox; v++)
-        if (lab[v] != bg) { fg_mi += mi[v]; fg++; }
-    r->qc = fg ? fg_mi / (double)fg : 0;
-    r->n_cols = R->cols->n;
-    ok = 1;
-done:
-    for (int c = 0; c < nfiles; c++) vbs_volume_free(vols[c]);
-    free(x);
-    free(xbox);
-    free(full);
-    return ok;
+static int on_progress(void *user, int64_t done, int64_t total) {
+    progress *p = user;
+    if (g_signal) return 1;
+    if (p->quiet) return 0;
+    double t = now(), el = t - p->t_case;
+    if (t - p->t_print < (p->tty ? 0.25 : 30)) return 0;
+    p->t_print = t;
+    double left = done ? el / (double)done * (double)(total - done) : 0;
+    double per_case = p->computed ? p->computed_s / p->computed : (done ? el / (double)done * (double)total : 0);
+    char a[32], b[32], c[32];
+    char msg[512];
+    snprintf(msg, sizeof msg, "[%d/%d] %s: %lld/%lld passes (samples x slices or windows), %s, ETA case %s, run %s", p->index,
+             p->total, p->id, (long long)done, (long long)total, duration(el, a, sizeof a), duration(left, b, sizeof b),
+             duration(left + per_case * p->to_compute, c, sizeof c));
+    if (p->tty) fprintf(stderr, "\r\033[K%s", msg);
+    else fprintf(stderr, "%s\n", msg);
+    return 0;
 }
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+/* the manifest of an earlier run: rows for the cases it finished with the same model and options */
+typedef struct { char **lines; int n; int same; int same_model; } old_manifest;
+
+static void read_manifest(const char *path, const char *header, old_manifest *m) {
+    memset(m, 0, sizeof *m);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[8192];
+    if (!fgets(line, sizeof line, f)) { fclose(f); return; }
+    line[strcspn(line, "\n")] = 0;
+    m->same = !strcmp(line, header);
+    const char *tab = strchr(header, '\t'), *tab2 = tab ? strchr(tab + 1, '\t') : NULL;
+    m->same_model = tab2 && !strncmp(line, header, (size_t)(tab2 - header));
+    while (fgets(line, sizeof line, f)) {
+        char **t = realloc(m->lines, sizeof *t * (size_t)(m->n + 1));
+        if (!t) break;
+        m->lines = t;
+        m->lines[m->n++] = strdup(line);
+    }
+    fclose(f);
+}
+
+static const char *manifest_row(const old_manifest *m, const char *id) {
+    size_t k = strlen(id);
+    for (int i = 0; i < m->n; i++)
+        if (m->lines[i] && !strncmp(m->lines[i], id, k) && m->lines[i][k] == '\t') return m->lines[i] + k + 1;
+    return NULL;
+}
+
+static void free_manifest(old_manifest *m) {
+    for (int i = 0; i < m->n; i++) free(m->lines[i]);
+    free(m->lines);
+}
+
+/* the summaries and the manifest after a case; 0 if one could not be written (printed) */
+static int write_reports(const char *out, const char *tag, const char *mpath, const report *rp) {
+    char path[PATH_MAX], e[1024];
+    int ok = 1;
+    snprintf(path, sizeof path, "%s/summary%s.csv", out, tag);
+    if (write_summary_csv(path, rp, e)) { cli_error("infer", "%s", e); ok = 0; }
+    snprintf(path, sizeof path, "%s/summary%s.json", out, tag);
+    if (write_summary_json(path, rp, e)) { cli_error("infer", "%s", e); ok = 0; }
+    if (write_manifest(mpath, rp, e)) { cli_error("infer", "%s", e); ok = 0; }
+    return ok;
 }
 
 int cmd_infer(int argc, char **argv) {
@@ -580,86 +334,163 @@ int cmd_infer(int argc, char **argv) {
     }
     scan_case *cases = NULL;
     int n = 0, rc = 1;
-    char err[1024];
+    char err[1024], unused[1024], created[PATH_MAX] = "";
     result *res = NULL;
     vbs_session *s = NULL;
-    if (!find_cases(input, &lay, &cases, &n, err, sizeof err)) { cli_error("infer", "%s", err); goto out; }
-    if (mkdir(out, 0755) && errno != EEXIST) { cli_error("infer", "%s: cannot create: %s", out, strerror(errno)); goto out; }
+    old_manifest old = {0};
+    int wrote_any = 0;
+    /* ---- before the first case: inputs, the output folder, the manifest ---- */
+    struct stat ob;
+    if (!stat(out, &ob) && !S_ISDIR(ob.st_mode)) { cli_error("infer", "%s: --output exists and is not a folder", out); goto out; }
+    struct stat ib;
+    if (!stat(input, &ib) && !stat(out, &ob) && ib.st_dev == ob.st_dev && ib.st_ino == ob.st_ino) {
+        cli_error("infer", "%s: --output is the input folder; outputs would overwrite or mix with the scans: choose another folder", out);
+        goto out;
+    }
+    if (!find_cases(input, out, &lay, &cases, &n, unused, sizeof unused, err, sizeof err)) { cli_error("infer", "%s", err); goto out; }
+    if (!n) {
+        cli_error("infer", "%s: no cases found for the %s layout%s%s%s", input, layout_name(lay), unused[0] ? " (" : "",
+                  unused, unused[0] ? ")" : "");
+        goto out;
+    }
+    if (unused[0]) fprintf(stderr, "vbseg infer: warning: %s: %s\n", input, unused);
+    if (make_dirs(out, created, sizeof created)) { cli_error("infer", "%s: cannot create the output folder: %s", out, strerror(errno)); goto out; }
+    int werr = probe_writable(out);
+    if (werr) { cli_error("infer", "%s: cannot write to the output folder: %s", out, strerror(werr)); goto out; }
     const vbs_card *card = vbs_model_card(m);
     columns cols;
     make_columns(card, &cols);
     int regions = card->label_convention == VBS_LABELS_BRATS_2018 || card->label_convention == VBS_LABELS_BRATS_2023;
-    /* the manifest: model and options must match for a case to be skipped */
-    char header[512], mpath[4096];
-    snprintf(header, sizeof header, "vbseg-infer 2\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d adaptive %g remap %d crop %d",
-             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap, png, adaptive, remap, crop);
-    /* shards of one folder keep their own manifest and summaries (merged later) */
-    char tag[64] = "";
+    vbs_session_new(m, &s);
+    progress pg = {quiet, isatty(2), 0, 0, "", 0, 0, 0, 0, 0};
+    runner R = {out, m, s, &cols,
+                {.n_samples = (int)samples, .seed = (uint64_t)seed, .mode = mode, .threads = (int)threads,
+                 .overlap = overlap > 0 ? (float)overlap : 1e-6f, .adaptive_tol = (float)adaptive, .adaptive_block = 5,
+                 .progress = on_progress, .progress_user = &pg},
+                probs, regions, png, remap, crop, card->heteroscedastic && vbs_model_n_outputs(m) >= 2};
+    char tag[64] = "", mpath[PATH_MAX];
     if (shard_n > 1) snprintf(tag, sizeof tag, ".shard-%lld-of-%lld", shard_i, shard_n);
     snprintf(mpath, sizeof mpath, "%s/manifest%s.tsv", out, tag);
-    res = calloc((size_t)n + 1, sizeof *res);
-    if (!res) { cli_error("infer", "out of memory"); goto out; }
-    int mine = 0;
-    for (int i = 0; i < n; i++) mine += i % shard_n == shard_i;
-    if (!quiet) fprintf(stderr, "vbseg infer: %s layout, %d case%s%s\n", layout_name(lay), n, n == 1 ? "" : "s",
-                        shard_n > 1 ? " (this shard takes every N-th)" : "");
-    FILE *mf = overwrite ? NULL : fopen(mpath, "r");
-    char line[4096];
-    int manifest_ok = mf && fgets(line, sizeof line, mf) && !strncmp(line, header, strlen(header)) && line[strlen(header)] == '\n';
-    vbs_session_new(m, &s);
-    runner R = {out, m, s, &cols, {(int)samples, (uint64_t)seed, mode, (int)threads, overlap > 0 ? (float)overlap : 1e-6f, (float)adaptive, 5},
-                probs, regions, png, remap, crop};
-    int nres = 0, failed = 0, done = 0;
-    double t0 = now();
-    int tty = isatty(2);
-    for (int i = 0; i < n; i++) {
-        if (i % shard_n != shard_i) continue;
-        result *r = &res[nres++];
-        snprintf(r->id, sizeof r->id, "%s", cases[i].id);
-        /* done before with this model and these options? */
-        int skipped = 0;
-        if (manifest_ok) {
-            rewind(mf);
-            if (fgets(line, sizeof line, mf))
-                while (fgets(line, sizeof line, mf)) {
-                    char *tab = strchr(line, '\t');
-                    if (!tab || (size_t)(tab - line) != strlen(r->id) || strncmp(line, r->id, (size_t)(tab - line))) continue;
-                    if (strncmp(tab + 1, "ok\t", 3)) continue;
-                    if (parse_numbers(r, &cols, tab + 4) && outputs_exist(out, r->id, regions, probs, png)) { r->ok = 1; skipped = 1; }
-                }
-        }
-        if (!skipped) {
-            double tc = now();
-            r->ok = run_case(&R, lay, &cases[i], r);
-            r->seconds = now() - tc;
-            struct rusage ru;
-            if (!getrusage(RUSAGE_SELF, &ru)) r->peak_mb = (double)ru.ru_maxrss / 1024.0;
-            if (r->ok && cases[i].note[0] && !r->error[0]) snprintf(r->error, sizeof r->error, "%s", cases[i].note);
-        }
-        failed += !r->ok;
-        done++;
-        /* the report and the manifest after every case: a killed run loses at most the case in flight */
-        report rp = {res, nres, &cols};
-        manifest mn = {header, res, nres, &cols};
-        char path[4096], e2[512];
-        snprintf(path, sizeof path, "%s/summary%s.csv", out, tag);
-        if (vbs_atomic_write(path, write_csv, &rp, e2)) cli_error("infer", "%s: %s", path, e2);
-        snprintf(path, sizeof path, "%s/summary%s.json", out, tag);
-        if (vbs_atomic_write(path, write_json, &rp, e2)) cli_error("infer", "%s: %s", path, e2);
-        if (vbs_atomic_write(mpath, write_manifest, &mn, e2)) cli_error("infer", "%s: %s", mpath, e2);
-        if (!quiet) {
-            double el = now() - t0, eta = done ? el / done * (mine - done) : 0;
-            char msg[1024];
-            snprintf(msg, sizeof msg, "[%d/%d] %s: %s%s%s, %d samples, %.1f s elapsed, ETA %.0f s", done, mine, r->id,
-                     skipped ? "already done" : r->ok ? "ok" : "FAILED", r->ok ? "" : ": ", r->ok ? "" : r->error, r->samples, el, eta);
-            if (tty) fprintf(stderr, "\r\033[K%s%s", msg, done == mine || !r->ok ? "\n" : "");
-            else fprintf(stderr, "%s\n", msg);
+    {
+        char rep[3][64];
+        snprintf(rep[0], sizeof rep[0], "summary%s.csv", tag);
+        snprintf(rep[1], sizeof rep[1], "summary%s.json", tag);
+        snprintf(rep[2], sizeof rep[2], "manifest%s.tsv", tag);
+        const char *reports[3] = {rep[0], rep[1], rep[2]};
+        char hit[PATH_MAX];
+        if (input_collision(cases, n, out, &R, reports, 3, hit, sizeof hit)) {
+            cli_error("infer", "%s: this output would overwrite an input file: choose another --output folder", hit);
+            goto out;
         }
     }
-    if (mf) fclose(mf);
-    if (failed) cli_error("infer", "%d of %d case%s failed (see %s/summary%s.csv)", failed, nres, nres == 1 ? "" : "s", out, tag);
+    int stale = remove_stale(out);
+    if (stale && !quiet) fprintf(stderr, "vbseg infer: removed %d temporar%s left by an interrupted run in %s\n", stale, stale == 1 ? "y" : "ies", out);
+    /* the manifest: the model and the options must match for a case to be skipped */
+    char header[512];
+    snprintf(header, sizeof header, "vbseg-infer 3\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d adaptive %g remap %d crop %d",
+             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap,
+             png, adaptive, remap, crop);
+    if (!overwrite) read_manifest(mpath, header, &old);
+    res = calloc((size_t)n + 1, sizeof *res);
+    char *skip = calloc((size_t)n + 1, 1);
+    if (!res || !skip) { free(skip); cli_error("infer", "out of memory"); goto out; }
+    int mine = 0, to_compute = 0, stale_rows = 0;
+    for (int i = 0; i < n; i++) {
+        if (i % shard_n != shard_i) continue;
+        mine++;
+        const char *row = manifest_row(&old, cases[i].id);
+        result probe;
+        memset(&probe, 0, sizeof probe);
+        if (row && old.same && parse_manifest_row(&probe, &cols, row) && case_outputs_exist(&R, cases[i].id)) skip[i] = 1;
+        else to_compute++;
+        stale_rows += row && !old.same;
+    }
+    if (!quiet) {
+        char o1[32], o2[32];
+        fprintf(stderr, "vbseg infer: %s layout, %d case%s", layout_name(lay), n, n == 1 ? "" : "s");
+        if (shard_n > 1)
+            fprintf(stderr, "; shard %lld of %lld takes %d of them (every %s case from the %s)", shard_i, shard_n, mine,
+                    ordinal(shard_n, o1, sizeof o1), ordinal(shard_i + 1, o2, sizeof o2));
+        if (mine - to_compute) fprintf(stderr, "; %d already done", mine - to_compute);
+        fputc('\n', stderr);
+        if (stale_rows)
+            fprintf(stderr, "vbseg infer: %s differ from the manifest (%s); redoing %d case%s\n", old.same_model ? "options" : "the model",
+                    mpath, stale_rows, stale_rows == 1 ? "" : "s");
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C stops at once */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int nres = 0, failed = 0, done = 0, stop_write = 0;
+    double t_run = now();
+    for (int i = 0; i < n && !g_signal && !stop_write; i++) {
+        if (i % shard_n != shard_i) continue;
+        result *r = &res[nres];
+        memset(r, 0, sizeof *r);
+        snprintf(r->id, sizeof r->id, "%s", cases[i].id);
+        const char *note = "";
+        if (skip[i]) {
+            parse_manifest_row(r, &cols, manifest_row(&old, cases[i].id));
+            r->ok = 1;
+            note = "already done";
+        } else {
+            pg.index = done + 1;
+            pg.total = mine;
+            pg.id = r->id;
+            pg.t_case = now();
+            pg.t_print = pg.t_case;
+            pg.to_compute = --to_compute;
+            case_status cs = run_case(&R, lay, &cases[i], r);
+            if (pg.tty && !quiet) fprintf(stderr, "\r\033[K");
+            if (cs == CASE_CANCELLED) break; /* abandoned: its files are gone, it is not reported */
+            r->ok = cs == CASE_OK;
+            r->seconds = now() - pg.t_case;
+            pg.computed_s += r->seconds;
+            pg.computed++;
+            struct rusage ru;
+            if (!getrusage(RUSAGE_SELF, &ru)) r->peak_mb = (double)ru.ru_maxrss / 1024.0;
+            stop_write = cs == CASE_WRITE_FAILED;
+        }
+        nres++;
+        done++;
+        failed += !r->ok;
+        /* the reports after every case: a killed run loses at most the case in flight */
+        report rp = {res, nres, &cols, header};
+        if (!write_reports(out, tag, mpath, &rp)) stop_write = 1;
+        wrote_any = 1;
+        if (!quiet) {
+            char a[32];
+            if (note[0]) fprintf(stderr, "[%d/%d] %s: %s", done, mine, r->id, note);
+            else if (!r->ok) fprintf(stderr, "[%d/%d] %s: FAILED: %s", done, mine, r->id, r->error);
+            else fprintf(stderr, "[%d/%d] %s: ok, %d samples, %s", done, mine, r->id, r->samples, duration(r->seconds, a, sizeof a));
+            if (r->notes[0]) fprintf(stderr, "; note: %s", r->notes);
+            fputc('\n', stderr);
+        }
+    }
+    free(skip);
+    if (g_signal) {
+        if (wrote_any) {
+            report rp = {res, nres, &cols, header};
+            write_reports(out, tag, mpath, &rp);
+        }
+        fprintf(stderr, "vbseg infer: interrupted after %d of %d cases; run the same command again to resume\n", done, mine);
+        rc = 128 + (int)g_signal;
+    } else if (stop_write) {
+        cli_error("infer", "stopping: outputs cannot be written to %s (see above); %d of %d cases done; run the same command again to resume",
+                  out, done - 1, mine);
+        rc = 1;
+    } else if (failed) cli_error("infer", "%d of %d case%s failed (see %s/summary%s.csv)", failed, nres, nres == 1 ? "" : "s", out, tag);
     else rc = 0;
+    if (!quiet && !g_signal && !stop_write) {
+        char a[32];
+        fprintf(stderr, "vbseg infer: %d case%s in %s; maps and summary%s.csv in %s\n", nres, nres == 1 ? "" : "s",
+                duration(now() - t_run, a, sizeof a), tag, out);
+    }
 out:
+    if (!wrote_any) remove_created(created, out);
+    free_manifest(&old);
     vbs_session_free(s);
     free(res);
     free_cases(cases, n);
