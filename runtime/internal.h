@@ -378,6 +378,16 @@ typedef struct {
 /* Infers every value's shape for graph input shapes in[] and plans the
  * activation arena (values whose lifetimes do not overlap share memory). */
 vbs_status vbs_plan_build(vbs_plan *p, const vbs_graph *g, const vbs_shape *in, char *err);
+/* The same; keep_all keeps every activation to the end of the pass (training:
+ * the backward reads them). */
+vbs_status vbs_plan_build_ex(vbs_plan *p, const vbs_graph *g, const vbs_shape *in, int keep_all, char *err);
+/* Plans the backward's activation gradients: the gradient of value v (where
+ * needs_grad[v] and v is an activation) lives from the backward of its last
+ * consumer (from the start when pinned[v]: graph outputs and values the loss
+ * feeds) to the backward of its producer, and gradients whose lifetimes do
+ * not overlap share memory. goff[v]: float offset, -1 for none. */
+void vbs_plan_grads(const vbs_plan *p, const vbs_graph *g, const char *needs_grad, const char *pinned, int64_t *goff,
+                    int64_t *total);
 void vbs_plan_free(vbs_plan *p);
 
 /* One forward-pass worker: a plan and its buffers. */
@@ -398,6 +408,55 @@ vbs_status vbs_worker_run_naive(vbs_worker *w, const vbs_model *m, const float *
 void vbs_worker_free(vbs_worker *w);
 /* Pointer to value v's data after a run. */
 const float *vbs_worker_value(const vbs_worker *w, const vbs_model *m, int v);
+
+/* ---- training passes (exec.c): the same graph, plan and node walk ---- */
+
+/* Which parameters a training pass differentiates, and where their gradients
+ * go: param_off[v] is the float offset of value v's gradient in the caller's
+ * buffer (weights and variational weights; for a variational weight the
+ * gradient of the sampled w), -1 for a value that is not trained. pinned[v]
+ * (may be NULL) marks activations whose gradient the caller adds to before
+ * the backward (besides the graph outputs, e.g. a latent's mean and rho for
+ * its KL term). Constant for a worker's life. */
+typedef struct {
+    const int64_t *param_off;
+    const char *pinned;
+} vbs_train_spec;
+
+typedef struct {
+    vbs_worker w;                  /* the plan (every activation kept to the end), arena, work */
+    int ready;                     /* grads planned for w.plan */
+    char *needs_grad, *pin;        /* per value */
+    int *pos;                      /* per node: position in the order, -1 if fused away */
+    int64_t *goff;                 /* per value: offset in garena, -1 none */
+    int64_t *soff;                 /* per node: offset in saved, -1 none */
+    float *garena, *saved;
+    int64_t garena_cap, saved_cap, work_cap;
+    float *work;                   /* scratch for forward and backward kernels */
+    /* the last forward's arguments, for its backward */
+    const float *inputs[16];
+    const float *wbuf;
+    int sampling;
+    uint64_t seed, sample;
+} vbs_train_worker;
+
+/* A training forward pass: inputs as for vbs_worker_run_naive; wbuf holds the
+ * weights of the variational values (laid out by var_off; NULL: their means);
+ * seed and sample key the ops that sample (GaussianSample) when sampling is
+ * set; BatchNormalization uses batch statistics. naive: reference kernels. */
+vbs_status vbs_train_forward(vbs_train_worker *t, const vbs_model *m, const vbs_train_spec *spec, const float *const *inputs,
+                             const vbs_shape *in_shapes, const float *wbuf, int sampling, uint64_t seed, uint64_t sample,
+                             int naive, char *err);
+/* After vbs_train_forward: the gradient buffer of a graph output or pinned
+ * value (zeroed by the forward, for the caller to add the loss's gradient to),
+ * else NULL. Shaped like the value (t->w.plan.shapes[v]). */
+float *vbs_train_grad(vbs_train_worker *t, int v);
+/* The backward of the last forward: walks the order in reverse and
+ * accumulates (+=) every trained parameter's gradient into pgrad at
+ * spec->param_off. naive: reference kernels. */
+vbs_status vbs_train_backward(vbs_train_worker *t, const vbs_model *m, const vbs_train_spec *spec, float *pgrad, int naive,
+                              char *err);
+void vbs_train_worker_free(vbs_train_worker *t);
 
 /* Streaming Monte-Carlo statistics (mcstats.c): per-voxel sums over
  * samples, so memory does not grow with the number of samples. */

@@ -33,6 +33,10 @@ static int64_t place(const slot *live, int n, int64_t len) {
 }
 
 vbs_status vbs_plan_build(vbs_plan *p, const vbs_graph *g, const vbs_shape *in, char *err) {
+    return vbs_plan_build_ex(p, g, in, 0, err);
+}
+
+vbs_status vbs_plan_build_ex(vbs_plan *p, const vbs_graph *g, const vbs_shape *in, int keep_all, char *err) {
     memset(p, 0, sizeof *p);
     int nin = 0;
     for (int i = 0; i < g->n_values; i++) nin += g->values[i].kind == VBS_VAL_INPUT;
@@ -88,7 +92,7 @@ vbs_status vbs_plan_build(vbs_plan *p, const vbs_graph *g, const vbs_shape *in, 
             int64_t len = (vbs_shape_numel(&p->shapes[v]) + 15) & ~(int64_t)15;
             int64_t off = place(live, nlive, len);
             p->offset[v] = off;
-            int dead = g->values[v].is_output ? g->n_order : g->values[v].last_use;
+            int dead = g->values[v].is_output || keep_all ? g->n_order : g->values[v].last_use;
             if (dead < pos) dead = pos; /* unused outputs still need a slot while written */
             live[nlive++] = (slot){off, len, dead};
             if (off + len > p->arena_floats) p->arena_floats = off + len;
@@ -98,4 +102,41 @@ done:
     free(live);
     if (st) vbs_plan_free(p);
     return st;
+}
+
+void vbs_plan_grads(const vbs_plan *p, const vbs_graph *g, const char *needs_grad, const char *pinned, int64_t *goff,
+                    int64_t *total) {
+    /* time runs backwards: the backward of order position q happens at t = n - 1 - q */
+    int n = g->n_order;
+    int *born = malloc(sizeof(int) * (size_t)(g->n_values + 1)), *dies = malloc(sizeof(int) * (size_t)(g->n_values + 1));
+    int *pos = malloc(sizeof(int) * (size_t)(g->n_nodes + 1));
+    slot *live = malloc(sizeof(slot) * (size_t)(g->n_values + 1));
+    *total = 0;
+    for (int v = 0; v < g->n_values; v++) goff[v] = -1;
+    if (!born || !dies || !pos || !live) { free(born); free(dies); free(pos); free(live); *total = -1; return; }
+    for (int i = 0; i < g->n_nodes; i++) pos[i] = -1;
+    for (int q = 0; q < n; q++) pos[g->order[q]] = q;
+    for (int v = 0; v < g->n_values; v++) {
+        born[v] = dies[v] = -1;
+        const vbs_value *val = &g->values[v];
+        if (val->kind != VBS_VAL_ACT || !needs_grad[v] || val->producer < 0 || pos[val->producer] < 0) continue;
+        dies[v] = n - 1 - pos[val->producer];
+        born[v] = val->is_output || (pinned && pinned[v]) || val->last_use < 0 ? (val->is_output || (pinned && pinned[v]) ? 0 : dies[v])
+                                                                               : n - 1 - val->last_use;
+    }
+    int nlive = 0;
+    for (int t = 0; t < n; t++) {
+        for (int i = 0; i < nlive;)
+            if (live[i].dead_after < t) live[i] = live[--nlive];
+            else i++;
+        for (int v = 0; v < g->n_values; v++) {
+            if (born[v] != t) continue;
+            int64_t len = (vbs_shape_numel(&p->shapes[v]) + 15) & ~(int64_t)15;
+            int64_t off = place(live, nlive, len);
+            goff[v] = off;
+            live[nlive++] = (slot){off, len, dies[v]};
+            if (off + len > *total) *total = off + len;
+        }
+    }
+    free(born); free(dies); free(pos); free(live);
 }
