@@ -1,0 +1,126 @@
+/*
+ * trainer.h: vbseg's built-in trainer (Bayes by Backprop), internal to
+ * libvbseg. One file per part:
+ *   params.c      the parameters being trained (one allocation), the weight
+ *                 draw w = mu + softplus(rho) * eps, the gradients of mu and
+ *                 rho from the gradient of w, and the KL of q(w) to the prior
+ *   loss.c        the data terms (soft Dice, cross-entropy / BCE, the
+ *                 heteroscedastic sampled-logit likelihood) and the latent's KL
+ *   optim.c       Adam, AdamW, SGD with momentum, learning-rate schedules,
+ *                 gradient-norm clipping
+ *   data.c        training cases: layouts, checks, the preprocessed cache,
+ *                 slices and patches, augmentation
+ *   checkpoint.c  the training state in a .vbseg file, written atomically
+ *   loop.c        steps, threads, validation, export, logs
+ * It holds no kernels: passes go through exec.c (vbs_train_forward and
+ * vbs_train_backward) over the ops' own backward slots.
+ */
+#ifndef VBS_TRAINER_H
+#define VBS_TRAINER_H
+
+#include "../runtime/internal.h"
+
+/* ---- params.c ------------------------------------------------------------ */
+
+typedef struct {
+    vbs_model *m;              /* borrowed; its tensors' data point into `data` */
+    int64_t n;                 /* floats in data (every tensor, 16-float aligned) */
+    float *data;               /* owned: all tensors, in tensor order */
+    int64_t *toff;             /* per tensor: offset in data */
+    char *trained;             /* per tensor: updated by the optimiser (mu, rho and plain weights, not running statistics) */
+    char *decay;               /* per tensor: weight decay applies (mu and plain weights, not rho) */
+    int64_t *param_off;        /* per graph value: offset of its gradient in a `data`-shaped buffer, -1 = not trained */
+    float *eps;                /* the step's weight noise, by var_off */
+    float *wbuf;               /* the step's sampled variational weights, by var_off (vbs_train_forward's wbuf) */
+    int n_var;                 /* variational tensors */
+} vbs_params;
+
+/* Takes over m's tensors: copies them into one owned allocation (the model
+ * keeps pointing at it), marks what is trained. */
+vbs_status vbs_params_init(vbs_params *p, vbs_model *m, char *err);
+void vbs_params_free(vbs_params *p);
+/* Draws the step's weights: eps from the RNG keyed by (seed, draw, tensor),
+ * w = mu + sigma * eps into wbuf. */
+void vbs_params_sample(vbs_params *p, uint64_t seed, uint64_t draw);
+/* KL(q(w) || prior) summed over the variational tensors: closed form for a
+ * Gaussian prior, the one-sample estimate log q(w) - log p(w) at the step's
+ * draw for a scale mixture. With grad != NULL (data-shaped) adds
+ * scale * dKL/dmu and scale * dKL/drho into it. */
+double vbs_params_kl(const vbs_params *p, float scale, float *grad);
+/* Turns the gradient of the sampled weights (gw, data-shaped: at each mu's
+ * offset the gradient of its w) into the gradients of mu and rho in place:
+ * dL/dmu = dL/dw, dL/drho = dL/dw * eps * sigmoid(rho). */
+void vbs_params_reparam(const vbs_params *p, float *gw);
+/* sigma = softplus(rho) again after rho changed (the model's cache). */
+void vbs_params_refresh(vbs_params *p);
+
+/* ---- loss.c -------------------------------------------------------------- */
+
+#define VBS_LOSS_MAX_TERMS 16
+
+typedef struct {
+    int k;                     /* output channels (classes; 1 = one sigmoid class) */
+    int sigmoid;               /* one sigmoid channel instead of a softmax */
+    int hetero;                /* a log-variance output: Kendall & Gal's sampled-logit likelihood replaces CE/BCE */
+    int samples;               /* its logit samples T (10) */
+    int n_terms;               /* Dice terms: foreground classes, or BraTS regions */
+    uint64_t term_classes[VBS_LOSS_MAX_TERMS]; /* bit c: class c belongs to term t */
+    float w_dice, w_ce;        /* 0.9 and 0.1 */
+    float smooth;              /* Dice smoothing s: (2I + s) / (P + G + s) */
+} vbs_loss_spec;
+
+typedef struct { double dice, ce, total; } vbs_loss_parts;
+
+/* The data loss of one example of V voxels: logits and logvar are K x V
+ * (logvar NULL without a heteroscedastic head), target V class indices.
+ * Returns the parts (dice = 1 - mean Dice of the terms; ce = the mean over
+ * voxels of the cross-entropy, BCE or heteroscedastic negative
+ * log-likelihood; total = w_dice * dice + w_ce * ce) and, with dlogits !=
+ * NULL, adds scale * d(total) into dlogits (and dlogvar). The heteroscedastic
+ * noise comes from the RNG keyed by (seed, key). work: loss_work floats. */
+vbs_loss_parts vbs_loss_example(const vbs_loss_spec *s, const float *logits, const float *logvar, const uint8_t *target, int64_t v,
+                                float scale, float *dlogits, float *dlogvar, uint64_t seed, uint64_t key, float *work);
+size_t vbs_loss_work(const vbs_loss_spec *s, int64_t v);
+/* KL(N(mean, softplus(rho)^2) || N(0, 1)) summed over n latent values; with
+ * dmean != NULL adds scale * its gradients. */
+double vbs_latent_kl(const float *mean, const float *rho, int64_t n, float scale, float *dmean, float *drho);
+
+/* ---- optim.c ------------------------------------------------------------- */
+
+typedef enum { VBS_OPT_ADAM = 0, VBS_OPT_ADAMW, VBS_OPT_SGD } vbs_opt_kind;
+typedef enum { VBS_SCHED_CONSTANT = 0, VBS_SCHED_CYCLIC, VBS_SCHED_PLATEAU, VBS_SCHED_POLY } vbs_sched_kind;
+
+typedef struct {
+    vbs_opt_kind kind;
+    float lr, beta1, beta2, eps;      /* Adam: 0.9, 0.999, 1e-8 */
+    float momentum, weight_decay;     /* SGD: 0.9, 5e-4 (the paper's) */
+    float clip;                       /* > 0: clip the global gradient norm to this */
+    vbs_sched_kind sched;
+    float lr_min;                     /* cyclic: lower bound; lr is the upper */
+    int period;                       /* cyclic: steps per half cycle (Smith's step size) */
+    float gamma;                      /* plateau: factor (0.1) */
+    int patience;                     /* plateau: epochs without improvement */
+    int total_epochs;                 /* poly: E in (1 - e/E)^0.9 */
+} vbs_opt_cfg;
+
+/* The schedule's state, saved in checkpoints. */
+typedef struct {
+    int64_t step;                     /* optimiser steps taken */
+    float lr;                         /* plateau: the current rate */
+    double best;                      /* plateau: best validation loss */
+    int bad_epochs;
+} vbs_sched_state;
+
+void vbs_sched_init(const vbs_opt_cfg *c, vbs_sched_state *s);
+/* The learning rate of the next step, at epoch (0-based). */
+float vbs_sched_lr(const vbs_opt_cfg *c, const vbs_sched_state *s, int epoch);
+/* After an epoch's validation: plateau bookkeeping. */
+void vbs_sched_epoch_end(const vbs_opt_cfg *c, vbs_sched_state *s, double val_loss);
+/* One step over n parameters: grad (read), m and v (Adam moments, or the SGD
+ * velocity in m), decay[i] selects weight decay. t is the 1-based step. */
+void vbs_opt_step(const vbs_opt_cfg *c, float lr, int64_t t, float *param, const float *grad, float *m, float *v, int64_t n,
+                  int decay);
+/* The global L2 norm of g over n floats (double accumulation, fixed order). */
+double vbs_grad_norm(const float *g, int64_t n);
+
+#endif
