@@ -209,6 +209,16 @@ import csv, glob, sys
 ids = [r["case"] for f in sorted(glob.glob(sys.argv[1] + "/summary.shard-*-of-3.csv")) for r in csv.DictReader(open(f))]
 assert len(ids) == 8 and len(set(ids)) == 8, ids
 PY
+# merged shard summaries rank and flag the cases as the unsharded run does (one QC rule), notes kept
+ok "$V" eval --merge "$T/sh" >/dev/null
+ok $PY - "$T/sh/summary.csv" "$T/omix/summary.csv" <<'PY'
+import csv, sys
+a, b = ({r["case"]: r for r in csv.DictReader(open(p))} for p in sys.argv[1:3])
+assert a.keys() == b.keys()
+for c in a:
+    for k in ("status", "qc_rank", "qc_flag", "notes", "error"):
+        assert a[c][k] == b[c][k], (c, k, a[c][k], b[c][k])
+PY
 ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/t1" --samples 3 --threads 1 --quiet
 ok "$V" infer --model "$T/m.vbseg" --input "$T/b21" --output "$T/t2" --samples 3 --threads 2 --quiet
 for f in "$T"/t1/*.nii.gz; do ok cmp -s "$f" "$T/t2/$(basename "$f")"; done

@@ -729,13 +729,21 @@ static void warn_missing(const int *have, int nh, int N) {
     fprintf(stderr, "vbseg eval: warning: shards %s of %d missing: %s; the merged summary is partial\n", idx, N, names);
 }
 
+/* the summary's text columns (quoted in CSV, strings in JSON); the others are numbers */
+static int text_column(const char *name) {
+    return !strcmp(name, "case") || !strcmp(name, "status") || !strcmp(name, "error") || !strcmp(name, "notes") || !strcmp(name, "qc_flag");
+}
+
 /* The merged rows as CSV (pass 0) or JSON (pass 1) into f. */
 static void put_merged(FILE *f, int pass, const csv_row *head, const csv_row *rows, int nr) {
     if (!pass) {
         for (int k = 0; k < head->n; k++) { fputs(k ? "," : "", f); fputs(head->f[k], f); }
         fputc('\n', f);
         for (int i = 0; i < nr; i++) {
-            for (int k = 0; k < rows[i].n; k++) { fputs(k ? "," : "", f); put_csv_field(f, rows[i].f[k], k == 0 || k == 2); }
+            for (int k = 0; k < rows[i].n; k++) {
+                fputs(k ? "," : "", f);
+                put_csv_field(f, rows[i].f[k], k < head->n && text_column(head->f[k]) && strcmp(head->f[k], "status") && strcmp(head->f[k], "qc_flag"));
+            }
             fputc('\n', f);
         }
         return;
@@ -747,10 +755,10 @@ static void put_merged(FILE *f, int pass, const csv_row *head, const csv_row *ro
             const char *v = rows[i].f[k];
             char *end;
             double num = strtod(v, &end);
-            int numeric = *v && !*end && k != 0 && k != 2;
+            int text = text_column(head->f[k]), numeric = *v && !*end && !text;
             fprintf(f, "%s\"%s\": ", k ? ", " : "", head->f[k]);
             if (numeric && isfinite(num)) fputs(v, f);
-            else if (!*v && k > 2) fputs("null", f);
+            else if (!*v && !text) fputs("null", f);
             else {
                 fputc('"', f);
                 for (const char *s = v; *s; s++) { if (*s == '"' || *s == '\\') fputc('\\', f); fputc(*s, f); }
@@ -834,7 +842,6 @@ int cli_merge(const char *dir) {
         if (!strcmp(head.f[k], "qc_rank")) rank_col = k;
         if (!strcmp(head.f[k], "qc_flag")) flag_col = k;
     }
-    int review = (n_ok + 3) / 4;
     for (int i = 0, rank = 0; i < nr; i++) {
         csv_row *r = &rows[i];
         if (!r->ok || rank_col < 0 || flag_col < 0 || r->n <= flag_col) continue;
@@ -849,7 +856,7 @@ int cli_merge(const char *dir) {
         free(r->f[rank_col]);
         r->f[rank_col] = strdup(num);
         free(r->f[flag_col]);
-        r->f[flag_col] = strdup(rank <= review || maxcv > 0.1 ? "review" : "ok");
+        r->f[flag_col] = strdup(qc_review(r->qc, maxcv, rank, n_ok) ? "review" : "ok");
     }
     for (int pass = 0; pass < 2 && !rc; pass++) {
         char p[4096], *buf = NULL;
