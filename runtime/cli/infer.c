@@ -45,7 +45,7 @@ static const char *help =
     "card's patch size, neighbours sharing --overlap of a patch, blended with Gaussian\n"
     "weights. --adaptive TOL stops a case's sampling once its mutual-information map\n"
     "changes by less than TOL (nats, largest voxel) between blocks of 5 samples.\n"
-    "The network sees only the box around the voxels non-zero in any channel (the\n"
+    "The network sees only the vbs_box around the voxels non-zero in any channel (the\n"
     "skull-stripped brain); outside it the maps are background with zero uncertainty\n"
     "(--no-crop: the whole volume).\n"
     "Layouts are detected (see the README); channels are matched to the model card's\n"
@@ -174,7 +174,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 /* An output that would land on an input file: its path, else NULL. Compares
  * resolved paths, so links and ../ do not hide a collision. */
-static const char *input_collision(const scan_case *cases, int n, const char *out, const runner *R, const char *const *reports,
+static const char *input_collision(const vbs_scan_case *cases, int n, const char *out, const runner *R, const char *const *reports,
                                    int n_reports, char *hit, size_t len) {
     int ni = 0;
     for (int i = 0; i < n; i++) ni += cases[i].n_files;
@@ -281,7 +281,7 @@ static int write_reports(const char *out, const char *tag, const char *mpath, co
 
 int cmd_infer(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *out = NULL;
-    layout lay = LAYOUT_AUTO;
+    vbs_layout lay = VBS_LAYOUT_AUTO;
     long long samples = 20, seed = 0, threads = 0, shard_i = 0, shard_n = 1;
     double overlap = 0.5, adaptive = 0;
     int remap = 0; /* 0 keep the card's values, 1 contiguous class indices, 2 BraTS 2018 values (0,1,2,4) */
@@ -299,7 +299,7 @@ int cmd_infer(int argc, char **argv) {
         if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--input")) input = v;
         else if (!strcmp(a, "--output")) out = v;
-        else if (!strcmp(a, "--layout")) { if (!layout_parse(v, &lay)) { cli_error("infer", "--layout '%s' is not auto, nnunet, brats2021, brats2023 or flat", v); return 2; } }
+        else if (!strcmp(a, "--layout")) { if (!vbs_layout_parse(v, &lay)) { cli_error("infer", "--layout '%s' is not auto, nnunet, brats2021, brats2023 or flat", v); return 2; } }
         else if (!strcmp(a, "--samples")) { if (!cli_int("infer", a, v, 1, 100000, &samples)) return 2; }
         else if (!strcmp(a, "--seed")) { if (!cli_int("infer", a, v, 0, 0x7fffffffffffffffLL, &seed)) return 2; }
         else if (!strcmp(a, "--threads")) { if (!cli_int("infer", a, v, 0, 256, &threads)) return 2; }
@@ -332,7 +332,7 @@ int cmd_infer(int argc, char **argv) {
         vbs_model_free(m);
         return 1;
     }
-    scan_case *cases = NULL;
+    vbs_scan_case *cases = NULL;
     int n = 0, rc = 1;
     char err[1024], unused[1024], created[PATH_MAX] = "";
     result *res = NULL;
@@ -347,9 +347,9 @@ int cmd_infer(int argc, char **argv) {
         cli_error("infer", "%s: --output is the input folder; outputs would overwrite or mix with the scans: choose another folder", out);
         goto out;
     }
-    if (!find_cases(input, out, &lay, &cases, &n, unused, sizeof unused, err, sizeof err)) { cli_error("infer", "%s", err); goto out; }
+    if (!vbs_find_cases(input, out, &lay, &cases, &n, unused, sizeof unused, err, sizeof err)) { cli_error("infer", "%s", err); goto out; }
     if (!n) {
-        cli_error("infer", "%s: no cases found for the %s layout%s%s%s", input, layout_name(lay), unused[0] ? " (" : "",
+        cli_error("infer", "%s: no cases found for the %s layout%s%s%s", input, vbs_layout_name(lay), unused[0] ? " (" : "",
                   unused, unused[0] ? ")" : "");
         goto out;
     }
@@ -407,7 +407,7 @@ int cmd_infer(int argc, char **argv) {
     }
     if (!quiet) {
         char o1[32], o2[32];
-        fprintf(stderr, "vbseg infer: %s layout, %d case%s", layout_name(lay), n, n == 1 ? "" : "s");
+        fprintf(stderr, "vbseg infer: %s layout, %d case%s", vbs_layout_name(lay), n, n == 1 ? "" : "s");
         if (shard_n > 1)
             fprintf(stderr, "; shard %lld of %lld takes %d of them (every %s case from the %s)", shard_i, shard_n, mine,
                     ordinal(shard_n, o1, sizeof o1), ordinal(shard_i + 1, o2, sizeof o2));
@@ -493,7 +493,7 @@ out:
     free_manifest(&old);
     vbs_session_free(s);
     free(res);
-    free_cases(cases, n);
+    vbs_free_cases(cases, n);
     vbs_model_free(m);
     return rc;
 }

@@ -65,7 +65,7 @@ typedef enum { CASE_OK = 1, CASE_FAILED = 0, CASE_WRITE_FAILED = -1, CASE_CANCEL
  * output under a staging name and renames them all only when all are
  * written (labels last), so no finished-looking file exists for an
  * unfinished case. On any failure nothing of the case stays. Fills r. */
-case_status run_case(runner *R, layout lay, const scan_case *sc, result *r);
+case_status run_case(runner *R, vbs_layout lay, const vbs_scan_case *sc, result *r);
 /* Removes a case's outputs, finished or staged. */
 void remove_case_outputs(const char *out, const char *id);
 /* 1 if every output the options ask for exists for case id. */

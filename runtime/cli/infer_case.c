@@ -1,7 +1,7 @@
 /*
  * infer_case.c: one case of `vbseg infer`: match its files to the model
  * card's channels, check that the channels agree in shape and affine,
- * crop to the box around the non-zero voxels, normalise, run the samples
+ * crop to the vbs_box around the non-zero voxels, normalise, run the samples
  * (the session pads and crops), and write the maps with the input's
  * geometry. Outputs are written under staging names and renamed together
  * only when every one is written, the label map last: a case that did not
@@ -102,20 +102,20 @@ static void add_note(char *notes, size_t n, const char *fmt, ...) {
     va_end(ap);
 }
 
-case_status run_case(runner *R, layout lay, const scan_case *sc, result *r) {
+case_status run_case(runner *R, vbs_layout lay, const vbs_scan_case *sc, result *r) {
     const vbs_card *card = vbs_model_card(R->m);
     vbs_value_info in;
     vbs_model_input(R->m, 0, &in);
     int C = in.dims[1] > 0 ? (int)in.dims[1] : card->n_channels;
-    if (C < 1 || C > MAX_CHANNELS) { snprintf(r->error, sizeof r->error, "model takes %d channels", C); return CASE_FAILED; }
+    if (C < 1 || C > VBS_MAX_CHANNELS) { snprintf(r->error, sizeof r->error, "model takes %d channels", C); return CASE_FAILED; }
     if (sc->note[0]) snprintf(r->notes, sizeof r->notes, "%s", sc->note);
     /* which file holds each model channel */
-    const char *file[MAX_CHANNELS] = {0};
-    if (lay == LAYOUT_FLAT) file[0] = sc->n_files ? sc->files[0] : NULL;
-    for (int c = 0; c < C && lay != LAYOUT_FLAT; c++) {
+    const char *file[VBS_MAX_CHANNELS] = {0};
+    if (lay == VBS_LAYOUT_FLAT) file[0] = sc->n_files ? sc->files[0] : NULL;
+    for (int c = 0; c < C && lay != VBS_LAYOUT_FLAT; c++) {
         int want = c;
-        if (lay == LAYOUT_BRATS2021 || lay == LAYOUT_BRATS2023) {
-            want = c < card->n_channels ? brats_channel_index(card->channels[c]) : c;
+        if (lay == VBS_LAYOUT_BRATS2021 || lay == VBS_LAYOUT_BRATS2023) {
+            want = c < card->n_channels ? vbs_brats_channel_index(card->channels[c]) : c;
             if (want < 0) { snprintf(r->error, sizeof r->error, "model channel '%s' has no BraTS file name", card->channels[c]); return CASE_FAILED; }
         }
         for (int f = 0; f < sc->n_files; f++)
@@ -125,12 +125,12 @@ case_status run_case(runner *R, layout lay, const scan_case *sc, result *r) {
             return CASE_FAILED;
         }
     }
-    for (int f = 0; f < sc->n_files && lay == LAYOUT_NNUNET; f++)
+    for (int f = 0; f < sc->n_files && lay == VBS_LAYOUT_NNUNET; f++)
         if (sc->channel[f] >= C) add_note(r->notes, sizeof r->notes, "extra channel file %s ignored", sc->files[f]);
-    vbs_volume *vols[MAX_CHANNELS] = {0};
+    vbs_volume *vols[VBS_MAX_CHANNELS] = {0};
     float *x = NULL, *xbox = NULL, *full = NULL, *regions = NULL, *lab_out = NULL;
     case_status ret = CASE_FAILED;
-    int nfiles = lay == LAYOUT_FLAT ? 1 : C;
+    int nfiles = lay == VBS_LAYOUT_FLAT ? 1 : C;
     char err[1024];
     int64_t d0[4] = {0};
     for (int c = 0; c < nfiles; c++) {
@@ -143,29 +143,29 @@ case_status run_case(runner *R, layout lay, const scan_case *sc, result *r) {
             snprintf(r->error, sizeof r->error, "%s: %s (against %s)", file[c], why, file[0]);
             goto done;
         }
-        if (lay != LAYOUT_FLAT && d[3] != 1) { snprintf(r->error, sizeof r->error, "%s: a 4D file where one channel is expected", file[c]); goto done; }
+        if (lay != VBS_LAYOUT_FLAT && d[3] != 1) { snprintf(r->error, sizeof r->error, "%s: a 4D file where one channel is expected", file[c]); goto done; }
         if (vbs_volume_nan_count(vols[c]))
             add_note(r->notes, sizeof r->notes, "%s: %lld NaN/Inf voxels set to 0", file[c], (long long)vbs_volume_nan_count(vols[c]));
     }
-    if (lay == LAYOUT_FLAT && d0[3] != C) {
+    if (lay == VBS_LAYOUT_FLAT && d0[3] != C) {
         snprintf(r->error, sizeof r->error, "%s: %lld channel(s) along t, the model takes %d", file[0], (long long)d0[3], C);
         goto done;
     }
     int64_t nvox = d0[0] * d0[1] * d0[2];
     x = malloc(sizeof(float) * (size_t)(nvox * C));
     if (!x) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
-    for (int c = 0; c < nfiles; c++) memcpy(x + (int64_t)c * nvox, vbs_volume_data(vols[c]), sizeof(float) * (size_t)(nvox * (lay == LAYOUT_FLAT ? C : 1)));
-    /* the network sees only the box around the non-zero voxels (found before
+    for (int c = 0; c < nfiles; c++) memcpy(x + (int64_t)c * nvox, vbs_volume_data(vols[c]), sizeof(float) * (size_t)(nvox * (lay == VBS_LAYOUT_FLAT ? C : 1)));
+    /* the network sees only the vbs_box around the non-zero voxels (found before
      * normalisation, which may move the background off zero) */
-    box bx = {{0, 0, 0}, {d0[0], d0[1], d0[2]}};
-    int cropped = R->crop && box_nonzero(x, C, d0, &bx) && box_voxels(&bx) < nvox;
-    if (!cropped) bx = (box){{0, 0, 0}, {d0[0], d0[1], d0[2]}};
+    vbs_box bx = {{0, 0, 0}, {d0[0], d0[1], d0[2]}};
+    int cropped = R->crop && vbs_box_nonzero(x, C, d0, &bx) && vbs_box_voxels(&bx) < nvox;
+    if (!cropped) bx = (vbs_box){{0, 0, 0}, {d0[0], d0[1], d0[2]}};
     vbs_normalize(card, x, C, nvox);
-    const int64_t nbox = box_voxels(&bx);
+    const int64_t nbox = vbs_box_voxels(&bx);
     if (cropped) {
         xbox = malloc(sizeof(float) * (size_t)(nbox * C));
         if (!xbox) { snprintf(r->error, sizeof r->error, "out of memory"); goto done; }
-        box_extract(x, C, d0, &bx, xbox);
+        vbs_box_extract(x, C, d0, &bx, xbox);
     }
     int64_t shape[5] = {1, C, bx.hi[2] - bx.lo[2], bx.hi[1] - bx.lo[1], bx.hi[0] - bx.lo[0]};
     int nd = 5;
@@ -205,7 +205,7 @@ case_status run_case(runner *R, layout lay, const scan_case *sc, result *r) {
             for (int64_t v = 0; v < nvox; v++) f[4 * nvox + v] = 1.f;
         for (int i = 0; i < M_N; i++) {
             if (!planes[i]) continue;
-            box_insert(map[i], (int)planes[i], d0, &bx, f);
+            vbs_box_insert(map[i], (int)planes[i], d0, &bx, f);
             map[i] = f;
             f += planes[i] * nvox;
         }
@@ -273,7 +273,7 @@ case_status run_case(runner *R, layout lay, const scan_case *sc, result *r) {
                 for (int k = 0; k < kc; k++) {
                     int value = k < card->n_labels ? card->labels[k].value : k;
                     if (card->output_activation == VBS_ACT_SIGMOID && kc == 1) value = card->n_labels > 1 ? card->labels[1].value : 1;
-                    /* the voxels outside the box are class 0 in every sample */
+                    /* the voxels outside the vbs_box are class 0 in every sample */
                     int64_t outside = k == 0 && softmax && kc > 1 ? nvox - nbox : 0;
                     if (in_column(R->cols, col, value)) v += (double)(counts[i * kc + k] + outside);
                 }

@@ -1,12 +1,12 @@
 /*
- * crop.c: the box around a scan's non-zero voxels, and copies into and
+ * crop.c: the vbs_box around a scan's non-zero voxels, and copies into and
  * out of it.
  */
 #include <string.h>
 
 #include "crop.h"
 
-int box_nonzero(const float *x, int C, const int64_t d[3], box *b) {
+int vbs_box_nonzero(const float *x, int C, const int64_t d[3], vbs_box *b) {
     for (int a = 0; a < 3; a++) { b->lo[a] = d[a]; b->hi[a] = 0; }
     int64_t plane = d[0] * d[1] * d[2];
     for (int64_t k = 0; k < d[2]; k++)
@@ -29,12 +29,12 @@ int box_nonzero(const float *x, int C, const int64_t d[3], box *b) {
     return b->hi[0] > b->lo[0];
 }
 
-int64_t box_voxels(const box *b) {
+int64_t vbs_box_voxels(const vbs_box *b) {
     return (b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]) * (b->hi[2] - b->lo[2]);
 }
 
 /* one walk for both directions: to_full copies packed src into full dst */
-static void copy_box(const float *src, float *dst, int C, const int64_t d[3], const box *b, int to_full) {
+static void copy_box(const float *src, float *dst, int C, const int64_t d[3], const vbs_box *b, int to_full) {
     const int64_t w = b->hi[0] - b->lo[0], plane = d[0] * d[1] * d[2];
     int64_t p = 0;
     for (int c = 0; c < C; c++)
@@ -46,10 +46,10 @@ static void copy_box(const float *src, float *dst, int C, const int64_t d[3], co
             }
 }
 
-void box_extract(const float *full, int C, const int64_t d[3], const box *b, float *dst) {
+void vbs_box_extract(const float *full, int C, const int64_t d[3], const vbs_box *b, float *dst) {
     copy_box(full, dst, C, d, b, 0);
 }
 
-void box_insert(const float *packed, int C, const int64_t d[3], const box *b, float *full) {
+void vbs_box_insert(const float *packed, int C, const int64_t d[3], const vbs_box *b, float *full) {
     copy_box(packed, full, C, d, b, 1);
 }

@@ -60,14 +60,14 @@ static int is_dir(const char *p) { struct stat s; return !stat(p, &s) && S_ISDIR
 static const char *const brats21[4] = {"flair", "t1", "t1ce", "t2"};
 static const char *const brats23[4] = {"t2f", "t1n", "t1c", "t2w"}; /* same order as brats21: flair, t1, t1ce, t2 */
 
-const char *layout_name(layout l) {
+const char *vbs_layout_name(vbs_layout l) {
     static const char *const n[] = {"auto", "nnunet", "brats2021", "brats2023", "flat"};
     return n[l];
 }
 
-int layout_parse(const char *s, layout *l) {
-    for (int i = 0; i <= LAYOUT_FLAT; i++)
-        if (!strcmp(s, layout_name((layout)i))) { *l = (layout)i; return 1; }
+int vbs_layout_parse(const char *s, vbs_layout *l) {
+    for (int i = 0; i <= VBS_LAYOUT_FLAT; i++)
+        if (!strcmp(s, vbs_layout_name((vbs_layout)i))) { *l = (vbs_layout)i; return 1; }
     return 0;
 }
 
@@ -82,23 +82,23 @@ static int brats_channel(const char *name, int year23) {
     return -1;
 }
 
-static scan_case *add_case(scan_case **v, int *n, int *cap, const char *id) {
+static vbs_scan_case *add_case(vbs_scan_case **v, int *n, int *cap, const char *id) {
     if (strlen(id) >= sizeof((*v)->id)) return NULL; /* ids longer than 255 bytes are not cases */
     if (*n == *cap) {
         *cap = *cap ? 2 * *cap : 64;
-        scan_case *t = realloc(*v, sizeof *t * (size_t)*cap);
+        vbs_scan_case *t = realloc(*v, sizeof *t * (size_t)*cap);
         if (!t) return NULL;
         *v = t;
     }
-    scan_case *c = &(*v)[(*n)++];
+    vbs_scan_case *c = &(*v)[(*n)++];
     memset(c, 0, sizeof *c);
     snprintf(c->id, sizeof c->id, "%s", id);
-    for (int i = 0; i < MAX_CHANNELS; i++) c->channel[i] = -1;
+    for (int i = 0; i < VBS_MAX_CHANNELS; i++) c->channel[i] = -1;
     return c;
 }
 
-static void add_file(scan_case *c, const char *dir, const char *name, int channel) {
-    if (c->n_files == MAX_CHANNELS) { snprintf(c->note, sizeof c->note, "more than %d files", MAX_CHANNELS); return; }
+static void add_file(vbs_scan_case *c, const char *dir, const char *name, int channel) {
+    if (c->n_files == VBS_MAX_CHANNELS) { snprintf(c->note, sizeof c->note, "more than %d files", VBS_MAX_CHANNELS); return; }
     size_t n = strlen(dir) + strlen(name) + 2;
     char *path = malloc(n);
     if (!path) return;
@@ -108,7 +108,7 @@ static void add_file(scan_case *c, const char *dir, const char *name, int channe
 }
 
 /* vbseg's own map files next to a label output, and its reports */
-int is_vbseg_output(const char *name) {
+int vbs_is_vbseg_output(const char *name) {
     static const char *const maps[] = {"_entropy", "_epistemic", "_aleatoric", "_regions", "_probabilities", "_aleatoric_het",
                                        "_epistemic_het"};
     size_t n = strlen(name);
@@ -133,7 +133,7 @@ static int is_label_output(const char *dir, const char *name) {
     return !stat(p, &s) && S_ISREG(s.st_mode);
 }
 
-/* what a layout left unused, for the caller's warning */
+/* what a vbs_layout left unused, for the caller's warning */
 typedef struct { int n, outputs; char names[512]; } unused_list;
 
 static void note_unused(unused_list *u, const char *name) {
@@ -148,7 +148,7 @@ static int same_dir(const char *a, const char *b) {
     return b && !stat(a, &x) && !stat(b, &y) && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
-int find_cases(const char *dir, const char *exclude, layout *lay, scan_case **out, int *n_out, char *unused, size_t unused_len,
+int vbs_find_cases(const char *dir, const char *exclude, vbs_layout *lay, vbs_scan_case **out, int *n_out, char *unused, size_t unused_len,
                char *err, size_t errlen) {
     int n;
     char **names = list(dir, &n);
@@ -163,7 +163,7 @@ int find_cases(const char *dir, const char *exclude, layout *lay, scan_case **ou
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", dir, names[i]);
         int dir_entry = is_dir(p);
-        if ((dir_entry && same_dir(p, exclude)) || (!dir_entry && (is_vbseg_output(names[i]) || (is_nifti(names[i]) && is_label_output(dir, names[i]))))) {
+        if ((dir_entry && same_dir(p, exclude)) || (!dir_entry && (vbs_is_vbseg_output(names[i]) || (is_nifti(names[i]) && is_label_output(dir, names[i]))))) {
             u.outputs++;
             free(names[i]);
             continue;
@@ -171,8 +171,8 @@ int find_cases(const char *dir, const char *exclude, layout *lay, scan_case **ou
         names[k++] = names[i];
     }
     n = k;
-    layout l = *lay;
-    if (l == LAYOUT_AUTO) {
+    vbs_layout l = *lay;
+    if (l == VBS_LAYOUT_AUTO) {
         int dirs23 = 0, dirs21 = 0, nnunet = 0, files = 0;
         for (int i = 0; i < n; i++) {
             char p[4096];
@@ -194,26 +194,26 @@ int find_cases(const char *dir, const char *exclude, layout *lay, scan_case **ou
                 nnunet += digits;
             }
         }
-        l = dirs23 > dirs21 ? LAYOUT_BRATS2023 : dirs21 ? LAYOUT_BRATS2021 : files && nnunet == files ? LAYOUT_NNUNET : LAYOUT_FLAT;
+        l = dirs23 > dirs21 ? VBS_LAYOUT_BRATS2023 : dirs21 ? VBS_LAYOUT_BRATS2021 : files && nnunet == files ? VBS_LAYOUT_NNUNET : VBS_LAYOUT_FLAT;
     }
-    scan_case *v = NULL;
+    vbs_scan_case *v = NULL;
     int cap = 0, nc = 0;
     for (int i = 0; i < n; i++) {
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", dir, names[i]);
         int dir_entry = is_dir(p);
-        if (l == LAYOUT_BRATS2021 || l == LAYOUT_BRATS2023) {
+        if (l == VBS_LAYOUT_BRATS2021 || l == VBS_LAYOUT_BRATS2023) {
             if (!dir_entry) {
                 if (is_nifti(names[i])) note_unused(&u, names[i]);
                 continue;
             }
-            scan_case *c = add_case(&v, &nc, &cap, names[i]);
+            vbs_scan_case *c = add_case(&v, &nc, &cap, names[i]);
             if (!c) continue;
             int m;
             char **sub = list(p, &m);
             for (int j = 0; j < m; j++) {
                 if (!is_nifti(sub[j])) continue;
-                int ch = brats_channel(sub[j], l == LAYOUT_BRATS2023);
+                int ch = brats_channel(sub[j], l == VBS_LAYOUT_BRATS2023);
                 if (ch >= 0) add_file(c, p, sub[j], ch);
                 else {
                     size_t q = strlen(c->note);
@@ -225,14 +225,14 @@ int find_cases(const char *dir, const char *exclude, layout *lay, scan_case **ou
             size_t s = stem_len(names[i]);
             char id[512];
             int ch = 0;
-            if (l == LAYOUT_NNUNET) {
+            if (l == VBS_LAYOUT_NNUNET) {
                 int digits = s > 5 && names[i][s - 5] == '_';
                 for (size_t q = s - 4; digits && q < s; q++) digits = names[i][q] >= '0' && names[i][q] <= '9';
                 if (!digits) { note_unused(&u, names[i]); continue; }
                 snprintf(id, sizeof id, "%.*s", (int)(s - 5), names[i]);
                 ch = atoi(names[i] + s - 4);
             } else snprintf(id, sizeof id, "%.*s", (int)s, names[i]);
-            scan_case *c = nc && !strcmp(v[nc - 1].id, id) ? &v[nc - 1] : add_case(&v, &nc, &cap, id);
+            vbs_scan_case *c = nc && !strcmp(v[nc - 1].id, id) ? &v[nc - 1] : add_case(&v, &nc, &cap, id);
             if (!c) continue;
             add_file(c, dir, names[i], ch);
         } else if (dir_entry) {
@@ -245,7 +245,7 @@ int find_cases(const char *dir, const char *exclude, layout *lay, scan_case **ou
     if (unused && unused_len) {
         int q = 0;
         if (u.n) q = snprintf(unused, unused_len, "%d file%s or folder%s not used by the %s layout: %s", u.n, u.n == 1 ? "" : "s",
-                              u.n == 1 ? "" : "s", layout_name(l), u.names);
+                              u.n == 1 ? "" : "s", vbs_layout_name(l), u.names);
         if (u.outputs && q >= 0 && (size_t)q < unused_len)
             snprintf(unused + q, unused_len - (size_t)q, "%s%d vbseg output%s skipped", q ? "; " : "", u.outputs,
                      u.outputs == 1 ? "" : "s");
@@ -256,13 +256,13 @@ int find_cases(const char *dir, const char *exclude, layout *lay, scan_case **ou
     return 1;
 }
 
-void free_cases(scan_case *v, int n) {
+void vbs_free_cases(vbs_scan_case *v, int n) {
     for (int i = 0; i < n; i++)
         for (int j = 0; j < v[i].n_files; j++) free(v[i].files[j]);
     free(v);
 }
 
-int brats_channel_index(const char *card_name) {
+int vbs_brats_channel_index(const char *card_name) {
     for (int c = 0; c < 4; c++)
         if (!strcmp(card_name, brats21[c]) || !strcmp(card_name, brats23[c])) return c;
     /* common spellings */
