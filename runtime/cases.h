@@ -26,7 +26,7 @@ int vbs_layout_parse(const char *s, vbs_layout *l);
  * found. Skips what vbseg itself writes (map files, summaries, manifests, and
  * the folder `exclude`, e.g. an output folder inside dir: NULL for none).
  * unused (size unused_len) receives a note on the NIfTI files and folders the
- * vbs_layout did not take, and on vbseg outputs skipped ("" if none). 0 and err
+ * layout did not take, and on vbseg outputs skipped ("" if none). 0 and err
  * if dir cannot be read. */
 int vbs_find_cases(const char *dir, const char *exclude, vbs_layout *lay, vbs_scan_case **out, int *n, char *unused, size_t unused_len,
                char *err, size_t errlen);
