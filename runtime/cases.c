@@ -97,14 +97,25 @@ static vbs_scan_case *add_case(vbs_scan_case **v, int *n, int *cap, const char *
     return c;
 }
 
-static void add_file(vbs_scan_case *c, const char *dir, const char *name, int channel) {
-    if (c->n_files == VBS_MAX_CHANNELS) { snprintf(c->note, sizeof c->note, "more than %d files", VBS_MAX_CHANNELS); return; }
+static char *join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *path = malloc(n);
+    if (path) snprintf(path, n, "%s/%s", dir, name);
+    return path;
+}
+
+static void add_file(vbs_scan_case *c, const char *dir, const char *name, int channel) {
+    if (c->n_files == VBS_MAX_CHANNELS) { snprintf(c->note, sizeof c->note, "more than %d files", VBS_MAX_CHANNELS); return; }
+    char *path = join(dir, name);
     if (!path) return;
-    snprintf(path, n, "%s/%s", dir, name);
     c->files[c->n_files] = path;
     c->channel[c->n_files++] = channel;
+}
+
+/* a BraTS case folder's reference labels: CASE_seg (2018/2021) or CASE-seg (2023) */
+static int is_seg(const char *name, int year23) {
+    size_t n = stem_len(name);
+    return n > 4 && name[n - 4] == (year23 ? '-' : '_') && !strncmp(name + n - 3, "seg", 3);
 }
 
 /* vbseg's own map files next to a label output, and its reports */
@@ -215,6 +226,7 @@ int vbs_find_cases(const char *dir, const char *exclude, vbs_layout *lay, vbs_sc
                 if (!is_nifti(sub[j])) continue;
                 int ch = brats_channel(sub[j], l == VBS_LAYOUT_BRATS2023);
                 if (ch >= 0) add_file(c, p, sub[j], ch);
+                else if (is_seg(sub[j], l == VBS_LAYOUT_BRATS2023) && !c->label) c->label = join(p, sub[j]);
                 else {
                     size_t q = strlen(c->note);
                     snprintf(c->note + q, sizeof c->note - q, "%sextra file %s ignored", q ? "; " : "", sub[j]);
@@ -257,9 +269,84 @@ int vbs_find_cases(const char *dir, const char *exclude, vbs_layout *lay, vbs_sc
 }
 
 void vbs_free_cases(vbs_scan_case *v, int n) {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         for (int j = 0; j < v[i].n_files; j++) free(v[i].files[j]);
+        free(v[i].label);
+    }
     free(v);
+}
+
+const char *vbs_train_layout_name(vbs_train_layout l) {
+    static const char *const n[] = {"auto", "nnunet", "brats2021", "brats2023", "msd"};
+    return n[l];
+}
+
+int vbs_train_layout_parse(const char *s, vbs_train_layout *l) {
+    for (int i = 0; i <= VBS_TRAIN_MSD; i++)
+        if (!strcmp(s, vbs_train_layout_name((vbs_train_layout)i))) { *l = (vbs_train_layout)i; return 1; }
+    return 0;
+}
+
+/* labelsTr/CASE + ending for each case, when the file is there */
+static void attach_labels(vbs_scan_case *v, int n, const char *dir, const char *ending) {
+    for (int i = 0; i < n; i++) {
+        char p[4096];
+        struct stat s;
+        snprintf(p, sizeof p, "%s/labelsTr/%s%s", dir, v[i].id, ending);
+        if (!stat(p, &s) && S_ISREG(s.st_mode)) v[i].label = strdup(p);
+    }
+}
+
+int vbs_find_training_cases(const char *dir, vbs_train_layout *lay, vbs_scan_case **out, int *n, vbs_dataset_meta *meta, char *err,
+                            size_t errlen) {
+    char p[4096], ending[16] = ".nii.gz", unused[512];
+    *out = NULL;
+    *n = 0;
+    memset(meta, 0, sizeof *meta);
+    if (!is_dir(dir)) { snprintf(err, errlen, "%s: not a readable folder", dir); return 0; }
+    snprintf(p, sizeof p, "%s/imagesTr", dir);
+    int raw = is_dir(p);
+    vbs_train_layout l = *lay;
+    if (raw) {
+        char js[4096];
+        snprintf(js, sizeof js, "%s/dataset.json", dir);
+        struct stat s;
+        if (!stat(js, &s) && !vbs_read_dataset_json(js, meta, ending, sizeof ending, err, errlen)) return 0;
+        /* MSD keeps all channels of a case in one 4D file: no _XXXX channel numbers */
+        vbs_layout il = VBS_LAYOUT_AUTO;
+        vbs_scan_case *v;
+        int nv;
+        if (!vbs_find_cases(p, NULL, &il, &v, &nv, unused, sizeof unused, err, errlen)) return 0;
+        if (l == VBS_TRAIN_AUTO) l = il == VBS_LAYOUT_NNUNET ? VBS_TRAIN_NNUNET : VBS_TRAIN_MSD;
+        if ((l == VBS_TRAIN_NNUNET) != (il == VBS_LAYOUT_NNUNET)) {
+            vbs_free_cases(v, nv);
+            vbs_layout want = l == VBS_TRAIN_NNUNET ? VBS_LAYOUT_NNUNET : VBS_LAYOUT_FLAT;
+            if (!vbs_find_cases(p, NULL, &want, &v, &nv, unused, sizeof unused, err, errlen)) return 0;
+        }
+        attach_labels(v, nv, dir, ending);
+        *out = v;
+        *n = nv;
+    } else {
+        vbs_layout il = l == VBS_TRAIN_BRATS2023 ? VBS_LAYOUT_BRATS2023 : l == VBS_TRAIN_BRATS2021 ? VBS_LAYOUT_BRATS2021 : VBS_LAYOUT_AUTO;
+        if (l == VBS_TRAIN_NNUNET || l == VBS_TRAIN_MSD) {
+            snprintf(err, errlen, "%s: no imagesTr folder (the %s layout keeps its training images there)", dir, vbs_train_layout_name(l));
+            return 0;
+        }
+        if (!vbs_find_cases(dir, NULL, &il, out, n, unused, sizeof unused, err, errlen)) return 0;
+        if (il != VBS_LAYOUT_BRATS2021 && il != VBS_LAYOUT_BRATS2023) {
+            vbs_free_cases(*out, *n);
+            *out = NULL;
+            *n = 0;
+            snprintf(err, errlen, "%s: not a training folder: no imagesTr/ (nnU-Net raw, MSD) and no BraTS case folders", dir);
+            return 0;
+        }
+        l = il == VBS_LAYOUT_BRATS2023 ? VBS_TRAIN_BRATS2023 : VBS_TRAIN_BRATS2021;
+        static const char *const b21[4] = {"flair", "t1", "t1ce", "t2"}, *const b23[4] = {"t2f", "t1n", "t1c", "t2w"};
+        meta->n_channels = 4;
+        for (int c = 0; c < 4; c++) snprintf(meta->channel[c], sizeof meta->channel[c], "%s", l == VBS_TRAIN_BRATS2023 ? b23[c] : b21[c]);
+    }
+    *lay = l;
+    return 1;
 }
 
 int vbs_brats_channel_index(const char *card_name) {
