@@ -1,10 +1,13 @@
 /*
  * npy.c: NumPy .npy arrays in (little-endian float32 or float64, C order,
- * up to 4 dims) and out (float32, written atomically). Used by `vbseg run`
- * for array inputs and by `--raw` for checking against other runtimes.
+ * any rank up to VBS_MAX_DIMS, or as a volume of up to 4 dims) and out
+ * (float32, written atomically). Used by `vbseg run` for array inputs,
+ * batched or not, and by `--raw` for checking against other runtimes. It
+ * does not decide what the axes mean: `vbseg run` does, from the model.
  * The header is parsed strictly; a malformed one is refused, never guessed.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,67 +19,104 @@ static vbs_status efail(char *err, size_t n, vbs_status st, const char *path, co
     return st;
 }
 
-vbs_status vbs_volume_read_npy(const char *path, vbs_volume **out, char *err, size_t errlen) {
-    if (!out || !path) return VBS_ERR_ARG;
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return efail(err, errlen, VBS_ERR_IO, path, strerror(errno));
+/* An open .npy file after its header: the shape and the element type. */
+typedef struct { FILE *f; int64_t dims[VBS_MAX_DIMS], n; int ndim, f8; } npyr;
+
+/* Opens path and parses its header strictly. */
+static vbs_status npy_open(const char *path, npyr *r, char *err, size_t errlen) {
+    memset(r, 0, sizeof *r);
+    if (!(r->f = fopen(path, "rb"))) return efail(err, errlen, VBS_ERR_IO, path, strerror(errno));
     unsigned char pre[10];
     char hdr[4097];
-    vbs_status st = VBS_OK;
-    vbs_volume *v = NULL;
-    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6)) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "not a .npy file (bad magic)"); goto done; }
+    if (fread(pre, 1, 10, r->f) != 10 || memcmp(pre, "\x93NUMPY", 6)) return efail(err, errlen, VBS_ERR_FORMAT, path, "not a .npy file (bad magic)");
     size_t hl;
     if (pre[6] == 1) hl = pre[8] | (size_t)pre[9] << 8;
     else if (pre[6] == 2 || pre[6] == 3) {
         unsigned char b[2];
-        if (fread(b, 1, 2, f) != 2) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "truncated header"); goto done; }
+        if (fread(b, 1, 2, r->f) != 2) return efail(err, errlen, VBS_ERR_FORMAT, path, "truncated header");
         hl = pre[8] | (size_t)pre[9] << 8 | (size_t)b[0] << 16 | (size_t)b[1] << 24;
-    } else { st = efail(err, errlen, VBS_ERR_FORMAT, path, "unsupported .npy version"); goto done; }
-    if (hl >= sizeof hdr || fread(hdr, 1, hl, f) != hl) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "header too long or truncated"); goto done; }
+    } else return efail(err, errlen, VBS_ERR_FORMAT, path, "unsupported .npy version");
+    if (hl >= sizeof hdr || fread(hdr, 1, hl, r->f) != hl) return efail(err, errlen, VBS_ERR_FORMAT, path, "header too long or truncated");
     hdr[hl] = 0;
-    int f8;
-    if (strstr(hdr, "'descr': '<f4'")) f8 = 0;
-    else if (strstr(hdr, "'descr': '<f8'")) f8 = 1;
-    else { st = efail(err, errlen, VBS_ERR_FORMAT, path, "field descr: only little-endian float32 '<f4' or float64 '<f8'"); goto done; }
-    if (!strstr(hdr, "'fortran_order': False")) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "field fortran_order: only C order is read"); goto done; }
+    if (strstr(hdr, "'descr': '<f4'")) r->f8 = 0;
+    else if (strstr(hdr, "'descr': '<f8'")) r->f8 = 1;
+    else return efail(err, errlen, VBS_ERR_FORMAT, path, "field descr: only little-endian float32 '<f4' or float64 '<f8'");
+    if (!strstr(hdr, "'fortran_order': False")) return efail(err, errlen, VBS_ERR_FORMAT, path, "field fortran_order: only C order is read");
     char *sp = strstr(hdr, "'shape': (");
-    if (!sp) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "field shape missing"); goto done; }
+    if (!sp) return efail(err, errlen, VBS_ERR_FORMAT, path, "field shape missing");
     sp += 10;
-    int64_t shp[8];
-    int nd = 0;
     while (*sp && *sp != ')') {
         char *end;
         errno = 0;
         long long x = strtoll(sp, &end, 10);
-        if (end == sp || errno || x <= 0 || nd == 8) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "field shape: bad dims"); goto done; }
-        shp[nd++] = x;
+        if (end == sp || errno || x <= 0 || r->ndim == VBS_MAX_DIMS) return efail(err, errlen, VBS_ERR_FORMAT, path, "field shape: bad dims");
+        r->dims[r->ndim++] = x;
         sp = end;
         while (*sp == ',' || *sp == ' ') sp++;
     }
-    if (nd < 2 || nd > 4) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "field shape: need (C,H,W) or (C,D,H,W)"); goto done; }
-    int64_t n = 1;
-    for (int i = 0; i < nd; i++)
-        if (!vbs_mul_ok(n, shp[i], &n) || n > VBS_NIFTI_MAX_VOXELS) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "field shape: too many elements"); goto done; }
-    /* (C,H,W) -> x=W, y=H, z=1, t=C; (C,D,H,W) -> z=D; (H,W) -> one channel */
-    int64_t dims[4] = {shp[nd - 1], shp[nd - 2], nd == 4 ? shp[1] : 1, nd >= 3 ? shp[0] : 1};
-    if (!(v = vbs_volume_new_raw(dims))) { st = efail(err, errlen, VBS_ERR_NOMEM, path, "out of memory"); goto done; }
-    if (!f8) {
-        if (fread(vbs_volume_data(v), 4, (size_t)n, f) != (size_t)n) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "truncated data"); goto done; }
+    if (!r->ndim) return efail(err, errlen, VBS_ERR_FORMAT, path, "field shape: a scalar, not an array");
+    r->n = 1;
+    for (int i = 0; i < r->ndim; i++)
+        if (!vbs_mul_ok(r->n, r->dims[i], &r->n) || r->n > VBS_NIFTI_MAX_VOXELS)
+            return efail(err, errlen, VBS_ERR_FORMAT, path, "field shape: too many elements");
+    return VBS_OK;
+}
+
+/* Reads the r->n elements into dst as float32; nothing may follow them. */
+static vbs_status npy_data(const char *path, npyr *r, float *dst, char *err, size_t errlen) {
+    if (!r->f8) {
+        if (fread(dst, 4, (size_t)r->n, r->f) != (size_t)r->n) return efail(err, errlen, VBS_ERR_FORMAT, path, "truncated data");
     } else {
-        for (int64_t i = 0; i < n; i++) {
+        for (int64_t i = 0; i < r->n; i++) {
             double d;
-            if (fread(&d, 8, 1, f) != 1) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "truncated data"); goto done; }
-            vbs_volume_data(v)[i] = (float)d;
+            if (fread(&d, 8, 1, r->f) != 1) return efail(err, errlen, VBS_ERR_FORMAT, path, "truncated data");
+            dst[i] = (float)d;
         }
     }
-    if (fgetc(f) != EOF) { st = efail(err, errlen, VBS_ERR_FORMAT, path, "trailing bytes after the data"); goto done; }
+    if (fgetc(r->f) != EOF) return efail(err, errlen, VBS_ERR_FORMAT, path, "trailing bytes after the data");
+    return VBS_OK;
+}
+
+vbs_status vbs_volume_read_npy(const char *path, vbs_volume **out, char *err, size_t errlen) {
+    if (!out || !path) return VBS_ERR_ARG;
+    *out = NULL;
+    npyr r;
+    vbs_volume *v = NULL;
+    vbs_status st = npy_open(path, &r, err, errlen);
+    if (!st && (r.ndim < 2 || r.ndim > 4)) st = efail(err, errlen, VBS_ERR_FORMAT, path, "field shape: need (C,H,W) or (C,D,H,W)");
+    if (!st) {
+        /* (C,H,W) -> x=W, y=H, z=1, t=C; (C,D,H,W) -> z=D; (H,W) -> one channel */
+        int nd = r.ndim;
+        int64_t dims[4] = {r.dims[nd - 1], r.dims[nd - 2], nd == 4 ? r.dims[1] : 1, nd >= 3 ? r.dims[0] : 1};
+        if (!(v = vbs_volume_new_raw(dims))) st = efail(err, errlen, VBS_ERR_NOMEM, path, "out of memory");
+    }
+    if (!st) st = npy_data(path, &r, vbs_volume_data(v), err, errlen);
+    if (r.f) fclose(r.f);
+    if (st) { vbs_volume_free(v); return st; }
     vbs_volume_count_nan(v);
-done:
-    fclose(f);
-    if (st) vbs_volume_free(v);
-    else *out = v;
-    return st;
+    *out = v;
+    return VBS_OK;
+}
+
+vbs_status vbs_read_npy(const char *path, float **data, int64_t dims[VBS_MAX_DIMS], int *ndim, int64_t *nan_count, char *err,
+                        size_t errlen) {
+    if (!data || !path || !dims || !ndim) return VBS_ERR_ARG;
+    *data = NULL;
+    npyr r;
+    float *x = NULL;
+    vbs_status st = npy_open(path, &r, err, errlen);
+    if (!st && !(x = malloc(sizeof(float) * (size_t)r.n))) st = efail(err, errlen, VBS_ERR_NOMEM, path, "out of memory");
+    if (!st) st = npy_data(path, &r, x, err, errlen);
+    if (r.f) fclose(r.f);
+    if (st) { free(x); return st; }
+    int64_t bad = 0;
+    for (int64_t i = 0; i < r.n; i++)
+        if (!isfinite(x[i])) { x[i] = 0.f; bad++; }
+    if (nan_count) *nan_count = bad;
+    memcpy(dims, r.dims, sizeof(int64_t) * (size_t)r.ndim);
+    *ndim = r.ndim;
+    *data = x;
+    return VBS_OK;
 }
 
 typedef struct { const float *data; const int64_t *dims; int ndim; } npyw;

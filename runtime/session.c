@@ -11,6 +11,12 @@
  * setting). A 2D model given a 3D volume runs slice by slice; sample i then uses
  * one weight draw for every slice (the draw is a function of the seed
  * and i only), so each sample is one consistent function of the volume.
+ * Every size runs: slices are zero-padded to a size the network takes, or
+ * tiled by Gaussian-blended windows where the graph fixes a smaller size
+ * (or a 3D card gives a patch); a fixed batch carries several windows per
+ * pass when its items are independent. Refusals name the caller's sizes
+ * and the sizes the network takes, never an inner node.
+ * Not here: the maps themselves (mcstats.c), planning and kernels.
  */
 #include <math.h>
 #include <stdio.h>
@@ -101,7 +107,30 @@ static vbs_status ensure_workers(vbs_session *s, int n) {
     return VBS_OK;
 }
 
-static vbs_status check_shape(vbs_session *s, const int64_t *shape, int ndim, vbs_shape *sh) {
+/* ---- what the network takes, said in the caller's sizes ---------------- */
+
+/* "100x100": k dims */
+static const char *size_str(char *buf, size_t n, const int64_t *d, int k) {
+    size_t p = 0;
+    buf[0] = 0;
+    for (int i = 0; i < k && p < n; i++) p += (size_t)snprintf(buf + p, n - p, "%s%lld", i ? "x" : "", (long long)d[i]);
+    return buf;
+}
+
+/* The graph input as a shape to write: "(N,4,H,W)", "(1,4,240,240)"; from dim `from` on. */
+static const char *io_str(char *buf, size_t n, const vbs_io_def *io, int from, const char *open, const char *sep) {
+    size_t p = (size_t)snprintf(buf, n, "%s", open);
+    for (int i = from; i < io->ndim && p < n; i++) {
+        const char *s = i > from ? sep : "";
+        if (io->dims[i] >= 0) p += (size_t)snprintf(buf + p, n - p, "%s%lld", s, (long long)io->dims[i]);
+        else p += (size_t)snprintf(buf + p, n - p, "%s%s", s, io->param[i] && io->param[i][0] ? io->param[i] : "?");
+    }
+    if (*open && p < n) snprintf(buf + p, n - p, ")");
+    return buf;
+}
+
+/* Dims positive, the total bounded, one graph input. */
+static vbs_status check_dims(vbs_session *s, const int64_t *shape, int ndim, vbs_shape *sh) {
     if (!shape || ndim < 1 || ndim > VBS_MAX_DIMS) return vbs_fail(s->err, VBS_ERR_ARG, "input shape has %d dims", ndim);
     int64_t n = 1;
     sh->ndim = ndim;
@@ -110,29 +139,111 @@ static vbs_status check_shape(vbs_session *s, const int64_t *shape, int ndim, vb
             return vbs_fail(s->err, VBS_ERR_ARG, "input shape: dim %d is %lld (or the total overflows)", i, (long long)shape[i]);
         sh->d[i] = shape[i];
     }
-    const vbs_io_def *io = &s->m->def.inputs[0];
     if (s->m->def.n_inputs != 1)
         return vbs_fail(s->err, VBS_ERR_UNSUPPORTED, "model has %d graph inputs; this call feeds one", s->m->def.n_inputs);
-    if (io->ndim && io->ndim != ndim)
-        return vbs_fail(s->err, VBS_ERR_SHAPE, "input '%s' has %d dims, got %d", io->name, io->ndim, ndim);
-    for (int i = 0; i < ndim && i < io->ndim; i++)
-        if (io->dims[i] >= 0 && io->dims[i] != shape[i])
-            return vbs_fail(s->err, VBS_ERR_SHAPE, "input '%s' dim %d must be %lld, got %lld", io->name, i, (long long)io->dims[i],
-                            (long long)shape[i]);
     return VBS_OK;
+}
+
+static vbs_status check_channels(vbs_session *s, int64_t c) {
+    const vbs_io_def *io = &s->m->def.inputs[0];
+    if (io->ndim >= 2 && io->dims[1] >= 0 && io->dims[1] != c)
+        return vbs_fail(s->err, VBS_ERR_SHAPE, "input has %lld channels, the network takes %lld", (long long)c, (long long)io->dims[1]);
+    return VBS_OK;
+}
+
+/* A forward pass takes the input as given: the graph's rank, its fixed
+ * batch and channels, and its fixed spatial dims. */
+static vbs_status check_forward(vbs_session *s, const int64_t *shape, int ndim, vbs_shape *sh) {
+    vbs_status st = check_dims(s, shape, ndim, sh);
+    if (st) return st;
+    const vbs_io_def *io = &s->m->def.inputs[0];
+    char a[128], b[128];
+    if (io->ndim && io->ndim != ndim)
+        return vbs_fail(s->err, VBS_ERR_SHAPE, "input %s has %d dims, the network takes %d: %s", size_str(a, sizeof a, shape, ndim), ndim,
+                        io->ndim, io_str(b, sizeof b, io, 0, "(", ","));
+    if (ndim < 3) return vbs_fail(s->err, VBS_ERR_SHAPE, "input has %d dims; (N, C, spatial...) expected", ndim);
+    if (io->ndim && io->dims[0] >= 0 && io->dims[0] != shape[0])
+        return vbs_fail(s->err, VBS_ERR_SHAPE, "input batch N = %lld: the network's batch is fixed at %lld", (long long)shape[0],
+                        (long long)io->dims[0]);
+    if ((st = check_channels(s, shape[1]))) return st;
+    for (int i = 2; i < io->ndim; i++)
+        if (io->dims[i] >= 0 && io->dims[i] != shape[i])
+            return vbs_fail(s->err, VBS_ERR_SHAPE, "input %s: this network takes %s only (fixed in the graph); vbs_session_run_mc pads or windows automatically",
+                            size_str(a, sizeof a, shape + 2, ndim - 2), io_str(b, sizeof b, io, 2, "", "x"));
+    return VBS_OK;
+}
+
+/* 1 when the network plans input shape t; with `same`, also only when its
+ * first output keeps t's batch and spatial size. Else err says why. */
+static int takes(const vbs_model *m, const vbs_shape *t, int same, char *err) {
+    vbs_plan pl;
+    if (vbs_plan_build(&pl, &m->g, t, err)) return 0;
+    const vbs_shape *ys = &pl.shapes[m->g.output_vals[0]];
+    int ok = !same || (ys->ndim == t->ndim && ys->d[0] == t->d[0]);
+    for (int i = 2; same && ok && i < t->ndim; i++) ok = ys->d[i] == t->d[i];
+    if (!ok) snprintf(err, VBS_ERRLEN, "output '%s' is not the input's spatial size", m->def.outputs[0].name);
+    vbs_plan_free(&pl);
+    return ok;
+}
+
+/* in with its symbolic spatial dims rounded to a multiple of mult: up, or down. */
+static vbs_shape rounded(const vbs_io_def *io, const vbs_shape *in, int64_t mult, int up) {
+    vbs_shape t = *in;
+    for (int i = 2; i < t.ndim; i++)
+        if (i >= io->ndim || io->dims[i] < 0) t.d[i] = (in->d[i] + (up ? mult - 1 : 0)) / mult * mult;
+    return t;
+}
+
+/* The refusal of a spatial size the network cannot take as given: the
+ * multiple it needs (the smallest power of two whose next two multiples both
+ * plan, so that a lucky size does not pass for the rule) and the nearest
+ * sizes. why: the planner's own reason, kept when no multiple fits. */
+static vbs_status size_fail(vbs_session *s, const vbs_shape *in, const char *why) {
+    const vbs_io_def *io = &s->m->def.inputs[0];
+    int nsp = in->ndim - 2;
+    char a[96], lo[96], hi[96], err[VBS_ERRLEN];
+    size_str(a, sizeof a, in->d + 2, nsp);
+    for (int64_t mult = 2; mult <= 128; mult *= 2) {
+        vbs_shape up = rounded(io, in, mult, 1), up2 = up, dn = rounded(io, in, mult, 0);
+        for (int i = 2; i < in->ndim; i++)
+            if (i >= io->ndim || io->dims[i] < 0) up2.d[i] += mult;
+        if (!takes(s->m, &up, 0, err) || !takes(s->m, &up2, 0, err)) continue;
+        int has_dn = 1;
+        for (int i = 2; i < in->ndim; i++) has_dn &= dn.d[i] > 0;
+        has_dn = has_dn && takes(s->m, &dn, 0, err);
+        size_str(lo, sizeof lo, dn.d + 2, nsp);
+        size_str(hi, sizeof hi, up.d + 2, nsp);
+        return vbs_fail(s->err, VBS_ERR_SHAPE,
+                        "input %s: this network takes spatial sizes that are multiples of %lld (e.g. %s%s%s); vbs_session_run_mc pads automatically",
+                        a, (long long)mult, has_dn ? lo : "", has_dn ? " or " : "", hi);
+    }
+    return vbs_fail(s->err, VBS_ERR_SHAPE, "input %s: the network takes no size near it (up to multiples of 128): %s", a, why);
+}
+
+vbs_status vbs_session_check_input(vbs_session *s, const int64_t *shape, int ndim) {
+    if (!s) return VBS_ERR_ARG;
+    s->err[0] = 0;
+    vbs_shape sh;
+    vbs_status st = check_forward(s, shape, ndim, &sh);
+    if (st) return st;
+    char err[VBS_ERRLEN];
+    return takes(s->m, &sh, 0, err) ? VBS_OK : size_fail(s, &sh, err);
 }
 
 vbs_status vbs_session_forward(vbs_session *s, const float *input, const int64_t *shape, int ndim, vbs_mode mode,
                                uint64_t seed, uint64_t sample) {
     if (!s) return VBS_ERR_ARG;
     s->err[0] = 0;
+    s->have_forward = 0;
     vbs_shape sh;
-    vbs_status st = check_shape(s, shape, ndim, &sh);
+    vbs_status st = check_forward(s, shape, ndim, &sh);
     if (st) return st;
     if (!input) return vbs_fail(s->err, VBS_ERR_ARG, "NULL input");
     if ((st = ensure_workers(s, 1))) return st;
     char err[VBS_ERRLEN];
-    if ((st = vbs_worker_run(&s->workers[0], s->m, input, &sh, mode, seed, sample, err))) return vbs_fail(s->err, st, "%s", err);
+    /* the planner names the node that cannot take the size; the caller gets the size to give */
+    if ((st = vbs_worker_run(&s->workers[0], s->m, input, &sh, mode, seed, sample, err)))
+        return st == VBS_ERR_SHAPE ? size_fail(s, &sh, err) : vbs_fail(s->err, st, "%s", err);
     s->have_forward = 1;
     return VBS_OK;
 }
@@ -153,82 +264,11 @@ vbs_status vbs_session_output(vbs_session *s, int i, const float **data, vbs_val
     return VBS_OK;
 }
 
-/* Spatial geometry of one network pass: the region of the caller's data it
- * covers (`sp`, up to 3 dims) and the zero-padded size it runs at (`pp`,
- * centred: `pb` before, the rest after). */
-typedef struct { int nsp; int64_t sp[3], pp[3], pb[3]; } padding;
-
-/* Copies channel planes of the region into the padded buffer, zero elsewhere.
- * src is C planes of sp voxels (or, sliced, slice z of (C, D, H, W)). */
-static void pad_in(const float *src, int64_t c, const padding *p, int sliced, int64_t depth, int64_t z, float *dst) {
-    int64_t pn = p->pp[0] * p->pp[1] * p->pp[2], sn = p->sp[0] * p->sp[1] * p->sp[2];
-    int padded = pn != sn;
-    if (padded) memset(dst, 0, sizeof(float) * (size_t)(c * pn));
-    for (int64_t ch = 0; ch < c; ch++) {
-        const float *plane = sliced ? src + (ch * depth + z) * sn : src + ch * sn;
-        float *out = dst + ch * pn;
-        if (!padded) { memcpy(out, plane, sizeof(float) * (size_t)sn); continue; }
-        for (int64_t a = 0; a < p->sp[0]; a++)
-            for (int64_t b = 0; b < p->sp[1]; b++)
-                memcpy(out + ((a + p->pb[0]) * p->pp[1] + b + p->pb[1]) * p->pp[2] + p->pb[2], plane + (a * p->sp[1] + b) * p->sp[2],
-                       sizeof(float) * (size_t)p->sp[2]);
-    }
-}
-
-/* The inverse for outputs: K padded planes -> K planes of the region. */
-static void crop_out(const float *src, int64_t k, const padding *p, float *dst) {
-    int64_t pn = p->pp[0] * p->pp[1] * p->pp[2], sn = p->sp[0] * p->sp[1] * p->sp[2];
-    for (int64_t ch = 0; ch < k; ch++)
-        for (int64_t a = 0; a < p->sp[0]; a++)
-            for (int64_t b = 0; b < p->sp[1]; b++)
-                memcpy(dst + ch * sn + (a * p->sp[1] + b) * p->sp[2],
-                       src + ch * pn + ((a + p->pb[0]) * p->pp[1] + b + p->pb[1]) * p->pp[2] + p->pb[2], sizeof(float) * (size_t)p->sp[2]);
-}
-
-static float *grow_buf(float *b, int64_t *cap, int64_t need) {
-    if (need <= *cap) return b;
-    float *n = realloc(b, sizeof(float) * (size_t)need);
-    if (n) *cap = need;
-    return n;
-}
-
-/* Finds the padded size a network accepts for spatial size sp: the input
- * itself if its output keeps the size, else the next multiple of 2, 4, ...,
- * 128 on every spatial axis (a U-Net of depth d needs multiples of 2^d). */
-static vbs_status fit(vbs_session *s, const vbs_shape *in, padding *p) {
-    const vbs_model *m = s->m;
-    char err[VBS_ERRLEN], first[VBS_ERRLEN] = "";
-    for (int64_t mult = 1; mult <= 128; mult *= 2) {
-        vbs_shape t = *in;
-        for (int i = 0; i < p->nsp; i++) t.d[2 + i] = (in->d[2 + i] + mult - 1) / mult * mult;
-        vbs_plan pl;
-        vbs_status st = vbs_plan_build(&pl, &m->g, &t, err);
-        if (st) {
-            if (!first[0]) snprintf(first, sizeof first, "%s", err);
-            continue;
-        }
-        const vbs_shape *ys = &pl.shapes[m->g.output_vals[0]];
-        int same = ys->ndim == t.ndim && ys->d[0] == 1;
-        for (int i = 2; same && i < t.ndim; i++) same = ys->d[i] == t.d[i];
-        vbs_plan_free(&pl);
-        if (!same) {
-            if (!first[0]) snprintf(first, sizeof first, "output '%s' is not the input's spatial size", m->def.outputs[0].name);
-            continue;
-        }
-        for (int i = 0; i < p->nsp; i++) {
-            p->pp[i] = t.d[2 + i];
-            p->pb[i] = (t.d[2 + i] - in->d[2 + i]) / 2;
-        }
-        return VBS_OK;
-    }
-    return vbs_fail(s->err, VBS_ERR_SHAPE, "the network takes no padding of this input up to multiples of 128: %s", first);
-}
 
 /* Reports a round of passes to the caller's progress callback; 1 if it asks to stop. */
 static int stop_asked(vbs_session *s, const vbs_mc_opts *o, int64_t *done, int64_t add, int64_t total) {
     *done += add;
     if (!o->progress || !o->progress(o->progress_user, *done, total)) return 0;
-    s->have_acc = 0;
     vbs_fail(s->err, VBS_ERR_CANCELLED, "stopped by the caller after %lld of %lld passes", (long long)*done, (long long)total);
     return 1;
 }
@@ -253,164 +293,233 @@ static int converged(vbs_session *s, const vbs_mc_opts *o, float **prev) {
     return done;
 }
 
-/* Window starts along one axis: first at 0, last at size - patch, about
- * patch * (1 - overlap) apart. */
-static int64_t starts(int64_t size, int64_t patch, float overlap, int64_t *out, int64_t max) {
-    if (size <= patch) { out[0] = 0; return 1; }
-    double step = (double)patch * (1.0 - overlap);
+
+/* ---- Monte-Carlo runs: slices, windows, padding, batch slots ------------ */
+
+/* How a run covers the caller's input (1, C, [D,] spatial): as `nsl` slices
+ * (a 2D network over a volume: D; else 1) of spatial size sz, each tiled by
+ * windows of size ws (nst per axis, neighbours overlapping), each window
+ * zero-padded, centred, to the size the network runs at (pp; pb before).
+ * A window is the whole slice unless the graph fixes a smaller spatial size
+ * or a 3D card gives a smaller patch. Spatial arrays hold 3 axes,
+ * right-aligned (leading 1s for 1D and 2D networks). One pass carries
+ * `slots` windows in a batch of `batch` (the graph's fixed batch, else 1). */
+typedef struct {
+    int nsp;
+    int64_t c, nsl;
+    int64_t sz[3], fixed[3];  /* fixed: the graph's spatial dims, 0 where symbolic */
+    int64_t ws[3], nst[3], pp[3], pb[3];
+    float overlap;
+    int64_t batch;
+    int slots;
+    vbs_shape psh;            /* the network input of one pass */
+} tiling;
+
+static int64_t prod3(const int64_t *d) { return d[0] * d[1] * d[2]; }
+
+/* Windows along one axis: first at 0, last at size - ws, about
+ * ws * (1 - overlap) apart. */
+static int64_t n_starts(int64_t size, int64_t ws, float overlap) {
+    if (size <= ws) return 1;
+    double step = (double)ws * (1.0 - overlap);
     if (step < 1) step = 1;
-    int64_t n = (int64_t)ceil((double)(size - patch) / step) + 1;
-    if (n > max) n = max;
-    for (int64_t i = 0; i < n; i++) out[i] = n == 1 ? 0 : (int64_t)llround((double)i * (double)(size - patch) / (double)(n - 1));
-    return n;
+    return (int64_t)ceil((double)(size - ws) / step) + 1;
 }
 
-/* 3D sliding windows with Gaussian blending of the class probabilities.
- * vol is (1, C, D, H, W); patch the card's (D, H, W) patch size. */
-static vbs_status run_windows(vbs_session *s, const float *input, const vbs_shape *vol, const int64_t *patch, const vbs_mc_opts *o) {
-    const vbs_model *m = s->m;
-    const vbs_card *card = &m->def.card;
-    int64_t c = vol->d[1], sz[3] = {vol->d[2], vol->d[3], vol->d[4]}, ws[3], st[3][4096], nst[3];
-    float overlap = o->overlap > 0 ? o->overlap : 0.5f;
-    if (!(overlap < 0.95f)) return vbs_fail(s->err, VBS_ERR_ARG, "overlap %g is not in 0..0.9", (double)overlap);
-    for (int i = 0; i < 3; i++) {
-        ws[i] = sz[i] < patch[i] ? sz[i] : patch[i];
-        nst[i] = starts(sz[i], ws[i], overlap, st[i], 4096);
+/* Tile ti (slices outer, then windows in C order): its slice and window start. */
+static int64_t tile_at(const tiling *t, int64_t ti, int64_t o[3]) {
+    int64_t nwin = prod3(t->nst), wi = ti % nwin;
+    for (int a = 2; a >= 0; a--) {
+        int64_t i = wi % t->nst[a], n = t->nst[a];
+        wi /= n;
+        o[a] = n == 1 ? 0 : (int64_t)llround((double)i * (double)(t->sz[a] - t->ws[a]) / (double)(n - 1));
     }
-    /* the window's network size: the patch, padded to what the network takes */
-    vbs_shape wsh = {5, {1, c, ws[0], ws[1], ws[2]}};
-    padding pad = {3, {ws[0], ws[1], ws[2]}, {1, 1, 1}, {0, 0, 0}};
-    vbs_status stt = fit(s, &wsh, &pad);
-    if (stt) return stt;
-    vbs_shape psh = {5, {1, c, pad.pp[0], pad.pp[1], pad.pp[2]}};
-    int64_t wn = ws[0] * ws[1] * ws[2], pn = pad.pp[0] * pad.pp[1] * pad.pp[2], nvox = sz[0] * sz[1] * sz[2];
-    int hetero = card->heteroscedastic && m->def.n_outputs >= 2;
-    int t = o->threads ? o->threads : vbs_default_threads();
-    int nw = t < o->n_samples ? t : o->n_samples;
-    if (nw > 64) nw = 64;
-    int block = o->adaptive_block > 0 ? o->adaptive_block : 5;
-    if (o->adaptive_tol > 0) while (nw > 1 && block % nw) nw--;
-    float *prev_mi = NULL;
-    vbs_status st2 = ensure_workers(s, nw);
-    if (st2) return st2;
-    /* Gaussian importance of a window's voxels, and the blended weight of every voxel */
-    float *gw = malloc(sizeof(float) * (size_t)wn), *wsum = calloc((size_t)nvox, sizeof(float));
-    if (!gw || !wsum) { free(gw); free(wsum); return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: window weights"); }
-    for (int64_t a = 0; a < ws[0]; a++)
-        for (int64_t b = 0; b < ws[1]; b++)
-            for (int64_t e = 0; e < ws[2]; e++) {
+    return ti / nwin;
+}
+
+/* Copies the window at o of slice z of src (C, nsl, sz) into dst (C, pp),
+ * zero around it. */
+static void tile_in(const float *src, const tiling *t, int64_t z, const int64_t *o, float *dst) {
+    int64_t pn = prod3(t->pp), sn = prod3(t->sz);
+    if (prod3(t->ws) != pn) memset(dst, 0, sizeof(float) * (size_t)(t->c * pn));
+    for (int64_t ch = 0; ch < t->c; ch++) {
+        const float *plane = src + (ch * t->nsl + z) * sn;
+        float *out = dst + ch * pn;
+        for (int64_t a = 0; a < t->ws[0]; a++)
+            for (int64_t b = 0; b < t->ws[1]; b++)
+                memcpy(out + ((a + t->pb[0]) * t->pp[1] + b + t->pb[1]) * t->pp[2] + t->pb[2],
+                       plane + ((o[0] + a) * t->sz[1] + o[1] + b) * t->sz[2] + o[2], sizeof(float) * (size_t)t->ws[2]);
+    }
+}
+
+/* The inverse for the outputs of a whole-slice window: K planes of pp -> K planes of sz. */
+static void crop_out(const float *src, int64_t k, const tiling *t, float *dst) {
+    int64_t pn = prod3(t->pp), sn = prod3(t->sz);
+    for (int64_t ch = 0; ch < k; ch++)
+        for (int64_t a = 0; a < t->sz[0]; a++)
+            for (int64_t b = 0; b < t->sz[1]; b++)
+                memcpy(dst + ch * sn + (a * t->sz[1] + b) * t->sz[2],
+                       src + ch * pn + ((a + t->pb[0]) * t->pp[1] + b + t->pb[1]) * t->pp[2] + t->pb[2], sizeof(float) * (size_t)t->sz[2]);
+}
+
+/* Grows *b to need floats; on failure *b is kept (freed with the session). */
+static int grow_buf(float **b, int64_t *cap, int64_t need) {
+    if (need <= *cap) return 1;
+    float *n = realloc(*b, sizeof(float) * (size_t)need);
+    if (!n) return 0;
+    *b = n;
+    *cap = need;
+    return 1;
+}
+
+/* The size a window runs at: the graph's fixed dims where it has them;
+ * elsewhere the window itself if the network keeps its size, else the next
+ * multiple of 2, 4, ..., 128 (a U-Net of depth d needs multiples of 2^d). */
+static vbs_status fit(vbs_session *s, tiling *t) {
+    char err[VBS_ERRLEN], first[VBS_ERRLEN] = "", a[96];
+    for (int64_t mult = 1; mult <= 128; mult *= 2) {
+        vbs_shape p = {2 + t->nsp, {t->batch, t->c}};
+        for (int j = 0; j < t->nsp; j++) {
+            int ax = 3 - t->nsp + j;
+            p.d[2 + j] = t->fixed[ax] ? t->fixed[ax] : (t->ws[ax] + mult - 1) / mult * mult;
+        }
+        if (!takes(s->m, &p, 1, err)) {
+            if (!first[0]) snprintf(first, sizeof first, "%s", err);
+            continue;
+        }
+        for (int ax = 0; ax < 3; ax++) {
+            int j = ax - (3 - t->nsp);
+            t->pp[ax] = j >= 0 ? p.d[2 + j] : 1;
+            t->pb[ax] = (t->pp[ax] - t->ws[ax]) / 2;
+        }
+        t->psh = p;
+        return VBS_OK;
+    }
+    return vbs_fail(s->err, VBS_ERR_SHAPE, "input %s: the network takes no padding of it up to multiples of 128: %s",
+                    size_str(a, sizeof a, t->sz + 3 - t->nsp, t->nsp), first);
+}
+
+/* 1 when the items of a batch cannot influence each other, so that one pass
+ * may carry several windows and each equals a pass of its own: every
+ * activation keeps the batch axis, no op works along it, no constant as wide
+ * as the output varies along it, and no GaussianSample (its eps is keyed by
+ * element: slot j would draw other numbers than a batch of 1). */
+static int batch_separable(const vbs_model *m, const vbs_plan *p) {
+    const vbs_graph *g = &m->g;
+    for (int pos = 0; pos < g->n_order; pos++) {
+        const vbs_node *n = &p->nodes[g->order[pos]];
+        const vbs_shape *y = &p->shapes[n->out[0]];
+        int nd = y->ndim;
+        if (n->op == VBS_OP_GAUSSIAN_SAMPLE || nd < 1) return 0;
+        for (int i = 0; i < n->n_in; i++) {
+            if (n->in[i] < 0) continue;
+            const vbs_shape *x = &p->shapes[n->in[i]];
+            vbs_val_kind kind = g->values[n->in[i]].kind;
+            if (kind == VBS_VAL_ACT || kind == VBS_VAL_INPUT) {
+                if (x->ndim < 1 || x->d[0] != y->d[0]) return 0;
+            } else if ((n->op == VBS_OP_ADD || n->op == VBS_OP_MUL || n->op == VBS_OP_PRELU) && x->ndim == nd && x->d[0] > 1)
+                return 0;
+        }
+        int64_t ax = -1;
+        if (n->op == VBS_OP_CONCAT) ax = n->a.axis;
+        else if (n->op == VBS_OP_SOFTMAX) ax = n->a.softmax.axis;
+        if ((ax < 0 ? ax + nd : ax) == 0) return 0;
+        if (n->op == VBS_OP_TRANSPOSE && n->a.pad.pads[0] != 0) return 0;
+        if (n->op == VBS_OP_PAD && (n->a.pad.pads[0] || n->a.pad.pads[nd])) return 0;
+    }
+    return 1;
+}
+
+/* Sets up the tiling of input sh (sliced: a 2D network over (1, C, D, H, W)). */
+static vbs_status plan_tiles(vbs_session *s, const vbs_shape *sh, int sliced, const vbs_mc_opts *o, tiling *t) {
+    const vbs_model *m = s->m;
+    const vbs_io_def *io = &m->def.inputs[0];
+    const vbs_card *cd = &m->def.card;
+    memset(t, 0, sizeof *t);
+    t->nsp = sliced ? 2 : sh->ndim - 2;
+    t->c = sh->d[1];
+    t->nsl = sliced ? sh->d[2] : 1;
+    t->overlap = o->overlap > 0 ? o->overlap : 0.5f;
+    t->batch = io->ndim && io->dims[0] > 0 ? io->dims[0] : 1;
+    for (int ax = 0; ax < 3; ax++) {
+        int j = ax - (3 - t->nsp); /* the network's spatial axis */
+        t->sz[ax] = j >= 0 ? sh->d[sh->ndim - t->nsp + j] : 1;
+        t->fixed[ax] = j >= 0 && 2 + j < io->ndim && io->dims[2 + j] > 0 ? io->dims[2 + j] : 0;
+        int64_t lim = t->fixed[ax] ? t->fixed[ax] : (j >= 0 && t->nsp == 3 && cd->n_patch == 3 ? cd->patch[j] : 0);
+        t->ws[ax] = lim > 0 && lim < t->sz[ax] ? lim : t->sz[ax];
+        t->nst[ax] = n_starts(t->sz[ax], t->ws[ax], t->overlap);
+    }
+    if (prod3(t->nst) > 1 && !(t->overlap < 0.95f))
+        return vbs_fail(s->err, VBS_ERR_ARG, "overlap %g is not in 0..0.9", (double)t->overlap);
+    vbs_status st = fit(s, t);
+    if (st) return st;
+    t->slots = 1;
+    if (t->batch > 1) {
+        vbs_plan pl;
+        char err[VBS_ERRLEN];
+        if (vbs_plan_build(&pl, &m->g, &t->psh, err)) return vbs_fail(s->err, VBS_ERR_SHAPE, "%s", err);
+        if (batch_separable(m, &pl)) t->slots = (int)(t->batch < 1024 ? t->batch : 1024);
+        vbs_plan_free(&pl);
+    }
+    return VBS_OK;
+}
+
+/* Gaussian importance of a window's voxels (sigma = ws/8 along every axis
+ * that has more than one window; other axes cancel out), and the summed
+ * weight at every voxel of a slice. */
+static void window_weights(const tiling *t, float *gw, float *wsum) {
+    for (int64_t a = 0; a < t->ws[0]; a++)
+        for (int64_t b = 0; b < t->ws[1]; b++)
+            for (int64_t e = 0; e < t->ws[2]; e++) {
                 double g = 1;
                 int64_t q[3] = {a, b, e};
                 for (int i = 0; i < 3; i++) {
-                    double sig = (double)ws[i] / 8.0, dz = (double)q[i] - (double)(ws[i] - 1) / 2.0;
+                    if (t->nst[i] == 1) continue;
+                    double sig = (double)t->ws[i] / 8.0, dz = (double)q[i] - (double)(t->ws[i] - 1) / 2.0;
                     g *= exp(-0.5 * dz * dz / (sig * sig));
                 }
-                gw[(a * ws[1] + b) * ws[2] + e] = (float)(g > 1e-4 ? g : 1e-4); /* no voxel gets weight 0 */
+                gw[(a * t->ws[1] + b) * t->ws[2] + e] = (float)(g > 1e-4 ? g : 1e-4); /* no voxel gets weight 0 */
             }
-    for (int64_t i0 = 0; i0 < nst[0]; i0++)
-        for (int64_t i1 = 0; i1 < nst[1]; i1++)
-            for (int64_t i2 = 0; i2 < nst[2]; i2++)
-                for (int64_t a = 0; a < ws[0]; a++)
-                    for (int64_t b = 0; b < ws[1]; b++)
-                        for (int64_t e = 0; e < ws[2]; e++)
-                            wsum[((st[0][i0] + a) * sz[1] + st[1][i1] + b) * sz[2] + st[2][i2] + e] += gw[(a * ws[1] + b) * ws[2] + e];
-    char errs[64][VBS_ERRLEN];
-    vbs_status sts[64];
-    vbs_blas_set_threads(1);
-    int k = 0, nout = hetero ? 3 : 1; /* blended planes per class: probabilities (+ logits, log-variances) */
-    vbs_status ret = VBS_OK;
-    int64_t passes = 0, total = (int64_t)o->n_samples * nst[0] * nst[1] * nst[2];
-    for (int64_t first = 0; first < o->n_samples && !ret; first += nw) {
-        int active = o->n_samples - first < nw ? (int)(o->n_samples - first) : nw;
-        for (int64_t i0 = 0; i0 < nst[0] && !ret; i0++)
-            for (int64_t i1 = 0; i1 < nst[1] && !ret; i1++)
-                for (int64_t i2 = 0; i2 < nst[2] && !ret; i2++) {
-                    for (int w = 0; w < active; w++) {
-                        s->in_buf[w] = grow_buf(s->in_buf[w], &s->in_cap[w], c * pn);
-                        if (!s->in_buf[w]) { ret = vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: window buffer"); break; }
-                    }
-                    if (ret) break;
-#pragma omp parallel for num_threads(active) schedule(static, 1) if (active > 1)
-                    for (int w = 0; w < active; w++) {
-                        float *dst = s->in_buf[w];
-                        memset(dst, 0, sizeof(float) * (size_t)(c * pn));
-                        for (int64_t ch = 0; ch < c; ch++)
-                            for (int64_t a = 0; a < ws[0]; a++)
-                                for (int64_t b = 0; b < ws[1]; b++)
-                                    memcpy(dst + ch * pn + ((a + pad.pb[0]) * pad.pp[1] + b + pad.pb[1]) * pad.pp[2] + pad.pb[2],
-                                           input + ((ch * sz[0] + st[0][i0] + a) * sz[1] + st[1][i1] + b) * sz[2] + st[2][i2],
-                                           sizeof(float) * (size_t)ws[2]);
-                        sts[w] = vbs_worker_run(&s->workers[w], m, dst, &psh, o->mode, o->seed, (uint64_t)(first + w), errs[w]);
-                    }
-                    for (int w = 0; w < active && !ret; w++)
-                        if (sts[w]) ret = vbs_fail(s->err, sts[w], "%s", errs[w]);
-                    if (ret) break;
-                    if (!s->have_acc) {
-                        const vbs_shape *ys = &s->workers[0].plan.shapes[m->g.output_vals[0]];
-                        k = (int)ys->d[1];
-                        if (k > 64) { ret = vbs_fail(s->err, VBS_ERR_UNSUPPORTED, "%d output classes (max 64)", k); break; }
-                        vbs_mc_acc_free(&s->acc);
-                        if (vbs_mc_acc_init(&s->acc, nvox, k, card->output_activation, hetero)) {
-                            ret = vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: statistics for %lld voxels", (long long)nvox);
-                            break;
-                        }
-                        s->have_acc = 1;
-                    }
-                    /* each worker's window, as probabilities (and logits), weighted into its sample's volume */
-                    for (int w = 0; w < active && !ret; w++) {
-                        int64_t need = (int64_t)nout * k * nvox;
-                        if (s->out_cap[w] < need || i0 + i1 + i2 == 0) {
-                            s->out_buf[w] = grow_buf(s->out_buf[w], &s->out_cap[w], need);
-                            if (!s->out_buf[w]) { ret = vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: blended volume"); break; }
-                        }
-                        if (i0 + i1 + i2 == 0) memset(s->out_buf[w], 0, sizeof(float) * (size_t)need);
-                        const float *lg = vbs_worker_value(&s->workers[w], m, m->g.output_vals[0]);
-                        const float *lv = hetero ? vbs_worker_value(&s->workers[w], m, m->g.output_vals[1]) : NULL;
-                        float *vp = s->out_buf[w];
-                        for (int64_t a = 0; a < ws[0]; a++)
-                            for (int64_t b = 0; b < ws[1]; b++)
-                                for (int64_t e = 0; e < ws[2]; e++) {
-                                    int64_t pv = ((a + pad.pb[0]) * pad.pp[1] + b + pad.pb[1]) * pad.pp[2] + pad.pb[2] + e;
-                                    int64_t v = ((st[0][i0] + a) * sz[1] + st[1][i1] + b) * sz[2] + st[2][i2] + e;
-                                    float g = gw[(a * ws[1] + b) * ws[2] + e], pr[64];
-                                    if (card->output_activation == VBS_ACT_SIGMOID)
-                                        for (int q = 0; q < k; q++) pr[q] = 1.f / (1.f + expf(-lg[q * pn + pv]));
-                                    else if (card->output_activation == VBS_ACT_SOFTMAX) {
-                                        float mx = lg[pv], sum = 0;
-                                        for (int q = 1; q < k; q++) mx = fmaxf(mx, lg[q * pn + pv]);
-                                        for (int q = 0; q < k; q++) sum += pr[q] = expf(lg[q * pn + pv] - mx);
-                                        for (int q = 0; q < k; q++) pr[q] /= sum;
-                                    } else
-                                        for (int q = 0; q < k; q++) pr[q] = lg[q * pn + pv];
-                                    for (int q = 0; q < k; q++) {
-                                        vp[q * nvox + v] += g * pr[q];
-                                        if (hetero) {
-                                            vp[(k + q) * nvox + v] += g * lg[q * pn + pv];
-                                            vp[(2 * k + q) * nvox + v] += g * lv[q * pn + pv];
-                                        }
-                                    }
-                                }
-                    }
-                    if (!ret && stop_asked(s, o, &passes, active, total)) ret = VBS_ERR_CANCELLED;
-                }
-        if (ret) break;
-        /* the round's samples, normalised by the weights, into the statistics in sample order */
-        for (int w = 0; w < active; w++) {
-            float *vp = s->out_buf[w];
-            for (int q = 0; q < nout * k; q++)
-                for (int64_t v = 0; v < nvox; v++) vp[q * nvox + v] /= wsum[v];
-            vbs_mc_acc_add_probs(&s->acc, 0, nvox, s->acc.n + w + 1, vp, hetero ? vp + k * nvox : NULL, hetero ? vp + 2 * k * nvox : NULL);
-        }
-        for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);
-        if (converged(s, o, &prev_mi)) break;
+    memset(wsum, 0, sizeof(float) * (size_t)prod3(t->sz));
+    int64_t o[3];
+    for (int64_t wi = 0; wi < prod3(t->nst); wi++) {
+        tile_at(t, wi, o);
+        for (int64_t a = 0; a < t->ws[0]; a++)
+            for (int64_t b = 0; b < t->ws[1]; b++)
+                for (int64_t e = 0; e < t->ws[2]; e++)
+                    wsum[((o[0] + a) * t->sz[1] + o[1] + b) * t->sz[2] + o[2] + e] += gw[(a * t->ws[1] + b) * t->ws[2] + e];
     }
-    free(prev_mi);
-    free(gw);
-    free(wsum);
-    if (ret) { s->have_acc = 0; return ret; }
-    s->map_shape.ndim = 3;
-    for (int i = 0; i < 3; i++) s->map_shape.d[i] = sz[i];
-    return VBS_OK;
+}
+
+/* Adds one window's class probabilities (and for a heteroscedastic head its
+ * logits and log-variances), weighted by gw, into the slice buffer vp
+ * (nout x k planes of the slice). lg, lv: k planes of the network size. */
+static void blend_window(const tiling *t, const int64_t *o, int k, vbs_output_act act, const float *lg, const float *lv,
+                         const float *gw, float *vp) {
+    int64_t pn = prod3(t->pp), sn = prod3(t->sz);
+    for (int64_t a = 0; a < t->ws[0]; a++)
+        for (int64_t b = 0; b < t->ws[1]; b++)
+            for (int64_t e = 0; e < t->ws[2]; e++) {
+                int64_t pv = ((a + t->pb[0]) * t->pp[1] + b + t->pb[1]) * t->pp[2] + t->pb[2] + e;
+                int64_t v = ((o[0] + a) * t->sz[1] + o[1] + b) * t->sz[2] + o[2] + e;
+                float g = gw[(a * t->ws[1] + b) * t->ws[2] + e], pr[64];
+                if (act == VBS_ACT_SIGMOID)
+                    for (int q = 0; q < k; q++) pr[q] = 1.f / (1.f + expf(-lg[q * pn + pv]));
+                else if (act == VBS_ACT_SOFTMAX) {
+                    float mx = lg[pv], sum = 0;
+                    for (int q = 1; q < k; q++) mx = fmaxf(mx, lg[q * pn + pv]);
+                    for (int q = 0; q < k; q++) sum += pr[q] = expf(lg[q * pn + pv] - mx);
+                    for (int q = 0; q < k; q++) pr[q] /= sum;
+                } else
+                    for (int q = 0; q < k; q++) pr[q] = lg[q * pn + pv];
+                for (int q = 0; q < k; q++) {
+                    vp[q * sn + v] += g * pr[q];
+                    if (lv) {
+                        vp[(k + q) * sn + v] += g * lg[q * pn + pv];
+                        vp[(2 * k + q) * sn + v] += g * lv[q * pn + pv];
+                    }
+                }
+            }
 }
 
 vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t *shape, int ndim, const vbs_mc_opts *opts) {
@@ -427,38 +536,33 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
     if (o.threads < 0 || o.threads > 256) return vbs_fail(s->err, VBS_ERR_ARG, "threads must be in 0..256, got %d", o.threads);
     const vbs_model *m = s->m;
     const vbs_io_def *io = &m->def.inputs[0];
-    /* a 2D model (rank-4 input) fed a (1, C, D, H, W) volume runs slice by slice */
-    int sliced = io->ndim == 4 && ndim == 5;
-    vbs_shape vol = {0, {0}}, sh;
-    vbs_status st;
-    if (sliced) {
-        for (int i = 0; i < 5; i++) vol.d[i] = shape[i];
-        vol.ndim = 5;
-        int64_t sl[4] = {shape[0], shape[1], shape[3], shape[4]};
-        if ((st = check_shape(s, sl, 4, &sh))) return st;
-    } else if ((st = check_shape(s, shape, ndim, &sh))) return st;
-    if (sh.d[0] != 1) return vbs_fail(s->err, VBS_ERR_ARG, "Monte-Carlo runs take a batch of 1, got %lld", (long long)sh.d[0]);
-    /* a 3D model with a 3D patch on a larger volume: sliding windows */
-    const vbs_card *cd = &m->def.card;
-    if (!sliced && sh.ndim == 5 && cd->n_patch == 3 &&
-        (sh.d[2] > cd->patch[0] || sh.d[3] > cd->patch[1] || sh.d[4] > cd->patch[2]))
-        return run_windows(s, input, &sh, cd->patch, &o);
-    if (sh.ndim < 3 || sh.ndim > 5) return vbs_fail(s->err, VBS_ERR_ARG, "input has %d dims; 1 to 3 spatial dims expected", sh.ndim);
-    /* pad to a size the network takes, crop the outputs back */
-    padding pad = {sh.ndim - 2, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}};
-    for (int i = 0; i < pad.nsp; i++) pad.sp[3 - pad.nsp + i] = sh.d[2 + i];
-    padding fitted = pad;
-    if ((st = fit(s, &sh, &fitted))) return st;
-    for (int i = 0; i < pad.nsp; i++) { pad.pp[3 - pad.nsp + i] = fitted.pp[i]; pad.pb[3 - pad.nsp + i] = fitted.pb[i]; }
-    for (int i = 0; i < 3 - pad.nsp; i++) { pad.pp[i] = 1; pad.pb[i] = 0; }
-    vbs_shape psh = sh;
-    for (int i = 0; i < pad.nsp; i++) psh.d[2 + i] = pad.pp[3 - pad.nsp + i];
-    int64_t nslices = sliced ? vol.d[2] : 1, c = sh.d[1], sn = pad.sp[0] * pad.sp[1] * pad.sp[2];
-    int64_t pn = pad.pp[0] * pad.pp[1] * pad.pp[2];
-    int padded = pn != sn;
-    int t = o.threads ? o.threads : vbs_default_threads();
-    int nw = t < o.n_samples ? t : o.n_samples;
-    float *prev_mi = NULL;
+    vbs_shape sh;
+    vbs_status st = check_dims(s, shape, ndim, &sh);
+    if (st) return st;
+    int rank = io->ndim ? io->ndim : ndim;
+    /* a 2D network (rank-4 input) fed a (1, C, D, H, W) volume runs slice by slice */
+    int sliced = rank == 4 && ndim == 5;
+    char a[128], b[128];
+    if (ndim != rank && !sliced)
+        return vbs_fail(s->err, VBS_ERR_SHAPE, "input %s has %d dims; this network takes one image (1,%s%s", size_str(a, sizeof a, shape, ndim),
+                        ndim, io_str(b, sizeof b, io, 1, "", ","), rank == 4 ? ") or a volume (1,C,D,H,W) run slice by slice" : ")");
+    if (rank < 3 || rank > 5) return vbs_fail(s->err, VBS_ERR_SHAPE, "input has %d dims; 1 to 3 spatial dims expected", rank);
+    if (sh.d[0] != 1)
+        return vbs_fail(s->err, VBS_ERR_ARG, "Monte-Carlo runs take one image (N = 1), got N = %lld; run each image in turn", (long long)sh.d[0]);
+    if ((st = check_channels(s, sh.d[1]))) return st;
+    tiling t;
+    if ((st = plan_tiles(s, &sh, sliced, &o, &t))) return st;
+    const int64_t nwin = prod3(t.nst), ntiles = t.nsl * nwin, pn = prod3(t.pp), sn = prod3(t.sz), c = t.c;
+    {
+        char sz[96], ws[96], pp[96];
+        int off = 3 - t.nsp;
+        vbs_log(VBS_LOG_INFO, "run_mc: %lld slice%s of %s, %lld window%s of %s per slice, run at %s, %d per pass of batch %lld",
+                (long long)t.nsl, t.nsl == 1 ? "" : "s", size_str(sz, sizeof sz, t.sz + off, t.nsp), (long long)nwin, nwin == 1 ? "" : "s",
+                size_str(ws, sizeof ws, t.ws + off, t.nsp), size_str(pp, sizeof pp, t.pp + off, t.nsp), t.slots, (long long)t.batch);
+    }
+    const int blended = nwin > 1, padded = pn != sn, direct = ntiles == 1 && !padded && t.batch == 1;
+    int tc = o.threads ? o.threads : vbs_default_threads();
+    int nw = tc < o.n_samples ? tc : o.n_samples;
     /* rounds of samples must end on block boundaries for adaptive stopping */
     int block = o.adaptive_block > 0 ? o.adaptive_block : 5;
     if (o.adaptive_tol > 0) while (nw > 1 && block % nw) nw--;
@@ -466,73 +570,124 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
     if ((st = ensure_workers(s, nw))) return st;
     const vbs_card *card = &m->def.card;
     int hetero = card->heteroscedastic && m->def.n_outputs >= 2;
+    float *gw = NULL, *wsum = NULL, *prev_mi = NULL;
+    if (blended) {
+        gw = malloc(sizeof(float) * (size_t)prod3(t.ws));
+        wsum = malloc(sizeof(float) * (size_t)sn);
+        if (!gw || !wsum) { free(gw); free(wsum); return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: window weights"); }
+        window_weights(&t, gw, wsum);
+    }
     char errs[64][VBS_ERRLEN];
     vbs_status sts[64];
     /* Workers own the cores; BLAS stays single-threaded even for one sample,
      * where two BLAS threads measured slower than one (README, Threads). */
     vbs_blas_set_threads(1);
-    int k = 0;
-    int64_t passes = 0, total = (int64_t)o.n_samples * nslices;
-    for (int64_t first = 0; first < o.n_samples; first += nw) {
+    int k = 0, nout = hetero ? 3 : 1; /* blended planes per class: probabilities (+ logits, log-variances) */
+    vbs_status ret = VBS_OK;
+    int64_t passes = 0, total = (int64_t)o.n_samples * ntiles;
+    for (int64_t first = 0; first < o.n_samples && !ret; first += nw) {
         int active = o.n_samples - first < nw ? (int)(o.n_samples - first) : nw;
-        for (int64_t z = 0; z < nslices; z++) {
-            for (int w = 0; w < active && (sliced || padded); w++) {
-                s->in_buf[w] = grow_buf(s->in_buf[w], &s->in_cap[w], c * pn);
-                if (!s->in_buf[w]) return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: input buffer");
-            }
+        for (int64_t t0 = 0; t0 < ntiles && !ret; t0 += t.slots) {
+            int used = ntiles - t0 < t.slots ? (int)(ntiles - t0) : t.slots;
+            for (int w = 0; w < active && !direct; w++)
+                if (!grow_buf(&s->in_buf[w], &s->in_cap[w], t.batch * c * pn)) ret = vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: input buffer");
+            if (ret) break;
 #pragma omp parallel for num_threads(active) schedule(static, 1) if (active > 1)
             for (int w = 0; w < active; w++) {
                 const float *x = input;
-                if (sliced || padded) {
-                    pad_in(input, c, &pad, sliced, sliced ? vol.d[2] : 1, z, s->in_buf[w]);
+                if (!direct) {
+                    /* this pass's windows in its first slots; the batch's other slots zero */
+                    for (int64_t j = 0; j < t.batch; j++) {
+                        int64_t o3[3];
+                        float *dst = s->in_buf[w] + j * c * pn;
+                        if (j < used) {
+                            int64_t z = tile_at(&t, t0 + j, o3);
+                            tile_in(input, &t, z, o3, dst);
+                        } else
+                            memset(dst, 0, sizeof(float) * (size_t)(c * pn));
+                    }
                     x = s->in_buf[w];
                 }
-                sts[w] = vbs_worker_run(&s->workers[w], m, x, &psh, o.mode, o.seed, (uint64_t)(first + w), errs[w]);
+                sts[w] = vbs_worker_run(&s->workers[w], m, x, &t.psh, o.mode, o.seed, (uint64_t)(first + w), errs[w]);
             }
-            for (int w = 0; w < active; w++)
-                if (sts[w]) { free(prev_mi); return vbs_fail(s->err, sts[w], "%s", errs[w]); }
+            for (int w = 0; w < active && !ret; w++)
+                if (sts[w]) ret = vbs_fail(s->err, sts[w], "%s", errs[w]);
+            if (ret) break;
             if (!s->have_acc) {
                 /* first pass: learn the classes, then size the statistics */
                 const vbs_shape *ys = &s->workers[0].plan.shapes[m->g.output_vals[0]];
                 k = (int)ys->d[1];
-                if (k > 64) return vbs_fail(s->err, VBS_ERR_UNSUPPORTED, "%d output classes (max 64)", k);
+                if (k > 64) { ret = vbs_fail(s->err, VBS_ERR_UNSUPPORTED, "%d output classes (max 64)", k); break; }
                 if (hetero) {
                     const vbs_shape *ls = &s->workers[0].plan.shapes[m->g.output_vals[1]];
-                    if (vbs_shape_numel(ls) != vbs_shape_numel(ys))
-                        return vbs_fail(s->err, VBS_ERR_SHAPE, "heteroscedastic output '%s' differs in shape from '%s'",
-                                        m->def.outputs[1].name, m->def.outputs[0].name);
-                }
-                vbs_mc_acc_free(&s->acc);
-                if (vbs_mc_acc_init(&s->acc, sn * nslices, k, card->output_activation, hetero))
-                    return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: statistics for %lld voxels", (long long)(sn * nslices));
-                s->have_acc = 1;
-            }
-            for (int w = 0; w < active; w++) {
-                const float *lg = vbs_worker_value(&s->workers[w], m, m->g.output_vals[0]);
-                const float *lv = hetero ? vbs_worker_value(&s->workers[w], m, m->g.output_vals[1]) : NULL;
-                if (padded) {
-                    /* cropped copies of the outputs, in one scratch per worker */
-                    s->out_buf[w] = grow_buf(s->out_buf[w], &s->out_cap[w], (hetero ? 2 : 1) * k * sn);
-                    if (!s->out_buf[w]) return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: output buffer");
-                    crop_out(lg, k, &pad, s->out_buf[w]);
-                    lg = s->out_buf[w];
-                    if (lv) {
-                        crop_out(lv, k, &pad, s->out_buf[w] + k * sn);
-                        lv = s->out_buf[w] + k * sn;
+                    if (vbs_shape_numel(ls) != vbs_shape_numel(ys)) {
+                        ret = vbs_fail(s->err, VBS_ERR_SHAPE, "heteroscedastic output '%s' differs in shape from '%s'", m->def.outputs[1].name,
+                                       m->def.outputs[0].name);
+                        break;
                     }
                 }
-                vbs_mc_acc_add(&s->acc, z * sn, sn, s->acc.n + w + 1, lg, lv);
+                vbs_mc_acc_free(&s->acc);
+                if (vbs_mc_acc_init(&s->acc, sn * t.nsl, k, card->output_activation, hetero)) {
+                    ret = vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: statistics for %lld voxels", (long long)(sn * t.nsl));
+                    break;
+                }
+                s->have_acc = 1;
             }
-            if (stop_asked(s, &o, &passes, active, total)) { free(prev_mi); return VBS_ERR_CANCELLED; }
+            /* each worker's windows, in tile order, into its sample's statistics */
+            for (int w = 0; w < active && !ret; w++) {
+                int64_t nth = s->acc.n + w + 1;
+                for (int j = 0; j < used; j++) {
+                    int64_t o3[3], ti = t0 + j, z = tile_at(&t, ti, o3), wi = ti % nwin;
+                    const float *lg = vbs_worker_value(&s->workers[w], m, m->g.output_vals[0]) + (int64_t)j * k * pn;
+                    const float *lv = hetero ? vbs_worker_value(&s->workers[w], m, m->g.output_vals[1]) + (int64_t)j * k * pn : NULL;
+                    if (!blended) {
+                        if (padded) {
+                            /* cropped copies of the outputs, in one scratch per worker */
+                            if (!grow_buf(&s->out_buf[w], &s->out_cap[w], (hetero ? 2 : 1) * k * sn)) {
+                                ret = vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: output buffer");
+                                break;
+                            }
+                            crop_out(lg, k, &t, s->out_buf[w]);
+                            lg = s->out_buf[w];
+                            if (lv) {
+                                crop_out(lv, k, &t, s->out_buf[w] + k * sn);
+                                lv = s->out_buf[w] + k * sn;
+                            }
+                        }
+                        vbs_mc_acc_add(&s->acc, z * sn, sn, nth, lg, lv);
+                        continue;
+                    }
+                    /* windows of a slice blend in one buffer per worker, kept across passes */
+                    if (wi == 0) {
+                        if (!grow_buf(&s->out_buf[w], &s->out_cap[w], (int64_t)nout * k * sn)) {
+                            ret = vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: blended volume");
+                            break;
+                        }
+                        memset(s->out_buf[w], 0, sizeof(float) * (size_t)(nout * k * sn));
+                    }
+                    float *vp = s->out_buf[w];
+                    blend_window(&t, o3, k, card->output_activation, lg, lv, gw, vp);
+                    if (wi == nwin - 1) {
+                        for (int q = 0; q < nout * k; q++)
+                            for (int64_t v = 0; v < sn; v++) vp[q * sn + v] /= wsum[v];
+                        vbs_mc_acc_add_probs(&s->acc, z * sn, sn, nth, vp, hetero ? vp + k * sn : NULL, hetero ? vp + 2 * k * sn : NULL);
+                    }
+                }
+            }
+            if (!ret && stop_asked(s, &o, &passes, (int64_t)active * used, total)) ret = VBS_ERR_CANCELLED;
         }
+        if (ret) break;
         for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);
         if (converged(s, &o, &prev_mi)) break;
     }
     free(prev_mi);
-    s->map_shape.ndim = sliced ? 3 : sh.ndim - 2;
-    if (sliced) { s->map_shape.d[0] = vol.d[2]; s->map_shape.d[1] = vol.d[3]; s->map_shape.d[2] = vol.d[4]; }
-    else for (int i = 2; i < sh.ndim; i++) s->map_shape.d[i - 2] = sh.d[i];
-    s->have_forward = !sliced && !padded;
+    free(gw);
+    free(wsum);
+    if (ret) { s->have_acc = 0; return ret; }
+    s->map_shape.ndim = sliced ? 3 : t.nsp;
+    if (sliced) { s->map_shape.d[0] = t.nsl; s->map_shape.d[1] = t.sz[1]; s->map_shape.d[2] = t.sz[2]; }
+    else for (int i = 0; i < t.nsp; i++) s->map_shape.d[i] = t.sz[3 - t.nsp + i];
+    s->have_forward = direct;
     return VBS_OK;
 }
 

@@ -66,6 +66,36 @@ open(t + "/cut.npy", "wb").write(open(t + "/x.npy", "rb").read()[:500])
 PY
 for f in f be i cut; do ok one_line_error "$V" run --model "$T/m3.vbseg" --input "$T/$f.npy" --out "$T/bad"; done
 ok test ! -e "$T/bad"
+# array ranks: for the 2D model (N,C,H,W) is a batch whose maps carry N first, each map [n] the run of
+# image n alone; a volume-like (C,D,H,W) whose dim 1 is not the channel count, or a rank the model
+# cannot read, is refused with the shapes it accepts; nothing is written
+/usr/bin/python3 - "$T" <<'PY'
+import numpy as np, sys
+t = sys.argv[1]
+r = np.random.default_rng(3)
+b = r.standard_normal((2, 4, 40, 48)).astype(np.float32) * np.array([1, 4], np.float32)[:, None, None, None]
+np.save(t + "/b2.npy", b)
+np.save(t + "/b2_1.npy", b[1])
+np.save(t + "/c4.npy", r.standard_normal((4, 6, 40, 48)).astype(np.float32))
+np.save(t + "/r3.npy", r.standard_normal((4, 40, 48)).astype(np.float32))
+PY
+ok "$V" run --model "$T/m.vbseg" --input "$T/b2.npy" --samples 3 --seed 5 --out "$T/nb" >/dev/null
+ok "$V" run --model "$T/m.vbseg" --input "$T/b2_1.npy" --samples 3 --seed 5 --out "$T/n1" >/dev/null
+ok /usr/bin/python3 - "$T" <<'PY'
+import numpy as np, sys
+t = sys.argv[1]
+for f, shape in (("labels", (2, 40, 48)), ("prob_mean", (2, 4, 40, 48)), ("epistemic_mi", (2, 40, 48)), ("aleatoric_het", (2, 4, 40, 48))):
+    a, one = np.load(f"{t}/nb/{f}.npy"), np.load(f"{t}/n1/{f}.npy")
+    assert a.shape == shape and one.shape == shape[1:], (f, a.shape, one.shape)
+    assert np.array_equal(a[1], one), f
+    assert not np.array_equal(a[0], a[1]), f
+PY
+ok one_line_error "$V" run --model "$T/m.vbseg" --input "$T/c4.npy" --out "$T/bad"
+ok grep -q "array (4,6,40,48) read as (N,C,H,W) has 6 channels, the model takes 4; it takes (4,H,W) one image, (N,4,H,W) a batch, or (N,4,D,H,W) volumes run slice by slice" "$T/err"
+ok one_line_error "$V" run --model "$T/m3.vbseg" --input "$T/r3.npy" --out "$T/bad"
+ok grep -q "array (4,40,48) has 3 dims; this 3D model takes (4,D,H,W) one image or (N,4,D,H,W) a batch" "$T/err"
+ok test ! -e "$T/bad"
+ok sh -c "'$V' run --help | grep -q 'rank R-1 one image'"
 # the sample program, public API only
 ok "$B/samples/uncertainty_summary" "$T/m.vbseg" 3 "$T/Case_01_flair.nii.gz" "$T/Case_01_t1.nii.gz" "$T/Case_01_t1ce.nii.gz" "$T/Case_01_t2.nii.gz" >"$T/sum.txt"
 ok grep -q "mean mutual information" "$T/sum.txt"
@@ -83,6 +113,9 @@ ok one_line_error "$V" run --model "$T/m.vbseg" --input "$T/Case_01_flair.nii.gz
 ok one_line_error "$V" run --model "$T/m.vbseg" "${in[@]}" --samples zero --out "$T/bad"
 ok one_line_error "$V" create --arch unet --dims 4 --in-channels 1 --classes 2 --out "$T/x.vbseg"
 ok one_line_error "$V" bench --model "$T/m.vbseg" --shape 1x4xbad
+# a size the network cannot take as given: named in the user's numbers with the sizes it takes (depth 2: multiples of 4)
+ok one_line_error "$V" bench --model "$T/m.vbseg" --shape 1x4x50x50
+ok grep -q "input 50x50: this network takes spatial sizes that are multiples of 4 (e.g. 48x48 or 52x52)" "$T/err"
 # a failed write keeps the old file intact and leaves no temporary
 cp "$T/m.vbseg" "$T/keep.vbseg"
 chmod 500 "$T"

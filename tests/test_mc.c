@@ -10,6 +10,9 @@
  *  - MI grows with sigma.
  *  - The same seed gives the same bytes at 1 and 2 threads; another seed
  *    gives other samples.
+ *  - Size refusals of vbs_session_forward in the caller's sizes, naming the
+ *    multiple a U-Net needs (worked out by hand) or the graph's fixed dims.
+ *  - A graph with a fixed batch of 2 gives the batch-1 maps.
  */
 #include <stdlib.h>
 
@@ -64,7 +67,7 @@ static void analytic(void) {
     vbs_session *s;
     vbs_session_new(m, &s);
     int64_t shape[4] = {1, 1, 1, NX};
-    vbs_mc_opts o = {20000, 11, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0};
+    vbs_mc_opts o = {.n_samples = 20000, .seed = 11, .mode = VBS_MODE_SAMPLE, .threads = 1, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0};
     CHECK(vbs_session_run_mc(s, xs, shape, 4, &o) == VBS_OK, "%s", vbs_session_errmsg(s));
     const float *pm, *pv, *ent, *ee, *mi, *lab;
     vbs_map_info info;
@@ -125,7 +128,7 @@ static float *image(int64_t n) {
 static double mean_mi(vbs_model *m, const float *x, int64_t *shape, int nd) {
     vbs_session *s;
     vbs_session_new(m, &s);
-    vbs_mc_opts o = {16, 3, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0};
+    vbs_mc_opts o = {.n_samples = 16, .seed = 3, .mode = VBS_MODE_SAMPLE, .threads = 1, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0};
     vbs_session_run_mc(s, x, shape, nd, &o);
     const float *mi;
     vbs_map_info info;
@@ -155,7 +158,7 @@ static void sigma_zero_and_growth(void) {
         same &= !memcmp(y, mean_out, sizeof mean_out);
     }
     CHECK(same, "with sigma = 0 a sampled pass differs from the mean pass");
-    vbs_mc_opts o = {8, 1, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0};
+    vbs_mc_opts o = {.n_samples = 8, .seed = 1, .mode = VBS_MODE_SAMPLE, .threads = 1, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0};
     vbs_session_run_mc(s, x, shape, 4, &o);
     const float *mi, *pv;
     vbs_session_map(s, VBS_MAP_MUTUAL_INFO, &mi, NULL);
@@ -182,7 +185,7 @@ static void sigma_zero_and_growth(void) {
 static float *run_all(vbs_model *m, const float *x, int64_t *shape, int nd, uint64_t seed, int threads, int64_t *n) {
     vbs_session *s;
     vbs_session_new(m, &s);
-    vbs_mc_opts o = {7, seed, VBS_MODE_SAMPLE, threads, 0.5f, 0.f, 0};
+    vbs_mc_opts o = {.n_samples = 7, .seed = seed, .mode = VBS_MODE_SAMPLE, .threads = threads, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0};
     if (vbs_session_run_mc(s, x, shape, nd, &o)) { printf("%s\n", vbs_session_errmsg(s)); exit(1); }
     float *all = NULL;
     *n = 0;
@@ -215,7 +218,9 @@ static void reproducibility(void) {
     vbs_session *s1, *s2;
     vbs_session_new(m, &s1);
     vbs_session_new(m, &s2);
-    vbs_mc_opts o1 = {1, 5, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0}, o2 = {1, 5, VBS_MODE_SAMPLE, 2, 0.5f, 0.f, 0};
+    vbs_mc_opts o1 = {.n_samples = 1, .seed = 5, .mode = VBS_MODE_SAMPLE, .threads = 1, .overlap = 0.5f};
+    vbs_mc_opts o2 = o1;
+    o2.threads = 2;
     vbs_session_run_mc(s1, x, shape, 5, &o1);
     vbs_session_run_mc(s2, x, shape, 5, &o2);
     const float *p1, *p2;
@@ -227,7 +232,7 @@ static void reproducibility(void) {
     /* slice z of the volume run equals a run of that slice alone: one weight draw per sample across slices */
     vbs_session *s;
     vbs_session_new(m, &s);
-    vbs_mc_opts o = {7, 123, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0};
+    vbs_mc_opts o = {.n_samples = 7, .seed = 123, .mode = VBS_MODE_SAMPLE, .threads = 1, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0};
     int64_t sl[4] = {1, 2, 16, 16};
     float slice[2 * 256];
     for (int ch = 0; ch < 2; ch++) memcpy(slice + ch * 256, x + (ch * 5 + 3) * 256, sizeof(float) * 256);
@@ -260,7 +265,7 @@ static void padding(void) {
     const float *y;
     vbs_value_info vi;
     float want[3 * 13 * 10];
-    vbs_mc_opts o = {1, 4, VBS_MODE_SAMPLE, 1, 0.5f, 0.f, 0}; /* one sample: weight draw 0 of seed 4 */
+    vbs_mc_opts o = {.n_samples = 1, .seed = 4, .mode = VBS_MODE_SAMPLE, .threads = 1, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0}; /* one sample: weight draw 0 of seed 4 */
     CHECK(vbs_session_forward(s, xp, pshape, 4, VBS_MODE_SAMPLE, 4, 0) == VBS_OK, "%s", vbs_session_errmsg(s));
     vbs_session_output(s, 0, &y, &vi);
     for (int i = 0; i < H; i++)
@@ -327,7 +332,7 @@ static void windows(void) {
     for (int pass = 0; pass < 3; pass++) {
         vbs_session *s;
         vbs_session_new(pass == 0 ? mv : mw, &s);
-        vbs_mc_opts o = {5, 21, VBS_MODE_SAMPLE, pass == 2 ? 2 : 1, 0.5f, 0.f, 0};
+        vbs_mc_opts o = {.n_samples = 5, .seed = 21, .mode = VBS_MODE_SAMPLE, .threads = pass == 2 ? 2 : 1, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0};
         CHECK(vbs_session_run_mc(s, x, shape, 5, &o) == VBS_OK, "%s", vbs_session_errmsg(s));
         vbs_map maps[4] = {VBS_MAP_PROB_MEAN, VBS_MAP_PROB_VAR, VBS_MAP_MUTUAL_INFO, VBS_MAP_EXPECTED_ENTROPY};
         for (int i = 0; i < 4; i++) {
@@ -360,7 +365,7 @@ static void adaptive(void) {
         vbs_model *m = unet(pass == 0 ? -200.f : -2.f, 0, 0);
         vbs_session *s;
         vbs_session_new(m, &s);
-        vbs_mc_opts o = {40, 3, VBS_MODE_SAMPLE, 2, 0.5f, pass == 0 ? 1e-3f : 1e-12f, 5};
+        vbs_mc_opts o = {.n_samples = 40, .seed = 3, .mode = VBS_MODE_SAMPLE, .threads = 2, .overlap = 0.5f, .adaptive_tol = pass == 0 ? 1e-3f : 1e-12f, .adaptive_block = 5};
         CHECK(vbs_session_run_mc(s, x, shape, 4, &o) == VBS_OK, "%s", vbs_session_errmsg(s));
         const float *mi;
         vbs_map_info info;
@@ -372,8 +377,118 @@ static void adaptive(void) {
     free(x);
 }
 
+/* vbs_session_forward and vbs_session_check_input refuse in the caller's
+ * sizes and say what the network takes: a U-Net of depth 4 needs multiples
+ * of 2^4 = 16 (the nearest sizes worked out by hand); a graph's fixed dims,
+ * batch and channels are named with both numbers. */
+static void expect_msg(vbs_session *s, vbs_status st, const char *want, const char *what) {
+    CHECK(st == VBS_ERR_SHAPE && !strcmp(vbs_session_errmsg(s), want), "%s: status %d, message '%s', want '%s'", what, (int)st,
+          vbs_session_errmsg(s), want);
+}
+
+static void fix_input(vbs_model *m, int64_t batch, int64_t h, int64_t w) {
+    /* the same network as if exported with these dims fixed (0: keep symbolic) */
+    vbs_io_def *io = &m->def.inputs[0];
+    int64_t d[4] = {batch, 0, h, w};
+    for (int i = 0; i < 4; i++)
+        if (i != 1 && d[i]) { io->dims[i] = d[i]; io->param[i] = NULL; }
+}
+
+static void size_messages(void) {
+    vbs_unet_opts u = vbs_unet_defaults();
+    u.in_channels = 2; u.classes = 3; u.base = 2; u.depth = 4;
+    vbs_model *m;
+    if (vbs_unet_build(&u, &m)) { printf("%s\n", vbs_model_errmsg(m)); exit(1); }
+    vbs_session *s;
+    vbs_session_new(m, &s);
+    float *x = image(2 * 250 * 250);
+    int64_t s100[4] = {1, 2, 100, 100}, s250[4] = {1, 2, 250, 250}, s8[4] = {1, 2, 8, 40}, s96[4] = {1, 2, 96, 112};
+    expect_msg(s, vbs_session_forward(s, x, s100, 4, VBS_MODE_MEAN, 0, 0),
+               "input 100x100: this network takes spatial sizes that are multiples of 16 (e.g. 96x96 or 112x112); "
+               "vbs_session_run_mc pads automatically", "forward 100x100");
+    /* 250 rounded up to a multiple of 8 is 256, which a depth-4 net takes: still multiples of 16 */
+    expect_msg(s, vbs_session_check_input(s, s250, 4),
+               "input 250x250: this network takes spatial sizes that are multiples of 16 (e.g. 240x240 or 256x256); "
+               "vbs_session_run_mc pads automatically", "check 250x250");
+    expect_msg(s, vbs_session_check_input(s, s8, 4),
+               "input 8x40: this network takes spatial sizes that are multiples of 16 (e.g. 16x48); vbs_session_run_mc pads automatically",
+               "check 8x40");
+    CHECK(vbs_session_check_input(s, s96, 4) == VBS_OK, "96x112: %s", vbs_session_errmsg(s));
+    CHECK(vbs_session_forward(s, x, s96, 4, VBS_MODE_MEAN, 0, 0) == VBS_OK, "96x112: %s", vbs_session_errmsg(s));
+    int64_t c3[4] = {1, 3, 96, 96}, r5[5] = {1, 2, 4, 96, 96};
+    expect_msg(s, vbs_session_forward(s, x, c3, 4, VBS_MODE_MEAN, 0, 0), "input has 3 channels, the network takes 2", "channels");
+    expect_msg(s, vbs_session_forward(s, x, r5, 5, VBS_MODE_MEAN, 0, 0), "input 1x2x4x96x96 has 5 dims, the network takes 4: (N,2,H,W)", "rank");
+    vbs_mc_opts o1 = {.n_samples = 1, .seed = 0, .mode = VBS_MODE_MEAN, .threads = 1, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0};
+    int64_t r3[3] = {1, 2, 96}, n2[4] = {2, 2, 96, 96};
+    expect_msg(s, vbs_session_run_mc(s, x, r3, 3, &o1),
+               "input 1x2x96 has 3 dims; this network takes one image (1,2,H,W) or a volume (1,C,D,H,W) run slice by slice", "run_mc rank");
+    CHECK(vbs_session_run_mc(s, x, n2, 4, &o1) == VBS_ERR_ARG &&
+              !strcmp(vbs_session_errmsg(s), "Monte-Carlo runs take one image (N = 1), got N = 2; run each image in turn"),
+          "run_mc batch: %s", vbs_session_errmsg(s));
+    vbs_session_free(s);
+    /* the graph fixed at 1 x 2 x 32 x 32 */
+    fix_input(m, 1, 32, 32);
+    vbs_session_new(m, &s);
+    int64_t s24[4] = {1, 2, 24, 40}, n3[4] = {3, 2, 32, 32};
+    expect_msg(s, vbs_session_forward(s, x, s24, 4, VBS_MODE_MEAN, 0, 0),
+               "input 24x40: this network takes 32x32 only (fixed in the graph); vbs_session_run_mc pads or windows automatically", "fixed size");
+    expect_msg(s, vbs_session_forward(s, x, n3, 4, VBS_MODE_MEAN, 0, 0), "input batch N = 3: the network's batch is fixed at 1", "fixed batch");
+    /* and Monte-Carlo runs take the user's size anyway (the window size in every map) */
+    vbs_mc_opts o = {.n_samples = 1, .seed = 0, .mode = VBS_MODE_MEAN, .threads = 1, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0};
+    CHECK(vbs_session_run_mc(s, x, s24, 4, &o) == VBS_OK, "run_mc 24x40 on a 32x32 graph: %s", vbs_session_errmsg(s));
+    const float *pm;
+    vbs_map_info info;
+    CHECK(vbs_session_map(s, VBS_MAP_PROB_MEAN, &pm, &info) == VBS_OK && info.ndim == 3 && info.dims[1] == 24 && info.dims[2] == 40,
+          "maps of a 24x40 run on a 32x32 graph");
+    vbs_session_free(s);
+    vbs_model_free(m);
+    free(x);
+}
+
+/* A graph with a fixed batch of 2 gives the maps of the same network at
+ * batch 1, over slices and over windows: two per pass when batch items are
+ * independent, one (the other slot zero) with a GaussianSample latent,
+ * whose eps is keyed by element. The log says which. */
+static char g_log[VBS_ERRLEN];
+static void keep_log(vbs_log_level level, const char *msg, void *user) {
+    (void)level; (void)user;
+    if (strstr(msg, "per pass")) snprintf(g_log, sizeof g_log, "%s", msg);
+}
+
+static void fixed_batch(void) {
+    vbs_set_log(keep_log, NULL);
+    float *x = image(2 * 5 * 24 * 37);
+    int64_t vol[5] = {1, 2, 5, 16, 16}, big[4] = {1, 2, 24, 37};
+    for (int latent = 0; latent <= 10; latent += 10) {
+        vbs_model *m1 = unet(-3.f, latent, 1), *m2 = unet(-3.f, latent, 1);
+        for (int windows = 0; windows < 2; windows++) {
+            fix_input(m1, 1, windows ? 16 : 0, windows ? 16 : 0);
+            fix_input(m2, 2, windows ? 16 : 0, windows ? 16 : 0);
+            int64_t n1, n2;
+            int64_t *shape = windows ? big : vol;
+            int nd = windows ? 4 : 5;
+            float *a = run_all(m1, x, shape, nd, 8, 1, &n1);
+            g_log[0] = 0;
+            float *b = run_all(m2, x, shape, nd, 8, 2, &n2);
+            const char *want = latent ? "1 per pass of batch 2" : "2 per pass of batch 2";
+            CHECK(strstr(g_log, want), "latent %d, %s: log '%s', want '%s'", latent, windows ? "windows" : "slices", g_log, want);
+            char label[64];
+            snprintf(label, sizeof label, "batch 2 vs 1, latent %d, %s", latent, windows ? "windows" : "slices");
+            CHECK(n1 == n2 && n1 > 0 && close_enough(label, b, a, (long)n1, 1e-6, 1e-5), "%s", label);
+            free(a);
+            free(b);
+        }
+        vbs_model_free(m1);
+        vbs_model_free(m2);
+    }
+    vbs_set_log(NULL, NULL);
+    free(x);
+}
+
 int main(void) {
     analytic();
+    size_messages();
+    fixed_batch();
     adaptive();
     windows();
     padding();

@@ -16,7 +16,10 @@ static const char *help =
     "                   [--repeat R]\n"
     "\n"
     "Runs one warm-up pass, then R timed runs of N Monte-Carlo samples on a seeded\n"
-    "random input and reports the best run. The last line reads\n"
+    "random input and reports the best run. --shape is one image (N = 1) of a size\n"
+    "the network takes as given (default: the graph's fixed dims, else the card's\n"
+    "patch, else 64); other sizes are refused with the sizes it takes. The last\n"
+    "line reads\n"
     "  per-sample: X ms, Y GFLOP/s\n";
 
 static double now(void) {
@@ -51,39 +54,54 @@ int cmd_bench(int argc, char **argv) {
         vbs_model_free(m);
         return 1;
     }
-    int64_t dims[8];
+    int64_t dims[8], pass[8];
     int nd;
+    vbs_value_info in;
+    vbs_model_input(m, 0, &in);
     if (shape_s) {
         nd = cli_shape(shape_s, dims, 8);
         if (nd < 3) { vbs_model_free(m); return cli_error("bench", "--shape '%s' is not like 1x4x240x240", shape_s); }
+        if (dims[0] != 1) {
+            vbs_model_free(m);
+            return cli_error("bench", "--shape %s: bench times Monte-Carlo runs of one image; N must be 1", shape_s);
+        }
     } else {
-        vbs_value_info in;
-        vbs_model_input(m, 0, &in);
         const vbs_card *c = vbs_model_card(m);
         nd = in.ndim;
         for (int i = 0; i < nd; i++) {
             int sp = i - (nd - c->n_patch);
-            dims[i] = in.dims[i] >= 0 ? in.dims[i] : (i == 0 ? 1 : (sp >= 0 && c->n_patch ? c->patch[sp] : 64));
+            dims[i] = i == 0 ? 1 : in.dims[i] >= 0 ? in.dims[i] : (sp >= 0 && c->n_patch ? c->patch[sp] : 64);
         }
     }
+    /* one pass runs the graph's fixed batch (one slot used), else 1; the
+     * network must take the size as given, so that the FLOPs are those run */
+    memcpy(pass, dims, sizeof dims);
+    if (in.ndim == nd && in.dims[0] > 0) pass[0] = in.dims[0];
+    vbs_session *s;
+    if (vbs_session_new(m, &s)) { vbs_model_free(m); return cli_error("bench", "out of memory"); }
+    if (vbs_session_check_input(s, pass, nd)) {
+        int r = cli_error("bench", "%s: --shape: %s", path, vbs_session_errmsg(s));
+        vbs_session_free(s);
+        vbs_model_free(m);
+        return r;
+    }
     double flops;
-    if (vbs_model_flops(m, dims, nd, &flops)) {
+    if (vbs_model_flops(m, pass, nd, &flops)) {
         int r = cli_error("bench", "%s", vbs_model_errmsg(m));
+        vbs_session_free(s);
         vbs_model_free(m);
         return r;
     }
     int64_t n = 1;
     for (int i = 0; i < nd; i++) n *= dims[i];
     float *x = malloc(sizeof(float) * (size_t)n);
-    if (!x) { vbs_model_free(m); return cli_error("bench", "out of memory"); }
+    if (!x) { vbs_session_free(s); vbs_model_free(m); return cli_error("bench", "out of memory"); }
     uint64_t r = 0x9E3779B97F4A7C15ull;
     for (int64_t i = 0; i < n; i++) {
         r ^= r << 13; r ^= r >> 7; r ^= r << 17;
         x[i] = (float)((double)(r >> 11) / 9007199254740992.0 * 2.0 - 1.0);
     }
-    vbs_session *s;
-    vbs_session_new(m, &s);
-    vbs_mc_opts o = {1, 1, mode, (int)threads, 0.5f, 0.f, 0};
+    vbs_mc_opts o = {.n_samples = 1, .seed = 1, .mode = mode, .threads = (int)threads, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0};
     int rc = 0;
     if (vbs_session_run_mc(s, x, dims, nd, &o)) { rc = cli_error("bench", "%s", vbs_session_errmsg(s)); goto out; }
     o.n_samples = (int)samples;

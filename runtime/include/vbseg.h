@@ -251,26 +251,42 @@ vbs_mc_opts vbs_mc_defaults(void);
  * README's figures). */
 int vbs_default_threads(void);
 
-/* One forward pass. input is N x C x spatial (borrowed, not kept).
- * sample selects the weight draw in VBS_MODE_SAMPLE. Outputs are read with
- * vbs_session_output(). */
+/* One forward pass on the input as given (no padding). input is
+ * N x C x spatial (borrowed, not kept) with the graph's rank; N is any batch
+ * the graph allows (its fixed batch, or any for a symbolic one). sample
+ * selects the weight draw in VBS_MODE_SAMPLE. Outputs are read with
+ * vbs_session_output(). A shape the network cannot take fails with
+ * VBS_ERR_SHAPE and a message in the caller's sizes naming what it takes,
+ * e.g. "input 100x100: this network takes spatial sizes that are multiples
+ * of 16 (e.g. 96x96 or 112x112); vbs_session_run_mc pads automatically". */
 vbs_status vbs_session_forward(vbs_session *s, const float *input, const int64_t *shape, int ndim,
                                vbs_mode mode, uint64_t seed, uint64_t sample);
+
+/* The checks of vbs_session_forward without running it: VBS_OK if one pass
+ * takes this shape as given, else VBS_ERR_SHAPE (or VBS_ERR_ARG) with the
+ * same message. */
+vbs_status vbs_session_check_input(vbs_session *s, const int64_t *shape, int ndim);
 
 /* Graph output i of the last forward pass (borrowed). */
 vbs_status vbs_session_output(vbs_session *s, int i, const float **data, vbs_value_info *info);
 
 /* Runs opts->n_samples passes with a fresh weight draw each and streams
  * them into per-voxel statistics; memory does not grow with n_samples.
- * input (borrowed, not kept) is 1 x C x spatial with the model's rank, or
- * 1 x C x D x H x W for a 2D model, which then runs slice by slice along D
- * with one weight draw per sample for all slices. The spatial size must
- * suit the network: it is zero-padded (centred) to the next size the
- * network takes and the maps are cropped back. A 3D model whose card gives
- * a 3D patch size runs in sliding windows of that size over larger volumes,
- * overlapping by opts->overlap, each window's probabilities weighted by a
- * Gaussian (sigma = patch / 8) and blended; sample i uses one weight draw for
- * every window.
+ * input (borrowed, not kept) is one image, 1 x C x spatial with the model's
+ * rank, or 1 x C x D x H x W for a 2D model, which then runs slice by slice
+ * along D with one weight draw per sample for all slices (a batch of N
+ * images is N calls). Any spatial size works:
+ *  - a size the network cannot take is zero-padded (centred) to the next
+ *    size it takes (multiples of 2, 4, ..., 128) and the maps are cropped back;
+ *  - where the graph fixes a spatial dim, smaller inputs are padded to it and
+ *    larger ones run in sliding windows of that size (2D and 3D); a 3D model
+ *    whose card gives a 3D patch size runs in windows of that size. Windows
+ *    overlap by opts->overlap, each window's probabilities are weighted by a
+ *    Gaussian (sigma = window / 8) and blended; sample i uses one weight
+ *    draw for every window and slice;
+ *  - a graph with a fixed batch B > 1 carries B windows or slices per pass
+ *    when its items cannot influence each other (no GaussianSample, no op
+ *    along the batch axis), else one, the other slots zero.
  * Threads: opts->threads workers run samples in parallel; the results are
  * the same bytes for any thread count. */
 vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t *shape, int ndim,
@@ -328,8 +344,17 @@ typedef struct vbs_volume vbs_volume;
 #define VBS_NIFTI_MAX_VOXELS ((int64_t)1 << 31)
 vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, size_t errlen);
 
-/* Reads a little-endian float32 or float64 C-order .npy array. */
+/* Reads a little-endian float32 or float64 C-order .npy array shaped
+ * (H, W), (C, H, W) or (C, D, H, W) as a volume (x = W, y = H, z = D,
+ * t = C). Batched arrays: vbs_read_npy. */
 vbs_status vbs_volume_read_npy(const char *path, vbs_volume **out, char *err, size_t errlen);
+
+/* Reads a little-endian float32 or float64 C-order .npy array of 1 to
+ * VBS_MAX_DIMS dims, of at most 2^31 elements, as float32: *data (owned,
+ * release with free()), dims[0..*ndim). NaN/Inf elements are set to 0 and
+ * counted in *nan_count (may be NULL). On failure *data is NULL. */
+vbs_status vbs_read_npy(const char *path, float **data, int64_t dims[VBS_MAX_DIMS], int *ndim, int64_t *nan_count,
+                        char *err, size_t errlen);
 
 /* A new zero-filled NIfTI-1 volume of dims (x, y, z, t) with voxel size
  * pixdim (mm) and a scanner-space qform/sform (code 1) placing voxel (0,0,0)
