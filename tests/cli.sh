@@ -148,5 +148,10 @@ fi
 for c in create info run bench convert; do ok "$V" "$c" --help >/dev/null; done
 ok "$V" --help >/dev/null
 "$V" nonsense 2>/dev/null; ok test $? -eq 2
+# an architecture not built yet is a usage error (exit 2), in one line
+"$V" create --arch vnet --dims 2 --in-channels 4 --classes 2 --out "$T/v.vbseg" 2>"$T/vnet.err"
+ok test $? -eq 2
+ok test "$(wc -l <"$T/vnet.err")" -eq 1
+ok test ! -e "$T/v.vbseg"
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -172,7 +172,12 @@ case_status run_case(runner *R, vbs_layout lay, const vbs_scan_case *sc, result 
     if (in.ndim == 4 && shape[2] == 1) { shape[2] = shape[3]; shape[3] = shape[4]; nd = 4; }
     vbs_status st = vbs_session_run_mc(R->s, cropped ? xbox : x, shape, nd, &R->o);
     if (st) {
-        snprintf(r->error, sizeof r->error, "%s", vbs_session_errmsg(R->s));
+        /* the session saw the non-zero box: say so, with the scan's own size */
+        if (cropped && st == VBS_ERR_SHAPE)
+            snprintf(r->error, sizeof r->error, "scan %lldx%lldx%lld, run on its non-zero box %lldx%lldx%lld (x, y, z): %s", (long long)d0[0],
+                     (long long)d0[1], (long long)d0[2], (long long)(bx.hi[0] - bx.lo[0]), (long long)(bx.hi[1] - bx.lo[1]),
+                     (long long)(bx.hi[2] - bx.lo[2]), vbs_session_errmsg(R->s));
+        else snprintf(r->error, sizeof r->error, "%s", vbs_session_errmsg(R->s));
         if (st == VBS_ERR_CANCELLED) ret = CASE_CANCELLED;
         goto done;
     }
