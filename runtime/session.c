@@ -391,6 +391,7 @@ static vbs_status run_windows(vbs_session *s, const float *input, const vbs_shap
             vbs_mc_acc_add_probs(&s->acc, 0, nvox, s->acc.n + w + 1, vp, hetero ? vp + k * nvox : NULL, hetero ? vp + 2 * k * nvox : NULL);
         }
         for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);
+        if ((ret = vbs_mc_acc_check(&s->acc, m->def.outputs[0].name, s->err))) break; /* card says probabilities: are they? */
         if (converged(s, o, &prev_mi)) break;
     }
     free(prev_mi);
@@ -513,6 +514,7 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
             }
         }
         for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);
+        if ((st = vbs_mc_acc_check(&s->acc, m->def.outputs[0].name, s->err))) { free(prev_mi); s->have_acc = 0; return st; }
         if (converged(s, &o, &prev_mi)) break;
     }
     free(prev_mi);

@@ -5,6 +5,7 @@
 #ifndef VBS_CLI_H
 #define VBS_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "vbseg.h"
@@ -32,6 +33,11 @@ const char *cli_value(const char *cmd, int argc, char **argv, int *i);
  * map for up to 4 axial slices; dims are x, y, z of the volumes. 1 on success. */
 int write_preview(const char *path, const float *scan, const float *labels, const float *mi, const int64_t dims[3], float background,
                   char *err, size_t errlen);
+
+/* What the runtime does with graph output 0 (info.c), for `info` and
+ * `convert`: e.g. "softmax over 4 classes (inferred: the graph ends in raw
+ * logits, node 'head' (Conv))". */
+void cli_head_text(const vbs_model *m, char *buf, size_t len);
 
 /* Library diagnostics to stderr when --verbose is given. */
 void cli_log(vbs_log_level level, const char *msg, void *user);
