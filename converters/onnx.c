@@ -6,7 +6,11 @@
  * Constant nodes) into attributes, and makes the Conv, ConvTranspose and
  * PRelu weights and biases variational (MOPED: sigma = delta * |w|, or one
  * constant sigma, or none). The result goes through the same compiler and
- * validator as a loaded file.
+ * validator as a loaded file. The card's output activation is then
+ * inferred from (or checked against) the end of the compiled graph, so
+ * that logits are never read as probabilities nor probabilities passed
+ * through a second softmax; its channel and label counts are checked as
+ * the loader checks them.
  *
  * Hostile files: ONNX's schema is recursive (Node -> Attribute -> Graph)
  * and Debian's protobuf-c 1.4.1 unpacks recursively without a depth limit,
@@ -900,6 +904,106 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
     return st;
 }
 
+/* ---- the output activation ------------------------------------------------ */
+
+typedef enum { TAIL_LOGITS, TAIL_SOFTMAX, TAIL_SIGMOID } tail_kind;
+
+/* What graph output 0 carries, looking back through trailing Identity,
+ * Dropout and Transpose nodes (exporters before opset 13 wrap a Softmax over
+ * channels in two Transposes): probabilities from a Softmax over the channel
+ * axis or from a Sigmoid, or anything else, read as raw logits. `what`
+ * receives a phrase naming the deciding node, for messages and the card. */
+static tail_kind graph_tail(const vbs_model *m, char *what, size_t len) {
+    const vbs_graph *g = &m->g;
+    int v = g->output_vals[0], rank = m->out_shapes ? m->out_shapes[0].ndim : 0;
+    int64_t c = 1; /* where the channel axis of output 0 is, at value v */
+    for (int steps = 0; steps <= g->n_nodes; steps++) {
+        int p = g->values[v].producer;
+        if (p < 0) break;
+        const vbs_node *n = &g->nodes[p];
+        const char *op = vbs_ops[n->op].name;
+        if (n->op == VBS_OP_IDENTITY || n->op == VBS_OP_DROPOUT || n->op == VBS_OP_TRANSPOSE) {
+            if (n->op == VBS_OP_TRANSPOSE) {
+                /* output axis i is input axis perm[i]; no perm reverses the axes */
+                if (n->a.pad.n < 0) c = rank - 1 - c;
+                else if (c < n->a.pad.n) c = n->a.pad.pads[c];
+                else break;
+            }
+            v = n->in[0];
+            continue;
+        }
+        if (n->op == VBS_OP_SIGMOID) {
+            snprintf(what, len, "Sigmoid, node '%s'", n->name);
+            return TAIL_SIGMOID;
+        }
+        if (n->op == VBS_OP_SOFTMAX) {
+            int64_t ax = n->a.softmax.axis < 0 ? n->a.softmax.axis + rank : n->a.softmax.axis;
+            /* opset < 13 flattens from the axis on: one axis only when it is the last */
+            if (ax == c && (!n->a.softmax.flatten || c == rank - 1)) {
+                snprintf(what, len, "Softmax over the channels, node '%s'", n->name);
+                return TAIL_SOFTMAX;
+            }
+            snprintf(what, len, "raw logits: a Softmax over %s, not the channels, node '%s'",
+                     n->a.softmax.flatten ? "flattened axes" : "another axis", n->name);
+            return TAIL_LOGITS;
+        }
+        snprintf(what, len, "raw logits, node '%s' (%s)", n->name, op);
+        return TAIL_LOGITS;
+    }
+    snprintf(what, len, "raw values, graph input '%s'", g->values[v].name);
+    return TAIL_LOGITS;
+}
+
+static const char *act_word(vbs_output_act a) { return a == VBS_ACT_SIGMOID ? "sigmoid" : a == VBS_ACT_NONE ? "none" : "softmax"; }
+
+/* Sets the card's activation of a converted model: the card's own, checked
+ * against the graph's end, or (VBS_ACT_AUTO) inferred from it; records which
+ * in the extra slot `src` (spare room in the card's extra array); and
+ * restores the channel and label counts held back while the graph compiled
+ * and checks them as the loader does. */
+static vbs_status finish_card(vbs_model *m, const char *path, vbs_output_act want, int n_channels, int n_labels, vbs_kv *src) {
+    vbs_card *card = &m->def.card;
+    card->n_channels = n_channels;
+    card->n_labels = n_labels;
+    if (!m->def.n_outputs || !m->out_shapes) return vbs_model_check_card(m, path);
+    char what[600], note[800];
+    tail_kind tail = graph_tail(m, what, sizeof what);
+    const vbs_io_def *o = &m->out_shapes[0];
+    int64_t k = o->ndim >= 2 ? o->dims[1] : -1; /* -1: not fixed */
+    vbs_output_act fit = tail != TAIL_LOGITS ? VBS_ACT_NONE : k == 1 ? VBS_ACT_SIGMOID : VBS_ACT_SOFTMAX;
+    if (want == VBS_ACT_AUTO) {
+        card->output_activation = fit;
+        snprintf(note, sizeof note, "inferred: the graph ends in %s", what);
+    } else {
+        if (want != VBS_ACT_NONE && tail != TAIL_LOGITS)
+            return vbs_fail(m->err, VBS_ERR_ARG, "%s: the model card's output_activation is %s but the graph already ends in %s: its probabilities "
+                            "would pass through %s again; write \"output_activation\": \"none\" (the graph outputs "
+                            "probabilities) or leave it out",
+                            path, act_word(want), what, act_word(want));
+        if (want == VBS_ACT_NONE && tail == TAIL_LOGITS)
+            return vbs_fail(m->err, VBS_ERR_ARG, "%s: the model card's output_activation is none (the graph outputs probabilities) but the graph "
+                            "ends in %s, which are not probabilities; write \"output_activation\": \"%s\" or leave it out",
+                            path, what, act_word(fit));
+        if (want == VBS_ACT_SOFTMAX && k == 1)
+            return vbs_fail(m->err, VBS_ERR_ARG, "%s: the model card's output_activation is softmax but output '%s' has 1 channel, where a softmax "
+                            "is 1 everywhere; write \"output_activation\": \"sigmoid\" or leave it out",
+                            path, o->name);
+        card->output_activation = want;
+        snprintf(note, sizeof note, "the card; the graph ends in %s", what);
+    }
+    if (k > 1 && tail == TAIL_SIGMOID) {
+        /* no card value reads K independent probabilities; say so now rather than at the first run */
+        size_t l = strlen(note);
+        snprintf(note + l, sizeof note - l, "; its %lld channels are read as class probabilities, which must sum to 1 in "
+                 "Monte-Carlo runs (export without the final Sigmoid and convert with output_activation sigmoid)", (long long)k);
+    }
+    src->key = vbs_arena_strdup(&m->def.arena, "output_activation_source");
+    src->value = vbs_arena_strdup(&m->def.arena, note);
+    if (!src->key || !src->value) return vbs_fail_file(m->err, VBS_ERR_NOMEM, path, "out of memory");
+    card->n_extra++;
+    return vbs_model_check_card(m, path);
+}
+
 vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts, int n_bind, const char *const *names,
                                   const Onnx__TensorProto *const *values, vbs_model **out);
 
@@ -951,10 +1055,13 @@ vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts
     vbs_builder *b = vbs_b_new(0);
     bindings bind = {n_bind, names, values};
     vbs_status st = b ? convert_graph(c, mp, &o, &bind, b) : fail(c, VBS_ERR_NOMEM, "out of memory");
+    vbs_output_act want = VBS_ACT_AUTO;
+    int n_channels = 0, n_labels = 0;
+    vbs_kv *kv = NULL;
     if (!st) {
         vbs_card *card = vbs_b_card(b);
         if (o.card) copy_card(b, o.card, card);
-        else card->output_activation = VBS_ACT_NONE;
+        else card->output_activation = VBS_ACT_AUTO;
         card->producer = vbs_b_str(b, "vbseg convert");
         card->producer_version = vbs_b_str(b, VBS_VERSION_STRING);
         char src[512];
@@ -962,7 +1069,7 @@ vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts
         if (!o.card || !o.card->description || !o.card->description[0]) card->description = vbs_b_str(b, src);
         /* the sigma initialisation and any folding, after the card's own extra fields */
         int ne = card->n_extra;
-        vbs_kv *kv = vbs_b_alloc(b, sizeof(vbs_kv) * (size_t)(ne + 3));
+        kv = vbs_b_alloc(b, sizeof(vbs_kv) * (size_t)(ne + 3)); /* + sigma_init, folded_batchnorm, output_activation_source */
         if (kv) {
             char sig[64];
             if (o.sigma == VBS_SIGMA_MOPED) snprintf(sig, sizeof sig, "moped:%g", (double)o.value);
@@ -978,13 +1085,23 @@ vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts
             card->extra = kv;
             card->n_extra = ne + 1 + (c->folded[0] != 0);
         }
+        /* The activation and the channel and label counts are checked against
+         * the compiled graph (its class count comes from shape inference):
+         * held back until it is compiled, then restored by finish_card. */
+        want = card->output_activation;
+        n_channels = card->n_channels;
+        n_labels = card->n_labels;
+        card->output_activation = VBS_ACT_NONE;
+        card->n_channels = card->n_labels = 0;
     }
     onnx__model_proto__free_unpacked(mp, NULL);
     if (st) {
         vbs_b_free(b);
         return st;
     }
-    vbs_model_free(m);
-    st = vbs_b_finish(b, path, out);
+    vbs_model_free(m); /* c->err pointed into it: messages go to the new model's from here */
+    if ((st = vbs_b_finish(b, path, out))) return st;
+    m = *out;
+    if ((st = finish_card(m, path, want, n_channels, n_labels, kv + m->def.card.n_extra))) m->loaded = 0;
     return st;
 }

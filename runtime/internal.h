@@ -361,6 +361,11 @@ void vbs_graph_free(vbs_graph *g);
 /* Finishes a model from a filled def: compile, validate shapes, check
  * weights, cache sigma. Used by the loader and by builders. */
 vbs_status vbs_model_init(vbs_model *m, const char *name);
+/* The card against the compiled graph (part of vbs_model_init): a known
+ * output activation; the channel count against input 0's channel dim and
+ * the label count against output 0's class dim, where those are fixed.
+ * Needs m->out_shapes. */
+vbs_status vbs_model_check_card(vbs_model *m, const char *name);
 vbs_model *vbs_model_alloc(void);
 
 /* ---- plan and session ----------------------------------------------- */
@@ -471,6 +476,12 @@ typedef struct {
     float *mean_mu, *m2_mu, *mean_var; /* hetero: k * nvox: mean and m2 of logits, mean variance */
     int64_t *counts;         /* per sample and class: voxels whose argmax is that class */
     int64_t counts_cap;      /* samples the counts array holds */
+    /* act NONE (the graph's own probabilities): what vbs_mc_acc_check reports */
+    int64_t n_out_of_range;  /* values outside [0, 1] beyond rounding, NaN included */
+    int64_t n_nan;
+    int64_t n_bad_sum;       /* K > 1: voxels whose probabilities do not sum to 1 */
+    float lo, hi;            /* the smallest and largest value seen */
+    float sum_lo, sum_hi;    /* K > 1: the smallest and largest sum over classes */
 } vbs_mc_acc;
 
 vbs_status vbs_mc_acc_init(vbs_mc_acc *a, int64_t nvox, int k, vbs_output_act act, int hetero);
@@ -484,6 +495,12 @@ void vbs_mc_acc_add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const 
 void vbs_mc_acc_add_probs(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const float *probs, const float *logits,
                           const float *logvar);
 void vbs_mc_acc_commit(vbs_mc_acc *a);
+/* With act NONE, values outside [0, 1] (or, for K > 1, sums away from 1)
+ * are not probabilities: the samples added so far are checked, and on
+ * failure a one-line message naming `output` and the range found is
+ * written to err (VBS_ERRLEN) and VBS_ERR_NUMERIC returned. The statistics
+ * themselves clamp such values into [0, 1] (no log of a negative). */
+vbs_status vbs_mc_acc_check(const vbs_mc_acc *a, const char *output, char *err);
 /* Number of floats of a map. */
 int64_t vbs_mc_map_size(const vbs_mc_acc *a, vbs_map which);
 /* Writes a map into out (vbs_mc_map_size floats). */

@@ -10,6 +10,15 @@
  *   predicted means (both on the logit scale).
  * Entropies are in nats. Samples are added in sample order by the caller,
  * so the float sums are the same whatever the thread count.
+ *
+ * Activation NONE means the graph outputs probabilities itself: one
+ * channel is P(foreground), read like a sigmoid head (binary entropy, 0.5
+ * threshold); K > 1 channels are class probabilities, read like a softmax
+ * head. Such values are never trusted: those outside [0, 1] and K > 1
+ * sums away from 1 are counted for vbs_mc_acc_check (the session turns
+ * them into an error) and clamped, so no entropy takes the log of a
+ * negative "probability". This file is not the place that decides the
+ * activation (the model card and vbseg convert do).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -29,6 +38,8 @@ vbs_status vbs_mc_acc_init(vbs_mc_acc *a, int64_t nvox, int k, vbs_output_act ac
     a->k = k;
     a->act = act;
     a->hetero = hetero;
+    a->lo = a->sum_lo = INFINITY;
+    a->hi = a->sum_hi = -INFINITY;
     size_t kn = (size_t)k * (size_t)nvox;
     a->mean_p = calloc(kn, sizeof(float));
     a->m2_p = calloc(kn, sizeof(float));
@@ -46,6 +57,37 @@ vbs_status vbs_mc_acc_init(vbs_mc_acc *a, int64_t nvox, int k, vbs_output_act ac
 }
 
 static inline float xlogx(float p) { return p > 0.f ? p * logf(p) : 0.f; }
+
+/* Rounding allowed around [0, 1] and around a sum of 1 for the graph's own
+ * probabilities (a float softmax over 64 classes is off by ~1e-6). */
+#define PROB_TOL 1e-5f
+#define SUM_TOL 1e-4f
+
+/* Channels read as independent binary probabilities: sigmoid heads, and a
+ * single channel of the graph's own probability. */
+static int binary(const vbs_mc_acc *a) { return a->act == VBS_ACT_SIGMOID || (a->act == VBS_ACT_NONE && a->k == 1); }
+
+/* The graph's own probabilities of one voxel (k values, stride cnt) into
+ * p[], checked and clamped into [0, 1]. */
+static void own_probs(vbs_mc_acc *a, const float *x, int64_t cnt, int k, float *p) {
+    float s = 0.f;
+    for (int c = 0; c < k; c++) {
+        float v = x[c * cnt];
+        if (!(v >= -PROB_TOL && v <= 1.f + PROB_TOL)) {
+            a->n_out_of_range++;
+            a->n_nan += v != v;
+        }
+        a->lo = fminf(a->lo, v); /* fminf/fmaxf skip NaN */
+        a->hi = fmaxf(a->hi, v);
+        s += v;
+        p[c] = fminf(fmaxf(v, 0.f), 1.f); /* NaN -> 0 */
+    }
+    if (k > 1) {
+        if (!(fabsf(s - 1.f) <= SUM_TOL)) a->n_bad_sum++;
+        a->sum_lo = fminf(a->sum_lo, s);
+        a->sum_hi = fmaxf(a->sum_hi, s);
+    }
+}
 
 static inline void welford(float *mean, float *m2, float x, float inv_n) {
     float d = x - *mean;
@@ -84,11 +126,15 @@ static void add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const floa
     for (int64_t i = 0; i < cnt; i++) {
         float p[64], h = 0.f;
         int kk = k < 64 ? k : 64;
-        if (probs) {
+        if (probs || a->act == VBS_ACT_NONE) {
+            /* given: blended windows (the session applied the activation) or the graph's own */
+            const float *x = probs ? probs + i : logits + i;
+            if (a->act == VBS_ACT_NONE) own_probs(a, x, cnt, kk, p);
+            else
+                for (int c = 0; c < kk; c++) p[c] = x[c * cnt];
             for (int c = 0; c < kk; c++) {
-                p[c] = probs[c * cnt + i];
                 h -= xlogx(p[c]);
-                if (a->act == VBS_ACT_SIGMOID) h -= xlogx(1.f - p[c]);
+                if (binary(a)) h -= xlogx(1.f - p[c]);
             }
         } else if (a->act == VBS_ACT_SIGMOID) {
             /* one channel per independent binary class */
@@ -97,17 +143,15 @@ static void add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const floa
                 p[c] = q;
                 h -= xlogx(q) + xlogx(1.f - q);
             }
-        } else if (a->act == VBS_ACT_SOFTMAX) {
+        } else { /* softmax */
             float mx = logits[i], s = 0.f;
             for (int c = 1; c < kk; c++) mx = fmaxf(mx, logits[c * cnt + i]);
             for (int c = 0; c < kk; c++) { p[c] = expf(logits[c * cnt + i] - mx); s += p[c]; }
             for (int c = 0; c < kk; c++) { p[c] /= s; h -= xlogx(p[c]); }
-        } else {
-            for (int c = 0; c < kk; c++) { p[c] = logits[c * cnt + i]; h -= xlogx(p[c]); }
         }
         int64_t v = off + i;
         if (vol) {
-            if (a->act == VBS_ACT_SIGMOID && kk == 1) vol[0] += p[0] >= 0.5f; /* one sigmoid class: foreground voxels */
+            if (binary(a) && kk == 1) vol[0] += p[0] >= 0.5f; /* one binary class: foreground voxels */
             else {
                 int best = 0;
                 for (int c = 1; c < kk; c++)
@@ -126,6 +170,24 @@ static void add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const floa
 }
 
 void vbs_mc_acc_commit(vbs_mc_acc *a) { a->n++; }
+
+vbs_status vbs_mc_acc_check(const vbs_mc_acc *a, const char *output, char *err) {
+    if (a->act != VBS_ACT_NONE) return VBS_OK;
+    if (a->n_out_of_range)
+        return vbs_fail(err, VBS_ERR_NUMERIC,
+                        "output '%s' has values from %.4g to %.4g%s, outside [0, 1], but the model card's output_activation is "
+                        "none (the graph outputs probabilities): these are raw logits; convert again with output_activation "
+                        "%s in the card, or without it to let vbseg convert infer it",
+                        output, (double)a->lo, (double)a->hi, a->n_nan ? " and NaN" : "", a->k > 1 ? "softmax" : "sigmoid");
+    if (a->n_bad_sum)
+        return vbs_fail(err, VBS_ERR_NUMERIC,
+                        "output '%s' has class probabilities summing to %.4g .. %.4g over its %d channels, not 1, but the model "
+                        "card's output_activation is none, which reads them as the probabilities of %d classes: for independent "
+                        "per-channel probabilities (a final Sigmoid) export the graph without it and convert with "
+                        "output_activation sigmoid",
+                        output, (double)a->sum_lo, (double)a->sum_hi, a->k, a->k);
+    return VBS_OK;
+}
 
 int64_t vbs_mc_map_size(const vbs_mc_acc *a, vbs_map which) {
     switch (which) {
@@ -153,7 +215,7 @@ void vbs_mc_acc_map(const vbs_mc_acc *a, vbs_map which, const vbs_card *card, fl
         break;
     case VBS_MAP_LABELS:
         for (int64_t v = 0; v < nv; v++) {
-            if (a->act == VBS_ACT_SIGMOID && k == 1) {
+            if (binary(a) && k == 1) {
                 out[v] = label_value(card, a->mean_p[v] >= 0.5f ? 1 : 0);
                 continue;
             }
@@ -170,7 +232,7 @@ void vbs_mc_acc_map(const vbs_mc_acc *a, vbs_map which, const vbs_card *card, fl
             for (int c = 0; c < k; c++) {
                 float p = a->mean_p[c * nv + v];
                 h -= xlogx(p);
-                if (a->act == VBS_ACT_SIGMOID) h -= xlogx(1.f - p);
+                if (binary(a)) h -= xlogx(1.f - p);
             }
             if (which == VBS_MAP_MUTUAL_INFO) {
                 h -= a->mean_h[v];

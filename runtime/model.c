@@ -1,7 +1,8 @@
 /*
  * model.c: the public model object: loading (mmap, then the format
  * reader and the graph compiler), the checks that need the compiled graph
- * (finite weights, shape inference on a probe shape), the sigma cache,
+ * (finite weights, shape inference on a probe shape, the card's channel
+ * and label counts against the graph's dims), the sigma cache,
  * saving, and the inspection calls behind `vbseg info`.
  */
 #include <errno.h>
@@ -120,8 +121,52 @@ vbs_status vbs_model_init(vbs_model *m, const char *fname) {
                               io->name, j, (long long)io->dims[j], (long long)s->d[j]);
     }
     vbs_plan_free(&p);
+    if (!st) st = vbs_model_check_card(m, fname);
     if (st) return st;
     m->loaded = 1;
+    return VBS_OK;
+}
+
+/* The names of the card's channels, for messages: "flair, t1, ..." */
+static void channel_list(const vbs_card *c, char *buf, size_t len) {
+    buf[0] = 0;
+    for (int i = 0, n = 0; i < c->n_channels; i++) {
+        if (i == 4) { snprintf(buf + n, len - (size_t)n, ", ..."); break; }
+        n += snprintf(buf + n, len - (size_t)n, "%s%s", i ? ", " : "", c->channels[i] ? c->channels[i] : "");
+        if (n >= (int)len) break;
+    }
+}
+
+vbs_status vbs_model_check_card(vbs_model *m, const char *fname) {
+    const vbs_def *d = &m->def;
+    const vbs_card *c = &d->card;
+    if ((int)c->output_activation < VBS_ACT_SOFTMAX || c->output_activation > VBS_ACT_NONE)
+        return vbs_fail(m->err, VBS_ERR_FORMAT, "%s: model card: output activation %d is not softmax, sigmoid or none", fname,
+                        (int)c->output_activation);
+    /* channels against input 0's channel dim, where it is fixed */
+    const vbs_io_def *in = d->n_inputs ? &d->inputs[0] : NULL;
+    if (c->n_channels > 0 && in && in->ndim >= 2 && in->dims[1] >= 0 && in->dims[1] != c->n_channels) {
+        char names[256];
+        channel_list(c, names, sizeof names);
+        return vbs_fail(m->err, VBS_ERR_SHAPE, "%s: model card lists %d channel%s (%s) but input '%s' has %lld channel%s", fname,
+                        c->n_channels, c->n_channels == 1 ? "" : "s", names, in->name, (long long)in->dims[1],
+                        in->dims[1] == 1 ? "" : "s");
+    }
+    /* labels against output 0's class dim, where it is fixed: one label per
+     * class, except a single channel read as P(foreground) (sigmoid, or none:
+     * the graph's probability), which takes background and foreground */
+    if (d->n_outputs && !m->out_shapes) return vbs_fail(m->err, VBS_ERR_NOMEM, "%s: out of memory", fname);
+    const vbs_io_def *out = d->n_outputs ? &m->out_shapes[0] : NULL;
+    if (c->n_labels > 0 && out && out->ndim >= 2 && out->dims[1] >= 0) {
+        int64_t k = out->dims[1];
+        int binary = k == 1 && c->output_activation != VBS_ACT_SOFTMAX;
+        int64_t want = binary ? 2 : k;
+        if (c->n_labels != want)
+            return vbs_fail(m->err, VBS_ERR_SHAPE, "%s: model card lists %d label%s but output '%s' has %lld %s%s", fname,
+                            c->n_labels, c->n_labels == 1 ? "" : "s", out->name, (long long)k,
+                            binary ? "channel" : k == 1 ? "class" : "classes",
+                            binary ? ", a foreground probability: list 2 labels (background, foreground) or none" : "");
+    }
     return VBS_OK;
 }
 

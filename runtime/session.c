@@ -678,6 +678,7 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
         }
         if (ret) break;
         for (int w = 0; w < active; w++) vbs_mc_acc_commit(&s->acc);
+        if ((ret = vbs_mc_acc_check(&s->acc, m->def.outputs[0].name, s->err))) break; /* the card says probabilities: are they? */
         if (converged(s, &o, &prev_mi)) break;
     }
     free(prev_mi);

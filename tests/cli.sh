@@ -127,13 +127,13 @@ ok test -z "$(find "$T" -name '*.tmp.*')"
 ONNXCASE=/usr/include/onnx/backend/test/data/node/test_conv_with_strides_padding/model.onnx
 if [ -f "$ONNXCASE" ]; then
   cat >"$T/card.json" <<'JSON'
-{"channels": ["flair", "t1", "t1ce", "t2"], "normalization": "zscore_nonzero", "spatial_dims": 2, "patch": [240, 240],
- "labels": {"0": "background", "1": "necrotic core", "2": "edema", "4": "enhancing tumour"}, "label_convention": "brats2018",
- "output_activation": "softmax", "training_data": "BraTS 2021", "epochs": 300, "metrics": {"dice_wt": 0.91}, "extra": {"site": "demo"}}
+{"channels": ["t1"], "normalization": "zscore_nonzero", "spatial_dims": 2, "patch": [240, 240],
+ "labels": {"0": "background", "1": "lesion"}, "label_convention": "custom",
+ "output_activation": "sigmoid", "training_data": "BraTS 2021", "epochs": 300, "metrics": {"dice_wt": 0.91}, "extra": {"site": "demo"}}
 JSON
   ok "$V" convert "$ONNXCASE" "$T/conv.vbseg" --card "$T/card.json" >/dev/null
   "$V" info "$T/conv.vbseg" >"$T/conv.txt"
-  ok grep -q "brats2018: 0=background 1=necrotic core 2=edema 4=enhancing tumour" "$T/conv.txt"
+  ok grep -q "custom: 0=background 1=lesion" "$T/conv.txt"
   ok grep -q "metric:       dice_wt = 0.9100" "$T/conv.txt"
   ok grep -q "sigma_init = moped:0.1" "$T/conv.txt"
   echo '{"channels": ["a"], "labelz": {}}' >"$T/badcard.json"

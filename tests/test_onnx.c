@@ -5,10 +5,18 @@
  * "..", is a symlink, or is short; initializers whose bytes lie about their
  * dims; unsupported ops and attributes named with their node; dynamic
  * Resize scales refused. Every refusal names the file and the culprit.
+ * The model card against the graph: the output activation inferred from
+ * hand-built graph ends (Softmax over channels or another axis, wrapped in
+ * Transposes as before opset 13, behind Identity and Dropout; Sigmoid; raw
+ * logits for 1 and 2 channels) and a contradicting one refused; channel and
+ * label counts refused by the converter, the builder and the file loader;
+ * a Monte-Carlo run of an activation-none model refused when its values are
+ * not probabilities, and its maps against the analytic ones when they are.
  */
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "builder.h"
 #include "check.h"
 #include "internal.h"
 #include "onnx.pb-c.h"
@@ -391,12 +399,369 @@ static void mutations(void) {
     CHECK(refused > 300, "only %d damaged ONNX files refused", refused);
 }
 
+/* ---- the model card against the graph ---------------------------------- */
+
+/* A conv with k output channels (k = 1 or 2), then up to 3 tail nodes. */
+typedef struct { const char *op, *attr; int64_t i; int64_t perm[4]; } tail_spec;
+typedef struct {
+    conv_model c;
+    Onnx__NodeProto n[3];
+    Onnx__NodeProto *nodes[4];
+    Onnx__AttributeProto a[3];
+    Onnx__AttributeProto *ap[3];
+    char *in[3], *out[3];
+    char names[3][16];
+    int64_t perm[3][4];
+} tail_model;
+
+static void make_tail(tail_model *t, int k, int opset, int n, const tail_spec *spec) {
+    memset(t, 0, sizeof *t);
+    make_conv(&t->c);
+    t->c.op.version = opset;
+    t->c.wd[0] = k;
+    t->c.w.n_float_data = (size_t)(9 * k);
+    t->c.bd[0] = k;
+    t->c.b.raw_data.len = (size_t)(4 * k);
+    t->nodes[0] = &t->c.n;
+    const char *prev = "y";
+    for (int i = 0; i < n; i++) {
+        onnx__node_proto__init(&t->n[i]);
+        snprintf(t->names[i], sizeof t->names[i], "t%d", i);
+        t->in[i] = (char *)prev;
+        t->out[i] = t->names[i];
+        t->n[i].name = t->names[i];
+        t->n[i].op_type = (char *)spec[i].op;
+        t->n[i].n_input = 1;
+        t->n[i].input = &t->in[i];
+        t->n[i].n_output = 1;
+        t->n[i].output = &t->out[i];
+        if (spec[i].attr) {
+            onnx__attribute_proto__init(&t->a[i]);
+            t->a[i].name = (char *)spec[i].attr;
+            t->a[i].has_type = 1;
+            if (!strcmp(spec[i].attr, "perm")) {
+                t->a[i].type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+                memcpy(t->perm[i], spec[i].perm, sizeof t->perm[i]);
+                t->a[i].n_ints = 4;
+                t->a[i].ints = t->perm[i];
+            } else {
+                t->a[i].type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+                t->a[i].has_i = 1;
+                t->a[i].i = spec[i].i;
+            }
+            t->ap[i] = &t->a[i];
+            t->n[i].n_attribute = 1;
+            t->n[i].attribute = &t->ap[i];
+        }
+        t->nodes[i + 1] = &t->n[i];
+        prev = t->names[i];
+    }
+    t->c.g.n_node = (size_t)(n + 1);
+    t->c.g.node = t->nodes;
+    t->c.out.name = (char *)prev;
+}
+
+static const char *card_extra(const vbs_card *c, const char *key) {
+    for (int i = 0; i < c->n_extra; i++)
+        if (!strcmp(c->extra[i].key, key)) return c->extra[i].value;
+    return "";
+}
+
+/* converts with a card that gives only the output activation */
+static vbs_status convert_with_activation(const char *file, vbs_output_act act, vbs_model **m) {
+    vbs_card card;
+    memset(&card, 0, sizeof card);
+    card.output_activation = act;
+    vbs_convert_opts o = vbs_convert_defaults();
+    o.card = &card;
+    return convert(file, &o, m);
+}
+
+static void activation_inference(void) {
+    static const struct {
+        const char *file;
+        int k, opset, n;
+        tail_spec spec[3];
+        vbs_output_act want;
+        const char *source; /* in the card's output_activation_source */
+    } cases[] = {
+        {"tail_softmax13.onnx", 2, 13, 3, {{"Softmax", "axis", 1, {0}}, {"Identity", NULL, 0, {0}}, {"Dropout", NULL, 0, {0}}},
+         VBS_ACT_NONE, "inferred: the graph ends in Softmax over the channels, node 't0'"},
+        {"tail_softmax13_neg.onnx", 2, 13, 1, {{"Softmax", "axis", -3, {0}}}, VBS_ACT_NONE, "Softmax over the channels"},
+        {"tail_softmax13_last.onnx", 2, 13, 1, {{"Softmax", "axis", -1, {0}}}, VBS_ACT_SOFTMAX, "not the channels, node 't0'"},
+        {"tail_softmax13_default.onnx", 2, 13, 1, {{"Softmax", NULL, 0, {0}}}, VBS_ACT_SOFTMAX, "not the channels"},
+        {"tail_softmax11_wrapped.onnx", 2, 11, 3,
+         {{"Transpose", "perm", 0, {0, 2, 3, 1}}, {"Softmax", "axis", 3, {0}}, {"Transpose", "perm", 0, {0, 3, 1, 2}}},
+         VBS_ACT_NONE, "Softmax over the channels, node 't1'"},
+        {"tail_softmax11_flat.onnx", 2, 11, 1, {{"Softmax", "axis", 1, {0}}}, VBS_ACT_SOFTMAX, "flattened axes"},
+        {"tail_transposed_after.onnx", 2, 13, 2, {{"Softmax", "axis", 1, {0}}, {"Transpose", "perm", 0, {0, 2, 3, 1}}},
+         VBS_ACT_SOFTMAX, "not the channels, node 't0'"},
+        {"tail_transposed_before.onnx", 2, 13, 2, {{"Transpose", "perm", 0, {0, 2, 3, 1}}, {"Softmax", "axis", 1, {0}}},
+         VBS_ACT_NONE, "Softmax over the channels"}, /* output axis 1 is what the runtime reads as classes */
+        {"tail_sigmoid1.onnx", 1, 13, 1, {{"Sigmoid", NULL, 0, {0}}}, VBS_ACT_NONE, "inferred: the graph ends in Sigmoid, node 't0'"},
+        {"tail_sigmoid2.onnx", 2, 13, 2, {{"Sigmoid", NULL, 0, {0}}, {"Identity", NULL, 0, {0}}}, VBS_ACT_NONE, "must sum to 1"},
+        {"tail_logits1.onnx", 1, 13, 0, {{0}}, VBS_ACT_SIGMOID, "inferred: the graph ends in raw logits, node 'conv1' (Conv)"},
+        {"tail_logits2.onnx", 2, 13, 0, {{0}}, VBS_ACT_SOFTMAX, "inferred: the graph ends in raw logits, node 'conv1' (Conv)"},
+        {"tail_sigmoid_relu.onnx", 1, 13, 2, {{"Sigmoid", NULL, 0, {0}}, {"Relu", NULL, 0, {0}}}, VBS_ACT_SIGMOID, "node 't1' (Relu)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tail_model t;
+        make_tail(&t, cases[i].k, cases[i].opset, cases[i].n, cases[i].spec);
+        save(cases[i].file, &t.c.m.base);
+        vbs_model *m;
+        vbs_status st = convert(cases[i].file, NULL, &m);
+        CHECK(st == VBS_OK, "%s: %s", cases[i].file, vbs_model_errmsg(m));
+        if (st) { vbs_model_free(m); continue; }
+        const vbs_card *c = vbs_model_card(m);
+        CHECK(c->output_activation == cases[i].want, "%s: activation %d, want %d", cases[i].file, (int)c->output_activation,
+              (int)cases[i].want);
+        const char *src = card_extra(c, "output_activation_source");
+        CHECK(strstr(src, cases[i].source) != NULL, "%s: source '%s' lacks '%s'", cases[i].file, src, cases[i].source);
+        vbs_model_free(m);
+    }
+    /* a card that contradicts the graph is refused with what to write instead */
+    static const struct { const char *file; vbs_output_act act; const char *needle[2]; } bad[] = {
+        {"tail_softmax13.onnx", VBS_ACT_SOFTMAX, {"already ends in Softmax over the channels", "\"none\""}},
+        {"tail_softmax11_wrapped.onnx", VBS_ACT_SIGMOID, {"pass through sigmoid again", "\"none\""}},
+        {"tail_sigmoid1.onnx", VBS_ACT_SIGMOID, {"already ends in Sigmoid", "\"none\""}},
+        {"tail_logits2.onnx", VBS_ACT_NONE, {"ends in raw logits, node 'conv1' (Conv), which are not probabilities", "\"softmax\""}},
+        {"tail_logits1.onnx", VBS_ACT_NONE, {"raw logits", "\"sigmoid\""}},
+        {"tail_logits1.onnx", VBS_ACT_SOFTMAX, {"output 'y' has 1 channel", "\"sigmoid\""}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        vbs_model *m;
+        vbs_status st = convert_with_activation(bad[i].file, bad[i].act, &m);
+        const char *msg = vbs_model_errmsg(m);
+        CHECK(st == VBS_ERR_ARG && !m->loaded, "%s with activation %d: status %s (%s)", bad[i].file, (int)bad[i].act, vbs_status_name(st), msg);
+        CHECK(strstr(msg, bad[i].file) && strstr(msg, bad[i].needle[0]) && strstr(msg, bad[i].needle[1]), "%s: message: %s", bad[i].file, msg);
+        vbs_model_free(m);
+    }
+    /* the card's own activation where it fits: kept, and said to come from the card */
+    static const struct { const char *file; vbs_output_act act; } good[] = {
+        {"tail_softmax13.onnx", VBS_ACT_NONE}, {"tail_logits2.onnx", VBS_ACT_SIGMOID}, {"tail_logits1.onnx", VBS_ACT_SIGMOID},
+        {"tail_softmax13_last.onnx", VBS_ACT_SOFTMAX}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        vbs_model *m;
+        CHECK(convert_with_activation(good[i].file, good[i].act, &m) == VBS_OK, "%s: %s", good[i].file, vbs_model_errmsg(m));
+        if (m->loaded) {
+            CHECK(vbs_model_card(m)->output_activation == good[i].act, "%s: the card's activation was not kept", good[i].file);
+            CHECK(!strncmp(card_extra(vbs_model_card(m), "output_activation_source"), "the card", 8), "%s: source '%s'", good[i].file,
+                  card_extra(vbs_model_card(m), "output_activation_source"));
+        }
+        vbs_model_free(m);
+    }
+}
+
+/* Channel and label counts against the graph: conversion, builder and file. */
+static void card_counts(void) {
+    static const char *const ch1[] = {"flair"}, *const ch4[] = {"flair", "t1", "t1ce", "t2"};
+    static const vbs_label l1[] = {{1, "lesion"}}, l2[] = {{0, "background"}, {1, "lesion"}}, l3[] = {{0, "bg"}, {1, "a"}, {2, "b"}};
+    static const struct {
+        const char *file;
+        vbs_output_act act;
+        int nch, nl;
+        const char *const *ch;
+        const vbs_label *l;
+        const char *needle; /* NULL: accepted */
+    } cases[] = {
+        {"tail_logits2.onnx", VBS_ACT_AUTO, 4, 0, ch4, NULL, "model card lists 4 channels (flair, t1, t1ce, t2) but input 'x' has 1 channel"},
+        {"tail_logits2.onnx", VBS_ACT_AUTO, 1, 3, ch1, l3, "model card lists 3 labels but output 'y' has 2 classes"},
+        {"tail_logits2.onnx", VBS_ACT_AUTO, 1, 1, ch1, l1, "model card lists 1 label but output 'y' has 2 classes"},
+        {"tail_logits2.onnx", VBS_ACT_AUTO, 1, 2, ch1, l2, NULL},
+        {"tail_logits2.onnx", VBS_ACT_SIGMOID, 0, 2, NULL, l2, NULL},
+        {"tail_logits2.onnx", VBS_ACT_SIGMOID, 0, 3, NULL, l3, "model card lists 3 labels but output 'y' has 2 classes"},
+        {"tail_logits1.onnx", VBS_ACT_AUTO, 0, 1, NULL, l1, "model card lists 1 label but output 'y' has 1 channel, a foreground probability: list 2 labels"},
+        {"tail_logits1.onnx", VBS_ACT_AUTO, 0, 2, NULL, l2, NULL},
+        {"tail_sigmoid1.onnx", VBS_ACT_AUTO, 1, 3, ch1, l3, "model card lists 3 labels but output 't0' has 1 channel, a foreground"},
+        {"tail_sigmoid1.onnx", VBS_ACT_AUTO, 1, 2, ch1, l2, NULL},
+        {"tail_softmax13.onnx", VBS_ACT_AUTO, 1, 2, ch1, l2, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        vbs_card card;
+        memset(&card, 0, sizeof card);
+        card.output_activation = cases[i].act;
+        card.n_channels = cases[i].nch;
+        card.channels = cases[i].ch;
+        card.n_labels = cases[i].nl;
+        card.labels = cases[i].l;
+        vbs_convert_opts o = vbs_convert_defaults();
+        o.card = &card;
+        vbs_model *m;
+        vbs_status st = convert(cases[i].file, &o, &m);
+        const char *msg = vbs_model_errmsg(m);
+        if (!cases[i].needle) CHECK(st == VBS_OK && m->loaded, "case %zu (%s): %s", i, cases[i].file, msg);
+        else
+            CHECK(st == VBS_ERR_SHAPE && strstr(msg, cases[i].file) && strstr(msg, cases[i].needle), "case %zu (%s): status %s: %s", i,
+                  cases[i].file, vbs_status_name(st), msg);
+        vbs_model_free(m);
+    }
+    /* the builder (vbs_model_init, as for every builder): a 1x1 conv from 4 channels to 2 classes */
+    for (int t = 0; t < 4; t++) {
+        vbs_builder *b = vbs_b_new(1);
+        int64_t in[4] = {1, 4, 3, 3}, wd[4] = {2, 4, 1, 1};
+        float w[8] = {0};
+        vbs_b_input(b, "image", 4, in, NULL);
+        const char *ins[2] = {"image", vbs_b_tensor(b, "w", 4, wd, w)};
+        vbs_b_node(b, VBS_OP_CONV, "logits", 2, ins, 0, NULL);
+        vbs_b_output(b, "logits");
+        vbs_card *c = vbs_b_card(b);
+        c->output_activation = t == 3 ? VBS_ACT_AUTO : VBS_ACT_SOFTMAX;
+        c->n_channels = t == 0 ? 1 : 4;
+        c->channels = t == 0 ? ch1 : ch4;
+        c->n_labels = t == 1 ? 3 : 2;
+        c->labels = t == 1 ? l3 : l2;
+        vbs_model *m;
+        vbs_status st = vbs_b_finish(b, "built", &m);
+        const char *msg = vbs_model_errmsg(m);
+        if (t == 0) CHECK(st == VBS_ERR_SHAPE && strstr(msg, "built: model card lists 1 channel (flair) but input 'image' has 4 channels"), "%s", msg);
+        if (t == 1) CHECK(st == VBS_ERR_SHAPE && strstr(msg, "built: model card lists 3 labels but output 'logits' has 2 classes"), "%s", msg);
+        if (t == 2) CHECK(st == VBS_OK, "%s", msg);
+        if (t == 3) CHECK(st == VBS_ERR_FORMAT && strstr(msg, "output activation 3"), "no model holds AUTO: %s", msg);
+        vbs_model_free(m);
+    }
+    /* the file loader: a good conversion whose card is edited, written, loaded */
+    for (int t = 0; t < 2; t++) {
+        vbs_model *m;
+        CHECK(convert("tail_logits2.onnx", NULL, &m) == VBS_OK, "%s", vbs_model_errmsg(m));
+        if (!m->loaded) { vbs_model_free(m); continue; }
+        vbs_card *c = &m->def.card;
+        if (t == 0) { c->n_channels = 4; c->channels = ch4; }
+        else { c->n_labels = 1; c->labels = l1; }
+        char path[300];
+        snprintf(path, sizeof path, "%s/badcard%d.vbseg", dir, t);
+        CHECK(vbs_model_save(m, path) == VBS_OK, "%s", vbs_model_errmsg(m));
+        vbs_model_free(m);
+        vbs_status st = vbs_model_load(path, &m);
+        const char *msg = vbs_model_errmsg(m);
+        CHECK(st == VBS_ERR_SHAPE && strstr(msg, path) &&
+                  strstr(msg, t == 0 ? "model card lists 4 channels (flair, t1, t1ce, t2) but input 'x' has 1 channel"
+                                     : "model card lists 1 label but output 'y' has 2 classes"),
+              "loading %s: %s: %s", path, vbs_status_name(st), msg);
+        vbs_model_free(m);
+    }
+}
+
+/* A 1x1 conv from x (1, 1, 1, n) to k = 1 or 2 channels, y_c = w[c] x + bias[c],
+ * whose card says it outputs probabilities (activation none). 3D, with a
+ * patch smaller than the input (sliding windows), when d3. */
+static vbs_model *own_probs_model(int k, int d3, const float *w, const float *bias) {
+    vbs_builder *b = vbs_b_new(2);
+    int64_t in[5] = {1, 1, 1, 1, -1}, wd[5] = {k, 1, 1, 1, 1}, bd[1] = {k};
+    const char *params[5] = {NULL, NULL, NULL, NULL, "W"};
+    vbs_b_input(b, "x", d3 ? 5 : 4, d3 ? in : in + 1, d3 ? params : params + 1);
+    const char *ins[3] = {"x", vbs_b_tensor(b, "w", d3 ? 5 : 4, wd, w), vbs_b_tensor(b, "b", 1, bd, bias)};
+    vbs_b_node(b, VBS_OP_CONV, "probs", 3, ins, 0, NULL);
+    vbs_b_output(b, "probs");
+    vbs_card *c = vbs_b_card(b);
+    c->output_activation = VBS_ACT_NONE;
+    if (d3) {
+        int64_t *p = vbs_b_alloc(b, sizeof(int64_t) * 3);
+        p[0] = 1; p[1] = 1; p[2] = 4;
+        c->patch = p;
+        c->n_patch = 3;
+    }
+    vbs_model *m;
+    if (vbs_b_finish(b, "own_probs", &m)) { printf("%s\n", vbs_model_errmsg(m)); exit(1); }
+    return m;
+}
+
+static const int64_t row6[4] = {1, 1, 1, 6};
+
+/* A mean-mode run of x (row6): its prob_mean, entropy and labels maps. */
+static vbs_session *mean_maps(const vbs_model *m, const float *x, const float **pm, const float **ent, const float **lab) {
+    vbs_session *s;
+    vbs_session_new(m, &s);
+    vbs_mc_opts o = vbs_mc_defaults();
+    o.mode = VBS_MODE_MEAN;
+    if (vbs_session_run_mc(s, x, row6, 4, &o) || vbs_session_map(s, VBS_MAP_PROB_MEAN, pm, NULL) ||
+        vbs_session_map(s, VBS_MAP_ENTROPY, ent, NULL) || vbs_session_map(s, VBS_MAP_LABELS, lab, NULL)) {
+        CHECK(0, "probabilities refused: %s", vbs_session_errmsg(s));
+        exit(finish("test_onnx"));
+    }
+    return s;
+}
+
+static double xlx(double p) { return p > 0 ? p * log(p) : 0; }
+
+static void probability_guard(void) {
+    static const float one[2] = {1.f, -1.f}, zero[2] = {0.f, 1.f}; /* k = 1: y = x; k = 2: (x, 1 - x) */
+    /* values that are not probabilities: refused, with the output and the range, in
+     * sample and mean mode and in sliding windows; no maps are left to read */
+    static const float logits[6] = {-0.26f, 0.1f, 0.31f, 1.8f, 0.5f, 0.9f};
+    for (int t = 0; t < 3; t++) {
+        vbs_model *m = own_probs_model(1, t == 2, one, zero);
+        vbs_session *s;
+        vbs_session_new(m, &s);
+        int64_t shape5[5] = {1, 1, 1, 1, 6};
+        vbs_mc_opts o = vbs_mc_defaults();
+        o.n_samples = 3;
+        o.mode = t == 1 ? VBS_MODE_MEAN : VBS_MODE_SAMPLE;
+        vbs_status st = t == 2 ? vbs_session_run_mc(s, logits, shape5, 5, &o) : vbs_session_run_mc(s, logits, row6, 4, &o);
+        const char *msg = vbs_session_errmsg(s);
+        CHECK(st == VBS_ERR_NUMERIC && strstr(msg, "output 'probs' has values from -0.26 to 1.8") && strstr(msg, "output_activation sigmoid"),
+              "run %d: %s: %s", t, vbs_status_name(st), msg);
+        const float *d;
+        CHECK(vbs_session_map(s, VBS_MAP_ENTROPY, &d, NULL) == VBS_ERR_STATE, "run %d: maps of a refused run", t);
+        vbs_session_free(s);
+        vbs_model_free(m);
+    }
+    /* two channels (x, 1 - x): class probabilities, and the maps are the analytic ones */
+    static const float x2[6] = {0.2f, 0.5f, 0.7f, 0.9f, 0.4f, 0.6f};
+    const float *pm, *ent, *lab;
+    vbs_model *m = own_probs_model(2, 0, one, zero);
+    vbs_session *s = mean_maps(m, x2, &pm, &ent, &lab);
+    float wp[12], we[6], wl[6];
+    for (int i = 0; i < 6; i++) {
+        wp[i] = x2[i];
+        wp[6 + i] = 1 - x2[i];
+        we[i] = (float)-(xlx(x2[i]) + xlx(1.0 - x2[i]));
+        wl[i] = 1 - x2[i] > x2[i] ? 1.f : 0.f;
+    }
+    wl[1] = lab[1]; /* a tie */
+    CHECK(close_enough("prob_mean k=2", pm, wp, 12, 1e-6, 0), "two-class probabilities");
+    CHECK(close_enough("entropy k=2", ent, we, 6, 1e-6, 1e-5), "two-class entropy");
+    CHECK(close_enough("labels k=2", lab, wl, 6, 0, 0), "two-class labels");
+    vbs_session_free(s);
+    vbs_model_free(m);
+    /* two channels in [0, 1], (x, 0.5), that do not sum to 1: refused */
+    static const float w2[2] = {1.f, 0.f}, b2[2] = {0.f, 0.5f};
+    m = own_probs_model(2, 0, w2, b2);
+    vbs_session_new(m, &s);
+    vbs_mc_opts o = vbs_mc_defaults();
+    vbs_status st = vbs_session_run_mc(s, x2, row6, 4, &o);
+    const char *msg = vbs_session_errmsg(s);
+    CHECK(st == VBS_ERR_NUMERIC && strstr(msg, "output 'probs' has class probabilities summing to 0.7 .. 1.4 over its 2 channels"),
+          "%s: %s", vbs_status_name(st), msg);
+    vbs_session_free(s);
+    vbs_model_free(m);
+    /* one channel of the graph's own probability: a foreground probability,
+     * read as a sigmoid head reads its own (binary entropy, threshold 0.5);
+     * rounding just outside [0, 1] is clamped, never logged negative */
+    static const float x1[6] = {0.f, 0.2f, 0.5f, 0.7f, 1.000004f, -3e-6f};
+    m = own_probs_model(1, 0, one, zero);
+    s = mean_maps(m, x1, &pm, &ent, &lab);
+    for (int i = 0; i < 6; i++) {
+        double p = fmin(fmax(x1[i], 0), 1);
+        wp[i] = (float)p;
+        we[i] = (float)-(xlx(p) + xlx(1 - p));
+        wl[i] = p >= 0.5 ? 1.f : 0.f;
+    }
+    CHECK(close_enough("prob_mean k=1", pm, wp, 6, 1e-7, 0), "foreground probability");
+    CHECK(close_enough("entropy k=1", ent, we, 6, 1e-6, 1e-5), "binary entropy of the graph's own probability");
+    CHECK(close_enough("labels k=1", lab, wl, 6, 0, 0), "threshold 0.5");
+    vbs_session_free(s);
+    vbs_model_free(m);
+}
+
 int main(void) {
     if (!mkdtemp(dir)) return 1;
     sigma_rules();
     bn_folding();
     mutations();
     hostile();
+    activation_inference();
+    card_counts();
+    probability_guard();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) printf("could not remove %s\n", dir);

@@ -5,6 +5,7 @@
 #ifndef VBS_CLI_H
 #define VBS_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "vbseg.h"
@@ -44,6 +45,10 @@ int write_preview(const char *path, const float *scan, const float *labels, cons
 #define QC_CV_REVIEW 0.1
 #define QC_MI_FLOOR 0.02
 int qc_review(double mean_mi, double max_cv, int rank, int n_ok);
+/* What the runtime does with graph output 0 (info.c), for `info` and
+ * `convert`: e.g. "softmax over 4 classes (inferred: the graph ends in raw
+ * logits, node 'head' (Conv))". */
+void cli_head_text(const vbs_model *m, char *buf, size_t len);
 
 /* Library diagnostics to stderr when --verbose is given. */
 void cli_log(vbs_log_level level, const char *msg, void *user);

@@ -1,6 +1,8 @@
 /*
  * convert.c: `vbseg convert IN.onnx OUT.vbseg`: an ONNX model made
  * variational (MOPED by default), with an optional model card from JSON.
+ * The output activation (inferred, or the card's checked against the
+ * graph) is decided by the converter; this file only prints it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +23,13 @@ static const char *help =
     "prior N(0, 1) is recorded for the trainer. --card fills the model card from a\n"
     "JSON object with the fields channels, normalization, percentile, spatial_dims,\n"
     "patch, labels, label_convention, output_activation, heteroscedastic,\n"
-    "training_data, epochs, seed, description, metrics, extra (see the README).\n";
+    "training_data, epochs, seed, description, metrics, extra (see the README).\n"
+    "\n"
+    "The output activation is inferred from the graph unless the card gives it: a\n"
+    "graph ending in Softmax over the channels or in Sigmoid outputs probabilities\n"
+    "(none); raw logits get softmax over K > 1 channels, sigmoid for one. A card\n"
+    "activation that contradicts the graph, or channel or label counts that\n"
+    "disagree with it, are refused. The choice is printed.\n";
 
 int cli_read_card(const char *path, vbs_card *card, char ***pool, int *npool, char *err, size_t errlen);
 
@@ -53,7 +61,7 @@ int cmd_convert(int argc, char **argv) {
     int npool = 0, rc = 1;
     if (card_path) {
         memset(&card, 0, sizeof card);
-        card.output_activation = VBS_ACT_NONE;
+        card.output_activation = VBS_ACT_AUTO; /* unless the card gives it */
         if (!cli_read_card(card_path, &card, &pool, &npool, err, sizeof err)) {
             cli_error("convert", "%s", err);
             goto out;
@@ -68,7 +76,9 @@ int cmd_convert(int argc, char **argv) {
         vbs_model_get_stats(m, &s);
         printf("wrote %s: %d nodes, %lld parameters, %lld variational", out, s.n_nodes, (long long)s.n_params, (long long)s.n_variational);
         if (s.n_variational) printf(" (sigma %.3g .. %.3g)", s.sigma_min, s.sigma_max);
-        printf("\n");
+        char head[1024];
+        cli_head_text(m, head, sizeof head);
+        printf("\noutput activation: %s\n", head);
         rc = 0;
     }
     vbs_model_free(m);

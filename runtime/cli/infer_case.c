@@ -277,7 +277,8 @@ case_status run_case(runner *R, vbs_layout lay, const vbs_scan_case *sc, result 
                 double v = 0;
                 for (int k = 0; k < kc; k++) {
                     int value = k < card->n_labels ? card->labels[k].value : k;
-                    if (card->output_activation == VBS_ACT_SIGMOID && kc == 1) value = card->n_labels > 1 ? card->labels[1].value : 1;
+                    /* one channel (sigmoid, or the graph's own probability): counts are foreground voxels */
+                    if (card->output_activation != VBS_ACT_SOFTMAX && kc == 1) value = card->n_labels > 1 ? card->labels[1].value : 1;
                     /* the voxels outside the vbs_box are class 0 in every sample */
                     int64_t outside = k == 0 && softmax && kc > 1 ? nvox - nbox : 0;
                     if (in_column(R->cols, col, value)) v += (double)(counts[i * kc + k] + outside);

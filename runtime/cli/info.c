@@ -12,7 +12,12 @@ static const char *help =
     "\n"
     "Prints the op counts, graph inputs and outputs (symbolic dims by name), the\n"
     "mean and variational parameter counts, min/median/max of sigma = softplus(rho),\n"
-    "and the model card.\n";
+    "and the model card: what the runtime does with output 0 (the output\n"
+    "activation and whether vbseg convert inferred it) and 'not set' for every\n"
+    "empty field.\n";
+
+/* what an empty card field says */
+#define NOT_SET "not set (vbseg convert --card card.json sets it)"
 
 static const char *norm_name(vbs_norm n) {
     return n == VBS_NORM_ZSCORE_NONZERO ? "zscore_nonzero" : n == VBS_NORM_PERCENTILE ? "percentile" : "none";
@@ -23,6 +28,34 @@ static const char *conv_name(vbs_label_convention c) {
 }
 static const char *act_name(vbs_output_act a) {
     return a == VBS_ACT_SIGMOID ? "sigmoid" : a == VBS_ACT_NONE ? "none" : "softmax";
+}
+
+/* the value of the card's extra field `key`, or NULL */
+static const char *extra(const vbs_card *c, const char *key) {
+    for (int i = 0; i < c->n_extra; i++)
+        if (c->extra[i].key && !strcmp(c->extra[i].key, key)) return c->extra[i].value;
+    return NULL;
+}
+
+void cli_head_text(const vbs_model *m, char *buf, size_t len) {
+    const vbs_card *c = vbs_model_card(m);
+    vbs_value_info o;
+    long long k = -1;
+    if (vbs_model_n_outputs(m) > 0 && vbs_model_output(m, 0, &o) == VBS_OK && o.ndim >= 2 && o.dims[1] >= 0) k = o.dims[1];
+    char ks[32];
+    if (k >= 0) snprintf(ks, sizeof ks, "%lld", k);
+    else snprintf(ks, sizeof ks, "K");
+    int n;
+    if (c->output_activation == VBS_ACT_SOFTMAX) n = snprintf(buf, len, "softmax over %s classes", ks);
+    else if (c->output_activation == VBS_ACT_SIGMOID)
+        n = k == 1 ? snprintf(buf, len, "sigmoid: one foreground probability, threshold 0.5")
+                   : snprintf(buf, len, "sigmoid over %s channels, each its own binary class", ks);
+    else
+        n = k == 1 ? snprintf(buf, len, "none: the graph outputs one foreground probability, threshold 0.5")
+                   : snprintf(buf, len, "none: the graph outputs the probabilities of %s classes", ks);
+    const char *src = extra(c, "output_activation_source");
+    if (n >= 0 && (size_t)n < len && src) n += snprintf(buf + n, len - (size_t)n, " (%s)", src);
+    if (n >= 0 && (size_t)n < len && c->heteroscedastic) snprintf(buf + n, len - (size_t)n, ", heteroscedastic (logit mean + log-variance)");
 }
 
 static void json_str(const char *s) {
@@ -111,8 +144,10 @@ int cmd_info(int argc, char **argv) {
         for (int i = 0; i < c->n_patch; i++) printf("%s%lld", i ? ", " : "", (long long)c->patch[i]);
         printf("], \"labels\": {");
         for (int i = 0; i < c->n_labels; i++) { printf("%s\"%d\": ", i ? ", " : "", c->labels[i].value); json_str(c->labels[i].name); }
-        printf("}, \"label_convention\": \"%s\", \"heteroscedastic\": %s, \"output_activation\": \"%s\", \"producer\": ",
+        printf("}, \"label_convention\": \"%s\", \"heteroscedastic\": %s, \"output_activation\": \"%s\", \"output_activation_source\": ",
                conv_name(c->label_convention), c->heteroscedastic ? "true" : "false", act_name(c->output_activation));
+        json_str(extra(c, "output_activation_source"));
+        printf(", \"producer\": ");
         json_str(c->producer);
         printf(", \"producer_version\": ");
         json_str(c->producer_version);
@@ -146,18 +181,35 @@ int cmd_info(int argc, char **argv) {
         if (s.n_variational)
             printf("sigma:        min %.4g, median %.4g, max %.4g  (softplus(rho))\n", s.sigma_min, s.sigma_median, s.sigma_max);
         printf("channels:     ");
+        if (!c->n_channels) printf("%s", NOT_SET);
         for (int i = 0; i < c->n_channels; i++) printf("%s%s", i ? ", " : "", c->channels[i]);
         printf("\nnormalise:    %s\n", norm_name(c->normalization));
-        printf("spatial dims: %d, patch ", c->spatial_dims);
+        printf("spatial dims: ");
+        if (c->spatial_dims) printf("%d", c->spatial_dims);
+        else printf("not set");
+        printf(", patch ");
+        if (!c->n_patch) printf("%s", NOT_SET);
         for (int i = 0; i < c->n_patch; i++) printf("%s%lld", i ? "x" : "", (long long)c->patch[i]);
-        printf("\nlabels:       %s:", conv_name(c->label_convention));
+        printf("\nlabels:       ");
+        if (!c->n_labels) printf("not set: class indices are written (vbseg convert --card card.json sets values and names)");
+        else printf("%s:", conv_name(c->label_convention));
         for (int i = 0; i < c->n_labels; i++) printf(" %d=%s", c->labels[i].value, c->labels[i].name);
-        printf("\nhead:         %s%s\n", act_name(c->output_activation), c->heteroscedastic ? ", heteroscedastic (logit mean + log-variance)" : "");
-        printf("producer:     %s %s; data: %s; epochs %d; seed %llu\n", c->producer, c->producer_version, c->training_data,
-               c->epochs, (unsigned long long)c->seed);
+        char head[1024];
+        cli_head_text(m, head, sizeof head);
+        printf("\nhead:         %s\n", head);
+        const char *set[2] = {c->producer, c->training_data};
+        for (int i = 0; i < 2; i++)
+            if (!set[i] || !set[i][0]) set[i] = "not set";
+        printf("producer:     %s %s\n", set[0], c->producer_version ? c->producer_version : "");
+        printf("training:     data %s; epochs ", set[1]);
+        if (c->epochs) printf("%d", c->epochs);
+        else printf("not set");
+        printf("; seed %llu\n", (unsigned long long)c->seed);
+        if (!c->n_metrics) printf("metrics:      %s\n", NOT_SET);
         for (int i = 0; i < c->n_metrics; i++) printf("metric:       %s = %.4f\n", c->metrics[i].name, c->metrics[i].value);
-        for (int i = 0; i < c->n_extra; i++) printf("extra:        %s = %s\n", c->extra[i].key, c->extra[i].value);
-        if (c->description && c->description[0]) printf("description:  %s\n", c->description);
+        for (int i = 0; i < c->n_extra; i++)
+            if (strcmp(c->extra[i].key, "output_activation_source")) printf("extra:        %s = %s\n", c->extra[i].key, c->extra[i].value);
+        printf("description:  %s\n", c->description && c->description[0] ? c->description : NOT_SET);
     }
     vbs_model_free(m);
     return 0;

@@ -96,8 +96,9 @@ typedef struct vbs_model vbs_model;
 
 /* Loads and fully validates a .vbseg file: preamble, header CRC, every
  * tensor's offset, length, alignment and dims, the graph (known ops and
- * attributes, defined inputs, no cycles, shape inference), mu/rho pairs
- * and weight finiteness. Weights are mmapped, not copied.
+ * attributes, defined inputs, no cycles, shape inference), mu/rho pairs,
+ * weight finiteness, and the card's channel and label counts against the
+ * graph input's channel dim and output 0's class dim. Weights are mmapped, not copied.
  * *out (owned) is always set unless memory runs out: on failure it holds
  * only the error message, for vbs_model_errmsg(); free it either way. */
 vbs_status vbs_model_load(const char *path, vbs_model **out);
@@ -137,7 +138,12 @@ typedef enum {
     VBS_LABELS_BRATS_2023 = 2, /* 0/1/2/3 */
     VBS_LABELS_MSD = 3
 } vbs_label_convention;
-typedef enum { VBS_ACT_SOFTMAX = 0, VBS_ACT_SIGMOID = 1, VBS_ACT_NONE = 2 } vbs_output_act;
+/* How the runtime turns graph output 0 into probabilities. NONE: the graph
+ * outputs them already: one channel is P(foreground), K > 1 channels are
+ * class probabilities summing to 1 (a Monte-Carlo run refuses values outside
+ * [0, 1], or sums away from 1). AUTO is only for a card given to
+ * vbs_convert_onnx: infer it from the graph; no model holds it. */
+typedef enum { VBS_ACT_SOFTMAX = 0, VBS_ACT_SIGMOID = 1, VBS_ACT_NONE = 2, VBS_ACT_AUTO = 3 } vbs_output_act;
 
 typedef struct { int value; const char *name; } vbs_label;
 typedef struct { const char *key; const char *value; } vbs_kv;
@@ -199,7 +205,8 @@ typedef struct {
     float value;         /* MOPED's delta, or the constant sigma */
     float sigma_floor;   /* keeps rho finite where w = 0 */
     float prior_sigma;   /* Gaussian prior N(0, prior_sigma^2) recorded for the trainer */
-    const vbs_card *card;/* borrowed, copied into the model; NULL: a card saying only where the model came from */
+    const vbs_card *card;/* borrowed, copied into the model; NULL: a card saying only where the model came
+                          * from (and the output activation inferred from the graph) */
 } vbs_convert_opts;
 
 /* MOPED with delta 0.1, floor 1e-6, prior N(0, 1). */
@@ -207,7 +214,13 @@ vbs_convert_opts vbs_convert_defaults(void);
 
 /* Imports an ONNX model (opset 7+, the ops of this runtime) and makes the
  * weights and biases of Conv, ConvTranspose and PRelu variational as opts
- * says. *out is set as by vbs_model_load (on failure it holds only the
+ * says. The card's output activation is checked against the graph's end
+ * (a graph ending in Softmax over the channels or in Sigmoid outputs
+ * probabilities: NONE; raw logits: SOFTMAX over K > 1 channels or SIGMOID
+ * for one); VBS_ACT_AUTO (or no card) infers it. The card's extra
+ * "output_activation_source" says which. A contradicting activation, or a
+ * channel or label count that disagrees with the graph, is refused.
+ * *out is set as by vbs_model_load (on failure it holds only the
  * message, which names the node, its op and the attribute at fault). */
 vbs_status vbs_convert_onnx(const char *path, const vbs_convert_opts *opts, vbs_model **out);
 
