@@ -41,6 +41,11 @@ vbs_status vbs_fail(char *err, vbs_status st, const char *fmt, ...) __attribute_
 vbs_status vbs_fail_file(char *err, vbs_status st, const char *file, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void vbs_log(vbs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* json.c: a model card from JSON (the README's card format) into card; its
+ * strings and arrays are registered in the caller's pool (free each, then the
+ * pool). 0 and a one-line err naming the file and the field on failure. */
+int vbs_read_card_json(const char *path, vbs_card *card, char ***pool, int *npool, char *err, size_t errlen);
+
 /* a*b with overflow detection; returns 0 on overflow. */
 int vbs_mul_ok(int64_t a, int64_t b, int64_t *out);
 

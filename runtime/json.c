@@ -4,8 +4,9 @@
  * twice is an error, never a silent choice. Today: the dataset.json of
  * nnU-Net (v2: "channel_names" {"0": "T2"}, "labels" {"background": 0},
  * "file_ending") and of the Medical Segmentation Decathlon / nnU-Net v1
- * ("modality" {"0": "FLAIR"}, "labels" {"0": "background"}). Every
- * refusal names the file and the field.
+ * ("modality" {"0": "FLAIR"}, "labels" {"0": "background"}), and model
+ * cards (`vbseg convert --card`), whose unknown fields are refused so that a
+ * typo does not pass silently. Every refusal names the file and the field.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "cases.h"
+#include "internal.h"
 
 static int bad(char *err, size_t n, const char *path, const char *field, const char *what) {
     snprintf(err, n, "%s: field '%s' %s", path, field, what);
@@ -105,6 +107,173 @@ int vbs_read_dataset_json(const char *path, vbs_dataset_meta *meta, char *file_e
     if (!name) name = json_object_get(root, "dataset_name");
     if (name && json_is_string(name)) snprintf(meta->name, sizeof meta->name, "%s", json_string_value(name));
     meta->from_json = 1;
+done:
+    json_decref(root);
+    return ok;
+}
+
+/* ---- model cards (vbseg convert --card) ------------------------------------ */
+
+/* registers an allocation with the caller's pool (freed with the card) */
+static void *pool_add(char ***pool, int *npool, void *x) {
+    char **p = x ? realloc(*pool, sizeof *p * (size_t)(*npool + 1)) : NULL;
+    if (!p) { free(x); return NULL; }
+    *pool = p;
+    p[(*npool)++] = x;
+    return x;
+}
+
+static char *pool_dup(char ***pool, int *npool, const char *s) { return pool_add(pool, npool, strdup(s)); }
+
+/* a card field as one of names[] (n of them); -1 if it is not */
+static int one_of(json_t *v, const char *const *names, int n) {
+    for (int k = 0; json_is_string(v) && k < n; k++)
+        if (!strcmp(json_string_value(v), names[k])) return k;
+    return -1;
+}
+
+int vbs_read_card_json(const char *path, vbs_card *card, char ***pool, int *npool, char *err, size_t errlen) {
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        if (je.position == 0 && je.line <= 0) snprintf(err, errlen, "%s: %s", path, je.text);
+        else snprintf(err, errlen, "%s: invalid JSON at line %d, column %d: %s", path, je.line, je.column, je.text);
+        return 0;
+    }
+    int ok = 1;
+    const char *key;
+    json_t *v;
+#define BAD(field, what) do { snprintf(err, errlen, "%s: field '%s' must be %s", path, field, what); ok = 0; goto done; } while (0)
+#define OOM() do { snprintf(err, errlen, "%s: out of memory", path); ok = 0; goto done; } while (0)
+    if (!json_is_object(root)) { snprintf(err, errlen, "%s: the card must be a JSON object", path); ok = 0; goto done; }
+    static const char *const known[] = {"channels", "normalization", "percentile", "spatial_dims", "patch", "labels", "label_convention",
+                                        "output_activation", "heteroscedastic", "training_data", "epochs", "seed", "description",
+                                        "metrics", "extra", NULL};
+    json_object_foreach(root, key, v) {
+        int k = 0;
+        while (known[k] && strcmp(known[k], key)) k++;
+        if (!known[k]) { snprintf(err, errlen, "%s: field '%s' is not a model card field", path, key); ok = 0; goto done; }
+    }
+    if ((v = json_object_get(root, "channels"))) {
+        if (!json_is_array(v) || json_array_size(v) > 1024) BAD("channels", "a list of names");
+        size_t n = json_array_size(v);
+        const char **ch = pool_add(pool, npool, calloc(n + 1, sizeof *ch));
+        if (!ch) OOM();
+        for (size_t i = 0; i < n; i++) {
+            json_t *it = json_array_get(v, i);
+            if (!json_is_string(it)) BAD("channels", "a list of names");
+            if (!(ch[i] = pool_dup(pool, npool, json_string_value(it)))) OOM();
+        }
+        card->channels = ch;
+        card->n_channels = (int)n;
+    }
+    if ((v = json_object_get(root, "normalization"))) {
+        static const char *const names[] = {"none", "zscore_nonzero", "percentile"};
+        int k = one_of(v, names, 3);
+        if (k < 0) BAD("normalization", "\"none\", \"zscore_nonzero\" or \"percentile\"");
+        card->normalization = (vbs_norm)k;
+    }
+    if ((v = json_object_get(root, "percentile"))) {
+        json_t *lo = json_array_get(v, 0), *hi = json_array_get(v, 1);
+        if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_number(lo) || !json_is_number(hi) || json_number_value(lo) < 0 ||
+            json_number_value(hi) > 100 || json_number_value(lo) >= json_number_value(hi))
+            BAD("percentile", "[low, high] with 0 <= low < high <= 100");
+        card->percentile_lo = (float)json_number_value(lo);
+        card->percentile_hi = (float)json_number_value(hi);
+    }
+    if ((v = json_object_get(root, "spatial_dims"))) {
+        if (!json_is_integer(v) || (json_integer_value(v) != 2 && json_integer_value(v) != 3)) BAD("spatial_dims", "2 or 3");
+        card->spatial_dims = (int)json_integer_value(v);
+    }
+    if ((v = json_object_get(root, "patch"))) {
+        size_t n = json_array_size(v);
+        if (!json_is_array(v) || n < 1 || n > 3) BAD("patch", "a list of 1 to 3 sizes");
+        int64_t *p = pool_add(pool, npool, calloc(3, sizeof *p));
+        if (!p) OOM();
+        for (size_t i = 0; i < n; i++) {
+            json_t *it = json_array_get(v, i);
+            if (!json_is_integer(it) || json_integer_value(it) < 1 || json_integer_value(it) > 65536) BAD("patch", "sizes in 1..65536");
+            p[i] = json_integer_value(it);
+        }
+        card->patch = p;
+        card->n_patch = (int)n;
+    }
+    if ((v = json_object_get(root, "labels"))) {
+        if (!json_is_object(v) || json_object_size(v) > 1024) BAD("labels", "an object {\"value\": \"name\"}");
+        vbs_label *l = pool_add(pool, npool, calloc(json_object_size(v) + 1, sizeof *l));
+        if (!l) OOM();
+        int i = 0;
+        json_t *it;
+        json_object_foreach(v, key, it) {
+            int val = index_key(key);
+            if (val < 0 || val > 32767 || !json_is_string(it)) BAD("labels", "an object {\"value\": \"name\"} with values 0..32767");
+            l[i].value = val;
+            if (!(l[i++].name = pool_dup(pool, npool, json_string_value(it)))) OOM();
+        }
+        card->labels = l;
+        card->n_labels = i;
+    }
+    if ((v = json_object_get(root, "label_convention"))) {
+        static const char *const names[] = {"custom", "brats2018", "brats2023", "msd"};
+        int k = one_of(v, names, 4);
+        if (k < 0) BAD("label_convention", "custom, brats2018, brats2023 or msd");
+        card->label_convention = (vbs_label_convention)k;
+    }
+    if ((v = json_object_get(root, "output_activation"))) {
+        static const char *const names[] = {"softmax", "sigmoid", "none"};
+        int k = one_of(v, names, 3);
+        if (k < 0) BAD("output_activation", "softmax, sigmoid or none");
+        card->output_activation = (vbs_output_act)k;
+    }
+    if ((v = json_object_get(root, "heteroscedastic"))) {
+        if (!json_is_boolean(v)) BAD("heteroscedastic", "true or false");
+        card->heteroscedastic = json_is_true(v);
+    }
+    const char *strs[] = {"training_data", "description"};
+    const char **dst[] = {&card->training_data, &card->description};
+    for (int i = 0; i < 2; i++)
+        if ((v = json_object_get(root, strs[i]))) {
+            if (!json_is_string(v)) BAD(strs[i], "a string");
+            if (!(*dst[i] = pool_dup(pool, npool, json_string_value(v)))) OOM();
+        }
+    if ((v = json_object_get(root, "epochs"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1000000000) BAD("epochs", "a count");
+        card->epochs = (int)json_integer_value(v);
+    }
+    if ((v = json_object_get(root, "seed"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0) BAD("seed", "a non-negative integer");
+        card->seed = (uint64_t)json_integer_value(v);
+    }
+    if ((v = json_object_get(root, "metrics"))) {
+        if (!json_is_object(v) || json_object_size(v) > 1024) BAD("metrics", "an object {\"name\": number}");
+        vbs_metric *mt = pool_add(pool, npool, calloc(json_object_size(v) + 1, sizeof *mt));
+        if (!mt) OOM();
+        int i = 0;
+        json_t *it;
+        json_object_foreach(v, key, it) {
+            if (!json_is_number(it)) BAD("metrics", "an object {\"name\": number}");
+            mt[i].value = json_number_value(it);
+            if (!(mt[i++].name = pool_dup(pool, npool, key))) OOM();
+        }
+        card->metrics = mt;
+        card->n_metrics = i;
+    }
+    if ((v = json_object_get(root, "extra"))) {
+        if (!json_is_object(v) || json_object_size(v) > 1024) BAD("extra", "an object {\"key\": \"value\"}");
+        vbs_kv *kv = pool_add(pool, npool, calloc(json_object_size(v) + 1, sizeof *kv));
+        if (!kv) OOM();
+        int i = 0;
+        json_t *it;
+        json_object_foreach(v, key, it) {
+            if (!json_is_string(it)) BAD("extra", "an object {\"key\": \"value\"}");
+            kv[i].key = pool_dup(pool, npool, key);
+            if (!kv[i].key || !(kv[i++].value = pool_dup(pool, npool, json_string_value(it)))) OOM();
+        }
+        card->extra = kv;
+        card->n_extra = i;
+    }
+#undef BAD
+#undef OOM
 done:
     json_decref(root);
     return ok;

@@ -31,7 +31,8 @@ static const char *help =
     "activation that contradicts the graph, or channel or label counts that\n"
     "disagree with it, are refused. The choice is printed.\n";
 
-int cli_read_card(const char *path, vbs_card *card, char ***pool, int *npool, char *err, size_t errlen);
+/* libvbseg's model card reader (runtime/json.c) */
+int vbs_read_card_json(const char *path, vbs_card *card, char ***pool, int *npool, char *err, size_t errlen);
 
 int cmd_convert(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *card_path = NULL;
@@ -62,7 +63,7 @@ int cmd_convert(int argc, char **argv) {
     if (card_path) {
         memset(&card, 0, sizeof card);
         card.output_activation = VBS_ACT_AUTO; /* unless the card gives it */
-        if (!cli_read_card(card_path, &card, &pool, &npool, err, sizeof err)) {
+        if (!vbs_read_card_json(card_path, &card, &pool, &npool, err, sizeof err)) {
             cli_error("convert", "%s", err);
             goto out;
         }
