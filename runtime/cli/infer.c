@@ -28,7 +28,7 @@ static const char *help =
     "usage: vbseg infer --model M --input DIR --output DIR [--layout auto|nnunet|brats2021|brats2023|flat]\n"
     "                   [--samples 20] [--seed 0] [--mode sample|mean] [--threads T] [--save-probabilities]\n"
     "                   [--overlap 0.5] [--no-png] [--no-crop] [--adaptive TOL] [--remap contiguous|brats]\n"
-    "                   [--shard I/N] [--overwrite] [--quiet]\n"
+    "                   [--shard I/N] [--overwrite] [--quiet] [--preview-max X]\n"
     "\n"
     "Runs every case of DIR and writes, per case, to the output folder:\n"
     "  CASE.nii.gz                labels in the model card's label values (--remap contiguous:\n"
@@ -38,7 +38,8 @@ static const char *help =
     "  CASE_aleatoric.nii.gz      expected entropy (aleatoric)\n"
     "  CASE_regions.nii.gz        BraTS-convention models: P(WT), P(TC), P(ET)\n"
     "  CASE_probabilities.nii.gz  with --save-probabilities: the mean class probabilities\n"
-    "  CASE_preview.png           slices through the lesion: scan, labels, MI heat map (--no-png: none)\n"
+    "  CASE_preview.png           slices through the lesion: scan, labels, MI heat map (--no-png: none;\n"
+    "                             --preview-max X: the MI colour bar's top, else each case's max)\n"
     "and summary.csv / summary.json (one row per case, the most uncertain first) and\n"
     "manifest.tsv (what is done, for re-runs). A 3D model runs in sliding windows of its\n"
     "card's patch size, neighbours sharing --overlap of a patch, blended with Gaussian\n"
@@ -321,6 +322,7 @@ typedef struct {
     const columns *cols;
     vbs_mc_opts o;
     int probs, regions, png, remap, crop;
+    float preview_max;                /* --preview-max; 0: each case's own max */
 } runner;
 
 /* One case, start to end; 0 and r->error on failure (nothing left behind). */
@@ -464,8 +466,9 @@ static int run_case(runner *R, layout lay, const scan_case *sc, result *r) {
     if (R->png) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s_preview.png", R->out, sc->id);
-        int64_t d[3] = {d0[0], d0[1], d0[2]};
-        if (!write_preview(path, vbs_volume_data(vols[0]), lab, mi, d, card->n_labels ? (float)card->labels[0].value : 0.f, err, sizeof err)) {
+        preview_in pv = {sc->id, vbs_volume_data(vols[0]), lab, mi, {d0[0], d0[1], d0[2]}, {{0}}, 0, card, bg, R->preview_max};
+        pv.affine_code = vbs_volume_affine(vols[0], pv.affine);
+        if (!write_preview(path, &pv, err, sizeof err)) {
             snprintf(r->error, sizeof r->error, "%s", err);
             remove_outputs(R->out, sc->id);
             goto done;
@@ -529,7 +532,7 @@ int cmd_infer(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *out = NULL;
     layout lay = LAYOUT_AUTO;
     long long samples = 20, seed = 0, threads = 0, shard_i = 0, shard_n = 1;
-    double overlap = 0.5, adaptive = 0;
+    double overlap = 0.5, adaptive = 0, preview_max = 0;
     int remap = 0; /* 0 keep the card's values, 1 contiguous class indices, 2 BraTS 2018 values (0,1,2,4) */
     int probs = 0, quiet = 0, overwrite = 0, png = 1, crop = 1;
     vbs_mode mode = VBS_MODE_SAMPLE;
@@ -556,6 +559,9 @@ int cmd_infer(int argc, char **argv) {
             if (!strcmp(v, "contiguous")) remap = 1;
             else if (!strcmp(v, "brats")) remap = 2;
             else { cli_error("infer", "--remap must be contiguous or brats, not '%s'", v); return 2; }
+        } else if (!strcmp(a, "--preview-max")) {
+            if (!cli_float("infer", a, v, &preview_max)) return 2;
+            if (!(preview_max > 0 && preview_max < 1e30)) { cli_error("infer", "--preview-max %g is not a positive number of nats", preview_max); return 2; }
         } else if (!strcmp(a, "--overlap")) {
             if (!cli_float("infer", a, v, &overlap)) return 2;
             if (overlap < 0 || overlap > 0.9) { cli_error("infer", "--overlap %g is not in 0..0.9", overlap); return 2; }
@@ -591,8 +597,8 @@ int cmd_infer(int argc, char **argv) {
     int regions = card->label_convention == VBS_LABELS_BRATS_2018 || card->label_convention == VBS_LABELS_BRATS_2023;
     /* the manifest: model and options must match for a case to be skipped */
     char header[512], mpath[4096];
-    snprintf(header, sizeof header, "vbseg-infer 2\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d adaptive %g remap %d crop %d",
-             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap, png, adaptive, remap, crop);
+    snprintf(header, sizeof header, "vbseg-infer 2\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d adaptive %g remap %d crop %d preview_max %g",
+             (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap, png, adaptive, remap, crop, preview_max);
     /* shards of one folder keep their own manifest and summaries (merged later) */
     char tag[64] = "";
     if (shard_n > 1) snprintf(tag, sizeof tag, ".shard-%lld-of-%lld", shard_i, shard_n);
@@ -608,7 +614,7 @@ int cmd_infer(int argc, char **argv) {
     int manifest_ok = mf && fgets(line, sizeof line, mf) && !strncmp(line, header, strlen(header)) && line[strlen(header)] == '\n';
     vbs_session_new(m, &s);
     runner R = {out, m, s, &cols, {(int)samples, (uint64_t)seed, mode, (int)threads, overlap > 0 ? (float)overlap : 1e-6f, (float)adaptive, 5},
-                probs, regions, png, remap, crop};
+                probs, regions, png, remap, crop, (float)preview_max};
     int nres = 0, failed = 0, done = 0;
     double t0 = now();
     int tty = isatty(2);
