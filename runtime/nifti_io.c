@@ -480,3 +480,30 @@ void vbs_volume_spacing(const vbs_volume *v, double out[3]) {
         out[i] = d > 0 && isfinite(d) ? d : 1.0;
     }
 }
+
+/* a usable transform: finite, and the three voxel axes span space */
+static int affine_ok(double m[4][4]) {
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++)
+            if (!isfinite(m[i][j])) return 0;
+    double det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
+                 m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    return fabs(det) > 1e-12;
+}
+
+int vbs_volume_affine(const vbs_volume *v, double m[4][4]) {
+    int qc = 0, sc = 0;
+    double q[4][4], s[4][4], pix[3];
+    nifti_set_debug_level(0);
+    if (v->version && geometry(v, &qc, &sc, q, s, pix)) {
+        if (sc > 0 && affine_ok(s)) { memcpy(m, s, sizeof s); return sc; }
+        if (qc > 0 && affine_ok(q)) { memcpy(m, q, sizeof q); return qc; }
+    }
+    /* no usable transform: voxel order, scaled by the voxel size */
+    double sp[3];
+    vbs_volume_spacing(v, sp);
+    memset(m, 0, 16 * sizeof(double));
+    for (int i = 0; i < 3; i++) m[i][i] = sp[i];
+    m[3][3] = 1;
+    return 0;
+}

@@ -29,10 +29,41 @@ int cli_shape(const char *s, int64_t *dims, int max);
 /* argv[i] is an option taking a value: returns it, or NULL after printing an error. */
 const char *cli_value(const char *cmd, int argc, char **argv, int *i);
 
-/* The PNG montage of a case (preview.c): scan, labels over it and the MI heat
- * map for up to 4 axial slices; dims are x, y, z of the volumes. 1 on success. */
-int write_preview(const char *path, const float *scan, const float *labels, const float *mi, const int64_t dims[3], float background,
-                  char *err, size_t errlen);
+/* The PNG montage of a case (preview.c). The volumes are x*y*z floats, x
+ * fastest, all borrowed. */
+typedef struct {
+    const char *case_name;
+    const float *scan;          /* x*y*z: the first model channel, raw intensities */
+    const float *labels;        /* x*y*z: label values */
+    const float *mi;            /* x*y*z: mutual information (nats) */
+    int64_t dims[3];            /* x, y, z */
+    double affine[4][4];        /* voxel (i, j, k, 1) -> world mm (RAS+), as vbs_volume_affine */
+    int affine_code;            /* its return value; 0: no affine, the voxel order is shown */
+    const vbs_card *card;       /* label names and values for the legend; NULL: the values found */
+    float background;           /* the background label value (not coloured) */
+    float mi_max;               /* > 0: the colour bar's top (--preview-max); else the case's max */
+} preview_in;
+
+/* Where write_preview puts things (for the tests): the slices shown, top row
+ * first (the most superior), and the pixel rectangles {x, y, w, h}. */
+typedef struct {
+    int n_slices;
+    int64_t slice[4];           /* index along the slice axis */
+    double position[4];         /* mm along the world axis closest to the slice axis */
+    int slice_axis;             /* voxel axis 0..2 the slices cut */
+    int width, height;          /* the whole image */
+    int panel[4][3][4];         /* per row: the scan, labels and MI panels */
+    int bar[4];                 /* the colour bar with its title, ticks and note */
+    float bar_top;              /* the value at the bar's top end */
+} preview_layout;
+
+/* Chooses the slices and lays the image out; 1 on success, else 0 and err. */
+int preview_plan(const preview_in *p, preview_layout *out, char *err, size_t errlen);
+/* Writes the montage as PNG, atomically; 1 on success, else 0 and err. */
+int write_preview(const char *path, const preview_in *p, char *err, size_t errlen);
+/* The 5x8 glyph of a character: 40 chars, row by row, '#' set and '.' clear.
+ * Every printable ASCII character has one; anything else gets '?'s. */
+const char *preview_glyph(int c);
 
 /* QC of a finished case (summary.csv's qc_flag, infer_report.c): "review" when
  * its mean mutual information over the predicted foreground is at least

@@ -26,7 +26,7 @@ static const char *help =
     "usage: vbseg infer --model M --input DIR --output DIR [--layout auto|nnunet|brats2021|brats2023|flat]\n"
     "                   [--samples 20] [--seed 0] [--mode sample|mean] [--threads T] [--save-probabilities]\n"
     "                   [--overlap 0.5] [--no-png] [--no-crop] [--adaptive TOL] [--remap contiguous|brats]\n"
-    "                   [--shard I/N] [--overwrite] [--quiet]\n"
+    "                   [--shard I/N] [--overwrite] [--quiet] [--preview-max X]\n"
     "\n"
     "Runs every case of DIR and writes, per case, to the output folder:\n"
     "  CASE.nii.gz                 labels in the model card's label values (--remap contiguous:\n"
@@ -38,7 +38,8 @@ static const char *help =
     "  CASE_probabilities.nii.gz   with --save-probabilities: the mean class probabilities\n"
     "  CASE_aleatoric_het.nii.gz   heteroscedastic models: mean predicted logit variance (eq. 10)\n"
     "  CASE_epistemic_het.nii.gz   heteroscedastic models: variance of the logit means (eq. 11)\n"
-    "  CASE_preview.png            slices through the lesion: scan, labels, MI heat map (--no-png: none)\n"
+    "  CASE_preview.png            slices through the lesion: scan, labels, MI heat map (--no-png: none;\n"
+    "                              --preview-max X: the MI colour bar's top, else each case's max)\n"
     "and summary.csv / summary.json (one row per case, failures first, then the most\n"
     "uncertain; notes such as ignored files or NaN voxels in their own column) and\n"
     "manifest.tsv (what is done, for re-runs). A 3D model runs in sliding windows of its\n"
@@ -283,7 +284,7 @@ int cmd_infer(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *out = NULL;
     vbs_layout lay = VBS_LAYOUT_AUTO;
     long long samples = 20, seed = 0, threads = 0, shard_i = 0, shard_n = 1;
-    double overlap = 0.5, adaptive = 0;
+    double overlap = 0.5, adaptive = 0, preview_max = 0;
     int remap = 0; /* 0 keep the card's values, 1 contiguous class indices, 2 BraTS 2018 values (0,1,2,4) */
     int probs = 0, quiet = 0, overwrite = 0, png = 1, crop = 1;
     vbs_mode mode = VBS_MODE_SAMPLE;
@@ -310,6 +311,9 @@ int cmd_infer(int argc, char **argv) {
             if (!strcmp(v, "contiguous")) remap = 1;
             else if (!strcmp(v, "brats")) remap = 2;
             else { cli_error("infer", "--remap must be contiguous or brats, not '%s'", v); return 2; }
+        } else if (!strcmp(a, "--preview-max")) {
+            if (!cli_float("infer", a, v, &preview_max)) return 2;
+            if (!(preview_max > 0 && preview_max < 1e30)) { cli_error("infer", "--preview-max %g is not a positive number of nats", preview_max); return 2; }
         } else if (!strcmp(a, "--overlap")) {
             if (!cli_float("infer", a, v, &overlap)) return 2;
             if (overlap < 0 || overlap > 0.9) { cli_error("infer", "--overlap %g is not in 0..0.9", overlap); return 2; }
@@ -367,7 +371,7 @@ int cmd_infer(int argc, char **argv) {
                 {.n_samples = (int)samples, .seed = (uint64_t)seed, .mode = mode, .threads = (int)threads,
                  .overlap = overlap > 0 ? (float)overlap : 1e-6f, .adaptive_tol = (float)adaptive, .adaptive_block = 5,
                  .progress = on_progress, .progress_user = &pg},
-                probs, regions, png, remap, crop, card->heteroscedastic && vbs_model_n_outputs(m) >= 2};
+                probs, regions, png, remap, crop, card->heteroscedastic && vbs_model_n_outputs(m) >= 2, (float)preview_max};
     char tag[64] = "", mpath[PATH_MAX];
     if (shard_n > 1) snprintf(tag, sizeof tag, ".shard-%lld-of-%lld", shard_i, shard_n);
     snprintf(mpath, sizeof mpath, "%s/manifest%s.tsv", out, tag);
@@ -387,9 +391,9 @@ int cmd_infer(int argc, char **argv) {
     if (stale && !quiet) fprintf(stderr, "vbseg infer: removed %d temporar%s left by an interrupted run in %s\n", stale, stale == 1 ? "y" : "ies", out);
     /* the manifest: the model and the options must match for a case to be skipped */
     char header[512];
-    snprintf(header, sizeof header, "vbseg-infer 3\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d adaptive %g remap %d crop %d",
+    snprintf(header, sizeof header, "vbseg-infer 3\tmodel %016llx\tsamples %lld seed %lld mode %s probabilities %d overlap %g png %d adaptive %g remap %d crop %d preview_max %g",
              (unsigned long long)fnv(model), mode == VBS_MODE_MEAN ? 1 : samples, seed, mode == VBS_MODE_MEAN ? "mean" : "sample", probs, overlap,
-             png, adaptive, remap, crop);
+             png, adaptive, remap, crop, preview_max);
     if (!overwrite) read_manifest(mpath, header, &old);
     res = calloc((size_t)n + 1, sizeof *res);
     char *skip = calloc((size_t)n + 1, 1);

@@ -57,6 +57,7 @@ typedef struct {
     const columns *cols;
     vbs_mc_opts o;
     int probs, regions, png, remap, crop, hetero;
+    float preview_max;                /* --preview-max; 0: each case's own max */
 } runner;
 
 typedef enum { CASE_OK = 1, CASE_FAILED = 0, CASE_WRITE_FAILED = -1, CASE_CANCELLED = -2 } case_status;

@@ -253,8 +253,9 @@ case_status run_case(runner *R, vbs_layout lay, const vbs_scan_case *sc, result 
     if (R->png) {
         char path[4096];
         out_path(path, sizeof path, R->out, sc->id, "_preview", ".png", 1);
-        int64_t d[3] = {d0[0], d0[1], d0[2]};
-        if (!write_preview(path, vbs_volume_data(vols[0]), lab, mi, d, bg, err, sizeof err)) {
+        preview_in pv = {sc->id, vbs_volume_data(vols[0]), lab, mi, {d0[0], d0[1], d0[2]}, {{0}}, 0, card, bg, R->preview_max};
+        pv.affine_code = vbs_volume_affine(vols[0], pv.affine);
+        if (!write_preview(path, &pv, err, sizeof err)) {
             snprintf(r->error, sizeof r->error, "%s", err);
             ret = CASE_WRITE_FAILED;
             goto done;

@@ -387,6 +387,14 @@ double vbs_volume_voxel_ml(const vbs_volume *v);
 /* Voxel spacing along x, y, z (pixdim, absolute; 1 for .npy volumes). */
 void vbs_volume_spacing(const vbs_volume *v, double out[3]);
 
+/* The voxel-to-world transform: m maps (i, j, k, 1) to (x, y, z, 1) in mm,
+ * RAS+ as NIfTI defines world space (x grows towards the patient's right,
+ * y anterior, z superior). Returns the code of the transform used: the
+ * sform code if it is > 0 (and the matrix is finite and invertible), else the
+ * qform code if > 0 (likewise), else 0 with m = diag(pixdim x, y, z, 1): voxel
+ * order, the orientation unknown. .npy volumes always give 0. */
+int vbs_volume_affine(const vbs_volume *v, double m[4][4]);
+
 /* Spatial dims x, y, z (z = 1 for 2D) and t (channels of a 4D file). */
 void vbs_volume_dims(const vbs_volume *v, int64_t dims[4]);
 /* Voxel data, x fastest (NIfTI order), x*y*z*t floats; borrowed. */
