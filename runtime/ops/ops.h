@@ -49,14 +49,20 @@ VBS_DECLARE_BACKWARD(mul);
 VBS_DECLARE_OP(prelu);
 VBS_DECLARE_BACKWARD(prelu);
 VBS_DECLARE_OP(concat);
+VBS_DECLARE_BACKWARD(concat);
 VBS_DECLARE_OP(resize);
+VBS_DECLARE_BACKWARD(resize);
 size_t vbs_resize_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 VBS_DECLARE_OP(pad);
+VBS_DECLARE_BACKWARD(pad);
 VBS_DECLARE_OP(identity);
+VBS_DECLARE_BACKWARD(identity);
 VBS_DECLARE_OP(dropout);
+VBS_DECLARE_BACKWARD(dropout);
 VBS_DECLARE_OP(gaussian_sample);
 VBS_DECLARE_OP(spatial_broadcast);
 VBS_DECLARE_OP(transpose);
+VBS_DECLARE_BACKWARD(transpose);
 
 /* elementwise.c: the gradient loops other backward kernels share.
  * dx[0..n) += dy[0..n) (vectorised, AVX2 where the CPU has it). */

@@ -35,14 +35,14 @@ const vbs_op_info vbs_ops[VBS_OP_COUNT] = {
     [VBS_OP_SOFTPLUS] = ROWB("Softplus", softplus, NULL, NULL, 1, 1, 1, NULL, NULL),
     [VBS_OP_ADD] = ROWB("Add", add, NULL, NULL, 2, 2, 1, NULL, NULL),
     [VBS_OP_MUL] = ROWB("Mul", mul, NULL, NULL, 2, 2, 1, NULL, NULL),
-    [VBS_OP_CONCAT] = ROW("Concat", concat, NULL, NULL, 1, VBS_MAX_IN, 1),
-    [VBS_OP_RESIZE] = ROW("Resize", resize, vbs_resize_work, NULL, 1, 1, 1),
-    [VBS_OP_PAD] = ROW("Pad", pad, NULL, NULL, 1, 1, 1),
-    [VBS_OP_IDENTITY] = ROW("Identity", identity, NULL, NULL, 1, 1, 1),
-    [VBS_OP_DROPOUT] = ROW("Dropout", dropout, NULL, NULL, 1, 3, 1),
+    [VBS_OP_CONCAT] = ROWB("Concat", concat, NULL, NULL, 1, VBS_MAX_IN, 1, NULL, NULL),
+    [VBS_OP_RESIZE] = ROWB("Resize", resize, vbs_resize_work, NULL, 1, 1, 1, vbs_resize_work, NULL),
+    [VBS_OP_PAD] = ROWB("Pad", pad, NULL, NULL, 1, 1, 1, NULL, NULL),
+    [VBS_OP_IDENTITY] = ROWB("Identity", identity, NULL, NULL, 1, 1, 1, NULL, NULL),
+    [VBS_OP_DROPOUT] = ROWB("Dropout", dropout, NULL, NULL, 1, 3, 1, NULL, NULL),
     [VBS_OP_GAUSSIAN_SAMPLE] = ROW("GaussianSample", gaussian_sample, NULL, NULL, 2, 2, 1),
     [VBS_OP_SPATIAL_BROADCAST] = ROW("SpatialBroadcast", spatial_broadcast, NULL, NULL, 2, 2, 1),
-    [VBS_OP_TRANSPOSE] = ROW("Transpose", transpose, NULL, NULL, 1, 1, 1),
+    [VBS_OP_TRANSPOSE] = ROWB("Transpose", transpose, NULL, NULL, 1, 1, 1, NULL, NULL),
 };
 
 vbs_op vbs_op_from_name(const char *name) {
