@@ -60,7 +60,9 @@ VBS_DECLARE_BACKWARD(identity);
 VBS_DECLARE_OP(dropout);
 VBS_DECLARE_BACKWARD(dropout);
 VBS_DECLARE_OP(gaussian_sample);
+VBS_DECLARE_BACKWARD(gaussian_sample);
 VBS_DECLARE_OP(spatial_broadcast);
+VBS_DECLARE_BACKWARD(spatial_broadcast);
 VBS_DECLARE_OP(transpose);
 VBS_DECLARE_BACKWARD(transpose);
 

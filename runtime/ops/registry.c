@@ -40,8 +40,8 @@ const vbs_op_info vbs_ops[VBS_OP_COUNT] = {
     [VBS_OP_PAD] = ROWB("Pad", pad, NULL, NULL, 1, 1, 1, NULL, NULL),
     [VBS_OP_IDENTITY] = ROWB("Identity", identity, NULL, NULL, 1, 1, 1, NULL, NULL),
     [VBS_OP_DROPOUT] = ROWB("Dropout", dropout, NULL, NULL, 1, 3, 1, NULL, NULL),
-    [VBS_OP_GAUSSIAN_SAMPLE] = ROW("GaussianSample", gaussian_sample, NULL, NULL, 2, 2, 1),
-    [VBS_OP_SPATIAL_BROADCAST] = ROW("SpatialBroadcast", spatial_broadcast, NULL, NULL, 2, 2, 1),
+    [VBS_OP_GAUSSIAN_SAMPLE] = ROWB("GaussianSample", gaussian_sample, NULL, NULL, 2, 2, 1, NULL, NULL),
+    [VBS_OP_SPATIAL_BROADCAST] = ROWB("SpatialBroadcast", spatial_broadcast, NULL, NULL, 2, 2, 1, NULL, NULL),
     [VBS_OP_TRANSPOSE] = ROWB("Transpose", transpose, NULL, NULL, 1, 1, 1, NULL, NULL),
 };
 
