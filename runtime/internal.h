@@ -320,6 +320,11 @@ static inline float vbs_softplus(float x) {
     /* log(1+exp(x)) without overflow */
     return x > 20.f ? x : (x < -20.f ? __builtin_expf(x) : __builtin_log1pf(__builtin_expf(x)));
 }
+/* d softplus / dx = sigmoid(x), branch by branch of vbs_softplus (its
+ * derivative as computed: 1 above 20, exp(x) below -20). */
+static inline float vbs_softplus_grad(float x) {
+    return x > 20.f ? 1.f : (x < -20.f ? __builtin_expf(x) : 1.f / (1.f + __builtin_expf(-x)));
+}
 
 /* ---- compiled graph and model --------------------------------------- */
 

@@ -1,7 +1,9 @@
 /*
  * concat.c: ONNX Concat along any axis (negative axes count from the end).
  * The fast kernel copies contiguous runs with memcpy; the naive one maps
- * each output element back to its source.
+ * each output element back to its source. Backward: each input's
+ * gradient is its slice of dy, added run by run (the same walk as the
+ * forward) or, naively, element by element.
  */
 #include <string.h>
 
@@ -38,7 +40,10 @@ static int axis_of(const vbs_op_args *a) {
     return (int)(a->node->a.axis < 0 ? a->node->a.axis + a->ys[0]->ndim : a->node->a.axis);
 }
 
-void vbs_concat_forward(const vbs_op_args *a) {
+/* The forward's walk: per input k and outer index o, a run of len floats
+ * at x[k] + o*len and y + o*row + off. Forward (dy == NULL) copies x into
+ * y; backward adds dy into each wanted dx[k]. */
+static void concat_runs(const vbs_op_args *a, const float *dy, float *const *dx) {
     int ax = axis_of(a);
     int64_t outer = 1, inner = 1;
     for (int i = 0; i < ax; i++) outer *= a->ys[0]->d[i];
@@ -46,20 +51,43 @@ void vbs_concat_forward(const vbs_op_args *a) {
     int64_t row = a->ys[0]->d[ax] * inner, off = 0;
     for (int k = 0; k < a->node->n_in; k++) {
         int64_t len = a->xs[k]->d[ax] * inner;
-        for (int64_t o = 0; o < outer; o++) memcpy(a->y[0] + o * row + off, a->x[k] + o * len, sizeof(float) * (size_t)len);
+        for (int64_t o = 0; o < outer; o++) {
+            if (!dy) memcpy(a->y[0] + o * row + off, a->x[k] + o * len, sizeof(float) * (size_t)len);
+            else if (dx[k]) vbs_grad_add(dx[k] + o * len, dy + o * row + off, len);
+        }
         off += len;
     }
 }
 
-void vbs_concat_forward_naive(const vbs_op_args *a) {
+void vbs_concat_forward(const vbs_op_args *a) { concat_runs(a, NULL, NULL); }
+void vbs_concat_backward(const vbs_grad_args *g) { concat_runs(g->fwd, g->dy[0], g->dx); }
+
+/* Output element e's source: input *k, element *src. */
+static void concat_source(const vbs_op_args *a, int64_t e, int *k, int64_t *src) {
     int ax = axis_of(a);
     int64_t inner = 1;
     for (int i = ax + 1; i < a->ys[0]->ndim; i++) inner *= a->ys[0]->d[i];
-    int64_t total = a->ys[0]->d[ax], n = vbs_shape_numel(a->ys[0]);
+    int64_t total = a->ys[0]->d[ax];
+    int64_t o = e / (total * inner), c = (e / inner) % total, i = e % inner;
+    *k = 0;
+    while (c >= a->xs[*k]->d[ax]) c -= a->xs[(*k)++]->d[ax];
+    *src = (o * a->xs[*k]->d[ax] + c) * inner + i;
+}
+
+void vbs_concat_forward_naive(const vbs_op_args *a) {
+    int64_t n = vbs_shape_numel(a->ys[0]), src;
+    int k;
     for (int64_t e = 0; e < n; e++) {
-        int64_t o = e / (total * inner), c = (e / inner) % total, i = e % inner;
-        int k = 0;
-        while (c >= a->xs[k]->d[ax]) c -= a->xs[k++]->d[ax];
-        a->y[0][e] = a->x[k][(o * a->xs[k]->d[ax] + c) * inner + i];
+        concat_source(a, e, &k, &src);
+        a->y[0][e] = a->x[k][src];
+    }
+}
+
+void vbs_concat_backward_naive(const vbs_grad_args *g) {
+    int64_t n = vbs_shape_numel(g->fwd->ys[0]), src;
+    int k;
+    for (int64_t e = 0; e < n; e++) {
+        concat_source(g->fwd, e, &k, &src);
+        if (g->dx[k]) g->dx[k][src] += g->dy[0][e];
     }
 }

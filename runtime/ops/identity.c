@@ -1,7 +1,15 @@
 /*
- * identity.c: ONNX Identity, and Dropout, which is the identity at
- * inference (its ratio input and the training_mode input are ignored;
- * the optional mask output is refused).
+ * identity.c: ONNX Identity, and Dropout, which is the identity in this
+ * runtime, at inference and in training alike (its ratio input and the
+ * training_mode input are ignored; the optional mask output is refused).
+ * Backward: dx += dy for the data input; ratio and training_mode get no
+ * gradient.
+ *
+ * Dropout has its own backward so that MC dropout can come in without
+ * touching the trainer: its forward will draw keep = (u >= ratio) from the
+ * counter-based RNG keyed by (seed, sample, the node's stream, element),
+ * as GaussianSample draws eps, and its backward will recompute the same
+ * mask chunk by chunk and add dy * keep / (1 - ratio) instead of dy.
  */
 #include <string.h>
 
@@ -29,3 +37,15 @@ void vbs_identity_forward_naive(const vbs_op_args *a) {
 }
 void vbs_dropout_forward(const vbs_op_args *a) { vbs_identity_forward(a); }
 void vbs_dropout_forward_naive(const vbs_op_args *a) { vbs_identity_forward_naive(a); }
+
+void vbs_identity_backward(const vbs_grad_args *g) {
+    if (g->dx[0]) vbs_grad_add(g->dx[0], g->dy[0], vbs_shape_numel(g->fwd->xs[0]));
+}
+void vbs_identity_backward_naive(const vbs_grad_args *g) {
+    int64_t n = vbs_shape_numel(g->fwd->xs[0]);
+    if (g->dx[0])
+        for (int64_t i = 0; i < n; i++) g->dx[0][i] += g->dy[0][i];
+}
+/* the identity today: the mask of MC dropout goes here (see the top) */
+void vbs_dropout_backward(const vbs_grad_args *g) { vbs_identity_backward(g); }
+void vbs_dropout_backward_naive(const vbs_grad_args *g) { vbs_identity_backward_naive(g); }

@@ -33,22 +33,47 @@ VBS_DECLARE_OP(global_average_pool);
 VBS_DECLARE_OP(batch_norm);
 VBS_DECLARE_OP(instance_norm);
 VBS_DECLARE_OP(relu);
+VBS_DECLARE_BACKWARD(relu);
 VBS_DECLARE_OP(leaky_relu);
+VBS_DECLARE_BACKWARD(leaky_relu);
 VBS_DECLARE_OP(sigmoid);
+VBS_DECLARE_BACKWARD(sigmoid);
 VBS_DECLARE_OP(softplus);
+VBS_DECLARE_BACKWARD(softplus);
 VBS_DECLARE_OP(softmax);
+VBS_DECLARE_BACKWARD(softmax);
 VBS_DECLARE_OP(add);
+VBS_DECLARE_BACKWARD(add);
 VBS_DECLARE_OP(mul);
+VBS_DECLARE_BACKWARD(mul);
 VBS_DECLARE_OP(prelu);
+VBS_DECLARE_BACKWARD(prelu);
 VBS_DECLARE_OP(concat);
+VBS_DECLARE_BACKWARD(concat);
 VBS_DECLARE_OP(resize);
+VBS_DECLARE_BACKWARD(resize);
 size_t vbs_resize_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 VBS_DECLARE_OP(pad);
+VBS_DECLARE_BACKWARD(pad);
 VBS_DECLARE_OP(identity);
+VBS_DECLARE_BACKWARD(identity);
 VBS_DECLARE_OP(dropout);
+VBS_DECLARE_BACKWARD(dropout);
 VBS_DECLARE_OP(gaussian_sample);
+VBS_DECLARE_BACKWARD(gaussian_sample);
 VBS_DECLARE_OP(spatial_broadcast);
+VBS_DECLARE_BACKWARD(spatial_broadcast);
 VBS_DECLARE_OP(transpose);
+VBS_DECLARE_BACKWARD(transpose);
+
+/* elementwise.c: the gradient loops other backward kernels share.
+ * dx[0..n) += dy[0..n) (vectorised, AVX2 where the CPU has it). */
+void vbs_grad_add(float *dx, const float *dy, int64_t n);
+/* sum of x[0..n) in 8 interleaved float lanes (vectorised; the order of
+ * the additions depends on n only, so the result is reproducible). */
+float vbs_grad_sum(const float *x, int64_t n);
+/* sum of x[i] * y[i] over [0, n), the same way. */
+float vbs_grad_dot(const float *x, const float *y, int64_t n);
 
 /* Shared by parse functions of ops without attributes. */
 vbs_status vbs_parse_no_attrs(vbs_node *n, const vbs_node_def *d, char *err);

@@ -7,6 +7,13 @@
  * into them. Cubic, tf_crop_and_resize, antialias and exclude_outside are
  * refused. The fast kernel precomputes per-axis source indices and
  * weights; the naive one maps every output element on its own in double.
+ *
+ * Backward: the transpose of the forward. Nearest scatters each dy element
+ * to its source element; linear scatters it to the 2^k corners with the
+ * interpolation weights. The fast backward uses the forward's per-axis
+ * maps (so the two cannot disagree) and walks dy row by row with the
+ * corners of the outer axes computed once per row; the naive one scatters
+ * every dy element on its own from the spec's formulas in double.
  */
 #include <math.h>
 #include <string.h>
@@ -123,13 +130,14 @@ size_t vbs_resize_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *
     return s;
 }
 
-void vbs_resize_forward(const vbs_op_args *a) {
+/* Lays the per-axis maps out in work and fills them; returns the number of
+ * axes a linear resize interpolates along (in active[], ascending): the
+ * others (and every axis in nearest mode) take one source index. */
+static int resize_maps(const vbs_op_args *a, float *work, axis_map *m, int *active) {
     const vbs_shape *xs = a->xs[0], *ys = a->ys[0];
-    int nd = ys->ndim;
-    axis_map m[VBS_MAX_DIMS];
-    int64_t *p = (int64_t *)a->work;
-    int active[VBS_MAX_DIMS], na = 0;
-    for (int i = 0; i < nd; i++) {
+    int64_t *p = (int64_t *)work;
+    int na = 0;
+    for (int i = 0; i < ys->ndim; i++) {
         m[i].i0 = p; p += ys->d[i];
         m[i].i1 = p; p += ys->d[i];
         m[i].w = (float *)p; p = (int64_t *)((float *)p + ys->d[i] + (ys->d[i] & 1));
@@ -138,8 +146,21 @@ void vbs_resize_forward(const vbs_op_args *a) {
         for (int64_t x = 0; trivial && x < ys->d[i]; x++) trivial = m[i].i0[x] == x && m[i].w[x] == 0.f;
         if (!trivial && a->node->a.resize.mode == VBS_RESIZE_LINEAR) active[na++] = i;
     }
-    int64_t xstr[VBS_MAX_DIMS], s = 1;
-    for (int i = nd - 1; i >= 0; i--) { xstr[i] = s; s *= xs->d[i]; }
+    return na;
+}
+
+static void xstrides(const vbs_shape *xs, int64_t *xstr) {
+    int64_t s = 1;
+    for (int i = xs->ndim - 1; i >= 0; i--) { xstr[i] = s; s *= xs->d[i]; }
+}
+
+void vbs_resize_forward(const vbs_op_args *a) {
+    const vbs_shape *ys = a->ys[0];
+    int nd = ys->ndim;
+    axis_map m[VBS_MAX_DIMS];
+    int active[VBS_MAX_DIMS], na = resize_maps(a, a->work, m, active);
+    int64_t xstr[VBS_MAX_DIMS];
+    xstrides(a->xs[0], xstr);
     int64_t n = vbs_shape_numel(ys), idx[VBS_MAX_DIMS] = {0};
     for (int64_t e = 0; e < n; e++) {
         int64_t base = 0;
@@ -164,35 +185,111 @@ void vbs_resize_forward(const vbs_op_args *a) {
     }
 }
 
-void vbs_resize_forward_naive(const vbs_op_args *a) {
+void vbs_resize_backward(const vbs_grad_args *g) {
+    const vbs_op_args *a = g->fwd;
+    const vbs_shape *ys = a->ys[0];
+    float *dx = g->dx[0];
+    if (!dx) return;
+    int nd = ys->ndim, last = nd - 1;
+    axis_map m[VBS_MAX_DIMS];
+    int active[VBS_MAX_DIMS], na = resize_maps(a, g->work, m, active);
+    int lin_last = na > 0 && active[na - 1] == last, nouter = na - lin_last; /* active axes before the last */
+    int64_t xstr[VBS_MAX_DIMS];
+    xstrides(a->xs[0], xstr);
+    int64_t wid = ys->d[last], rows = vbs_shape_numel(ys) / wid, idx[VBS_MAX_DIMS] = {0};
+    const int64_t *i0 = m[last].i0, *i1 = m[last].i1;
+    const float *wl = m[last].w;
+    int64_t coff[1 << (VBS_MAX_DIMS - 1)];
+    float cw[1 << (VBS_MAX_DIMS - 1)];
+    for (int64_t r = 0; r < rows; r++) {
+        /* this row's source corners over the outer axes: offsets and weights */
+        int64_t base = 0;
+        for (int i = 0; i < last; i++) base += m[i].i0[idx[i]] * xstr[i];
+        for (int c = 0; c < (1 << nouter); c++) {
+            coff[c] = base;
+            cw[c] = 1.f;
+            for (int t = 0; t < nouter; t++) {
+                int ax = active[t];
+                float wx = m[ax].w[idx[ax]];
+                if (c >> t & 1) { coff[c] += (m[ax].i1[idx[ax]] - m[ax].i0[idx[ax]]) * xstr[ax]; cw[c] *= wx; }
+                else cw[c] *= 1.f - wx;
+            }
+        }
+        const float *gy = g->dy[0] + r * wid;
+        for (int c = 0; c < (1 << nouter); c++) {
+            float *d = dx + coff[c], w = cw[c];
+            if (lin_last)
+                for (int64_t x = 0; x < wid; x++) {
+                    float v = w * gy[x];
+                    d[i0[x]] += v * (1.f - wl[x]);
+                    d[i1[x]] += v * wl[x];
+                }
+            else
+                for (int64_t x = 0; x < wid; x++) d[i0[x]] += w * gy[x];
+        }
+        for (int i = last - 1; i >= 0; i--) {
+            if (++idx[i] < ys->d[i]) break;
+            idx[i] = 0;
+        }
+    }
+}
+
+/* Output element e's source corners from the spec's formulas in double:
+ * per axis the lower and upper source index and the upper one's weight. */
+static void naive_point(const vbs_op_args *a, int64_t e, int64_t *lo, int64_t *hi, double *w) {
     const vbs_resize_attr *r = &a->node->a.resize;
     const vbs_shape *xs = a->xs[0], *ys = a->ys[0];
-    int nd = ys->ndim;
-    int64_t n = vbs_shape_numel(ys);
+    int64_t o[VBS_MAX_DIMS], rem = e;
+    for (int i = ys->ndim - 1; i >= 0; i--) { o[i] = rem % ys->d[i]; rem /= ys->d[i]; }
+    for (int i = 0; i < ys->ndim; i++) {
+        double c = src_coord(r, i, o[i], xs->d[i], ys->d[i]);
+        if (r->mode == VBS_RESIZE_NEAREST) { lo[i] = hi[i] = nearest_index(r, c, xs->d[i]); w[i] = 0; continue; }
+        c = c < 0 ? 0 : (c > (double)(xs->d[i] - 1) ? (double)(xs->d[i] - 1) : c);
+        lo[i] = (int64_t)floor(c);
+        hi[i] = lo[i] + 1 < xs->d[i] ? lo[i] + 1 : lo[i];
+        w[i] = c - (double)lo[i];
+    }
+}
+
+/* Corner `corner` (bit i: upper index on axis i) of a point: its weight and source offset. */
+static double naive_corner(const vbs_shape *xs, int corner, const int64_t *lo, const int64_t *hi, const double *w, int64_t *off) {
+    double wt = 1;
+    *off = 0;
+    for (int i = 0; i < xs->ndim; i++) {
+        int up = corner >> i & 1;
+        wt *= up ? w[i] : 1 - w[i];
+        *off = *off * xs->d[i] + (up ? hi[i] : lo[i]);
+    }
+    return wt;
+}
+
+void vbs_resize_forward_naive(const vbs_op_args *a) {
+    const vbs_shape *xs = a->xs[0];
+    int nd = xs->ndim;
+    int64_t n = vbs_shape_numel(a->ys[0]), lo[VBS_MAX_DIMS], hi[VBS_MAX_DIMS], off;
+    double w[VBS_MAX_DIMS];
     for (int64_t e = 0; e < n; e++) {
-        int64_t o[VBS_MAX_DIMS], rem = e;
-        for (int i = nd - 1; i >= 0; i--) { o[i] = rem % ys->d[i]; rem /= ys->d[i]; }
-        int64_t lo[VBS_MAX_DIMS], hi[VBS_MAX_DIMS];
-        double w[VBS_MAX_DIMS];
-        for (int i = 0; i < nd; i++) {
-            double c = src_coord(r, i, o[i], xs->d[i], ys->d[i]);
-            if (r->mode == VBS_RESIZE_NEAREST) { lo[i] = hi[i] = nearest_index(r, c, xs->d[i]); w[i] = 0; continue; }
-            c = c < 0 ? 0 : (c > (double)(xs->d[i] - 1) ? (double)(xs->d[i] - 1) : c);
-            lo[i] = (int64_t)floor(c);
-            hi[i] = lo[i] + 1 < xs->d[i] ? lo[i] + 1 : lo[i];
-            w[i] = c - (double)lo[i];
-        }
+        naive_point(a, e, lo, hi, w);
         double acc = 0;
         for (int corner = 0; corner < (1 << nd); corner++) {
-            double wt = 1;
-            int64_t off = 0;
-            for (int i = 0; i < nd; i++) {
-                int up = corner >> i & 1;
-                wt *= up ? w[i] : 1 - w[i];
-                off = off * xs->d[i] + (up ? hi[i] : lo[i]);
-            }
+            double wt = naive_corner(xs, corner, lo, hi, w, &off);
             if (wt != 0) acc += wt * a->x[0][off];
         }
         a->y[0][e] = (float)acc;
+    }
+}
+
+void vbs_resize_backward_naive(const vbs_grad_args *g) {
+    const vbs_shape *xs = g->fwd->xs[0];
+    int nd = xs->ndim;
+    int64_t n = vbs_shape_numel(g->fwd->ys[0]), lo[VBS_MAX_DIMS], hi[VBS_MAX_DIMS], off;
+    double w[VBS_MAX_DIMS];
+    if (!g->dx[0]) return;
+    for (int64_t e = 0; e < n; e++) {
+        naive_point(g->fwd, e, lo, hi, w);
+        for (int corner = 0; corner < (1 << nd); corner++) {
+            double wt = naive_corner(xs, corner, lo, hi, w, &off);
+            if (wt != 0) g->dx[0][off] += (float)(wt * g->dy[0][e]);
+        }
     }
 }

@@ -3,6 +3,8 @@
  * shape (N, L) or (N, L, 1, ..., 1) over the spatial dims of a reference
  * tensor (N, C, spatial...), giving (N, L, spatial...), so that z can be
  * concatenated to decoder features as in the Probabilistic U-Net.
+ * Backward: dz += the sum of dy over the spatial dims; the reference
+ * gets no gradient (only its shape is used, never its values).
  */
 #include "ops.h"
 
@@ -32,4 +34,22 @@ void vbs_spatial_broadcast_forward(const vbs_op_args *a) {
 void vbs_spatial_broadcast_forward_naive(const vbs_op_args *a) {
     int64_t n = vbs_shape_numel(a->ys[0]), l = a->ys[0]->d[1], sz = n / (a->ys[0]->d[0] * l);
     for (int64_t e = 0; e < n; e++) a->y[0][e] = a->x[0][e / sz];
+}
+
+void vbs_spatial_broadcast_backward(const vbs_grad_args *g) {
+    const vbs_shape *ys = g->fwd->ys[0];
+    int64_t nb = ys->d[0], l = ys->d[1], sz = vbs_shape_numel(ys) / (nb * l);
+    if (!g->dx[0]) return;
+    for (int64_t p = 0; p < nb * l; p++) g->dx[0][p] += vbs_grad_sum(g->dy[0] + p * sz, sz);
+}
+
+void vbs_spatial_broadcast_backward_naive(const vbs_grad_args *g) {
+    const vbs_shape *ys = g->fwd->ys[0];
+    int64_t nb = ys->d[0], l = ys->d[1], sz = vbs_shape_numel(ys) / (nb * l);
+    if (!g->dx[0]) return;
+    for (int64_t p = 0; p < nb * l; p++) {
+        double s = 0;
+        for (int64_t i = 0; i < sz; i++) s += g->dy[0][p * sz + i];
+        g->dx[0][p] += (float)s;
+    }
 }

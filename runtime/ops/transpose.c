@@ -2,7 +2,8 @@
  * transpose.c: ONNX Transpose (perm; default reverses the axes). Exporters
  * emit it around a Softmax over channels before opset 13. The fast kernel
  * walks the output with a running source offset; the naive one recomputes
- * every source index.
+ * every source index. Backward: the inverse permutation, done as the same
+ * walk with the copy reversed (dx[source] += dy[e]).
  */
 #include "ops.h"
 
@@ -36,16 +37,25 @@ static void strides(const vbs_shape *s, int64_t *st) {
     for (int i = s->ndim - 1; i >= 0; i--) { st[i] = k; k *= s->d[i]; }
 }
 
-void vbs_transpose_forward(const vbs_op_args *a) {
+/* The output in order with a running source offset: forward (dy == NULL)
+ * y[e] = x[source], backward dx[source] += dy[e]. */
+static void transpose_walk(const vbs_op_args *a, const float *dy, float *dx) {
     const vbs_shape *ys = a->ys[0];
     int nd = ys->ndim;
     int64_t xs[VBS_MAX_DIMS], ps[VBS_MAX_DIMS], idx[VBS_MAX_DIMS] = {0}, n = vbs_shape_numel(ys), off = 0;
     strides(a->xs[0], xs);
     for (int i = 0; i < nd; i++) ps[i] = xs[a->node->a.pad.pads[i]]; /* source stride of output axis i */
-    if (nd == 0) { a->y[0][0] = a->x[0][0]; return; }
+    const float *x = a->x[0];
+    float *y = a->y[0];
+    if (nd == 0) {
+        if (!dy) y[0] = x[0];
+        else dx[0] += dy[0];
+        return;
+    }
     int64_t inner = ys->d[nd - 1], is = ps[nd - 1];
     for (int64_t e = 0; e < n; e += inner) {
-        for (int64_t t = 0; t < inner; t++) a->y[0][e + t] = a->x[0][off + t * is];
+        if (!dy) for (int64_t t = 0; t < inner; t++) y[e + t] = x[off + t * is];
+        else for (int64_t t = 0; t < inner; t++) dx[off + t * is] += dy[e + t];
         for (int i = nd - 2; i >= 0; i--) {
             off += ps[i];
             if (++idx[i] < ys->d[i]) break;
@@ -55,13 +65,28 @@ void vbs_transpose_forward(const vbs_op_args *a) {
     }
 }
 
-void vbs_transpose_forward_naive(const vbs_op_args *a) {
+void vbs_transpose_forward(const vbs_op_args *a) { transpose_walk(a, NULL, NULL); }
+
+void vbs_transpose_backward(const vbs_grad_args *g) {
+    if (g->dx[0]) transpose_walk(g->fwd, g->dy[0], g->dx[0]);
+}
+
+/* Source index in x of output element e. */
+static int64_t transpose_source(const vbs_op_args *a, int64_t e) {
     const vbs_shape *ys = a->ys[0];
-    int64_t xs[VBS_MAX_DIMS], n = vbs_shape_numel(ys);
+    int64_t xs[VBS_MAX_DIMS], r = e, src = 0;
     strides(a->xs[0], xs);
-    for (int64_t e = 0; e < n; e++) {
-        int64_t r = e, src = 0;
-        for (int i = ys->ndim - 1; i >= 0; i--) { src += (r % ys->d[i]) * xs[a->node->a.pad.pads[i]]; r /= ys->d[i]; }
-        a->y[0][e] = a->x[0][src];
-    }
+    for (int i = ys->ndim - 1; i >= 0; i--) { src += (r % ys->d[i]) * xs[a->node->a.pad.pads[i]]; r /= ys->d[i]; }
+    return src;
+}
+
+void vbs_transpose_forward_naive(const vbs_op_args *a) {
+    int64_t n = vbs_shape_numel(a->ys[0]);
+    for (int64_t e = 0; e < n; e++) a->y[0][e] = a->x[0][transpose_source(a, e)];
+}
+
+void vbs_transpose_backward_naive(const vbs_grad_args *g) {
+    int64_t n = vbs_shape_numel(g->fwd->ys[0]);
+    if (!g->dx[0]) return;
+    for (int64_t e = 0; e < n; e++) g->dx[0][transpose_source(g->fwd, e)] += g->dy[0][e];
 }
