@@ -85,6 +85,61 @@ size_t vbs_loss_work(const vbs_loss_spec *s, int64_t v);
  * dmean != NULL adds scale * its gradients. */
 double vbs_latent_kl(const float *mean, const float *rho, int64_t n, float scale, float *dmean, float *drho);
 
+/* ---- data.c -------------------------------------------------------------- */
+
+#include "../runtime/cases.h"
+
+typedef struct {
+    char id[256];
+    int64_t d[3];                  /* x, y, z of the case's box (the non-zero voxels, and any labelled ones) */
+    const float *x;                /* C planes of the box (x fastest), normalised as the card says; mapped */
+    const uint8_t *y;              /* its label values */
+    const int32_t *fg_z;           /* the box's z holding foreground */
+    const uint32_t *fg_vox;        /* foreground voxel indices (all, or an even spread of 4096) */
+    int64_t n_fg_z, n_fg_vox;
+    double spacing[3];
+    uint8_t present[32];           /* label values present (a bitset) */
+    void *map;
+    size_t map_len;
+} vbs_data_case;
+
+typedef struct {
+    vbs_train_layout layout;
+    vbs_dataset_meta meta;         /* channels and labels: dataset.json's, the layout's, or the values found */
+    int C, n_classes;
+    int n;                         /* usable cases, in id order */
+    vbs_data_case *cases;
+    uint8_t lut[256];              /* label value -> class index */
+    int n_bad;
+    char (*bad)[512];              /* one line per case that cannot be used */
+} vbs_dataset;
+
+typedef struct {
+    const char *dir, *cache;       /* the training folder; where the preprocessed cases go */
+    vbs_train_layout layout;
+    const vbs_card *norm;          /* the normalisation (the model card's) */
+    int skip_bad;
+    int (*progress)(void *user, int done, int total, const char *id); /* non-zero stops */
+    void *user;
+} vbs_data_opts;
+
+/* Finds, checks and preprocesses the training cases (or maps them from the
+ * cache). Every bad case is listed in ds->bad; without skip_bad any makes
+ * the call fail. Close ds either way. */
+vbs_status vbs_dataset_open(const vbs_data_opts *o, vbs_dataset *ds, char *err);
+void vbs_dataset_close(vbs_dataset *ds);
+
+typedef struct {
+    int dims;                      /* 2: axial slices, 3: patches */
+    int64_t patch[3];              /* 2D: H, W; 3D: D, H, W */
+    float fg_oversample;           /* share of examples centred on foreground (0.33) */
+    int augment;                   /* 0 none, 1 light (flips), 2 default (+ intensity scale/shift, gamma) */
+} vbs_sampler;
+
+/* One training example from case ci: x (C x patch) and target (patch) class
+ * indices, its randomness keyed by (seed, key). */
+void vbs_data_example(const vbs_dataset *ds, const vbs_sampler *s, int ci, uint64_t seed, uint64_t key, float *x, uint8_t *t);
+
 /* ---- optim.c ------------------------------------------------------------- */
 
 typedef enum { VBS_OPT_ADAM = 0, VBS_OPT_ADAMW, VBS_OPT_SGD } vbs_opt_kind;
