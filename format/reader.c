@@ -129,6 +129,7 @@ static vbs_status read_tensors(ctx *c, const Vbseg__Graph *g, vbs_def *d, const 
         case VBSEG__ROLE__ROLE_PLAIN: t->role = VBS_ROLE_PLAIN; break;
         case VBSEG__ROLE__ROLE_VAR_MU: t->role = VBS_ROLE_MU; break;
         case VBSEG__ROLE__ROLE_VAR_RHO: t->role = VBS_ROLE_RHO; break;
+        case VBSEG__ROLE__ROLE_OPTIM: t->role = VBS_ROLE_OPTIM; break;
         default: st = FAIL(VBS_ERR_FORMAT, "tensor '%s': unknown role %d", t->name, (int)p->role); break;
         }
         if (st) break;
@@ -206,6 +207,32 @@ static vbs_status read_card(ctx *c, const Vbseg__ModelCard *p, vbs_card *card) {
     return VBS_OK;
 }
 
+/* a checkpoint's training state: kept as it is, checked for sanity */
+static vbs_status read_train_state(ctx *c, const Vbseg__TrainState *p, vbs_def *d) {
+    if (p->n_log > 1000000) return FAIL(VBS_ERR_FORMAT, "train_state: %zu epoch records", p->n_log);
+    vbs_train_state *t = vbs_arena_alloc(c->ar, sizeof *t);
+    vbs_epoch_log *log = vbs_arena_alloc(c->ar, sizeof *log * (p->n_log + 1));
+    if (!t || !log) return FAIL(VBS_ERR_NOMEM, "out of memory");
+    t->options = sdup(c, p->options);
+    t->data_id = sdup(c, p->data_id);
+    t->step = p->step; t->epoch = p->epoch; t->step_in_epoch = p->step_in_epoch;
+    t->sched_lr = p->sched_lr; t->sched_best = p->sched_best; t->sched_bad = p->sched_bad;
+    t->best_metric = p->best_metric; t->best_epoch = p->best_epoch; t->elapsed = p->elapsed;
+    if (t->step < 0 || t->epoch < 0 || t->step_in_epoch < 0 || !(t->sched_lr >= 0) || t->sched_bad < 0)
+        return FAIL(VBS_ERR_FORMAT, "train_state: negative step, epoch or schedule state");
+    for (size_t i = 0; i < p->n_log; i++) {
+        const Vbseg__EpochLog *e = p->log[i];
+        vbs_epoch_log *l = &log[i];
+        l->epoch = e->epoch; l->step = e->step; l->loss = e->loss; l->dice_loss = e->dice_loss; l->ce = e->ce; l->kl = e->kl;
+        l->val_loss = e->val_loss; l->val_dice = e->val_dice; l->val_dice_mc = e->val_dice_mc; l->val_epistemic = e->val_epistemic;
+        l->lr = e->lr; l->seconds = e->seconds; l->images_per_s = e->images_per_s;
+    }
+    t->log = log;
+    t->n_log = (int)p->n_log;
+    d->train = t;
+    return VBS_OK;
+}
+
 vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vbs_def *d, char *err) {
     ctx cc = {name, err, &d->arena}, *c = &cc;
     memset(d, 0, sizeof *d);
@@ -275,6 +302,7 @@ vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vb
     }
     if (!st) st = read_tensors(c, g, d, buf + doff, dlen);
     if (!st) st = read_card(c, pm->card, &d->card);
+    if (!st && pm->train_state) st = read_train_state(c, pm->train_state, d);
 done:
     vbseg__model__free_unpacked(pm, NULL);
     if (st) vbs_def_free(d);

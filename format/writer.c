@@ -28,7 +28,7 @@ static vbs_status write_body(int fd, void *user, char *err) {
     uint8_t pre[VBS_PREAMBLE] = {0};
     memcpy(pre, vbs_magic, 8);
     vbs_wr16(pre + 8, VBS_FORMAT_MAJOR);
-    vbs_wr16(pre + 10, VBS_FORMAT_MINOR);
+    vbs_wr16(pre + 10, j->d->train ? 1 : 0); /* 1.1: a checkpoint */
     vbs_wr32(pre + 12, (uint32_t)crc32(0L, j->header, (uInt)j->hlen));
     vbs_wr64(pre + 16, j->hlen);
     vbs_wr64(pre + 24, j->dlen);
@@ -140,7 +140,10 @@ vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err) {
         pt->offset = vbs_align64(pos);
         pt->length = (uint64_t)t->numel * 4;
         pos = pt->offset + pt->length;
-        pt->role = t->role == VBS_ROLE_MU ? VBSEG__ROLE__ROLE_VAR_MU : t->role == VBS_ROLE_RHO ? VBSEG__ROLE__ROLE_VAR_RHO : VBSEG__ROLE__ROLE_PLAIN;
+        pt->role = t->role == VBS_ROLE_MU    ? VBSEG__ROLE__ROLE_VAR_MU
+                   : t->role == VBS_ROLE_RHO  ? VBSEG__ROLE__ROLE_VAR_RHO
+                   : t->role == VBS_ROLE_OPTIM ? VBSEG__ROLE__ROLE_OPTIM
+                                              : VBSEG__ROLE__ROLE_PLAIN;
         if (t->role == VBS_ROLE_MU) {
             pt->rho = t->rho;
             Vbseg__Prior *pp = NEW(Vbseg__Prior, 1);
@@ -203,6 +206,32 @@ vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err) {
         pk->key = opt(c->extra[i].key);
         pk->value = opt(c->extra[i].value);
         pc.extra[i] = pk;
+    }
+    Vbseg__TrainState ps = VBSEG__TRAIN_STATE__INIT;
+    if (d->train) {
+        const vbs_train_state *t = d->train;
+        pm.train_state = &ps;
+        ps.options = opt(t->options);
+        ps.data_id = opt(t->data_id);
+        ps.has_step = ps.has_epoch = ps.has_step_in_epoch = ps.has_sched_lr = ps.has_sched_best = ps.has_sched_bad = 1;
+        ps.has_best_metric = ps.has_best_epoch = ps.has_elapsed = 1;
+        ps.step = t->step; ps.epoch = t->epoch; ps.step_in_epoch = t->step_in_epoch;
+        ps.sched_lr = t->sched_lr; ps.sched_best = t->sched_best; ps.sched_bad = t->sched_bad;
+        ps.best_metric = t->best_metric; ps.best_epoch = t->best_epoch; ps.elapsed = t->elapsed;
+        ps.n_log = (size_t)t->n_log;
+        CHECK(ps.log = NEW(Vbseg__EpochLog *, t->n_log));
+        for (int i = 0; i < t->n_log; i++) {
+            const vbs_epoch_log *e = &t->log[i];
+            Vbseg__EpochLog *pe = NEW(Vbseg__EpochLog, 1);
+            CHECK(pe);
+            vbseg__epoch_log__init(pe);
+            pe->has_epoch = pe->has_step = pe->has_loss = pe->has_dice_loss = pe->has_ce = pe->has_kl = pe->has_val_loss = 1;
+            pe->has_val_dice = pe->has_val_dice_mc = pe->has_val_epistemic = pe->has_lr = pe->has_seconds = pe->has_images_per_s = 1;
+            pe->epoch = e->epoch; pe->step = e->step; pe->loss = e->loss; pe->dice_loss = e->dice_loss; pe->ce = e->ce; pe->kl = e->kl;
+            pe->val_loss = e->val_loss; pe->val_dice = e->val_dice; pe->val_dice_mc = e->val_dice_mc; pe->val_epistemic = e->val_epistemic;
+            pe->lr = e->lr; pe->seconds = e->seconds; pe->images_per_s = e->images_per_s;
+            ps.log[i] = pe;
+        }
     }
     job j = {d, NULL, vbseg__model__get_packed_size(&pm), vbs_align64(pos)};
     if (j.hlen > 0xffffffffu) { st = vbs_fail(err, VBS_ERR_FORMAT, "%s: header larger than 4 GiB", path); goto done; }

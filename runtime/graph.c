@@ -114,7 +114,7 @@ vbs_status vbs_graph_build(vbs_graph *g, const vbs_def *d, char *err) {
     /* weights: plain and mu tensors are values; rho tensors hang off their mu */
     for (int i = 0; i < d->n_tensors; i++) {
         const vbs_tensor_def *t = &d->tensors[i];
-        if (t->role == VBS_ROLE_RHO) continue;
+        if (t->role == VBS_ROLE_RHO || t->role == VBS_ROLE_OPTIM) continue; /* optimiser state is no value */
         int *s = map_slot(&m, t->name, 1);
         int v = add_value(g, t->name, t->role == VBS_ROLE_MU ? VBS_VAL_VARWEIGHT : VBS_VAL_WEIGHT);
         *s = v;

@@ -78,7 +78,7 @@ typedef struct {
     char *param[VBS_MAX_DIMS];    /* name of a symbolic dim, else NULL */
 } vbs_io_def;
 
-typedef enum { VBS_ROLE_PLAIN = 0, VBS_ROLE_MU = 1, VBS_ROLE_RHO = 2 } vbs_role;
+typedef enum { VBS_ROLE_PLAIN = 0, VBS_ROLE_MU = 1, VBS_ROLE_RHO = 2, VBS_ROLE_OPTIM = 3 } vbs_role;
 typedef enum { VBS_PRIOR_GAUSSIAN = 0, VBS_PRIOR_MIXTURE = 1 } vbs_prior_kind;
 
 typedef struct {
@@ -99,6 +99,28 @@ typedef struct {
     const float *data;         /* borrowed: mmap, caller buffer or builder */
 } vbs_tensor_def;
 
+/* A checkpoint's training state (format 1.1; trainer/checkpoint.c): kept
+ * by the reader and writer, ignored by the runtime. */
+typedef struct {
+    int epoch;
+    int64_t step;
+    double loss, dice_loss, ce, kl, val_loss, val_dice, val_dice_mc, val_epistemic, lr, seconds, images_per_s;
+} vbs_epoch_log;
+
+typedef struct {
+    char *options, *data_id;
+    int64_t step;
+    int epoch, step_in_epoch;
+    float sched_lr;
+    double sched_best;
+    int sched_bad;
+    double best_metric;
+    int best_epoch;
+    double elapsed;
+    int n_log;
+    vbs_epoch_log *log;
+} vbs_train_state;
+
 typedef struct {
     int opset;
     char *graph_name;
@@ -107,6 +129,7 @@ typedef struct {
     vbs_io_def *inputs, *outputs;
     vbs_tensor_def *tensors;
     vbs_card card;             /* strings and arrays in the arena */
+    vbs_train_state *train;    /* checkpoints only (in the arena), else NULL */
     vbs_arena arena;
 } vbs_def;
 

@@ -265,6 +265,7 @@ vbs_status vbs_model_get_stats(const vbs_model *m, vbs_model_stats *out) {
     for (int i = 0; i < m->def.n_tensors; i++) {
         const vbs_tensor_def *t = &m->def.tensors[i];
         if (t->role == VBS_ROLE_RHO) { nsig += t->numel; continue; }
+        if (t->role == VBS_ROLE_OPTIM) continue;
         out->n_params += t->numel;
         if (t->role == VBS_ROLE_MU) out->n_variational += t->numel;
     }
