@@ -239,7 +239,7 @@ typedef struct {
         int64_t axis;       /* Concat */
         struct { int64_t axis; int flatten; } softmax;
         float alpha;        /* LeakyRelu */
-        float eps;          /* BatchNormalization, InstanceNormalization */
+        struct { float eps, momentum; } norm; /* InstanceNormalization; BatchNormalization (+ momentum) */
     } a;
 } vbs_node;
 

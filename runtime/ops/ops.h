@@ -28,10 +28,25 @@ VBS_DECLARE_OP(conv_transpose);
 size_t vbs_conv_transpose_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 double vbs_conv_transpose_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 VBS_DECLARE_OP(max_pool);
+VBS_DECLARE_BACKWARD(max_pool);
 VBS_DECLARE_OP(average_pool);
+VBS_DECLARE_BACKWARD(average_pool);
+size_t vbs_average_pool_backward_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 VBS_DECLARE_OP(global_average_pool);
+VBS_DECLARE_BACKWARD(global_average_pool);
 VBS_DECLARE_OP(batch_norm);
+VBS_DECLARE_BACKWARD(batch_norm);
+/* Training: floats the forward keeps in a->saved (batch mean, then biased variance; C each). */
+size_t vbs_batch_norm_saved(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+/* After a training step: running = running * momentum + batch * (1 - momentum)
+ * per channel (ONNX's momentum, default 0.9 = PyTorch's 0.1), the batch
+ * variance made unbiased by count / (count - 1) as PyTorch does. saved is
+ * what the training forward kept (2 * channels floats); count = N times the
+ * spatial size, the elements each channel's statistics covered. */
+void vbs_batch_norm_update_running(const vbs_node *n, int64_t channels, int64_t count, const float *saved, float *running_mean,
+                                   float *running_var);
 VBS_DECLARE_OP(instance_norm);
+VBS_DECLARE_BACKWARD(instance_norm);
 VBS_DECLARE_OP(relu);
 VBS_DECLARE_BACKWARD(relu);
 VBS_DECLARE_OP(leaky_relu);
