@@ -1,9 +1,12 @@
 /*
  * conv.c: ONNX Conv (1D/2D/3D; strides, pads, dilations, group, bias,
- * auto_pad). The fast kernel lowers to sgemm: 1x1 stride-1 unpadded
- * convolutions multiply the input directly; others unroll a tile of
- * output positions with im2col (kept small enough to stay in cache) and
- * multiply it. vbs_conv_forward_naive is the direct 7-loop reference.
+ * auto_pad), forward and backward. The fast kernels lower to sgemm: 1x1
+ * stride-1 unpadded convolutions multiply the input directly; others
+ * unroll a tile of output positions with im2col (kept small enough to stay
+ * in cache) and multiply it; the backward's dX goes back through col2im.
+ * 2D 3x3 stride-1 ungrouped layers go to conv_winograd.c where it pays.
+ * vbs_conv_forward_naive and vbs_conv_backward_naive are the direct-loop
+ * references. Not here: a fused Relu's gradient (the executor masks dY).
  */
 #include <string.h>
 
@@ -38,17 +41,11 @@ vbs_status vbs_conv_shape(vbs_node *n, const vbs_shape *in, vbs_shape *out, char
     return vbs_window_out(n, x, out, w->d[0], err);
 }
 
-static int is_pointwise(const vbs_geo *g) {
-    for (int i = 0; i < 3; i++)
-        if (g->k[i] != 1 || g->s[i] != 1 || g->pb[i] != 0 || g->in[i] != g->out[i]) return 0;
-    return 1;
-}
-
 #define TILE_FLOATS (1 << 17) /* im2col tile: 512 KiB */
 
-static int64_t tile_cols(const vbs_geo *g, int64_t kc) {
+int64_t vbs_im2col_cols(const vbs_geo *g, int64_t kc, int64_t tile_floats) {
     int64_t rows_out = g->out[2];
-    int64_t cols = TILE_FLOATS / (kc > 0 ? kc : 1);
+    int64_t cols = tile_floats / (kc > 0 ? kc : 1);
     if (cols < rows_out) cols = rows_out; /* at least one output row */
     cols = (cols / rows_out) * rows_out;  /* whole output rows */
     if (cols > g->out_sz) cols = g->out_sz;
@@ -59,43 +56,64 @@ size_t vbs_conv_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *ou
     if (vbs_winograd_fits(n, &in[0], &in[1])) return vbs_winograd_work(n, in, out);
     vbs_geo g;
     vbs_geo_make(&g, &n->a.win, &in[0], &out[0], n->a.win.kernel);
-    if (is_pointwise(&g) && n->a.win.group == 1) return 0;
+    if (vbs_geo_pointwise(&g) && n->a.win.group == 1) return 0;
     int64_t kc = in[1].d[1] * g.k_sz;
-    return (size_t)(kc * tile_cols(&g, kc));
+    return (size_t)(kc * vbs_im2col_cols(&g, kc, TILE_FLOATS));
 }
 
-/* Unrolls output positions [o0, o0+ncol) (whole rows) of channels c0..c0+cg of
- * one image x into col (cg*k_sz rows of ncol). */
-static void im2col_tile(const vbs_geo *g, const float *x, int64_t cg, int64_t o0, int64_t ncol, float *col) {
+/* Between the image x (cg channels of in_sz) and the columns col (cg*k_sz
+ * rows of ncol output positions from o0, whole output rows): im2col copies
+ * x into col (zeros where the window reads padding); its adjoint col2im
+ * (back = 1) adds col back into x. One body for both so the two index the
+ * same way; the output row (od, oh) is stepped, not divided out per row. */
+static inline __attribute__((always_inline)) void tile_body(const vbs_geo *g, float *x, int64_t cg, int64_t o0, int64_t ncol, float *col,
+                                                            int back) {
     int64_t ow_n = g->out[2];
     for (int64_t c = 0; c < cg; c++) {
-        const float *xc = x + c * g->in_sz;
+        float *xc = x + c * g->in_sz;
         for (int64_t kd = 0; kd < g->k[0]; kd++)
             for (int64_t kh = 0; kh < g->k[1]; kh++)
                 for (int64_t kw = 0; kw < g->k[2]; kw++) {
-                    float *dst = col + (((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2] + kw) * ncol;
+                    float *cr = col + (((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2] + kw) * ncol;
                     int64_t off_w = kw * g->d[2] - g->pb[2];
                     /* valid ow: 0 <= ow*s + off_w < in */
                     int64_t lo = off_w >= 0 ? 0 : (-off_w + g->s[2] - 1) / g->s[2];
                     int64_t hi = g->in[2] - 1 - off_w < 0 ? -1 : (g->in[2] - 1 - off_w) / g->s[2];
                     if (hi > ow_n - 1) hi = ow_n - 1;
-                    for (int64_t o = o0; o < o0 + ncol; o += ow_n, dst += ow_n) {
-                        int64_t oh = (o / ow_n) % g->out[1], od = o / (ow_n * g->out[1]);
+                    int64_t row = o0 / ow_n, oh = row % g->out[1], od = row / g->out[1];
+                    for (int64_t o = o0; o < o0 + ncol; o += ow_n, cr += ow_n) {
                         int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];
                         int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];
+                        if (++oh == g->out[1]) { oh = 0; od++; }
                         if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1] || lo > hi) {
-                            memset(dst, 0, sizeof(float) * (size_t)ow_n);
+                            if (!back) memset(cr, 0, sizeof(float) * (size_t)ow_n);
                             continue;
                         }
-                        const float *src = xc + (id * g->in[1] + ih) * g->in[2] + off_w;
-                        for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0.f;
-                        if (g->s[2] == 1) memcpy(dst + lo, src + lo, sizeof(float) * (size_t)(hi - lo + 1));
+                        float *xr = xc + (id * g->in[1] + ih) * g->in[2] + off_w;
+                        if (back) {
+                            if (g->s[2] == 1)
+                                for (int64_t ow = lo; ow <= hi; ow++) xr[ow] += cr[ow];
+                            else
+                                for (int64_t ow = lo; ow <= hi; ow++) xr[ow * g->s[2]] += cr[ow];
+                            continue;
+                        }
+                        for (int64_t ow = 0; ow < lo; ow++) cr[ow] = 0.f;
+                        if (g->s[2] == 1) memcpy(cr + lo, xr + lo, sizeof(float) * (size_t)(hi - lo + 1));
                         else
-                            for (int64_t ow = lo; ow <= hi; ow++) dst[ow] = src[ow * g->s[2]];
-                        for (int64_t ow = hi + 1; ow < ow_n; ow++) dst[ow] = 0.f;
+                            for (int64_t ow = lo; ow <= hi; ow++) cr[ow] = xr[ow * g->s[2]];
+                        for (int64_t ow = hi + 1; ow < ow_n; ow++) cr[ow] = 0.f;
                     }
                 }
     }
+}
+
+void vbs_im2col_tile(const vbs_geo *g, const float *x, int64_t cg, int64_t o0, int64_t ncol, float *col) {
+    tile_body(g, (float *)x, cg, o0, ncol, col, 0); /* reads x only */
+}
+
+/* Adds col into dx (cg x in_sz): the adjoint of vbs_im2col_tile. */
+static void col2im_tile(const vbs_geo *g, const float *col, int64_t cg, int64_t o0, int64_t ncol, float *dx) {
+    tile_body(g, dx, cg, o0, ncol, (float *)col, 1); /* reads col only */
 }
 
 /* bias, then the fused Relu if the graph folded one in */
@@ -125,14 +143,14 @@ void vbs_conv_forward(const vbs_op_args *a) {
             const float *w = a->x[1] + gi * mg * kc;
             float *yg = y + gi * mg * g.out_sz;
             const float *xg = x + gi * cg * g.in_sz;
-            if (is_pointwise(&g)) {
+            if (vbs_geo_pointwise(&g)) {
                 vbs_sgemm(0, 0, mg, g.out_sz, kc, w, kc, xg, g.out_sz, 0.f, yg, g.out_sz);
                 continue;
             }
-            int64_t tc = tile_cols(&g, kc);
+            int64_t tc = vbs_im2col_cols(&g, kc, TILE_FLOATS);
             for (int64_t o0 = 0; o0 < g.out_sz; o0 += tc) {
                 int64_t nc = g.out_sz - o0 < tc ? g.out_sz - o0 : tc;
-                im2col_tile(&g, xg, cg, o0, nc, a->work);
+                vbs_im2col_tile(&g, xg, cg, o0, nc, a->work);
                 vbs_sgemm(0, 0, mg, nc, kc, w, kc, a->work, nc, 0.f, yg + o0, g.out_sz);
             }
         }
@@ -179,3 +197,121 @@ double vbs_conv_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *o
     (void)n;
 }
 
+/* ---- backward -------------------------------------------------------------
+ * dBias = row sums of dY; dW += dY (mg x P) col(X)^T (P x kc) and
+ * dX += col2im(W^T (kc x mg) dY (mg x P)), both over im2col tiles of
+ * VBS_BWD_TILE_FLOATS (one scratch tile, used for X's columns and then for
+ * dX's); pointwise layers multiply X and dY directly. Each of dW and dX of
+ * a Winograd-shaped layer takes Winograd where vbs_winograd_backward_pays. */
+
+size_t vbs_conv_backward_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
+    vbs_geo g;
+    vbs_geo_make(&g, &n->a.win, &in[0], &out[0], n->a.win.kernel);
+    int64_t kc = in[1].d[1] * g.k_sz;
+    size_t need = 0;
+    for (int data = 0; data < 2; data++) {
+        size_t w = vbs_winograd_backward_pays(n, in, out, data) ? vbs_winograd_backward_work(in, out, data)
+                   : vbs_geo_pointwise(&g)                     ? 0
+                                                               : (size_t)(kc * vbs_im2col_cols(&g, kc, VBS_BWD_TILE_FLOATS));
+        if (w > need) need = w;
+    }
+    return need;
+}
+
+/* dX (want_dx) and dW (want_dw) through im2col tiles and GEMM */
+static void backward_gemm(const vbs_grad_args *gr, int want_dx, int want_dw) {
+    const vbs_op_args *a = gr->fwd;
+    const vbs_shape *xs = a->xs[0], *ws = a->xs[1];
+    vbs_geo g;
+    vbs_geo_make(&g, &a->node->a.win, xs, a->ys[0], a->node->a.win.kernel);
+    int64_t group = a->node->a.win.group, cin = xs->d[1], m = ws->d[0];
+    int64_t cg = cin / group, mg = m / group, kc = cg * g.k_sz, tc = vbs_im2col_cols(&g, kc, VBS_BWD_TILE_FLOATS);
+    float *col = gr->work;
+    for (int64_t n = 0; n < xs->d[0]; n++)
+        for (int64_t gi = 0; gi < group; gi++) {
+            const float *x = a->x[0] + (n * cin + gi * cg) * g.in_sz, *w = a->x[1] + gi * mg * kc;
+            const float *dy = gr->dy[0] + (n * m + gi * mg) * g.out_sz;
+            float *dw = want_dw ? gr->dx[1] + gi * mg * kc : NULL;
+            float *dx = want_dx ? gr->dx[0] + (n * cin + gi * cg) * g.in_sz : NULL;
+            if (vbs_geo_pointwise(&g)) {
+                if (dw) vbs_sgemm(0, 1, mg, kc, g.out_sz, dy, g.out_sz, x, g.out_sz, 1.f, dw, kc);
+                if (dx) vbs_sgemm(1, 0, kc, g.out_sz, mg, w, kc, dy, g.out_sz, 1.f, dx, g.out_sz);
+                continue;
+            }
+            for (int64_t o0 = 0; o0 < g.out_sz; o0 += tc) {
+                int64_t nc = g.out_sz - o0 < tc ? g.out_sz - o0 : tc;
+                if (dw) {
+                    vbs_im2col_tile(&g, x, cg, o0, nc, col);
+                    vbs_sgemm(0, 1, mg, kc, nc, dy + o0, g.out_sz, col, nc, 1.f, dw, kc);
+                }
+                if (dx) {
+                    vbs_sgemm(1, 0, kc, nc, mg, w, kc, dy + o0, g.out_sz, 0.f, col, nc);
+                    col2im_tile(&g, col, cg, o0, nc, dx);
+                }
+            }
+        }
+}
+
+void vbs_conv_backward(const vbs_grad_args *gr) {
+    const vbs_op_args *a = gr->fwd;
+    const vbs_shape *ys = a->ys[0];
+    if (gr->dx[2]) vbs_channel_sums_add(gr->dy[0], ys->d[0], ys->d[1], vbs_shape_numel(ys) / (ys->d[0] * ys->d[1]), gr->dx[2]);
+    int want_dx = gr->dx[0] != NULL, want_dw = gr->dx[1] != NULL;
+    const vbs_shape in[2] = {*a->xs[0], *a->xs[1]};
+    if (want_dw && vbs_winograd_backward_pays(a->node, in, ys, 0)) {
+        vbs_winograd_backward_filter(gr);
+        want_dw = 0;
+    }
+    if (want_dx && vbs_winograd_backward_pays(a->node, in, ys, 1)) {
+        vbs_winograd_backward_data(gr);
+        want_dx = 0;
+    }
+    if (want_dx || want_dw) backward_gemm(gr, want_dx, want_dw);
+}
+
+/* Direct loops in double. Each gradient element is one sum over the terms
+ * of the forward's relation i = o * s - pb + k * d that involve it: dW over
+ * (n, o) for a fixed (oc, c, k); dX over (oc, k) with o solved from i. */
+void vbs_conv_backward_naive(const vbs_grad_args *gr) {
+    const vbs_op_args *a = gr->fwd;
+    const vbs_shape *xs = a->xs[0], *ws = a->xs[1], *ys = a->ys[0];
+    vbs_geo g;
+    vbs_geo_make(&g, &a->node->a.win, xs, ys, a->node->a.win.kernel);
+    int64_t group = a->node->a.win.group, cin = xs->d[1], m = ws->d[0], cg = cin / group, mg = m / group, nb = xs->d[0];
+    const float *x = a->x[0], *w = a->x[1], *dy = gr->dy[0];
+#define DY(n, oc, od, oh, ow) dy[((((n) * m + (oc)) * g.out[0] + (od)) * g.out[1] + (oh)) * g.out[2] + (ow)]
+    if (gr->dx[2]) vbs_naive_channel_sums_add(dy, nb, m, g.out_sz, gr->dx[2]);
+    if (gr->dx[1])
+        for (int64_t oc = 0; oc < m; oc++)
+            for (int64_t c = 0; c < cg; c++)
+                for (int64_t kd = 0; kd < g.k[0]; kd++)
+                    for (int64_t kh = 0; kh < g.k[1]; kh++)
+                        for (int64_t kw = 0; kw < g.k[2]; kw++)
+                            gr->dx[1][(((oc * cg + c) * g.k[0] + kd) * g.k[1] + kh) * g.k[2] + kw] +=
+                                (float)vbs_naive_window_dot(&g, kd, kh, kw, dy + oc * g.out_sz, m * g.out_sz, x + (oc / mg * cg + c) * g.in_sz,
+                                                            cin * g.in_sz, nb);
+    if (gr->dx[0])
+        for (int64_t n = 0; n < nb; n++)
+            for (int64_t ic = 0; ic < cin; ic++)
+                for (int64_t id = 0; id < g.in[0]; id++)
+                    for (int64_t ih = 0; ih < g.in[1]; ih++)
+                        for (int64_t iw = 0; iw < g.in[2]; iw++) {
+                            double s = 0;
+                            int64_t gi = ic / cg, c = ic % cg;
+                            for (int64_t oc = gi * mg; oc < (gi + 1) * mg; oc++)
+                                for (int64_t kd = 0; kd < g.k[0]; kd++)
+                                    for (int64_t kh = 0; kh < g.k[1]; kh++)
+                                        for (int64_t kw = 0; kw < g.k[2]; kw++) {
+                                            /* o * s = i + pb - k * d, when that is a whole output position */
+                                            int64_t td = id + g.pb[0] - kd * g.d[0], th = ih + g.pb[1] - kh * g.d[1];
+                                            int64_t tw = iw + g.pb[2] - kw * g.d[2];
+                                            if (td < 0 || th < 0 || tw < 0 || td % g.s[0] || th % g.s[1] || tw % g.s[2]) continue;
+                                            int64_t od = td / g.s[0], oh = th / g.s[1], ow = tw / g.s[2];
+                                            if (od >= g.out[0] || oh >= g.out[1] || ow >= g.out[2]) continue;
+                                            s += (double)DY(n, oc, od, oh, ow) *
+                                                 w[(((oc * cg + c) * g.k[0] + kd) * g.k[1] + kh) * g.k[2] + kw];
+                                        }
+                            gr->dx[0][(((n * cin + ic) * g.in[0] + id) * g.in[1] + ih) * g.in[2] + iw] += (float)s;
+                        }
+#undef DY
+}

@@ -1,9 +1,11 @@
 /*
  * conv_transpose.c: ONNX ConvTranspose (1D/2D/3D; strides, pads,
- * dilations, output_padding, output_shape, group, bias, auto_pad).
- * Fast kernel: one sgemm per group gives, for every input position, the
- * kernel-sized patch it contributes (col = W^T X), then col2im adds the
- * patches into the output. The naive kernel scatters input by input.
+ * dilations, output_padding, output_shape, group, bias, auto_pad),
+ * forward and backward. Fast kernel: one sgemm per group gives, for every
+ * input position, the kernel-sized patch it contributes (col = W^T X), then
+ * col2im adds the patches into the output. Its backward is a convolution:
+ * conv.c's im2col of dY feeds the GEMMs for dX and dW. The naive forward
+ * scatters input by input; the naive backward gathers in double.
  */
 #include <string.h>
 
@@ -212,4 +214,91 @@ double vbs_conv_transpose_flops(const vbs_node *n, const vbs_shape *in, const vb
     double k = 1;
     for (int i = 1; i < in[1].ndim; i++) k *= (double)in[1].d[i];
     return 2.0 * (double)vbs_shape_numel(&in[0]) * k;
+}
+
+/* ---- backward -------------------------------------------------------------
+ * y = col2im(W^T x) + b, so with dcol = im2col(dY) (the conv tiles of
+ * conv.c on the swapped geometry: an output position of this op is an
+ * input position of that convolution):
+ *   dX_g (cg x P) += W_g (cg x mg*k) dcol (mg*k x P)
+ *   dW_g (cg x mg*k) += X_g (cg x P) dcol^T
+ * over tiles of P input positions; one im2col tile feeds both GEMMs. */
+
+size_t vbs_conv_transpose_backward_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
+    vbs_geo g;
+    vbs_geo_make(&g, &n->a.win, &in[0], &out[0], n->a.win.kernel);
+    vbs_geo h = vbs_geo_swap(&g);
+    if (vbs_geo_pointwise(&h)) return 0;
+    int64_t kc = in[1].d[1] * g.k_sz;
+    return (size_t)(kc * vbs_im2col_cols(&h, kc, VBS_BWD_TILE_FLOATS));
+}
+
+void vbs_conv_transpose_backward(const vbs_grad_args *gr) {
+    const vbs_op_args *a = gr->fwd;
+    const vbs_shape *xs = a->xs[0], *ws = a->xs[1], *ys = a->ys[0];
+    vbs_geo g;
+    vbs_geo_make(&g, &a->node->a.win, xs, ys, a->node->a.win.kernel);
+    vbs_geo h = vbs_geo_swap(&g);
+    int64_t group = a->node->a.win.group, cin = xs->d[1], cg = cin / group, mg = ws->d[1], m = mg * group, kc = mg * g.k_sz;
+    if (gr->dx[2]) vbs_channel_sums_add(gr->dy[0], ys->d[0], m, g.out_sz, gr->dx[2]);
+    if (!gr->dx[0] && !gr->dx[1]) return;
+    int pw = vbs_geo_pointwise(&h);
+    int64_t tc = pw ? g.in_sz : vbs_im2col_cols(&h, kc, VBS_BWD_TILE_FLOATS);
+    for (int64_t n = 0; n < xs->d[0]; n++)
+        for (int64_t gi = 0; gi < group; gi++) {
+            const float *x = a->x[0] + (n * cin + gi * cg) * g.in_sz, *w = a->x[1] + gi * cg * kc;
+            const float *dy = gr->dy[0] + (n * m + gi * mg) * g.out_sz;
+            float *dw = gr->dx[1] ? gr->dx[1] + gi * cg * kc : NULL;
+            float *dx = gr->dx[0] ? gr->dx[0] + (n * cin + gi * cg) * g.in_sz : NULL;
+            for (int64_t o0 = 0; o0 < g.in_sz; o0 += tc) {
+                int64_t nc = g.in_sz - o0 < tc ? g.in_sz - o0 : tc, ld = pw ? g.in_sz : nc;
+                const float *col = pw ? dy : gr->work;
+                if (!pw) vbs_im2col_tile(&h, dy, mg, o0, nc, gr->work);
+                if (dw) vbs_sgemm(0, 1, cg, kc, nc, x + o0, g.in_sz, col, ld, 1.f, dw, kc);
+                if (dx) vbs_sgemm(0, 0, cg, nc, kc, w, kc, col, ld, 1.f, dx + o0, g.in_sz);
+            }
+        }
+}
+
+/* Direct loops in double over the forward's relation o = i * s - pb + k * d:
+ * dW[ic][oc][k] sums x . dY over (n, i); dX[n][ic][i] sums w . dY over (oc, k). */
+void vbs_conv_transpose_backward_naive(const vbs_grad_args *gr) {
+    const vbs_op_args *a = gr->fwd;
+    const vbs_shape *xs = a->xs[0], *ws = a->xs[1], *ys = a->ys[0];
+    vbs_geo g;
+    vbs_geo_make(&g, &a->node->a.win, xs, ys, a->node->a.win.kernel);
+    int64_t group = a->node->a.win.group, cin = xs->d[1], cg = cin / group, mg = ws->d[1], m = mg * group, nb = xs->d[0];
+    const float *x = a->x[0], *w = a->x[1], *dy = gr->dy[0];
+    if (gr->dx[2]) vbs_naive_channel_sums_add(dy, nb, m, g.out_sz, gr->dx[2]);
+    vbs_geo h = vbs_geo_swap(&g); /* output side: x; input side: y */
+    if (gr->dx[1])
+        for (int64_t ic = 0; ic < cin; ic++)
+            for (int64_t oc = 0; oc < mg; oc++)
+                for (int64_t kd = 0; kd < g.k[0]; kd++)
+                    for (int64_t kh = 0; kh < g.k[1]; kh++)
+                        for (int64_t kw = 0; kw < g.k[2]; kw++)
+                            gr->dx[1][(((ic * mg + oc) * g.k[0] + kd) * g.k[1] + kh) * g.k[2] + kw] +=
+                                (float)vbs_naive_window_dot(&h, kd, kh, kw, x + ic * g.in_sz, cin * g.in_sz, dy + (ic / cg * mg + oc) * g.out_sz,
+                                                            m * g.out_sz, nb);
+    if (gr->dx[0])
+        for (int64_t n = 0; n < nb; n++)
+            for (int64_t ic = 0; ic < cin; ic++)
+                for (int64_t id = 0; id < g.in[0]; id++)
+                    for (int64_t ih = 0; ih < g.in[1]; ih++)
+                        for (int64_t iw = 0; iw < g.in[2]; iw++) {
+                            double s = 0;
+                            for (int64_t oc = 0; oc < mg; oc++)
+                                for (int64_t kd = 0; kd < g.k[0]; kd++)
+                                    for (int64_t kh = 0; kh < g.k[1]; kh++)
+                                        for (int64_t kw = 0; kw < g.k[2]; kw++) {
+                                            int64_t od = id * g.s[0] - g.pb[0] + kd * g.d[0];
+                                            int64_t oh = ih * g.s[1] - g.pb[1] + kh * g.d[1];
+                                            int64_t ow = iw * g.s[2] - g.pb[2] + kw * g.d[2];
+                                            if (od < 0 || od >= g.out[0] || oh < 0 || oh >= g.out[1] || ow < 0 || ow >= g.out[2]) continue;
+                                            int64_t yc = ic / cg * mg + oc;
+                                            s += (double)dy[(((n * m + yc) * g.out[0] + od) * g.out[1] + oh) * g.out[2] + ow] *
+                                                 w[(((ic * mg + oc) * g.k[0] + kd) * g.k[1] + kh) * g.k[2] + kw];
+                                        }
+                            gr->dx[0][(((n * cin + ic) * g.in[0] + id) * g.in[1] + ih) * g.in[2] + iw] += (float)s;
+                        }
 }

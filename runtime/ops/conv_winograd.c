@@ -1,6 +1,7 @@
 /*
  * conv_winograd.c: the fast path of Conv for the commonest layer of a
- * segmentation U-Net: 2D, 3x3, stride 1, dilation 1, group 1, any pads.
+ * segmentation U-Net: 2D, 3x3, stride 1, dilation 1, group 1, any pads;
+ * forward, and the backward's dX and dW (see "backward" below).
  * Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray, 2016) turns
  * each 4x4 output tile into 36 independent products, so the 36 GEMMs
  * below do 4x fewer multiplies than direct convolution:
@@ -9,8 +10,9 @@
  *   Mx[xi] (M x T) = U[xi] V[xi]  36 sgemm calls
  *   y              = A^T Mx A     output transform, + bias
  * Float error grows with the tile size; F(4x4, 3x3) stays within 1e-5
- * relative on these layers (test_ops checks it against the naive kernel).
- * Not a separate op: conv.c calls it when the geometry fits.
+ * relative on these layers (test_ops and test_grad_conv check it against
+ * the naive kernels). Not a separate op: conv.c calls it when the geometry
+ * fits (and, for the backward, when it beats im2col).
  */
 #include <string.h>
 
@@ -33,10 +35,10 @@ int vbs_winograd_fits(const vbs_node *n, const vbs_shape *x, const vbs_shape *w)
  * wide (tw rounded up to whole chunks) so every chunk is a full one. */
 typedef struct { int64_t th, tw, twp, wp; } grid;
 
-static grid grid_of(const vbs_shape *y) {
+static grid grid_of(int64_t oh, int64_t ow) {
     grid g;
-    g.th = (y->d[2] + 3) / 4;
-    g.tw = (y->d[3] + 3) / 4;
+    g.th = (oh + 3) / 4;
+    g.tw = (ow + 3) / 4;
     g.twp = (g.tw + WT - 1) / WT * WT;
     g.wp = g.twp * 4 + 2;
     return g;
@@ -52,12 +54,17 @@ static int64_t block_rows(int64_t c, int64_t m, const grid *g) {
     return rows < g->th ? rows : g->th;
 }
 
+/* Scratch of a c -> m convolution with an oh x ow output: U (or dU), V,
+ * Mx (or Z) and the padded rows of one channel. */
+static int64_t work_floats(int64_t c, int64_t m, int64_t oh, int64_t ow) {
+    grid g = grid_of(oh, ow);
+    int64_t rows = block_rows(c, m, &g), t = rows * g.twp;
+    return 36 * (m * c + c * t + m * t + 3 * PLANE_SKEW) + (rows * 4 + 2) * g.wp;
+}
+
 size_t vbs_winograd_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
     (void)n;
-    int64_t c = in[0].d[1], m = in[1].d[0];
-    grid g = grid_of(out);
-    int64_t rows = block_rows(c, m, &g), t = rows * g.twp;
-    return (size_t)(36 * (m * c + c * t + m * t + 3 * PLANE_SKEW) + (rows * 4 + 2) * g.wp);
+    return (size_t)work_floats(in[0].d[1], in[1].d[0], out[0].d[2], out[0].d[3]);
 }
 
 /* The F(4x4, 3x3) filter transform (Lavin & Gray): U = G g G^T. */
@@ -148,9 +155,13 @@ static void input_transform_base(const float *buf, int64_t wp, int64_t nty, int6
         s3[j] = b12 + 8.f * b34 + o5[j];                                        \
     } while (0)
 
+/* What the output transform does with a value: y = v + bias; y = max(v +
+ * bias, 0) (a fused Relu); or y += v (the backward pass accumulates). */
+enum { OUT_STORE = 0, OUT_RELU = 1, OUT_ADD = 2 };
+
 /* Output rows of tile rows [ty0, ty1) of one channel plane y (oh x ow)
  * from mx[xi * mt + t], t counted from ty0; natural tile order. */
-static void output_transform_base(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, int relu,
+static void output_transform_base(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, int mode,
                                   float *y, int64_t oh, int64_t ow) {
     float o[6][6][WT], s[4][6][WT];
     for (int64_t ty = ty0; ty < ty1; ty++)
@@ -168,8 +179,43 @@ static void output_transform_base(const float *mx, int64_t mt, int64_t ty0, int6
                     for (int k = 0; k < 4; k++)
                         if ((tx0 + j) * 4 + k < ow) {
                             float val = q[k][j] + bias;
-                            dst[4 * j + k] = relu && val < 0.f ? 0.f : val;
+                            if (mode == OUT_ADD) dst[4 * j + k] += q[k][j];
+                            else dst[4 * j + k] = mode == OUT_RELU && val < 0.f ? 0.f : val;
                         }
+            }
+        }
+}
+
+/* A applied along one axis of 4 values: the adjoint of A^T, for the
+ * backward pass (Z = A dY A^T, a 4x4 output-gradient tile to 6x6). */
+#define A4(d0, d1, d2, d3, o0, o1, o2, o3, o4, o5, j)                          \
+    do {                                                                        \
+        float a02 = d0[j] + d2[j], a13 = d1[j] + d3[j];                         \
+        float c02 = d0[j] + 4.f * d2[j], c13 = 2.f * d1[j] + 8.f * d3[j];       \
+        o0[j] = d0[j];                                                          \
+        o1[j] = a02 + a13;                                                      \
+        o2[j] = a02 - a13;                                                      \
+        o3[j] = c02 + c13;                                                      \
+        o4[j] = c02 - c13;                                                      \
+        o5[j] = d3[j];                                                          \
+    } while (0)
+
+/* Z of tile rows [0, nty) of a padded output-gradient block buf (row
+ * stride wp, zero outside the output) into z[xi * ct + t]: the layout and
+ * tile order input_transform gives V, so that sum_t Z V^T pairs tiles. */
+static void dy_transform_base(const float *buf, int64_t wp, int64_t nty, int64_t twp, float *z, int64_t ct) {
+    float d[4][4][WT], t[6][4][WT];
+    for (int64_t ty = 0; ty < nty; ty++)
+        for (int64_t tx0 = 0; tx0 < twp; tx0 += WT) {
+            for (int r = 0; r < 4; r++)
+                for (int cc = 0; cc < 4; cc++)
+                    for (int j = 0; j < WT; j++) d[r][cc][j] = buf[(ty * 4 + r) * wp + (tx0 + j) * 4 + cc];
+            for (int cc = 0; cc < 4; cc++)
+                for (int j = 0; j < WT; j++) A4(d[0][cc], d[1][cc], d[2][cc], d[3][cc], t[0][cc], t[1][cc], t[2][cc], t[3][cc], t[4][cc], t[5][cc], j);
+            for (int i = 0; i < 6; i++) {
+                float o[6][WT];
+                for (int j = 0; j < WT; j++) A4(t[i][0], t[i][1], t[i][2], t[i][3], o[0], o[1], o[2], o[3], o[4], o[5], j);
+                for (int k = 0; k < 6; k++) memcpy(z + (int64_t)(i * 6 + k) * ct + ty * twp + tx0, o[k], sizeof o[k]);
             }
         }
 }
@@ -253,11 +299,11 @@ AVX_FN void input_transform_avx2(const float *buf, int64_t wp, int64_t nty, int6
         s[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.f), b34, b12), o5);                       \
     } while (0)
 
-AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, int relu,
+AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, int mode,
                                   float *y, int64_t oh, int64_t ow) {
-    const __m256 vb = _mm256_set1_ps(bias);
+    const __m256 vb = _mm256_set1_ps(mode == OUT_ADD ? 0.f : bias);
     /* a fused Relu is max(x, 0); without one, max(x, -inf) leaves x alone */
-    const __m256 floor_ = relu ? _mm256_setzero_ps() : _mm256_set1_ps(-__builtin_inff());
+    const __m256 floor_ = mode == OUT_RELU ? _mm256_setzero_ps() : _mm256_set1_ps(-__builtin_inff());
     for (int64_t ty = ty0; ty < ty1; ty++)
         for (int64_t tx0 = 0; tx0 < tw; tx0 += WT) {
             const float *src = mx + (ty - ty0) * twp + tx0;
@@ -273,13 +319,20 @@ AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int6
                 VAT6(sm[r][0], sm[r][1], sm[r][2], sm[r][3], sm[r][4], sm[r][5], q);
                 for (int k = 0; k < 4; k++) q[k] = _mm256_max_ps(_mm256_add_ps(q[k], vb), floor_);
                 float *dst = y + (ty * 4 + r) * ow + tx0 * 4;
-                if (tx0 * 4 + 32 <= ow) interleave4(q, dst);
-                else {
+                if (tx0 * 4 + 32 <= ow && mode != OUT_ADD) interleave4(q, dst);
+                else if (tx0 * 4 + 32 <= ow) {
+                    float tmp[32];
+                    interleave4(q, tmp);
+                    for (int i = 0; i < 32; i++) dst[i] += tmp[i];
+                } else {
                     float tmp[4][8];
                     for (int k = 0; k < 4; k++) _mm256_storeu_ps(tmp[k], q[k]);
                     for (int L = 0; L < 8; L++)
                         for (int k = 0; k < 4; k++)
-                            if (tx0 * 4 + 4 * perm8[L] + k < ow) dst[4 * perm8[L] + k] = tmp[k][L];
+                            if (tx0 * 4 + 4 * perm8[L] + k < ow) {
+                                float *d = &dst[4 * perm8[L] + k];
+                                *d = mode == OUT_ADD ? *d + tmp[k][L] : tmp[k][L];
+                            }
                 }
             }
         }
@@ -307,32 +360,193 @@ AVX_FN void weight_transform_avx2(const float *w, int64_t mc, float *u, int64_t 
     if (k0 < mc) weight_transform_base(w + 9 * k0, mc - k0, u + k0, us);
 }
 
+#define VA4(d0, d1, d2, d3, o)                                                                            \
+    do {                                                                                                \
+        __m256 a02 = _mm256_add_ps(d0, d2), a13 = _mm256_add_ps(d1, d3);                                \
+        __m256 c02 = _mm256_fmadd_ps(_mm256_set1_ps(4.f), d2, d0);                                      \
+        __m256 c13 = _mm256_fmadd_ps(_mm256_set1_ps(8.f), d3, _mm256_mul_ps(_mm256_set1_ps(2.f), d1));  \
+        o[0] = d0;                                                                                      \
+        o[1] = _mm256_add_ps(a02, a13);                                                                 \
+        o[2] = _mm256_sub_ps(a02, a13);                                                                 \
+        o[3] = _mm256_add_ps(c02, c13);                                                                 \
+        o[4] = _mm256_sub_ps(c02, c13);                                                                 \
+        o[5] = d3;                                                                                      \
+    } while (0)
+
+/* Tiles in the lane order of input_transform_avx2 (deinterleave6's). */
+AVX_FN void dy_transform_avx2(const float *buf, int64_t wp, int64_t nty, int64_t twp, float *z, int64_t ct) {
+    __m256 d[4][6], t[6][4];
+    for (int64_t ty = 0; ty < nty; ty++)
+        for (int64_t tx0 = 0; tx0 < twp; tx0 += WT) {
+            for (int r = 0; r < 4; r++) deinterleave6(buf + (ty * 4 + r) * wp + tx0 * 4, d[r]);
+            for (int k = 0; k < 4; k++) {
+                __m256 o[6];
+                VA4(d[0][k], d[1][k], d[2][k], d[3][k], o);
+                for (int i = 0; i < 6; i++) t[i][k] = o[i];
+            }
+            float *dst = z + ty * twp + tx0;
+            for (int i = 0; i < 6; i++) {
+                __m256 o[6];
+                VA4(t[i][0], t[i][1], t[i][2], t[i][3], o);
+                for (int k = 0; k < 6; k++) _mm256_storeu_ps(dst + (int64_t)(i * 6 + k) * ct, o[k]);
+            }
+        }
+}
+
 #define PICK_TRANSFORM(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
 #else
 #define PICK_TRANSFORM(name) (name##_base)
 #endif
 
-void vbs_winograd_forward(const vbs_op_args *a) {
-    const vbs_shape *xs = a->xs[0], *ys = a->ys[0];
-    int64_t c = xs->d[1], m = a->xs[1]->d[0], h = xs->d[2], w = xs->d[3], oh = ys->d[2], ow = ys->d[3];
-    grid g = grid_of(ys);
+
+/* One convolution through F(4x4, 3x3): x (n, c, h, w) with filters
+ * (m, c, 3, 3) and top/left pads pt, pl (the bottom and right ones follow
+ * from the output size) into y (n, m, oh, ow), per mode. The forward and
+ * the backward pass's data gradient (a convolution of dY) share it. */
+typedef struct {
+    const float *x;
+    int64_t n, c, h, w;
+    float *y;
+    int64_t m, oh, ow;
+    int64_t pt, pl;
+    const float *bias;  /* m values or NULL; not with OUT_ADD */
+    int mode;           /* OUT_STORE, OUT_RELU or OUT_ADD */
+} wconv;
+
+static void winograd_conv(const wconv *p, const float *filters, float *work) {
+    int64_t c = p->c, m = p->m;
+    grid g = grid_of(p->oh, p->ow);
     int64_t rows = block_rows(c, m, &g), tb = rows * g.twp;
     int64_t us = m * c + PLANE_SKEW; /* U plane stride */
-    float *u = a->work, *v = u + 36 * us, *mx = v + 36 * (c * tb + PLANE_SKEW), *buf = mx + 36 * (m * tb + PLANE_SKEW);
-    PICK_TRANSFORM(weight_transform)(a->x[1], m * c, u, us);
+    float *u = work, *v = u + 36 * us, *mx = v + 36 * (c * tb + PLANE_SKEW), *buf = mx + 36 * (m * tb + PLANE_SKEW);
+    PICK_TRANSFORM(weight_transform)(filters, m * c, u, us);
     void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
     void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, int, float *, int64_t, int64_t) = PICK_TRANSFORM(output_transform);
-    for (int64_t nb = 0; nb < xs->d[0]; nb++)
+    for (int64_t nb = 0; nb < p->n; nb++)
         for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
             int64_t ty1 = ty0 + rows < g.th ? ty0 + rows : g.th, t = (ty1 - ty0) * g.twp;
             int64_t vs = c * t + PLANE_SKEW, ms = m * t + PLANE_SKEW; /* plane strides */
             for (int64_t ch = 0; ch < c; ch++) {
-                pad_rows(a->x[0] + (nb * c + ch) * h * w, h, w, a->node->a.win.pad[0], a->node->a.win.pad[1], ty0, ty1, g.wp, buf);
+                pad_rows(p->x + (nb * c + ch) * p->h * p->w, p->h, p->w, p->pt, p->pl, ty0, ty1, g.wp, buf);
                 in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, vs);
             }
             for (int xi = 0; xi < 36; xi++) vbs_gemm(m, t, c, u + xi * us, v + xi * vs, mx + xi * ms);
             for (int64_t oc = 0; oc < m; oc++)
-                out_t(mx + oc * t, ms, ty0, ty1, g.tw, g.twp, a->x[2] ? a->x[2][oc] : 0.f, a->node->fused_relu,
-                      a->y[0] + (nb * m + oc) * oh * ow, oh, ow);
+                out_t(mx + oc * t, ms, ty0, ty1, g.tw, g.twp, p->bias ? p->bias[oc] : 0.f, p->mode, p->y + (nb * m + oc) * p->oh * p->ow,
+                      p->oh, p->ow);
         }
+}
+
+void vbs_winograd_forward(const vbs_op_args *a) {
+    const vbs_shape *xs = a->xs[0], *ys = a->ys[0];
+    wconv p = {a->x[0], xs->d[0], xs->d[1], xs->d[2], xs->d[3], a->y[0], ys->d[1], ys->d[2], ys->d[3],
+               a->node->a.win.pad[0], a->node->a.win.pad[1], a->x[2], a->node->fused_relu ? OUT_RELU : OUT_STORE};
+    winograd_conv(&p, a->x[1], a->work);
+}
+
+/* ---- backward ------------------------------------------------------------
+ * Data: dX is the 3x3 stride-1 convolution of dY with the filters flipped in
+ * space and transposed in channels, top/left pads 2 - p: the same Winograd
+ * convolution, accumulating into dX. It needs p <= 2 there.
+ * Filter: differentiating y = A^T [sum_c U V] A by U gives
+ *   dU[xi] (M x C) = sum over tiles of Z[xi] (M x T) V[xi]^T, Z = A dY A^T,
+ * and dW = G^T dU G. The algebra is exact (Winograd's identity holds for
+ * every input), so this is the gradient of the convolution itself, with 4x
+ * fewer multiplies than im2col where tiles are full. conv.c picks, per
+ * gradient, Winograd or im2col (vbs_winograd_backward_pays). */
+
+/* Whether Winograd beats im2col + GEMM for the data (data = 1) or the
+ * filter gradient of a layer that vbs_winograd_fits. In units of one
+ * im2col multiply-add per filter, im2col costs 9 per output position;
+ * Winograd 36 per tile, tiles padded to whole chunks of WT per row, plus a
+ * fixed cost per filter (its transform and, for dW, a 36-float dU swept
+ * three times). The fixed costs were fitted on the reference U-Net's layers
+ * (bench/conv_backward.c, im2col tiles of 4 MiB): Winograd wins from
+ * about 20x20 (data) and 24x24 (filter) up; at 16x16 the two tie, and at
+ * 8x8, where 2 tiles fill a chunk of 8 and the 36 (M x C) planes of U or
+ * dU dominate, im2col is twice as fast. */
+int vbs_winograd_backward_pays(const vbs_node *n, const vbs_shape *in, const vbs_shape *out, int data) {
+    if (!vbs_winograd_fits(n, &in[0], &in[1])) return 0;
+    if (data && (n->a.win.pad[0] > 2 || n->a.win.pad[1] > 2)) return 0; /* the flipped pads 2 - p must be >= 0 */
+    const vbs_shape *grid_side = data ? &in[0] : &out[0];
+    grid g = grid_of(grid_side->d[2], grid_side->d[3]);
+    double nb = (double)out[0].d[0], direct = nb * 9.0 * (double)(out[0].d[2] * out[0].d[3]);
+    double wino = nb * 36.0 * (double)(g.th * g.twp) + (data ? 1200.0 : 2200.0);
+    return wino < direct;
+}
+
+size_t vbs_winograd_backward_work(const vbs_shape *in, const vbs_shape *out, int data) {
+    int64_t c = in[0].d[1], m = in[1].d[0];
+    if (data) return (size_t)(9 * m * c + work_floats(m, c, in[0].d[2], in[0].d[3]));
+    return (size_t)work_floats(c, m, out[0].d[2], out[0].d[3]);
+}
+
+void vbs_winograd_backward_data(const vbs_grad_args *gr) {
+    const vbs_op_args *a = gr->fwd;
+    const vbs_shape *xs = a->xs[0], *ys = a->ys[0];
+    int64_t c = xs->d[1], m = ys->d[1];
+    float *wt = gr->work; /* (c, m, 3, 3): wt[c][m] = flip(w[m][c]), in 16x16 blocks to stay in cache */
+    for (int64_t oc0 = 0; oc0 < m; oc0 += 16)
+        for (int64_t ic0 = 0; ic0 < c; ic0 += 16)
+            for (int64_t ic = ic0; ic < c && ic < ic0 + 16; ic++)
+                for (int64_t oc = oc0; oc < m && oc < oc0 + 16; oc++)
+                    for (int e = 0; e < 9; e++) wt[(ic * m + oc) * 9 + 8 - e] = a->x[1][(oc * c + ic) * 9 + e];
+    wconv p = {gr->dy[0], ys->d[0], m, ys->d[2], ys->d[3], gr->dx[0], c, xs->d[2], xs->d[3],
+               2 - a->node->a.win.pad[0], 2 - a->node->a.win.pad[1], NULL, OUT_ADD};
+    winograd_conv(&p, wt, gr->work + 9 * m * c);
+}
+
+/* dw (mc filters of 3x3) += G^T dU G, dU planes of stride us; separable:
+ * s = G^T dU (3x6), then s G (3x3), vectorised across filters. */
+static void filter_grad(const float *du, int64_t us, int64_t mc, float *dw) {
+    for (int64_t k0 = 0; k0 < mc; k0 += WT) {
+        int n = mc - k0 < WT ? (int)(mc - k0) : WT;
+        float s[3][6][WT], o[9][WT];
+        memset(s, 0, sizeof s);
+        for (int i = 0; i < 6; i++)
+            for (int k = 0; k < 6; k++) {
+                float d[WT];
+                for (int j = 0; j < WT; j++) d[j] = j < n ? du[(i * 6 + k) * us + k0 + j] : 0.f;
+                for (int r = 0; r < 3; r++)
+                    if (G[i][r] != 0.f)
+                        for (int j = 0; j < WT; j++) s[r][k][j] += G[i][r] * d[j];
+            }
+        for (int r = 0; r < 3; r++)
+            for (int cc = 0; cc < 3; cc++)
+                for (int j = 0; j < WT; j++) {
+                    float acc = 0.f;
+                    for (int k = 0; k < 6; k++) acc += s[r][k][j] * G[k][cc];
+                    o[r * 3 + cc][j] = acc;
+                }
+        for (int j = 0; j < n; j++)
+            for (int e = 0; e < 9; e++) dw[(k0 + j) * 9 + e] += o[e][j];
+    }
+}
+
+void vbs_winograd_backward_filter(const vbs_grad_args *gr) {
+    const vbs_op_args *a = gr->fwd;
+    const vbs_shape *xs = a->xs[0], *ys = a->ys[0];
+    int64_t c = xs->d[1], m = ys->d[1], h = xs->d[2], w = xs->d[3], oh = ys->d[2], ow = ys->d[3];
+    grid g = grid_of(oh, ow);
+    int64_t rows = block_rows(c, m, &g), tb = rows * g.twp;
+    int64_t us = m * c + PLANE_SKEW;
+    float *du = gr->work, *v = du + 36 * us, *z = v + 36 * (c * tb + PLANE_SKEW), *buf = z + 36 * (m * tb + PLANE_SKEW);
+    void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
+    void (*z_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(dy_transform);
+    for (int64_t nb = 0; nb < xs->d[0]; nb++)
+        for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
+            int64_t ty1 = ty0 + rows < g.th ? ty0 + rows : g.th, t = (ty1 - ty0) * g.twp;
+            int64_t vs = c * t + PLANE_SKEW, zs = m * t + PLANE_SKEW;
+            for (int64_t ch = 0; ch < c; ch++) {
+                pad_rows(a->x[0] + (nb * c + ch) * h * w, h, w, a->node->a.win.pad[0], a->node->a.win.pad[1], ty0, ty1, g.wp, buf);
+                in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, vs);
+            }
+            for (int64_t oc = 0; oc < m; oc++) {
+                pad_rows(gr->dy[0] + (nb * m + oc) * oh * ow, oh, ow, 0, 0, ty0, ty1, g.wp, buf);
+                z_t(buf, g.wp, ty1 - ty0, g.twp, z + oc * t, zs);
+            }
+            float beta = nb == 0 && ty0 == 0 ? 0.f : 1.f; /* the first block writes dU: no zeroing pass */
+            for (int xi = 0; xi < 36; xi++) vbs_sgemm(0, 1, m, c, t, z + xi * zs, t, v + xi * vs, t, beta, du + xi * us, c);
+        }
+    filter_grad(du, us, m * c, gr->dx[1]);
 }

@@ -18,14 +18,26 @@
     void vbs_##op##_backward_naive(const vbs_grad_args *g)
 
 VBS_DECLARE_OP(conv);
+VBS_DECLARE_BACKWARD(conv);
 size_t vbs_conv_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+size_t vbs_conv_backward_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 double vbs_conv_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 /* conv_winograd.c: F(4x4, 3x3) for 2D 3x3 stride-1 ungrouped Conv */
 int vbs_winograd_fits(const vbs_node *n, const vbs_shape *x, const vbs_shape *w);
 size_t vbs_winograd_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 void vbs_winograd_forward(const vbs_op_args *a);
+/* Its backward: dX (data = 1) and dW (data = 0), accumulated, each in
+ * vbs_winograd_backward_work(.., data) floats of g->work. conv.c uses one
+ * where vbs_winograd_backward_pays(.., data) says it beats im2col (which
+ * for dX also needs the top and left pads <= 2). */
+int vbs_winograd_backward_pays(const vbs_node *n, const vbs_shape *in, const vbs_shape *out, int data);
+size_t vbs_winograd_backward_work(const vbs_shape *in, const vbs_shape *out, int data);
+void vbs_winograd_backward_data(const vbs_grad_args *g);
+void vbs_winograd_backward_filter(const vbs_grad_args *g);
 VBS_DECLARE_OP(conv_transpose);
+VBS_DECLARE_BACKWARD(conv_transpose);
 size_t vbs_conv_transpose_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
+size_t vbs_conv_transpose_backward_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 double vbs_conv_transpose_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 VBS_DECLARE_OP(max_pool);
 VBS_DECLARE_BACKWARD(max_pool);

@@ -20,8 +20,9 @@
      max_in, max_out, vbs_##op##_backward, vbs_##op##_backward_naive, bwork, saved}
 
 const vbs_op_info vbs_ops[VBS_OP_COUNT] = {
-    [VBS_OP_CONV] = ROW("Conv", conv, vbs_conv_work, vbs_conv_flops, 2, 3, 1),
-    [VBS_OP_CONV_TRANSPOSE] = ROW("ConvTranspose", conv_transpose, vbs_conv_transpose_work, vbs_conv_transpose_flops, 2, 3, 1),
+    [VBS_OP_CONV] = ROWB("Conv", conv, vbs_conv_work, vbs_conv_flops, 2, 3, 1, vbs_conv_backward_work, NULL),
+    [VBS_OP_CONV_TRANSPOSE] = ROWB("ConvTranspose", conv_transpose, vbs_conv_transpose_work, vbs_conv_transpose_flops, 2, 3, 1,
+                                   vbs_conv_transpose_backward_work, NULL),
     [VBS_OP_MAX_POOL] = ROWB("MaxPool", max_pool, NULL, NULL, 1, 1, 1, NULL, NULL),
     [VBS_OP_AVERAGE_POOL] = ROWB("AveragePool", average_pool, NULL, NULL, 1, 1, 1, vbs_average_pool_backward_work, NULL),
     [VBS_OP_GLOBAL_AVERAGE_POOL] = ROWB("GlobalAveragePool", global_average_pool, NULL, NULL, 1, 1, 1, NULL, NULL),
