@@ -9,7 +9,7 @@
 #include "unet.h"
 
 vbs_unet_opts vbs_unet_defaults(void) {
-    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}};
+    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}, VBS_UNET_NORM_INSTANCE};
     return o;
 }
 
@@ -38,16 +38,38 @@ static const char *relu(ctx *c, const char *name, const char *x) {
     return vbs_b_node(c->b, VBS_OP_RELU, name, 1, &x, 0, NULL);
 }
 
+/* InstanceNormalization or BatchNormalization of ch channels (deterministic scale and shift) */
+static const char *norm(ctx *c, const char *name, const char *x, int64_t ch) {
+    if (c->o->norm == VBS_UNET_NORM_NONE) return x;
+    int64_t d[1] = {ch};
+    float *one = vbs_b_alloc(c->b, sizeof(float) * (size_t)ch), *zero = vbs_b_alloc(c->b, sizeof(float) * (size_t)ch);
+    if (!one || !zero) return x;
+    for (int64_t i = 0; i < ch; i++) { one[i] = 1.f; zero[i] = 0.f; }
+    char sn[160], bn[160], mn[160], vn[160];
+    snprintf(sn, sizeof sn, "%s.scale", name);
+    snprintf(bn, sizeof bn, "%s.bias", name);
+    const char *in[5] = {x, vbs_b_tensor(c->b, sn, 1, d, one), vbs_b_tensor(c->b, bn, 1, d, zero), NULL, NULL};
+    vbs_attr eps = vbs_b_float(c->b, "epsilon", 1e-5f);
+    if (c->o->norm == VBS_UNET_NORM_INSTANCE) return vbs_b_node(c->b, VBS_OP_INSTANCE_NORM, name, 3, in, 1, &eps);
+    snprintf(mn, sizeof mn, "%s.running_mean", name);
+    snprintf(vn, sizeof vn, "%s.running_var", name);
+    in[3] = vbs_b_tensor(c->b, mn, 1, d, zero);
+    in[4] = vbs_b_tensor(c->b, vn, 1, d, one);
+    vbs_attr a[2] = {eps, vbs_b_float(c->b, "momentum", 0.9f)};
+    return vbs_b_node(c->b, VBS_OP_BATCH_NORM, name, 5, in, 2, a);
+}
+
 static const char *block(ctx *c, const char *name, const char *x, int64_t cin, int64_t cout) {
     char n[128];
-    snprintf(n, sizeof n, "%s.conv1", name);
-    x = conv(c, n, x, cin, cout, 3);
-    snprintf(n, sizeof n, "%s.relu1", name);
-    x = relu(c, n, x);
-    snprintf(n, sizeof n, "%s.conv2", name);
-    x = conv(c, n, x, cout, cout, 3);
-    snprintf(n, sizeof n, "%s.relu2", name);
-    return relu(c, n, x);
+    for (int i = 1; i <= 2; i++) {
+        snprintf(n, sizeof n, "%s.conv%d", name, i);
+        x = conv(c, n, x, i == 1 ? cin : cout, cout, 3);
+        snprintf(n, sizeof n, "%s.norm%d", name, i);
+        x = norm(c, n, x, cout);
+        snprintf(n, sizeof n, "%s.relu%d", name, i);
+        x = relu(c, n, x);
+    }
+    return x;
 }
 
 vbs_status vbs_unet_build(const vbs_unet_opts *o, vbs_model **out) {

@@ -18,14 +18,18 @@ typedef struct {
     float prior_sigma;   /* Gaussian prior sigma recorded for the trainer */
     uint64_t seed;       /* He initialisation of the means */
     int64_t patch[3];    /* the card's slice (2D) or sliding-window (3D) size; 0 = 240 (2D), 128 (3D) */
+    int norm;            /* after each conv of a block: VBS_UNET_NORM_* (instance, as nnU-Net) */
 } vbs_unet_opts;
+
+enum { VBS_UNET_NORM_NONE = 0, VBS_UNET_NORM_INSTANCE = 1, VBS_UNET_NORM_BATCH = 2 };
 
 vbs_unet_opts vbs_unet_defaults(void);
 
-/* Builds an untrained variational U-Net: per level two 3x3(x3) conv + ReLU,
+/* Builds an untrained variational U-Net: per level two 3x3(x3) conv (+ norm) + ReLU,
  * 2x max-pool down, 2x stride-2 transposed conv up, skip concatenation,
  * a 1x1 head; every conv weight and bias is variational (He-initialised mu,
- * rho = rho0). With latent > 0: GlobalAveragePool of the bottleneck, two
+ * rho = rho0; the norms' scale and shift are deterministic: scale 1, shift 0,
+ * BatchNormalization's running statistics 0 and 1). With latent > 0: GlobalAveragePool of the bottleneck, two
  * 1x1 convs give the latent mean and rho, GaussianSample draws z, and
  * SpatialBroadcast + Concat join z to the bottleneck features.
  * *out as for vbs_model_load. */

@@ -87,9 +87,16 @@ def unet(x, w, depth, dims, latent, hetero):
     def c(x, name, pad):
         return conv(x, w[name + ".weight"], w[name + ".bias"], padding=pad)
 
+    def norm(x, name):
+        if name + ".scale" not in w:
+            return x
+        if name + ".running_mean" in w:  # inference: the running statistics
+            return F.batch_norm(x, w[name + ".running_mean"], w[name + ".running_var"], w[name + ".scale"], w[name + ".bias"], eps=1e-5)
+        return F.instance_norm(x, weight=w[name + ".scale"], bias=w[name + ".bias"], eps=1e-5)
+
     def block(x, name):
-        x = F.relu(c(x, name + ".conv1", 1))
-        return F.relu(c(x, name + ".conv2", 1))
+        x = F.relu(norm(c(x, name + ".conv1", 1), name + ".norm1"))
+        return F.relu(norm(c(x, name + ".conv2", 1), name + ".norm2"))
 
     skips = []
     for l in range(depth):
@@ -117,17 +124,18 @@ def main():
     dump = os.path.join(build, "tests", "dump_tensors")
     passed = failed = 0
     torch.set_num_threads(1)
-    cases = [  # dims, in, classes, base, depth, latent, hetero, spatial
-        (2, 4, 3, 4, 2, 0, 1, (24, 20)),
-        (2, 2, 1, 4, 3, 3, 0, (16, 24)),
-        (3, 2, 2, 2, 2, 2, 1, (8, 12, 8)),
+    cases = [  # dims, in, classes, base, depth, latent, hetero, spatial, norm
+        (2, 4, 3, 4, 2, 0, 1, (24, 20), "none"),
+        (2, 2, 1, 4, 3, 3, 0, (16, 24), "instance"),
+        (3, 2, 2, 2, 2, 2, 1, (8, 12, 8), "instance"),
+        (2, 3, 2, 4, 2, 0, 0, (16, 16), "batch"),
     ]
     rng = np.random.default_rng(5)
     with tempfile.TemporaryDirectory() as tmp:
-        for k, (dims, cin, classes, base, depth, latent, hetero, spatial) in enumerate(cases):
+        for k, (dims, cin, classes, base, depth, latent, hetero, spatial, norm) in enumerate(cases):
             model = os.path.join(tmp, f"m{k}.vbseg")
             args = [vbseg, "create", "--arch", "unet", "--dims", str(dims), "--in-channels", str(cin), "--classes", str(classes),
-                    "--base", str(base), "--depth", str(depth), "--latent", str(latent), "--rho", "-2.5", "--seed", str(k + 3),
+                    "--base", str(base), "--depth", str(depth), "--latent", str(latent), "--rho", "-2.5", "--seed", str(k + 3), "--norm", norm,
                     "--out", model] + (["--hetero"] if hetero else [])
             subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
             td = os.path.join(tmp, f"t{k}")
@@ -150,7 +158,7 @@ def main():
                     r = r.numpy()
                     ok = got.shape == r.shape and np.allclose(got, r, atol=1e-4, rtol=1e-3)
                     err = float(np.abs(got - r).max()) if got.shape == r.shape else float("inf")
-                    label = f"{dims}D unet base {base} depth {depth} latent {latent} {mode} {name}"
+                    label = f"{dims}D unet base {base} depth {depth} latent {latent} norm {norm} {mode} {name}"
                     if ok:
                         passed += 1
                     else:

@@ -10,11 +10,13 @@
 
 static const char *help =
     "usage: vbseg create --arch unet --dims 2|3 --in-channels C --classes K --out M.vbseg\n"
-    "                    [--base 16] [--depth 4] [--hetero] [--latent L] [--rho -5] [--seed S] [--patch 128x128x128]\n"
+    "                    [--base 16] [--depth 4] [--norm instance|batch|none] [--hetero] [--latent L] [--rho -5] [--seed S]\n"
+    "                    [--patch 128x128x128]\n"
     "\n"
     "Writes an untrained variational U-Net: He-initialised means, rho = --rho\n"
     "(sigma = softplus(rho)), a Gaussian prior N(0,1) recorded for the trainer.\n"
     "  --classes 1   one sigmoid output; K > 1: softmax over K classes\n"
+    "  --norm        after each 3x3 conv: instance (default, as nnU-Net), batch or none\n"
     "  --hetero      add a logit log-variance head (aleatoric/epistemic eq. 10-11 split)\n"
     "  --latent L    VAE-style latent of size L at the bottleneck (the paper uses 10)\n"
     "  --patch       the card's slice size (2D, default 240x240) or sliding-window size\n"
@@ -31,6 +33,12 @@ int cmd_create(int argc, char **argv) {
         if (!(val = cli_value("create", argc, argv, &i))) return 2;
         if (!strcmp(a, "--arch")) arch = val;
         else if (!strcmp(a, "--out")) out = val;
+        else if (!strcmp(a, "--norm")) {
+            if (!strcmp(val, "instance")) o.norm = VBS_UNET_NORM_INSTANCE;
+            else if (!strcmp(val, "batch")) o.norm = VBS_UNET_NORM_BATCH;
+            else if (!strcmp(val, "none")) o.norm = VBS_UNET_NORM_NONE;
+            else { cli_error("create", "--norm must be instance, batch or none, not '%s'", val); return 2; }
+        }
         else if (!strcmp(a, "--dims")) { if (!cli_int("create", a, val, 2, 3, &v)) return 2; o.dims = (int)v; }
         else if (!strcmp(a, "--in-channels")) { if (!cli_int("create", a, val, 1, 1024, &v)) return 2; o.in_channels = (int)v; }
         else if (!strcmp(a, "--classes")) { if (!cli_int("create", a, val, 1, 64, &v)) return 2; o.classes = (int)v; }
