@@ -178,4 +178,63 @@ void vbs_opt_step(const vbs_opt_cfg *c, float lr, int64_t t, float *param, const
 /* The global L2 norm of g over n floats (double accumulation, fixed order). */
 double vbs_grad_norm(const float *g, int64_t n);
 
+/* ---- step.c -------------------------------------------------------------- */
+
+typedef struct {
+    vbs_opt_cfg opt;
+    uint64_t seed;                /* the weight draws, latent and heteroscedastic noise, Flipout signs */
+    int threads;                  /* workers taking gradient groups */
+    int groups;                   /* gradient groups per minibatch (fixed: the bytes do not depend on threads); 0 = 8 */
+    int flipout;
+    float kl_weight;              /* multiplies KL(q(w) || prior) */
+    float latent_kl_weight;       /* multiplies the mean over examples of KL(q(z|x) || N(0, I)) */
+} vbs_trainer_cfg;
+
+/* A minibatch: n examples of c channels over nsp spatial dims, targets as class indices. */
+typedef struct {
+    int n, c, nsp;
+    int64_t spatial[3];
+    const float *x;               /* n x c x spatial */
+    const uint8_t *y;             /* n x spatial */
+} vbs_batch;
+
+typedef struct {
+    double loss;                  /* the objective: data terms + weighted KL terms */
+    double dice, ce;              /* means over the minibatch: 1 - soft Dice, CE / BCE / heteroscedastic NLL */
+    double kl_w;                  /* kl_weight * KL(q(w) || prior) */
+    double kl_z;                  /* mean latent KL (unweighted) */
+    double grad_norm;             /* before clipping */
+    const char *bad_term;         /* the term that was not finite, or NULL */
+} vbs_step_stats;
+
+typedef struct {
+    vbs_model *m;                 /* borrowed; trained in place */
+    vbs_trainer_cfg cfg;
+    vbs_params P;
+    vbs_loss_spec loss;
+    vbs_train_spec spec;
+    char *pinned;
+    int hetero, bn, threads, groups;
+    float *grad, *gradd;          /* the step's gradient (data-shaped); Flipout: the signed sums */
+    float *adam_m, *adam_v;       /* the optimiser's moments (SGD: the velocity in adam_m) */
+    vbs_train_worker *tw;         /* per thread */
+    float **gbuf, **gdel, **gex, **wex, **lwork, **xbuf;
+    size_t lwork_cap[64];
+    vbs_loss_parts *parts;        /* per example of the step */
+    double *kl_z;
+    int parts_cap;
+} vbs_trainer;
+
+/* The Dice terms and heads of a model's card: BraTS and MSD Task01 regions
+ * (WT, TC, ET), else every foreground class. */
+void vbs_loss_spec_from_card(const vbs_card *card, int k, int hetero, vbs_loss_spec *s);
+/* Takes over m's parameters (vbs_params_init) and allocates the optimiser
+ * state and per-thread buffers. Set t->loss (vbs_loss_spec_from_card) before
+ * the first step. */
+vbs_status vbs_trainer_init(vbs_trainer *t, vbs_model *m, const vbs_trainer_cfg *cfg, char *err);
+/* One optimiser step (t: the 0-based step number, keying every random draw).
+ * A loss that is not finite fails with VBS_ERR_NUMERIC and changes nothing. */
+vbs_status vbs_trainer_step(vbs_trainer *t, const vbs_batch *b, int64_t step, float lr, vbs_step_stats *out, char *err);
+void vbs_trainer_free(vbs_trainer *t);
+
 #endif
