@@ -20,7 +20,8 @@ static const char *help =
     "the network takes as given (default: the graph's fixed dims, else the card's\n"
     "patch, else 64); other sizes are refused with the sizes it takes. The last\n"
     "line reads\n"
-    "  per-sample: X ms, Y GFLOP/s\n";
+    "  per-sample: X ms, Y GFLOP/s\n"
+    "`vbseg bench --train --help` describes the training benchmark.\n";
 
 static double now(void) {
     struct timespec t;
@@ -32,6 +33,8 @@ int cmd_bench(int argc, char **argv) {
     const char *path = NULL, *shape_s = NULL;
     long long samples = 10, threads = 0, repeat = 3;
     vbs_mode mode = VBS_MODE_SAMPLE;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--train")) return cmd_bench_train(argc, argv);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(help, stdout); return 0; }
