@@ -188,3 +188,25 @@ double vbs_latent_kl(const float *mean, const float *rho, int64_t n, float scale
     }
     return kl;
 }
+
+vbs_loss_parts vbs_loss_probs(const vbs_loss_spec *s, const float *p, const uint8_t *target, int64_t v) {
+    vbs_loss_parts r = {0, 0, 0};
+    int kk = s->sigmoid ? 2 : s->k;
+    double mean = 0, ce = 0;
+    for (int t = 0; t < s->n_terms; t++) {
+        uint64_t cls = s->term_classes[t];
+        double P = 0, G = 0, I = 0;
+        for (int64_t i = 0; i < v; i++) {
+            double pt = 0, gt = cls >> target[i] & 1;
+            for (int c = 0; c < kk; c++)
+                if (cls >> c & 1) pt += p[c * v + i];
+            P += pt; G += gt; I += pt * gt;
+        }
+        mean += (2 * I + s->smooth) / (P + G + s->smooth);
+    }
+    for (int64_t i = 0; i < v; i++) ce -= log(fmax(p[target[i] * v + i], 1e-12));
+    r.dice = s->n_terms ? 1.0 - mean / s->n_terms : 0;
+    r.ce = ce / (double)v;
+    r.total = s->w_dice * r.dice + s->w_ce * r.ce;
+    return r;
+}

@@ -81,6 +81,10 @@ typedef struct { double dice, ce, total; } vbs_loss_parts;
 vbs_loss_parts vbs_loss_example(const vbs_loss_spec *s, const float *logits, const float *logvar, const uint8_t *target, int64_t v,
                                 float scale, float *dlogits, float *dlogvar, uint64_t seed, uint64_t key, float *work);
 size_t vbs_loss_work(const vbs_loss_spec *s, int64_t v);
+/* The same data terms from class probabilities p (kk x V; for one sigmoid
+ * channel the pair 1 - p, p), without the heteroscedastic likelihood: the
+ * validation loss. */
+vbs_loss_parts vbs_loss_probs(const vbs_loss_spec *s, const float *p, const uint8_t *target, int64_t v);
 /* KL(N(mean, softplus(rho)^2) || N(0, 1)) summed over n latent values; with
  * dmean != NULL adds scale * its gradients. */
 double vbs_latent_kl(const float *mean, const float *rho, int64_t n, float scale, float *dmean, float *drho);
@@ -236,5 +240,69 @@ vbs_status vbs_trainer_init(vbs_trainer *t, vbs_model *m, const vbs_trainer_cfg 
  * A loss that is not finite fails with VBS_ERR_NUMERIC and changes nothing. */
 vbs_status vbs_trainer_step(vbs_trainer *t, const vbs_batch *b, int64_t step, float lr, vbs_step_stats *out, char *err);
 void vbs_trainer_free(vbs_trainer *t);
+
+/* ---- checkpoint.c ------------------------------------------------------ */
+
+typedef struct {
+    vbs_train_state state;          /* borrowed from the checkpoint's model */
+    const vbs_tensor_def *optim;    /* the optimiser tensors (borrowed) */
+    int n_optim;
+} vbs_checkpoint;
+
+/* Writes the model, the optimiser's moments and state atomically. */
+vbs_status vbs_checkpoint_save(const vbs_trainer *t, const vbs_train_state *state, const char *path, char *err);
+/* Splits a loaded checkpoint into its model (m keeps the model tensors only)
+ * and its training state; refuses a plain model. */
+vbs_status vbs_checkpoint_open(vbs_model *m, const char *path, vbs_checkpoint *ck, char *err);
+/* The optimiser's moments into an initialised trainer; refuses what does not fit. */
+vbs_status vbs_checkpoint_restore(vbs_trainer *t, const vbs_checkpoint *ck, const char *path, char *err);
+
+/* ---- loop.c -------------------------------------------------------------- */
+
+typedef enum { VBS_EV_START = 0, VBS_EV_STEP, VBS_EV_EPOCH, VBS_EV_EXPORT, VBS_EV_CHECKPOINT, VBS_EV_END } vbs_event_kind;
+
+/* What the loop reports to its caller (on the calling thread). */
+typedef struct {
+    vbs_event_kind kind;
+    int n_train, n_val, steps_per_epoch, epochs, threads;
+    float kl_weight, latent_kl_weight;
+    int epoch;                       /* epochs done (STEP: the one in progress is epoch + 1) */
+    int64_t step;                    /* optimiser steps done */
+    int step_in_epoch;
+    vbs_step_stats st;               /* STEP */
+    float lr;
+    double img_per_s, elapsed;
+    const vbs_epoch_log *log;        /* EPOCH: this epoch's record; END: all n_log */
+    int n_log;
+    int best;                        /* EPOCH: a new best (exported) */
+    int n_terms;
+    const char *term_names[VBS_LOSS_MAX_TERMS];
+    double term_dice[VBS_LOSS_MAX_TERMS], term_iou[VBS_LOSS_MAX_TERMS];
+    int stop_reason;                 /* END: 1 epochs done, 2 time budget */
+    double best_metric;
+    int best_epoch;
+} vbs_train_event;
+
+typedef struct {
+    const char *data, *out, *ckpt_dir, *resume;
+    double val_frac;
+    const char *val_cases;           /* comma-separated case ids, or NULL */
+    vbs_sampler sampler;
+    vbs_trainer_cfg tcfg;
+    int batch, epochs, steps_per_epoch, kl_warmup, val_samples;
+    double minutes;
+    double kl_weight, latent_kl_weight; /* < 0: the defaults (1 / training voxels; 1 / patch voxels) */
+    const char *options, *data_id;   /* recorded in checkpoints */
+    volatile int *stop;              /* set (by a signal handler): checkpoint and stop */
+    void (*on_event)(void *user, const vbs_train_event *e);
+    void *user;
+} vbs_train_opts;
+
+/* Trains m (fresh, or restored from ck) on ds until o->epochs or o->minutes,
+ * exporting the best epoch to o->out and a checkpoint and train_log.csv to
+ * o->ckpt_dir each epoch. A stop request writes a checkpoint and fails with
+ * VBS_ERR_CANCELLED; a loss that is not finite fails with VBS_ERR_NUMERIC
+ * and leaves the last checkpoint as it was. */
+vbs_status vbs_train_run(vbs_model *m, vbs_dataset *ds, const vbs_checkpoint *ck, const vbs_train_opts *o, char *err);
 
 #endif
