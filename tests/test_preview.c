@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "canvas.h"
 #include "cli.h"
 #include "vbseg.h"
 

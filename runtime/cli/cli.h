@@ -64,7 +64,6 @@ int preview_plan(const preview_in *p, preview_layout *out, char *err, size_t err
 int write_preview(const char *path, const preview_in *p, char *err, size_t errlen);
 /* The 5x8 glyph of a character: 40 chars, row by row, '#' set and '.' clear.
  * Every printable ASCII character has one; anything else gets '?'s. */
-const char *preview_glyph(int c);
 
 /* QC of a finished case (summary.csv's qc_flag, infer_report.c): "review" when
  * its mean mutual information over the predicted foreground is at least

@@ -16,140 +16,15 @@
  *
  * Not a viewer: an oblique scan is cut along its nearest voxel axes (no
  * resampling), and scaling is nearest-neighbour. Text comes from the
- * built-in 5x8 font below, which covers printable ASCII: no font files.
+ * built-in 5x8 font (canvas.c), which covers printable ASCII: no font files.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "canvas.h"
 #include "cli.h"
-
-/* 5x8 glyphs, row by row, '#' set; capitals and digits use rows 0-6, row 7
- * holds the descenders of g j p q y , ; */
-static const char *const glyphs[95] = {
-    [' ' - 32] = "....." "....." "....." "....." "....." "....." "....." ".....",
-    ['!' - 32] = "..#.." "..#.." "..#.." "..#.." "..#.." "....." "..#.." ".....",
-    ['"' - 32] = ".#.#." ".#.#." ".#.#." "....." "....." "....." "....." ".....",
-    ['#' - 32] = ".#.#." ".#.#." "#####" ".#.#." "#####" ".#.#." ".#.#." ".....",
-    ['$' - 32] = "..#.." ".####" "#.#.." ".###." "..#.#" "####." "..#.." ".....",
-    ['%' - 32] = "##..." "##..#" "...#." "..#.." ".#..." "#..##" "...##" ".....",
-    ['&' - 32] = ".##.." "#..#." "#.#.." ".#..." "#.#.#" "#..#." ".##.#" ".....",
-    ['\'' - 32] = "..#.." "..#.." ".#..." "....." "....." "....." "....." ".....",
-    ['(' - 32] = "...#." "..#.." ".#..." ".#..." ".#..." "..#.." "...#." ".....",
-    [')' - 32] = ".#..." "..#.." "...#." "...#." "...#." "..#.." ".#..." ".....",
-    ['*' - 32] = "....." "..#.." "#.#.#" ".###." "#.#.#" "..#.." "....." ".....",
-    ['+' - 32] = "....." "..#.." "..#.." "#####" "..#.." "..#.." "....." ".....",
-    [',' - 32] = "....." "....." "....." "....." "....." ".##.." "..#.." ".#...",
-    ['-' - 32] = "....." "....." "....." "#####" "....." "....." "....." ".....",
-    ['.' - 32] = "....." "....." "....." "....." "....." ".##.." ".##.." ".....",
-    ['/' - 32] = "....." "....#" "...#." "..#.." ".#..." "#...." "....." ".....",
-    ['0' - 32] = ".###." "#...#" "#..##" "#.#.#" "##..#" "#...#" ".###." ".....",
-    ['1' - 32] = "..#.." ".##.." "..#.." "..#.." "..#.." "..#.." ".###." ".....",
-    ['2' - 32] = ".###." "#...#" "....#" "...#." "..#.." ".#..." "#####" ".....",
-    ['3' - 32] = "#####" "...#." "..#.." "...#." "....#" "#...#" ".###." ".....",
-    ['4' - 32] = "...#." "..##." ".#.#." "#..#." "#####" "...#." "...#." ".....",
-    ['5' - 32] = "#####" "#...." "####." "....#" "....#" "#...#" ".###." ".....",
-    ['6' - 32] = "..##." ".#..." "#...." "####." "#...#" "#...#" ".###." ".....",
-    ['7' - 32] = "#####" "....#" "...#." "..#.." ".#..." ".#..." ".#..." ".....",
-    ['8' - 32] = ".###." "#...#" "#...#" ".###." "#...#" "#...#" ".###." ".....",
-    ['9' - 32] = ".###." "#...#" "#...#" ".####" "....#" "...#." ".##.." ".....",
-    [':' - 32] = "....." ".##.." ".##.." "....." ".##.." ".##.." "....." ".....",
-    [';' - 32] = "....." ".##.." ".##.." "....." ".##.." "..#.." ".#..." ".....",
-    ['<' - 32] = "...#." "..#.." ".#..." "#...." ".#..." "..#.." "...#." ".....",
-    ['=' - 32] = "....." "....." "#####" "....." "#####" "....." "....." ".....",
-    ['>' - 32] = ".#..." "..#.." "...#." "....#" "...#." "..#.." ".#..." ".....",
-    ['?' - 32] = ".###." "#...#" "....#" "...#." "..#.." "....." "..#.." ".....",
-    ['@' - 32] = ".###." "#...#" "....#" ".##.#" "#.#.#" "#.#.#" ".###." ".....",
-    ['A' - 32] = ".###." "#...#" "#...#" "#####" "#...#" "#...#" "#...#" ".....",
-    ['B' - 32] = "####." "#...#" "#...#" "####." "#...#" "#...#" "####." ".....",
-    ['C' - 32] = ".###." "#...#" "#...." "#...." "#...." "#...#" ".###." ".....",
-    ['D' - 32] = "###.." "#..#." "#...#" "#...#" "#...#" "#..#." "###.." ".....",
-    ['E' - 32] = "#####" "#...." "#...." "####." "#...." "#...." "#####" ".....",
-    ['F' - 32] = "#####" "#...." "#...." "####." "#...." "#...." "#...." ".....",
-    ['G' - 32] = ".###." "#...#" "#...." "#.###" "#...#" "#...#" ".####" ".....",
-    ['H' - 32] = "#...#" "#...#" "#...#" "#####" "#...#" "#...#" "#...#" ".....",
-    ['I' - 32] = ".###." "..#.." "..#.." "..#.." "..#.." "..#.." ".###." ".....",
-    ['J' - 32] = "..###" "...#." "...#." "...#." "...#." "#..#." ".##.." ".....",
-    ['K' - 32] = "#...#" "#..#." "#.#.." "##..." "#.#.." "#..#." "#...#" ".....",
-    ['L' - 32] = "#...." "#...." "#...." "#...." "#...." "#...." "#####" ".....",
-    ['M' - 32] = "#...#" "##.##" "#.#.#" "#.#.#" "#...#" "#...#" "#...#" ".....",
-    ['N' - 32] = "#...#" "#...#" "##..#" "#.#.#" "#..##" "#...#" "#...#" ".....",
-    ['O' - 32] = ".###." "#...#" "#...#" "#...#" "#...#" "#...#" ".###." ".....",
-    ['P' - 32] = "####." "#...#" "#...#" "####." "#...." "#...." "#...." ".....",
-    ['Q' - 32] = ".###." "#...#" "#...#" "#...#" "#.#.#" "#..#." ".##.#" ".....",
-    ['R' - 32] = "####." "#...#" "#...#" "####." "#.#.." "#..#." "#...#" ".....",
-    ['S' - 32] = ".####" "#...." "#...." ".###." "....#" "....#" "####." ".....",
-    ['T' - 32] = "#####" "..#.." "..#.." "..#.." "..#.." "..#.." "..#.." ".....",
-    ['U' - 32] = "#...#" "#...#" "#...#" "#...#" "#...#" "#...#" ".###." ".....",
-    ['V' - 32] = "#...#" "#...#" "#...#" "#...#" "#...#" ".#.#." "..#.." ".....",
-    ['W' - 32] = "#...#" "#...#" "#...#" "#.#.#" "#.#.#" "#.#.#" ".#.#." ".....",
-    ['X' - 32] = "#...#" "#...#" ".#.#." "..#.." ".#.#." "#...#" "#...#" ".....",
-    ['Y' - 32] = "#...#" "#...#" ".#.#." "..#.." "..#.." "..#.." "..#.." ".....",
-    ['Z' - 32] = "#####" "....#" "...#." "..#.." ".#..." "#...." "#####" ".....",
-    ['[' - 32] = ".###." ".#..." ".#..." ".#..." ".#..." ".#..." ".###." ".....",
-    ['\\' - 32] = "....." "#...." ".#..." "..#.." "...#." "....#" "....." ".....",
-    [']' - 32] = ".###." "...#." "...#." "...#." "...#." "...#." ".###." ".....",
-    ['^' - 32] = "..#.." ".#.#." "#...#" "....." "....." "....." "....." ".....",
-    ['_' - 32] = "....." "....." "....." "....." "....." "....." "#####" ".....",
-    ['`' - 32] = ".#..." "..#.." "...#." "....." "....." "....." "....." ".....",
-    ['a' - 32] = "....." "....." ".###." "....#" ".####" "#...#" ".####" ".....",
-    ['b' - 32] = "#...." "#...." "#.##." "##..#" "#...#" "#...#" "####." ".....",
-    ['c' - 32] = "....." "....." ".###." "#...." "#...." "#...#" ".###." ".....",
-    ['d' - 32] = "....#" "....#" ".##.#" "#..##" "#...#" "#...#" ".####" ".....",
-    ['e' - 32] = "....." "....." ".###." "#...#" "#####" "#...." ".###." ".....",
-    ['f' - 32] = "..##." ".#..#" ".#..." "###.." ".#..." ".#..." ".#..." ".....",
-    ['g' - 32] = "....." "....." ".####" "#...#" "#...#" ".####" "....#" ".###.",
-    ['h' - 32] = "#...." "#...." "#.##." "##..#" "#...#" "#...#" "#...#" ".....",
-    ['i' - 32] = "..#.." "....." ".##.." "..#.." "..#.." "..#.." ".###." ".....",
-    ['j' - 32] = "...#." "....." "..##." "...#." "...#." "...#." "#..#." ".##..",
-    ['k' - 32] = "#...." "#...." "#..#." "#.#.." "##..." "#.#.." "#..#." ".....",
-    ['l' - 32] = ".##.." "..#.." "..#.." "..#.." "..#.." "..#.." ".###." ".....",
-    ['m' - 32] = "....." "....." "##.#." "#.#.#" "#.#.#" "#...#" "#...#" ".....",
-    ['n' - 32] = "....." "....." "#.##." "##..#" "#...#" "#...#" "#...#" ".....",
-    ['o' - 32] = "....." "....." ".###." "#...#" "#...#" "#...#" ".###." ".....",
-    ['p' - 32] = "....." "....." "####." "#...#" "#...#" "####." "#...." "#....",
-    ['q' - 32] = "....." "....." ".####" "#...#" "#...#" ".####" "....#" "....#",
-    ['r' - 32] = "....." "....." "#.##." "##..#" "#...." "#...." "#...." ".....",
-    ['s' - 32] = "....." "....." ".####" "#...." ".###." "....#" "####." ".....",
-    ['t' - 32] = ".#..." ".#..." "###.." ".#..." ".#..." ".#..#" "..##." ".....",
-    ['u' - 32] = "....." "....." "#...#" "#...#" "#...#" "#..##" ".##.#" ".....",
-    ['v' - 32] = "....." "....." "#...#" "#...#" "#...#" ".#.#." "..#.." ".....",
-    ['w' - 32] = "....." "....." "#...#" "#...#" "#.#.#" "#.#.#" ".#.#." ".....",
-    ['x' - 32] = "....." "....." "#...#" ".#.#." "..#.." ".#.#." "#...#" ".....",
-    ['y' - 32] = "....." "....." "#...#" "#...#" "#...#" ".####" "....#" ".###.",
-    ['z' - 32] = "....." "....." "#####" "...#." "..#.." ".#..." "#####" ".....",
-    ['{' - 32] = "...#." "..#.." "..#.." ".#..." "..#.." "..#.." "...#." ".....",
-    ['|' - 32] = "..#.." "..#.." "..#.." "..#.." "..#.." "..#.." "..#.." ".....",
-    ['}' - 32] = ".#..." "..#.." "..#.." "...#." "..#.." "..#.." ".#..." ".....",
-    ['~' - 32] = "....." "....." ".#..." "#.#.#" "...#." "....." "....." ".....",
-};
-
-const char *preview_glyph(int c) { return glyphs[(c >= 32 && c < 127 ? c : '?') - 32]; }
-
-typedef struct { int w, h; unsigned char *px; } canvas;
-
-static void fill(canvas *c, int x, int y, int w, int h, const unsigned char rgb[3]) {
-    for (int yy = y < 0 ? 0 : y; yy < y + h && yy < c->h; yy++)
-        for (int xx = x < 0 ? 0 : x; xx < x + w && xx < c->w; xx++) memcpy(c->px + 3 * ((size_t)yy * (size_t)c->w + (size_t)xx), rgb, 3);
-}
-
-enum { ADVANCE = 6, TS = 2 /* the scale of most text: 10x16 pixel glyphs */ };
-
-static int text_width(const char *s, int scale) {
-    size_t n = strlen(s);
-    return n ? (int)n * ADVANCE * scale - scale : 0;
-}
-
-/* text with its top-left corner at (x, y), each font pixel drawn s x s */
-static void text(canvas *c, int x, int y, int s, const char *str, const unsigned char rgb[3]) {
-    for (; *str; str++, x += ADVANCE * s) {
-        const char *g = preview_glyph((unsigned char)*str);
-        for (int r = 0; r < 8; r++)
-            for (int b = 0; b < 5; b++)
-                if (g[5 * r + b] == '#') fill(c, x + b * s, y + r * s, s, s, rgb);
-    }
-}
 
 /* black -> red -> yellow -> white */
 static void heat(float t, unsigned char out[3]) {
@@ -409,7 +284,7 @@ static void make_scale(const preview_in *p, plan *P, int64_t n) {
 static void lay_out(plan *P) {
     preview_layout *L = &P->L;
     int np = L->n_slices, lw = 0;
-    for (int r = 0; r < np; r++) lw = imax(lw, text_width(P->row_label[r], TS));
+    for (int r = 0; r < np; r++) lw = imax(lw, canvas_text_width(P->row_label[r], TS));
     P->title_y = MARGIN;
     P->orient_y = P->title_y + 8 * 3 + 8;
     P->head_y = P->orient_y + LINE + 8;
@@ -420,21 +295,21 @@ static void lay_out(plan *P) {
             int *q = L->panel[r][c];
             q[0] = P->col_x[c] + CELL_X; q[1] = y0 + r * (ch + GAP_Y) + CELL_Y; q[2] = P->pw; q[3] = P->ph;
         }
-    int right = P->col_x[2] + imax(cw, CELL_X + text_width("MI (epistemic)", TS));
+    int right = P->col_x[2] + imax(cw, CELL_X + canvas_text_width("MI (epistemic)", TS));
     /* below the rows: the legend on the left, the colour bar on the right */
-    int yb = y0 + np * (ch + GAP_Y) + 10, legw = text_width("labels", TS);
+    int yb = y0 + np * (ch + GAP_Y) + 10, legw = canvas_text_width("labels", TS);
     P->leg_x = P->col_x[0] + CELL_X;
     P->leg_y = yb;
-    for (int i = 0; i < P->n_leg; i++) legw = imax(legw, 20 + text_width(P->leg_name[i], TS));
-    if (P->leg_more) legw = imax(legw, text_width("and 99 more", TS));
+    for (int i = 0; i < P->n_leg; i++) legw = imax(legw, 20 + canvas_text_width(P->leg_name[i], TS));
+    if (P->leg_more) legw = imax(legw, canvas_text_width("and 99 more", TS));
     int bottom = yb + LINE * (1 + P->n_leg + (P->leg_more > 0));
     int bx = imax(P->col_x[2] + CELL_X, P->leg_x + legw + 30);
     /* as wide as the longest note can be, so that the bar never moves between cases */
-    int bw = imax(BAR_W + 20, imax(text_width("mutual information (nats)", TS), text_width("top 0.00e-00: set by --preview-max", TS) + 10));
+    int bw = imax(BAR_W + 20, imax(canvas_text_width("mutual information (nats)", TS), canvas_text_width("top 0.00e-00: set by --preview-max", TS) + 10));
     L->bar[0] = bx - 10; L->bar[1] = yb; L->bar[2] = bw + 10; L->bar[3] = LINE + BAR_H + 6 + LINE + LINE;
     right = imax(right, L->bar[0] + L->bar[2]);
     bottom = imax(bottom, L->bar[1] + L->bar[3]);
-    right = imax(right, MARGIN + imax(text_width(P->title, 3), text_width(P->orient_line, TS)));
+    right = imax(right, MARGIN + imax(canvas_text_width(P->title, 3), canvas_text_width(P->orient_line, TS)));
     L->width = right + MARGIN;
     L->height = bottom + MARGIN;
 }
@@ -498,16 +373,16 @@ static void draw_panels(canvas *c, const preview_in *p, const plan *P, const int
     const char pos[3] = {'R', 'A', 'S'}, neg[3] = {'L', 'P', 'I'};
     for (int r = 0; r < P->L.n_slices; r++) {
         const int *q0 = P->L.panel[r][0];
-        text(c, MARGIN, q0[1] + P->ph / 2 - 8, TS, P->row_label[r], white);
+        canvas_text(c, MARGIN, q0[1] + P->ph / 2 - 8, TS, P->row_label[r], white);
         for (int k = 0; k < 3; k++) {
             const int *q = P->L.panel[r][k];
-            fill(c, q[0] - 1, q[1] - 1, q[2] + 2, q[3] + 2, frame);
+            canvas_fill(c, q[0] - 1, q[1] - 1, q[2] + 2, q[3] + 2, frame);
             if (!o->known) continue;
             char m[2] = {0, 0};
-            m[0] = pos[o->wv]; text(c, q[0] + q[2] / 2 - 5, q[1] - CELL_Y + 3, TS, m, white);
-            m[0] = neg[o->wv]; text(c, q[0] + q[2] / 2 - 5, q[1] + q[3] + 4, TS, m, white);
-            m[0] = pos[o->wh]; text(c, q[0] - CELL_X + 3, q[1] + q[3] / 2 - 7, TS, m, white);
-            m[0] = neg[o->wh]; text(c, q[0] + q[2] + 4, q[1] + q[3] / 2 - 7, TS, m, white);
+            m[0] = pos[o->wv]; canvas_text(c, q[0] + q[2] / 2 - 5, q[1] - CELL_Y + 3, TS, m, white);
+            m[0] = neg[o->wv]; canvas_text(c, q[0] + q[2] / 2 - 5, q[1] + q[3] + 4, TS, m, white);
+            m[0] = pos[o->wh]; canvas_text(c, q[0] - CELL_X + 3, q[1] + q[3] / 2 - 7, TS, m, white);
+            m[0] = neg[o->wh]; canvas_text(c, q[0] + q[2] + 4, q[1] + q[3] / 2 - 7, TS, m, white);
         }
         for (int yy = 0; yy < P->ph; yy++)
             for (int xx = 0; xx < P->pw; xx++) {
@@ -528,43 +403,43 @@ static void draw_panels(canvas *c, const preview_in *p, const plan *P, const int
                 for (int q = 0; q < 3; q++) /* the anatomy, faint, under the heat */
                     if (hm[q] < gray / 4) hm[q] = (unsigned char)(gray / 4);
                 const unsigned char *src[3] = {px, ov, hm};
-                for (int k = 0; k < 3; k++) fill(c, P->L.panel[r][k][0] + xx, P->L.panel[r][k][1] + yy, 1, 1, src[k]);
+                for (int k = 0; k < 3; k++) canvas_fill(c, P->L.panel[r][k][0] + xx, P->L.panel[r][k][1] + yy, 1, 1, src[k]);
             }
     }
 }
 
 static void draw_legend_and_bar(canvas *c, const plan *P) {
     int y = P->leg_y;
-    text(c, P->leg_x, y, TS, "labels", white);
+    canvas_text(c, P->leg_x, y, TS, "labels", white);
     for (int i = 0; i < P->n_leg; i++) {
         y += LINE;
-        fill(c, P->leg_x, y, 14, 14, palette[i % 12]); /* entry i is the i-th non-background label */
-        text(c, P->leg_x + 20, y, TS, P->leg_name[i], white);
+        canvas_fill(c, P->leg_x, y, 14, 14, palette[i % 12]); /* entry i is the i-th non-background label */
+        canvas_text(c, P->leg_x + 20, y, TS, P->leg_name[i], white);
     }
     if (P->leg_more) {
         char more[32];
         snprintf(more, sizeof more, "and %d more", P->leg_more);
-        text(c, P->leg_x, y + LINE, TS, more, white);
+        canvas_text(c, P->leg_x, y + LINE, TS, more, white);
     }
     const int *b = P->L.bar;
     int bx = b[0] + 10, by = b[1] + LINE;
-    text(c, bx, b[1], TS, "mutual information (nats)", white);
+    canvas_text(c, bx, b[1], TS, "mutual information (nats)", white);
     for (int x = 0; x < BAR_W; x++) {
         unsigned char hm[3];
         heat((float)x / (BAR_W - 1), hm);
-        fill(c, bx + x, by, 1, BAR_H, hm);
+        canvas_fill(c, bx + x, by, 1, BAR_H, hm);
     }
     double top = P->L.bar_top;
     for (int t = 0; t * P->step <= top * (1 + 1e-9); t++) {
         double v = t * P->step;
         int x = bx + (int)lround(v / top * (BAR_W - 1));
-        fill(c, x, by + BAR_H, 1, 5, white);
+        canvas_fill(c, x, by + BAR_H, 1, 5, white);
         char num[32];
         if (t == 0) snprintf(num, sizeof num, "0");
         else snprintf(num, sizeof num, "%.*f", P->decimals, v);
-        text(c, x - text_width(num, TS) / 2, by + BAR_H + 7, TS, num, white);
+        canvas_text(c, x - canvas_text_width(num, TS) / 2, by + BAR_H + 7, TS, num, white);
     }
-    text(c, bx, by + BAR_H + 7 + LINE, TS, P->note, white);
+    canvas_text(c, bx, by + BAR_H + 7 + LINE, TS, P->note, white);
 }
 
 int write_preview(const char *path, const preview_in *p, char *err, size_t errlen) {
@@ -592,10 +467,10 @@ int write_preview(const char *path, const preview_in *p, char *err, size_t errle
         t = t < nv ? t : nv - 1;
         tv[y] = (int)(o->flip_v ? nv - 1 - t : t);
     }
-    text(&c, MARGIN, P->title_y, 3, P->title, white);
-    text(&c, MARGIN, P->orient_y, TS, P->orient_line, white);
+    canvas_text(&c, MARGIN, P->title_y, 3, P->title, white);
+    canvas_text(&c, MARGIN, P->orient_y, TS, P->orient_line, white);
     static const char *const heads[3] = {"scan", "labels", "MI (epistemic)"};
-    for (int k = 0; k < 3; k++) text(&c, P->col_x[k] + CELL_X, P->head_y, TS, heads[k], white);
+    for (int k = 0; k < 3; k++) canvas_text(&c, P->col_x[k] + CELL_X, P->head_y, TS, heads[k], white);
     draw_panels(&c, p, P, th, tv);
     draw_legend_and_bar(&c, P);
     vbs_status st = vbs_write_png(path, c.w, c.h, c.px, err, errlen);
