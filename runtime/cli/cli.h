@@ -15,6 +15,7 @@ int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
@@ -81,6 +82,8 @@ int qc_review(double mean_mi, double max_cv, int rank, int n_ok);
  * logits, node 'head' (Conv))". */
 void cli_head_text(const vbs_model *m, char *buf, size_t len);
 
+/* training_curves.png (curves.c): the loss parts, the validation Dice and
+ * uncertainty, and the learning rate against the epoch; 1 on success. */
 /* Library diagnostics to stderr when --verbose is given. */
 void cli_log(vbs_log_level level, const char *msg, void *user);
 

@@ -84,6 +84,7 @@ static void usage(FILE *f) {
             "  convert  import an ONNX model as a variational .vbseg model\n"
             "  infer    batch inference over a folder of scans (BraTS, nnU-Net or flat layouts)\n"
             "  eval     Dice, IoU, HD95 and uncertainty quality against reference labels\n"
+            "  train    train a variational network by Bayes by Backprop on labelled scans\n"
             "  bench    time one MC sample and report GFLOP/s\n"
             "\n"
             "`vbseg <command> --help` describes each command. vbseg %s\n",
@@ -111,6 +112,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "convert")) return cmd_convert(argc - 1, argv + 1);
     if (!strcmp(c, "infer")) return cmd_infer(argc - 1, argv + 1);
     if (!strcmp(c, "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(c, "train")) return cmd_train(argc - 1, argv + 1);
     fprintf(stderr, "vbseg: unknown command '%s' (try vbseg --help)\n", c);
     return 2;
 }
