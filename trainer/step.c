@@ -251,7 +251,7 @@ static vbs_status pass(vbs_trainer *t, int w, const vbs_batch *b, int n0, int nb
     return VBS_OK;
 }
 
-vbs_status vbs_trainer_step(vbs_trainer *t, const vbs_batch *b, int64_t step, float lr, vbs_step_stats *out, char *err) {
+vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vbs_step_stats *out, char *err) {
     const vbs_model *m = t->m;
     const vbs_graph *g = &m->g;
     memset(out, 0, sizeof *out);
@@ -354,6 +354,14 @@ vbs_status vbs_trainer_step(vbs_trainer *t, const vbs_batch *b, int64_t step, fl
         out->bad_term = bad;
         return vbs_fail(err, VBS_ERR_NUMERIC, "step %lld: the %s is not finite (loss %g); parameters unchanged", (long long)step, bad, out->loss);
     }
+    return VBS_OK;
+}
+
+vbs_status vbs_trainer_step(vbs_trainer *t, const vbs_batch *b, int64_t step, float lr, vbs_step_stats *out, char *err) {
+    const vbs_model *m = t->m;
+    int64_t n = t->P.n;
+    vbs_status st = vbs_trainer_grad(t, b, step, out, err);
+    if (st) return st;
     float clip = t->cfg.opt.clip > 0 && out->grad_norm > t->cfg.opt.clip ? (float)(t->cfg.opt.clip / out->grad_norm) : 1.f;
     if (clip != 1.f)
         for (int64_t i = 0; i < n; i++) t->grad[i] *= clip;

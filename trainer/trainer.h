@@ -236,6 +236,9 @@ void vbs_loss_spec_from_card(const vbs_card *card, int k, int hetero, vbs_loss_s
  * state and per-thread buffers. Set t->loss (vbs_loss_spec_from_card) before
  * the first step. */
 vbs_status vbs_trainer_init(vbs_trainer *t, vbs_model *m, const vbs_trainer_cfg *cfg, char *err);
+/* The objective and its gradient (t->grad: d/dmu, d/drho, d/dplain in the
+ * parameters' layout) at the step's draws, without changing anything. */
+vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vbs_step_stats *out, char *err);
 /* One optimiser step (t: the 0-based step number, keying every random draw).
  * A loss that is not finite fails with VBS_ERR_NUMERIC and changes nothing. */
 vbs_status vbs_trainer_step(vbs_trainer *t, const vbs_batch *b, int64_t step, float lr, vbs_step_stats *out, char *err);

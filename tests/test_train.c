@@ -1,0 +1,422 @@
+/*
+ * test_train.c: the trainer's numerics against independent oracles:
+ *  - every loss term (soft Dice over classes and BraTS regions, CE, BCE,
+ *    the heteroscedastic likelihood, the latent's KL) against central
+ *    finite differences in double, and the validation loss from
+ *    probabilities against the training loss's value;
+ *  - the weights' KL: the Gaussian closed form against the formula by hand,
+ *    the scale mixture's one-sample estimate against the densities by hand,
+ *    and both gradients (through rho as well) against finite differences;
+ *  - whole networks (2D U-Nets with the latent and the heteroscedastic head,
+ *    instance norm, batch norm, no norm so that Conv+Relu fuse, Flipout, a
+ *    3D U-Net): the gradient of the whole objective against finite
+ *    differences along random directions in the parameters (mu, rho and
+ *    plain tensors), so the executor's backward walk, the reparameterisation
+ *    and the KL terms are checked together;
+ *  - Adam, AdamW, SGD and the schedules against values worked out by hand;
+ *  - the same bytes after steps at 1 and 2 threads; a step with a loss that
+ *    is not finite changes nothing.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "trainer.h"
+#include "unet.h"
+
+#define PI 3.14159265358979323846
+
+static uint64_t rs = 0x2545F4914F6CDD1Dull;
+static double rnd(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (double)(rs >> 11) / 9007199254740992.0; }
+static float rf(void) { return (float)(2 * rnd() - 1); }
+
+/* ---- loss terms -------------------------------------------------------------- */
+
+static double loss_value(const vbs_loss_spec *s, const float *z, const float *lv, const uint8_t *t, int64_t v, float *work) {
+    return vbs_loss_example(s, z, lv, t, v, 1.f, NULL, NULL, 9, 4, work).total;
+}
+
+static void check_loss(const char *label, vbs_loss_spec *s, int64_t v) {
+    int kz = s->k;
+    float *z = malloc(sizeof(float) * (size_t)(kz * v)), *lv = malloc(sizeof(float) * (size_t)(kz * v));
+    float *dz = calloc((size_t)(kz * v), sizeof(float)), *ds = calloc((size_t)(kz * v), sizeof(float));
+    uint8_t *t = malloc((size_t)v);
+    float *work = malloc(sizeof(float) * vbs_loss_work(s, v));
+    for (int64_t i = 0; i < kz * v; i++) { z[i] = 2 * rf(); lv[i] = rf(); }
+    for (int64_t i = 0; i < v; i++) t[i] = (uint8_t)(rnd() * (s->sigmoid ? 2 : s->k));
+    vbs_loss_example(s, z, s->hetero ? lv : NULL, t, v, 0.5f, dz, s->hetero ? ds : NULL, 9, 4, work);
+    int ok = 1;
+    const double h = 1e-3;
+    for (int which = 0; which < (s->hetero ? 2 : 1) && ok; which++) {
+        float *x = which ? lv : z, *g = which ? ds : dz;
+        for (int64_t i = 0; i < kz * v && ok; i += (kz * v) / 24 + 1) {
+            float x0 = x[i];
+            x[i] = (float)(x0 + h);
+            double lp = loss_value(s, z, s->hetero ? lv : NULL, t, v, work);
+            x[i] = (float)(x0 - h);
+            double lm = loss_value(s, z, s->hetero ? lv : NULL, t, v, work);
+            x[i] = x0;
+            double num = 0.5 * (lp - lm) / (2 * h); /* the analytic gradient was scaled by 0.5 */
+            if (fabs(num - g[i]) > 2e-3 * fmax(fabs(num), 1e-3) + 2e-5) {
+                printf("  %s: d/d%s[%lld] analytic %.7g numeric %.7g\n", label, which ? "logvar" : "logit", (long long)i, g[i], num);
+                ok = 0;
+            }
+        }
+    }
+    CHECK(ok, "%s: loss gradient against finite differences", label);
+    free(z); free(lv); free(dz); free(ds); free(t); free(work);
+}
+
+static void test_losses(void) {
+    vbs_loss_spec s;
+    /* BraTS regions over 4 classes with values 0, 1, 2, 4 */
+    vbs_label lab[4] = {{0, "bg"}, {1, "ncr"}, {2, "ed"}, {4, "et"}};
+    vbs_card card;
+    memset(&card, 0, sizeof card);
+    card.labels = lab;
+    card.n_labels = 4;
+    card.label_convention = VBS_LABELS_BRATS_2018;
+    vbs_loss_spec_from_card(&card, 4, 0, &s);
+    CHECK(s.n_terms == 3 && s.term_classes[0] == 0xE && s.term_classes[1] == 0xA && s.term_classes[2] == 0x8,
+          "BraTS terms: %d, %llx %llx %llx", s.n_terms, (unsigned long long)s.term_classes[0], (unsigned long long)s.term_classes[1],
+          (unsigned long long)s.term_classes[2]);
+    check_loss("softmax, BraTS regions", &s, 60);
+    vbs_loss_spec_from_card(&card, 4, 1, &s);
+    check_loss("heteroscedastic softmax, BraTS regions", &s, 40);
+    card.label_convention = VBS_LABELS_CUSTOM;
+    card.n_labels = 3;
+    vbs_loss_spec_from_card(&card, 3, 0, &s);
+    CHECK(s.n_terms == 2 && s.term_classes[0] == 2 && s.term_classes[1] == 4, "class terms");
+    check_loss("softmax, 3 classes", &s, 50);
+    vbs_loss_spec_from_card(&card, 1, 0, &s);
+    check_loss("sigmoid", &s, 70);
+    vbs_loss_spec_from_card(&card, 1, 1, &s);
+    check_loss("heteroscedastic sigmoid", &s, 50);
+
+    /* values by hand: two voxels, two classes */
+    vbs_loss_spec_from_card(&card, 2, 0, &s);
+    float z[4] = {0, 0, 1, -1}; /* logits: class 0 row, class 1 row */
+    uint8_t t[2] = {1, 0};
+    float work[256];
+    vbs_loss_parts lp = vbs_loss_example(&s, z, NULL, t, 2, 1.f, NULL, NULL, 0, 0, work);
+    double p1a = 1 / (1 + exp(-1.0)), p1b = 1 / (1 + exp(1.0));
+    double dice = (2 * p1a + 1) / (p1a + p1b + 1 + 1), ce = -(log(p1a) + log(1 - p1b)) / 2;
+    CHECK(fabs(lp.dice - (1 - dice)) < 1e-6 && fabs(lp.ce - ce) < 1e-6 && fabs(lp.total - (0.9 * (1 - dice) + 0.1 * ce)) < 1e-6,
+          "loss by hand: dice %.7f want %.7f, ce %.7f want %.7f", lp.dice, 1 - dice, lp.ce, ce);
+    float p[4] = {(float)(1 - p1a), (float)(1 - p1b), (float)p1a, (float)p1b};
+    vbs_loss_parts lq = vbs_loss_probs(&s, p, t, 2);
+    CHECK(fabs(lq.total - lp.total) < 1e-6, "validation loss from probabilities %.7f, training loss %.7f", lq.total, lp.total);
+
+    /* the latent's KL: value and gradient */
+    float mean[5], rho[5], dm[5] = {0}, dr[5] = {0};
+    for (int i = 0; i < 5; i++) { mean[i] = rf(); rho[i] = 2 * rf(); }
+    double kl = vbs_latent_kl(mean, rho, 5, 1.f, dm, dr), want = 0;
+    for (int i = 0; i < 5; i++) {
+        double sg = log1p(exp((double)rho[i]));
+        want += 0.5 * (sg * sg + (double)mean[i] * mean[i] - 1) - log(sg);
+    }
+    CHECK(fabs(kl - want) < 1e-5 * fabs(want) + 1e-6, "latent KL %.7g, by hand %.7g", kl, want);
+    int ok = 1;
+    for (int i = 0; i < 5; i++)
+        for (int w = 0; w < 2; w++) {
+            float *x = w ? rho : mean, x0 = x[i];
+            x[i] = x0 + 1e-3f;
+            double a = vbs_latent_kl(mean, rho, 5, 1.f, NULL, NULL);
+            x[i] = x0 - 1e-3f;
+            double b = vbs_latent_kl(mean, rho, 5, 1.f, NULL, NULL);
+            x[i] = x0;
+            double num = (a - b) / ((double)(x0 + 1e-3f) - (double)(x0 - 1e-3f)), an = w ? dr[i] : dm[i];
+            if (fabs(num - an) > 1e-3 * fmax(1, fabs(num))) { printf("  latent KL d/d%s[%d]: %g vs %g\n", w ? "rho" : "mean", i, an, num); ok = 0; }
+        }
+    CHECK(ok, "latent KL gradient against finite differences");
+}
+
+/* ---- a model's objective ------------------------------------------------------ */
+
+typedef struct { vbs_trainer t; vbs_batch b; float *x; uint8_t *y; } rig;
+
+static vbs_model *unet(int dims, int norm, int latent, int hetero, int classes, uint64_t seed) {
+    vbs_unet_opts o = vbs_unet_defaults();
+    o.dims = dims; o.in_channels = 2; o.classes = classes; o.base = 3; o.depth = 2; o.latent = latent; o.hetero = hetero;
+    o.norm = norm; o.rho0 = -2.5f; o.seed = seed;
+    vbs_model *m;
+    if (vbs_unet_build(&o, &m)) { printf("  build: %s\n", vbs_model_errmsg(m)); vbs_model_free(m); return NULL; }
+    return m;
+}
+
+static int rig_init(rig *r, vbs_model *m, int batch, int dims, int64_t side, int flipout, int threads) {
+    memset(r, 0, sizeof *r);
+    vbs_trainer_cfg cfg = {.opt = {.kind = VBS_OPT_ADAM, .lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f}, .seed = 3,
+                           .threads = threads, .groups = 0, .flipout = flipout, .kl_weight = 1e-3f, .latent_kl_weight = 0.05f};
+    char err[VBS_ERRLEN];
+    if (vbs_trainer_init(&r->t, m, &cfg, err)) { printf("  trainer: %s\n", err); return 0; }
+    vbs_value_info o;
+    vbs_model_output(m, 0, &o);
+    vbs_loss_spec_from_card(&m->def.card, (int)o.dims[1], r->t.hetero, &r->t.loss);
+    int64_t v = side * side * (dims == 3 ? side : 1);
+    r->x = malloc(sizeof(float) * (size_t)(batch * 2 * v));
+    r->y = malloc((size_t)(batch * v));
+    for (int64_t i = 0; i < batch * 2 * v; i++) r->x[i] = rf();
+    for (int64_t i = 0; i < batch * v; i++) r->y[i] = (uint8_t)(rnd() * (o.dims[1] > 1 ? o.dims[1] : 2));
+    r->b = (vbs_batch){batch, 2, dims, {side, side, dims == 3 ? side : 1}, r->x, r->y};
+    return 1;
+}
+
+static void rig_free(rig *r) {
+    vbs_trainer_free(&r->t);
+    free(r->x);
+    free(r->y);
+}
+
+/* the objective at the step's draws, in double */
+static double objective(rig *r) {
+    vbs_step_stats st;
+    char err[VBS_ERRLEN];
+    if (vbs_trainer_grad(&r->t, &r->b, 0, &st, err)) { printf("  %s\n", err); return NAN; }
+    return st.loss;
+}
+
+/* The trainer's gradient against central differences of the whole objective,
+ * element by element: three elements of every trained tensor (mu, rho and
+ * plain), sigma refreshed as rho moves. A ReLU network is smooth only between
+ * kinks, and the objective comes from float kernels (noise about
+ * 4e-8 |L| / h): the difference is taken at steps from 1e-3 down to 3e-5,
+ * and one of them must agree (a wrong gradient agrees with none). A third of the
+ * checked gradients must stand well above the noise for this to mean
+ * something. */
+static void check_network(const char *label, vbs_model *m, int batch, int dims, int64_t side, int flipout) {
+    rig r;
+    if (!m || !rig_init(&r, m, batch, dims, side, flipout, 1)) { CHECK(0, "%s: set-up", label); vbs_model_free(m); return; }
+    r.t.cfg.kl_weight = 1e-5f; /* the KL's own gradients are checked on their own (test_weight_kl) */
+    vbs_params *P = &r.t.P;
+    double l0 = objective(&r);
+    int64_t n = P->n;
+    float *g = malloc(sizeof(float) * (size_t)n);
+    memcpy(g, r.t.grad, sizeof(float) * (size_t)n);
+    const double noise = 4e-8 * (fabs(l0) + 1);
+    int ok = isfinite(l0), checked = 0, strong = 0, roles[3] = {0, 0, 0};
+    for (int i = 0; i < m->def.n_tensors && ok; i++) {
+        const vbs_tensor_def *td = &m->def.tensors[i];
+        if (!P->trained[i]) continue;
+        int role = td->role == VBS_ROLE_RHO ? 2 : td->role == VBS_ROLE_MU ? 0 : 1;
+        for (int k = 0; k < 3; k++) {
+            int64_t e = P->toff[i] + (int64_t)(rnd() * (double)td->numel);
+            float x0 = P->data[e];
+            double an = g[e], num[4] = {0, 0, 0, 0}, hs[4] = {1e-3, 3e-4, 1e-4, 3e-5};
+            int agree = 0;
+            for (int q = 0; q < 4 && !agree; q++) {
+                P->data[e] = (float)(x0 + hs[q]);
+                vbs_params_refresh(P);
+                double lp = objective(&r);
+                P->data[e] = (float)(x0 - hs[q]);
+                vbs_params_refresh(P);
+                double lm = objective(&r);
+                num[q] = (lp - lm) / ((double)(float)(x0 + hs[q]) - (double)(float)(x0 - hs[q]));
+                agree = fabs(num[q] - an) <= 3e-2 * fmax(fabs(num[q]), fabs(an)) + noise / hs[q];
+            }
+            P->data[e] = x0;
+            vbs_params_refresh(P);
+            checked++;
+            roles[role]++;
+            strong += fabs(an) > 10 * noise / 1e-3;
+            if (!agree) {
+                printf("  %s: d/d %s[%lld]: analytic %.7g, numeric %.7g, %.7g, %.7g, %.7g\n", label, td->name, (long long)(e - P->toff[i]), an,
+                       num[0], num[1], num[2], num[3]);
+                ok = 0;
+            }
+        }
+    }
+    CHECK(ok && strong * 3 > checked && roles[0] && roles[2], "%s: the whole objective's gradient against finite differences (%d elements, %d well above the noise)",
+          label, checked, strong);
+    free(g);
+    rig_free(&r);
+    vbs_model_free(m);
+}
+
+/* ---- the weights' KL --------------------------------------------------------------- */
+
+static void test_weight_kl(void) {
+    vbs_model *m = unet(2, VBS_UNET_NORM_NONE, 0, 0, 2, 5);
+    rig r;
+    if (!m || !rig_init(&r, m, 1, 2, 8, 0, 1)) { CHECK(0, "KL set-up"); return; }
+    /* Gaussian closed form, by hand over every variational tensor */
+    double want = 0;
+    for (int i = 0; i < m->def.n_tensors; i++) {
+        const vbs_tensor_def *t = &m->def.tensors[i];
+        if (t->role != VBS_ROLE_MU) continue;
+        const float *rho = r.t.P.data + r.t.P.toff[i + 1]; /* the builder puts each rho right after its mu */
+        for (int64_t e = 0; e < t->numel; e++) {
+            double s = log1p(exp((double)rho[e])), mu = t->data[e], sp = t->prior.sigma;
+            want += log(sp / s) + (s * s + mu * mu) / (2 * sp * sp) - 0.5;
+        }
+    }
+    double kl = vbs_params_kl(&r.t.P, 0.f, NULL);
+    CHECK(fabs(kl - want) < 1e-6 * fabs(want), "Gaussian KL %.9g, by hand %.9g", kl, want);
+    /* the scale mixture: log q(w) - log p(w) at a draw, by hand */
+    for (int i = 0; i < m->def.n_tensors; i++)
+        if (m->def.tensors[i].role == VBS_ROLE_MU) {
+            m->def.tensors[i].prior = (vbs_prior){VBS_PRIOR_MIXTURE, 0, 0.25f, 1.0f, 0.0025f};
+        }
+    vbs_params_sample(&r.t.P, 7, 2);
+    want = 0;
+    for (int v = 0; v < m->g.n_values; v++) {
+        const vbs_value *val = &m->g.values[v];
+        if (val->kind != VBS_VAL_VARWEIGHT) continue;
+        const vbs_tensor_def *t = &m->def.tensors[val->tensor];
+        const float *rho = r.t.P.data + r.t.P.toff[val->rho], *eps = r.t.P.eps + val->var_off;
+        for (int64_t e = 0; e < t->numel; e++) {
+            double s = log1p(exp((double)rho[e])), w = t->data[e] + s * eps[e];
+            double q = exp(-0.5 * (double)eps[e] * eps[e]) / (s * sqrt(2 * PI));
+            double p = 0.25 * exp(-0.5 * w * w) / sqrt(2 * PI) + 0.75 * exp(-0.5 * w * w / (0.0025 * 0.0025)) / (0.0025 * sqrt(2 * PI));
+            want += log(q) - log(p);
+        }
+    }
+    kl = vbs_params_kl(&r.t.P, 0.f, NULL);
+    CHECK(fabs(kl - want) < 1e-6 * fabs(want) + 1e-6, "scale-mixture KL %.9g, by hand %.9g", kl, want);
+    rig_free(&r);
+    vbs_model_free(m);
+    /* its gradient (and the Gaussian's) through mu and rho: the whole-network check with only the KL */
+    for (int mix = 0; mix < 2; mix++) {
+        vbs_model *mm = unet(2, VBS_UNET_NORM_NONE, 0, 0, 2, 6);
+        if (mix)
+            for (int i = 0; i < mm->def.n_tensors; i++)
+                if (mm->def.tensors[i].role == VBS_ROLE_MU) mm->def.tensors[i].prior = (vbs_prior){VBS_PRIOR_MIXTURE, 0, 0.5f, 1.0f, 0.05f};
+        rig q;
+        rig_init(&q, mm, 1, 2, 8, 0, 1);
+        q.t.loss.w_dice = q.t.loss.w_ce = 0; /* the KL alone */
+        q.t.cfg.kl_weight = 1.f;
+        double l0 = objective(&q);
+        int64_t n = q.t.P.n;
+        float *g = malloc(sizeof(float) * (size_t)n), *p0 = malloc(sizeof(float) * (size_t)n);
+        memcpy(g, q.t.grad, sizeof(float) * (size_t)n);
+        memcpy(p0, q.t.P.data, sizeof(float) * (size_t)n);
+        int ok = isfinite(l0);
+        for (int k = 0; k < 40 && ok; k++) {
+            int64_t i = (int64_t)(rnd() * (double)n);
+            float x0 = q.t.P.data[i];
+            double h = 1e-3 * fmax(1.0, fabs(x0));
+            q.t.P.data[i] = (float)(x0 + h);
+            vbs_params_refresh(&q.t.P);
+            double a = objective(&q);
+            q.t.P.data[i] = (float)(x0 - h);
+            vbs_params_refresh(&q.t.P);
+            double b = objective(&q);
+            q.t.P.data[i] = x0;
+            vbs_params_refresh(&q.t.P);
+            double num = (a - b) / ((double)(float)(x0 + h) - (double)(float)(x0 - h));
+            if (fabs(num - g[i]) > 2e-3 * fmax(fabs(num), fabs(g[i])) + 1e-3) { printf("  KL d/dparam[%lld]: %g vs %g\n", (long long)i, g[i], num); ok = 0; }
+        }
+        CHECK(ok, "%s KL gradient (mu and rho) against finite differences", mix ? "scale-mixture" : "Gaussian");
+        free(g); free(p0);
+        rig_free(&q);
+        vbs_model_free(mm);
+    }
+}
+
+/* ---- optimisers and schedules ------------------------------------------------------------ */
+
+static void test_optim(void) {
+    /* Adam, two steps on one parameter, by hand */
+    vbs_opt_cfg c = {.kind = VBS_OPT_ADAM, .lr = 0.1f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.f};
+    float p = 1.f, m = 0, v = 0, g = 0.5f;
+    vbs_opt_step(&c, c.lr, 1, &p, &g, &m, &v, 1, 1);
+    double mh = 0.05 / 0.1, vh = 0.00025 / 0.001, want = 1 - 0.1 * mh / (sqrt(vh) + 1e-8);
+    CHECK(fabs(p - want) < 1e-6, "Adam step 1: %.7f, by hand %.7f", p, want);
+    g = -0.25f;
+    vbs_opt_step(&c, c.lr, 2, &p, &g, &m, &v, 1, 1);
+    double m2 = 0.9 * 0.05 + 0.1 * -0.25, v2 = 0.999 * 0.00025 + 0.001 * 0.0625;
+    want = want - 0.1 * (m2 / (1 - 0.81)) / (sqrt(v2 / (1 - 0.999 * 0.999)) + 1e-8);
+    CHECK(fabs(p - want) < 1e-6, "Adam step 2: %.7f, by hand %.7f", p, want);
+    /* AdamW decays the parameter itself; Adam adds the decay to the gradient */
+    c.kind = VBS_OPT_ADAMW;
+    c.weight_decay = 0.1f;
+    p = 2.f; m = v = 0; g = 0.f;
+    vbs_opt_step(&c, 0.1f, 1, &p, &g, &m, &v, 1, 1);
+    CHECK(fabs(p - 2 * (1 - 0.01)) < 1e-6, "AdamW with a zero gradient: %.7f", p);
+    p = 2.f; m = v = 0;
+    vbs_opt_step(&c, 0.1f, 1, &p, &g, &m, &v, 1, 0);
+    CHECK(p == 2.f, "no decay where it does not apply: %.7f", p);
+    /* SGD with momentum: v = 0.9 v + g + wd p, p -= lr v */
+    c = (vbs_opt_cfg){.kind = VBS_OPT_SGD, .momentum = 0.9f, .weight_decay = 0.01f};
+    p = 1.f; m = 0;
+    g = 1.f;
+    vbs_opt_step(&c, 0.1f, 1, &p, &g, &m, NULL, 1, 1);
+    double vv = 1.01, pp = 1 - 0.1 * vv;
+    vbs_opt_step(&c, 0.1f, 2, &p, &g, &m, NULL, 1, 1);
+    vv = 0.9 * vv + 1 + 0.01 * pp;
+    pp -= 0.1 * vv;
+    CHECK(fabs(p - pp) < 1e-6, "SGD momentum: %.7f, by hand %.7f", p, pp);
+    /* triangular cyclical: lr_min at the ends of a cycle, lr at its middle */
+    vbs_opt_cfg cy = {.sched = VBS_SCHED_CYCLIC, .lr = 1e-2f, .lr_min = 1e-4f, .period = 10};
+    vbs_sched_state s;
+    vbs_sched_init(&cy, &s);
+    float a[4];
+    int64_t at[4] = {0, 5, 10, 20};
+    for (int i = 0; i < 4; i++) { s.step = at[i]; a[i] = vbs_sched_lr(&cy, &s, 0); }
+    CHECK(fabsf(a[0] - 1e-4f) < 1e-9f && fabsf(a[1] - 5.05e-3f) < 1e-7f && fabsf(a[2] - 1e-2f) < 1e-9f && fabsf(a[3] - 1e-4f) < 1e-9f,
+          "cyclic: %g %g %g %g", a[0], a[1], a[2], a[3]);
+    /* plateau: gamma after more than `patience` epochs without improvement */
+    vbs_opt_cfg pl = {.sched = VBS_SCHED_PLATEAU, .lr = 1e-3f, .gamma = 0.1f, .patience = 2};
+    vbs_sched_init(&pl, &s);
+    double losses[6] = {1.0, 0.9, 0.95, 0.92, 0.91, 0.95};
+    float lrs[6];
+    for (int e = 0; e < 6; e++) { vbs_sched_epoch_end(&pl, &s, losses[e]); lrs[e] = vbs_sched_lr(&pl, &s, e); }
+    CHECK(lrs[3] == 1e-3f && fabsf(lrs[4] - 1e-4f) < 1e-10f && fabsf(lrs[5] - 1e-4f) < 1e-10f, "plateau: %g %g %g", lrs[3], lrs[4], lrs[5]);
+    vbs_opt_cfg po = {.sched = VBS_SCHED_POLY, .lr = 1e-2f, .total_epochs = 10};
+    CHECK(fabsf(vbs_sched_lr(&po, &s, 5) - (float)(1e-2 * pow(0.5, 0.9))) < 1e-9f, "poly");
+}
+
+/* ---- the same bytes at 1 and 2 threads; a bad loss changes nothing ---------------------- */
+
+static void test_threads(void) {
+    float *after[2] = {0};
+    int64_t n = 0;
+    for (int th = 1; th <= 2; th++) {
+        vbs_model *m = unet(2, VBS_UNET_NORM_INSTANCE, 3, 1, 4, 11);
+        rig r;
+        rs = 99; /* the same data both times */
+        if (!m || !rig_init(&r, m, 5, 2, 8, 0, th)) { CHECK(0, "threads set-up"); return; }
+        char err[VBS_ERRLEN];
+        vbs_step_stats st;
+        int ok = 1;
+        for (int s = 0; s < 3 && ok; s++) ok = !vbs_trainer_step(&r.t, &r.b, s, 1e-2f, &st, err);
+        CHECK(ok, "three steps at %d thread(s)", th);
+        n = r.t.P.n;
+        after[th - 1] = malloc(sizeof(float) * (size_t)n);
+        memcpy(after[th - 1], r.t.P.data, sizeof(float) * (size_t)n);
+        rig_free(&r);
+        vbs_model_free(m);
+    }
+    CHECK(!memcmp(after[0], after[1], sizeof(float) * (size_t)n), "the parameters after 3 steps are the same bytes at 1 and 2 threads");
+    free(after[0]);
+    free(after[1]);
+    /* a step whose loss is not finite: refused, naming the term, nothing changed */
+    vbs_model *m = unet(2, VBS_UNET_NORM_NONE, 0, 0, 2, 12);
+    rig r;
+    rig_init(&r, m, 2, 2, 8, 0, 1);
+    r.x[3] = INFINITY;
+    float *p0 = malloc(sizeof(float) * (size_t)r.t.P.n);
+    memcpy(p0, r.t.P.data, sizeof(float) * (size_t)r.t.P.n);
+    char err[VBS_ERRLEN];
+    vbs_step_stats st;
+    vbs_status s = vbs_trainer_step(&r.t, &r.b, 0, 1e-2f, &st, err);
+    CHECK(s == VBS_ERR_NUMERIC && strstr(err, "step 0") && strstr(err, "not finite"), "a non-finite loss is refused: %s", err);
+    CHECK(!memcmp(p0, r.t.P.data, sizeof(float) * (size_t)r.t.P.n), "and the parameters are unchanged");
+    free(p0);
+    rig_free(&r);
+    vbs_model_free(m);
+}
+
+int main(void) {
+    test_losses();
+    test_weight_kl();
+    test_optim();
+    check_network("2D U-Net, latent, heteroscedastic head, instance norm", unet(2, VBS_UNET_NORM_INSTANCE, 3, 1, 4, 1), 3, 2, 8, 0);
+    check_network("2D U-Net, no norm (Conv+Relu fused), sigmoid head", unet(2, VBS_UNET_NORM_NONE, 0, 0, 1, 2), 2, 2, 8, 0);
+    check_network("2D U-Net, batch norm (one pass of the minibatch)", unet(2, VBS_UNET_NORM_BATCH, 2, 0, 3, 3), 3, 2, 8, 0);
+    check_network("2D U-Net, Flipout", unet(2, VBS_UNET_NORM_INSTANCE, 2, 1, 4, 4), 3, 2, 8, 1);
+    check_network("3D U-Net, latent, heteroscedastic head", unet(3, VBS_UNET_NORM_INSTANCE, 2, 1, 2, 5), 2, 3, 8, 0);
+    test_threads();
+    return finish("test_train");
+}
