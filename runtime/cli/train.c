@@ -426,6 +426,13 @@ int cmd_train(int argc, char **argv) {
         rc = 130;
         goto out;
     }
+    if (st == VBS_ERR_NUMERIC) {
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/checkpoint.vbseg", ckdir);
+        if (!stat(path, &sb)) cli_error("train", "%s; the last checkpoint, %s, is as it was; train again with a lower --lr or with --clip", err, path);
+        else cli_error("train", "%s; no epoch had finished, so there is no checkpoint", err);
+        goto out;
+    }
     if (st) { cli_error("train", "%s", err); goto out; }
     if (!quiet) fprintf(stderr, "vbseg train: done; the best epoch is in %s; log, curves and checkpoint in %s\n", o.out, ckdir);
     rc = 0;
