@@ -63,12 +63,18 @@ int main(int argc, char **argv) {
                            z = (k - dims[2] / 2.0) / (dims[2] * 0.48);
                     double brain = u * u + w * w + z * z;
                     int t = 0;
+                    double val = 0;
                     if (brain < 1) {
                         double dx = i - cx, dy = j - cy, dz = (k - cz) * dims[0] / (double)dims[2] * 0.5;
                         double ang = atan2(dy, dx), d = sqrt(dx * dx + dy * dy + dz * dz) / (1 + bump * sin(3 * ang + ph1) * cos(2 * ang + ph2));
                         t = d < 0.5 * r ? 4 : d < 0.75 * r ? 3 : d < 1.4 * r ? 2 : 1;
+                        /* partial volume: each tissue fades into the next over about a voxel, as in a
+                         * real scan, so the voxels on a boundary are ambiguous; the labels stay sharp */
+                        double edge[3] = {0.5 * r, 0.75 * r, 1.4 * r}, inside[3];
+                        for (int e = 0; e < 3; e++) inside[e] = 1 / (1 + exp((d - edge[e]) / 0.6));
+                        val = level[c][4] * inside[0] + level[c][3] * (inside[1] - inside[0]) + level[c][2] * (inside[2] - inside[1]) +
+                              level[c][1] * (1 - inside[2]);
                     }
-                    double val = level[c][t];
                     seg[(k * dims[1] + j) * dims[0] + i] = seg_value[t];
                     if (t) val *= gain[c] * (1.0 + 0.08 * sin(i * 0.15) * cos(j * 0.11) + 2 * noise * (urand(&seed) - 0.5));
                     x[(k * dims[1] + j) * dims[0] + i] = (float)val;

@@ -129,6 +129,9 @@ vbs_status vbs_trainer_init(vbs_trainer *t, vbs_model *m, const vbs_trainer_cfg 
         }
     }
     t->groups = t->bn ? 1 : cfg->groups > 0 ? cfg->groups : 8;
+    /* a fault for the tests: VBS_FAULT=train-loss-nan:STEP makes that step's loss NaN */
+    const char *f = getenv("VBS_FAULT");
+    t->fault_step = f && !strncmp(f, "train-loss-nan:", 15) ? strtoll(f + 15, NULL, 10) : -1;
     return VBS_OK;
 }
 
@@ -336,6 +339,7 @@ vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vb
         out->kl_z += t->kl_z[e] / b->n;
     }
     out->kl_w = klw;
+    if (step == t->fault_step) out->ce = NAN;
     out->loss += klw + t->cfg.latent_kl_weight * out->kl_z;
     /* a NaN or Inf anywhere stops here, before any parameter changes */
     const char *bad = !isfinite(out->dice) ? "Dice" : !isfinite(out->ce) ? (t->hetero ? "heteroscedastic NLL" : "cross-entropy")
@@ -349,7 +353,8 @@ vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vb
         norm2 += s;
     }
     out->grad_norm = sqrt(norm2);
-    if (!bad && !isfinite(out->grad_norm)) bad = "gradient";
+    /* beyond 1e18 Adam's squared gradient overflows float: as bad as a NaN */
+    if (!bad && !(out->grad_norm < 1e18)) bad = isfinite(out->grad_norm) ? "gradient (its norm overflows the update)" : "gradient";
     if (bad) {
         out->bad_term = bad;
         return vbs_fail(err, VBS_ERR_NUMERIC, "step %lld: the %s is not finite (loss %g); parameters unchanged", (long long)step, bad, out->loss);

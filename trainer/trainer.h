@@ -227,6 +227,7 @@ typedef struct {
     vbs_loss_parts *parts;        /* per example of the step */
     double *kl_z;
     int parts_cap;
+    int64_t fault_step;           /* the tests' injected NaN (VBS_FAULT), -1 none */
 } vbs_trainer;
 
 /* The Dice terms and heads of a model's card: BraTS and MSD Task01 regions

@@ -59,8 +59,8 @@ static const char *help =
 typedef struct {
     char data[PATH_MAX], out[PATH_MAX], arch[16], norm[16], opt[16], sched[16], layout[16], augment[16], patch[64], val_cases[1024];
     char init[PATH_MAX], cache[PATH_MAX], ckdir[PATH_MAX];
-    long long dims, base, depth, latent, hetero, batch, seed, skip_bad, steps_per_epoch, flipout, kl_warmup, val_samples, cycle, patience;
-    double lr, val, fg, rho, kl, latent_kl, momentum, wd, clip, lr_min, gamma;
+    long long dims, base, depth, latent, hetero, batch, seed, skip_bad, steps_per_epoch, flipout, kl_warmup, val_samples, cycle, patience, epochs;
+    double lr, val, fg, rho, kl, latent_kl, momentum, wd, clip, lr_min, gamma, minutes;
 } topts;
 
 typedef enum { T_STR, T_INT, T_FLOAT, T_FLAG } ttype;
@@ -75,14 +75,22 @@ static const tdef defs[] = {
     S(layout, "--layout"), S(augment, "--augment"), S(patch, "--patch"), S(val_cases, "--val-cases"), S(init, "--init"),
     S(cache, "--cache"), S(ckdir, "--checkpoint-dir"),
     I(dims, "--dims", 2, 3), I(base, "--base", 1, 4096), I(depth, "--depth", 0, 8), I(latent, "--latent", 0, 4096), G(hetero, "--hetero"),
-    I(batch, "--batch", 1, 4096), I(seed, "--seed", 0, 0x7fffffffffffffffLL), G(skip_bad, "--skip-bad"),
+    I(batch, "--batch", 1, 4096), I(seed, "--seed", 0, 9007199254740991.0), G(skip_bad, "--skip-bad"),
     I(steps_per_epoch, "--steps-per-epoch", 0, 1000000), G(flipout, "--flipout"), I(kl_warmup, "--kl-warmup", 0, 100000),
     I(val_samples, "--val-samples", 0, 1000), I(cycle, "--cycle", 1, 100000000), I(patience, "--patience", 0, 100000),
     F(lr, "--lr", 1e-12, 10), F(val, "--val", 0, 0.9), F(fg, "--fg-oversample", 0, 1), F(rho, "--rho", -30, 10), F(kl, "--kl-weight", -1, 1e6),
-    F(latent_kl, "--latent-kl", -1, 1e6), F(momentum, "--momentum", 0, 1), F(wd, "--weight-decay", 0, 10), F(clip, "--clip", 0, 1e12),
+    F(latent_kl, "--latent-kl", -1, 1e6), F(momentum, "--momentum", 0, 1), F(wd, "--weight-decay", -1, 10), F(clip, "--clip", 0, 1e12),
     F(lr_min, "--lr-min", 0, 10), F(gamma, "--gamma", 1e-6, 1),
+    /* where the run stops: kept, so that a resume stops where the run would have, but it may change */
+    {"--epochs", T_INT, offsetof(topts, epochs), 0, -1, 1000000, 0}, {"--minutes", T_FLOAT, offsetof(topts, minutes), 0, -1, 1e7, 0},
 };
 #define NDEFS ((int)(sizeof defs / sizeof defs[0]))
+
+static int seen_def(const char *seen, const char *name) {
+    for (int d = 0; d < NDEFS; d++)
+        if (!strcmp(defs[d].name, name)) return seen[d];
+    return 0;
+}
 
 static void defaults(topts *o) {
     memset(o, 0, sizeof *o);
@@ -90,7 +98,7 @@ static void defaults(topts *o) {
     strcpy(o->layout, "auto"); strcpy(o->augment, "default");
     o->dims = 2; o->base = 16; o->depth = 4; o->latent = 10; o->batch = 16; o->steps_per_epoch = 0; o->val_samples = 4;
     o->cycle = 2000; o->patience = 5; o->lr = 1e-3; o->val = 0.2; o->fg = 0.33; o->rho = -5; o->kl = -1; o->latent_kl = -1;
-    o->momentum = 0.9; o->wd = -1; o->clip = 0; o->lr_min = 1e-5; o->gamma = 0.1;
+    o->momentum = 0.9; o->wd = -1; o->clip = 0; o->lr_min = 1e-5; o->gamma = 0.1; o->epochs = -1; o->minutes = -1;
 }
 
 /* sets one option from its text; 0 (and a message) if the value is bad */
@@ -237,8 +245,7 @@ int cmd_train(int argc, char **argv) {
     memset(seen, 0, sizeof seen);
     const char *resume = NULL;
     int quiet = 0;
-    long long threads = 0, epochs = -1;
-    double minutes = -1;
+    long long threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(help, stdout); return 0; }
@@ -250,11 +257,7 @@ int cmd_train(int argc, char **argv) {
         if (d < NDEFS) { if (!set_opt(&o, &defs[d], v)) return 2; seen[d] = 1; }
         else if (!strcmp(a, "--resume")) resume = v;
         else if (!strcmp(a, "--threads")) { if (!cli_int("train", a, v, 0, 64, &threads)) return 2; }
-        else if (!strcmp(a, "--epochs")) { if (!cli_int("train", a, v, 1, 1000000, &epochs)) return 2; }
-        else if (!strcmp(a, "--minutes")) {
-            if (!cli_float("train", a, v, &minutes)) return 2;
-            if (!(minutes > 0 && minutes < 1e7)) { cli_error("train", "--minutes %g is not a positive number", minutes); return 2; }
-        } else { cli_error("train", "unknown option '%s' (see --help)", a); return 2; }
+        else { cli_error("train", "unknown option '%s' (see --help)", a); return 2; }
     }
     given = o;
     vbs_model *m = NULL;
@@ -271,6 +274,12 @@ int cmd_train(int argc, char **argv) {
         }
         for (int d = 0; d < NDEFS; d++) {
             if (!seen[d]) continue;
+            if (!defs[d].kept) { /* the stopping point: the given value wins */
+                char v[PATH_MAX + 64];
+                opt_text(&given, &defs[d], v, sizeof v);
+                set_opt(&o, &defs[d], v);
+                continue;
+            }
             char a[PATH_MAX + 64], b[PATH_MAX + 64];
             opt_text(&given, &defs[d], a, sizeof a);
             opt_text(&o, &defs[d], b, sizeof b);
@@ -284,7 +293,14 @@ int cmd_train(int argc, char **argv) {
         have_ck = 1;
     }
     if (!o.data[0] || !o.out[0]) { cli_error("train", "--data and --out are required (see --help)"); vbs_model_free(m); return 2; }
-    if (epochs < 0 && minutes < 0) epochs = 50;
+    if ((seen_def(seen, "--epochs") && o.epochs < 1) || (seen_def(seen, "--minutes") && !(o.minutes > 0))) {
+        cli_error("train", "--epochs and --minutes must be positive");
+        vbs_model_free(m);
+        return 2;
+    }
+    if (o.epochs < 0 && o.minutes < 0) o.epochs = 50;
+    long long epochs = o.epochs;
+    double minutes = o.minutes;
     if (strcmp(o.arch, "unet")) { cli_error("train", "--arch '%s' is not available (unet)", o.arch); vbs_model_free(m); return 2; }
     vbs_sampler smp = {(int)o.dims, {0, 0, 0}, (float)o.fg, 2};
     if (!strcmp(o.augment, "none")) smp.augment = 0;
