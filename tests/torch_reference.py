@@ -79,7 +79,9 @@ def weights(t, mode, seed):
     return w
 
 
-def unet(x, w, depth, dims, latent, hetero):
+def unet(x, w, depth, dims, latent, hetero, norm_fn=None, sample_z=None):
+    """The U-Net of `vbseg create`. norm_fn(x, name), if given, replaces the inference-mode norms;
+    sample_z(mean, rho), if given, makes the latent's z (else z = mean, as in mean mode)."""
     conv = F.conv2d if dims == 2 else F.conv3d
     convt = F.conv_transpose2d if dims == 2 else F.conv_transpose3d
     pool = F.max_pool2d if dims == 2 else F.max_pool3d
@@ -94,9 +96,11 @@ def unet(x, w, depth, dims, latent, hetero):
             return F.batch_norm(x, w[name + ".running_mean"], w[name + ".running_var"], w[name + ".scale"], w[name + ".bias"], eps=1e-5)
         return F.instance_norm(x, weight=w[name + ".scale"], bias=w[name + ".bias"], eps=1e-5)
 
+    nrm = norm_fn or norm
+
     def block(x, name):
-        x = F.relu(norm(c(x, name + ".conv1", 1), name + ".norm1"))
-        return F.relu(norm(c(x, name + ".conv2", 1), name + ".norm2"))
+        x = F.relu(nrm(c(x, name + ".conv1", 1), name + ".norm1"))
+        return F.relu(nrm(c(x, name + ".conv2", 1), name + ".norm2"))
 
     skips = []
     for l in range(depth):
@@ -107,6 +111,8 @@ def unet(x, w, depth, dims, latent, hetero):
     if latent:
         g = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
         z = c(g, "latent.mu", 0)  # GaussianSample in mean mode, and in sample mode its eps is checked separately
+        if sample_z:
+            z = sample_z(z, c(g, "latent.rho", 0))
         x = torch.cat([x, z.expand(-1, -1, *x.shape[2:])], 1)
     for l in reversed(range(depth)):
         x = convt(x, w[f"up{l}.weight"], w[f"up{l}.bias"], stride=2)
