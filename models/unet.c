@@ -175,3 +175,27 @@ vbs_status vbs_unet_build(const vbs_unet_opts *o, vbs_model **out) {
     card->description = vbs_b_str(b, "untrained variational U-Net (He-initialised means)");
     return vbs_b_finish(b, "unet", out);
 }
+
+double vbs_unet_floats(const vbs_unet_opts *o) {
+    double k = o->dims == 3 ? 27 : 9, up = o->dims == 3 ? 8 : 4, n = 0, ch = o->in_channels;
+    double norm = o->norm == VBS_UNET_NORM_BATCH ? 4 : o->norm == VBS_UNET_NORM_INSTANCE ? 2 : 0;
+    /* a block: two 3x3 convs (weights and biases, mean and rho each) and their norms */
+#define BLOCK(cin, cout) (2 * (k * (cin) * (cout) + (cout)) + 2 * (k * (cout) * (cout) + (cout)) + 2 * norm * (cout))
+    for (int l = 0; l < o->depth; l++) {
+        double co = (double)o->base * (double)(1LL << l);
+        n += BLOCK(ch, co);
+        ch = co;
+    }
+    double cb = (double)o->base * (double)(1LL << o->depth);
+    n += BLOCK(ch, cb);
+    ch = cb;
+    if (o->latent > 0) { n += 2 * 2 * (ch * o->latent + o->latent); ch += o->latent; }
+    for (int l = o->depth - 1; l >= 0; l--) {
+        double co = (double)o->base * (double)(1LL << l);
+        n += 2 * (up * ch * co + co) + BLOCK(2 * co, co);
+        ch = co;
+    }
+    n += 2 * (ch * o->classes + o->classes) * (o->hetero ? 2 : 1);
+#undef BLOCK
+    return n;
+}

@@ -35,4 +35,8 @@ vbs_unet_opts vbs_unet_defaults(void);
  * *out as for vbs_model_load. */
 vbs_status vbs_unet_build(const vbs_unet_opts *o, vbs_model **out);
 
+/* The number of floats vbs_unet_build would store (means, rhos and the
+ * norms' tensors), computed without building: for checks before a build. */
+double vbs_unet_floats(const vbs_unet_opts *o);
+
 #endif

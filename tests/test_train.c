@@ -408,7 +408,26 @@ static void test_threads(void) {
     vbs_model_free(m);
 }
 
+/* the parameter count the memory check uses before building, against built models */
+static void test_unet_floats(void) {
+    int ok = 1;
+    for (int dims = 2; dims <= 3; dims++)
+        for (int norm = 0; norm <= 2; norm++)
+            for (int lat = 0; lat <= 3; lat += 3) {
+                vbs_unet_opts o = vbs_unet_defaults();
+                o.dims = dims; o.in_channels = 3; o.classes = 4; o.base = 3; o.depth = 2; o.latent = lat; o.hetero = lat > 0; o.norm = norm;
+                vbs_model *m;
+                if (vbs_unet_build(&o, &m)) { ok = 0; vbs_model_free(m); continue; }
+                double n = 0;
+                for (int i = 0; i < m->def.n_tensors; i++) n += (double)m->def.tensors[i].numel;
+                if (n != vbs_unet_floats(&o)) { printf("  %dD norm %d latent %d: %g floats built, %g estimated\n", dims, norm, lat, n, vbs_unet_floats(&o)); ok = 0; }
+                vbs_model_free(m);
+            }
+    CHECK(ok, "vbs_unet_floats equals the floats of the built models");
+}
+
 int main(void) {
+    test_unet_floats();
     test_losses();
     test_weight_kl();
     test_optim();

@@ -165,9 +165,12 @@ ok test ! -e "$T/b.vbseg"
 ok "$V" train --data "$T/bad" --out "$T/b.vbseg" "${SMALL[@]}" --epochs 1 --steps-per-epoch 1 --skip-bad --quiet
 ok test -s "$T/b.vbseg"
 # a configuration that cannot fit is refused before the first step, with its estimate
-"$V" train --data "$T/data" --out "$T/huge.vbseg" --base 512 --depth 4 --batch 4 --patch 2048x2048 --epochs 1 2>"$T/huge.err"
+"$V" train --data "$T/data" --out "$T/huge.vbseg" --base 16 --depth 4 --batch 16 --patch 8192x8192 --epochs 1 2>"$T/huge.err"
 ok test $? -eq 1
 ok grep -q "this configuration needs about [0-9.]* GB for a step" "$T/huge.err"
+"$V" train --data "$T/data" --out "$T/huge.vbseg" --base 512 --depth 4 --epochs 1 2>"$T/huge2.err"
+ok test $? -eq 1
+ok grep -q "this configuration needs about [0-9.]* GB for its [0-9.e+]* parameters alone" "$T/huge2.err"
 ok test ! -e "$T/huge.vbseg.train/checkpoint.vbseg"
 # a loss that goes NaN: stopped with the step and the term; the last checkpoint stays
 VBS_FAULT=train-loss-nan:7 "$V" train --data "$T/data" --out "$T/nan.vbseg" --base 4 --depth 2 --latent 0 --batch 4 --patch 32x32 --epochs 8 \

@@ -370,6 +370,13 @@ int cmd_train(int argc, char **argv) {
             u.norm = !strcmp(o.norm, "none") ? VBS_UNET_NORM_NONE : !strcmp(o.norm, "batch") ? VBS_UNET_NORM_BATCH : VBS_UNET_NORM_INSTANCE;
             if (strcmp(o.norm, "none") && strcmp(o.norm, "batch") && strcmp(o.norm, "instance")) { cli_error("train", "--norm must be instance, batch or none"); rc = 2; goto out; }
             for (int i = 0; i < smp.dims; i++) u.patch[i] = smp.patch[i];
+            /* the parameters alone, before building them: moments, gradients and copies make about 8 of each */
+            double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), need = 4.0 * 8 * vbs_unet_floats(&u);
+            if ((int64_t)u.base << u.depth > (1 << 16) || (have > 0 && need > 0.8 * have)) {
+                cli_error("train", "this configuration needs about %.1f GB for its %.3g parameters alone, more than 80%% of this machine's %.1f GB; "
+                          "use a smaller --base or --depth", need / 1e9, vbs_unet_floats(&u) / 2, have / 1e9);
+                goto out;
+            }
             if ((st = vbs_unet_build(&u, &m))) { cli_error("train", "%s", vbs_model_errmsg(m)); goto out; }
         }
     }
