@@ -298,3 +298,23 @@ vbs_status vbs_model_flops(vbs_model *m, const int64_t *shape, int ndim, double 
     vbs_plan_free(&p);
     return VBS_OK;
 }
+
+vbs_status vbs_model_prior(const vbs_model *m, vbs_prior_info *out) {
+    if (!m || !m->loaded || !out) return VBS_ERR_ARG;
+    int n = 0;
+    for (int i = 0; i < m->def.n_tensors; i++) {
+        const vbs_tensor_def *t = &m->def.tensors[i];
+        if (t->role != VBS_ROLE_MU) continue;
+        vbs_prior_info p = {t->prior.kind == VBS_PRIOR_MIXTURE, t->prior.sigma, t->prior.pi, t->prior.sigma1, t->prior.sigma2};
+        if (n++ && memcmp(&p, out, sizeof p)) return VBS_ERR_STATE;
+        *out = p;
+    }
+    return n ? VBS_OK : VBS_ERR_STATE;
+}
+
+int vbs_model_checkpoint_state(const vbs_model *m, int *epochs, int64_t *steps) {
+    if (!m || !m->loaded || !m->def.train) return 0;
+    if (epochs) *epochs = m->def.train->epoch;
+    if (steps) *steps = m->def.train->step;
+    return 1;
+}

@@ -247,5 +247,19 @@ ok grep -q "channels (FLAIR, T1, T1c, T2), labels 0=background 1=necrosis 2=edem
 ok grep -q "labels 0=background 1=edema 2=non-enhancing tumor 3=enhancing tumour" "$T/l_msd.out"
 "$V" info "$T/l_msd.vbseg" >"$T/msd.info"
 ok grep -q "msd:" "$T/msd.info"
+# a 3D model on patches, Flipout, the scale-mixture prior; a checkpoint says what it is
+"$V" train --data "$T/data" --out "$T/m3.vbseg" --dims 3 --patch 8x16x16 --base 4 --depth 2 --latent 2 --batch 2 --epochs 1 --steps-per-epoch 2 \
+  --flipout --prior mixture:0.5,1,0.01 --val 0.25 --quiet
+ok test $? -eq 0
+"$V" info "$T/m3.vbseg" >"$T/m3.info"
+ok grep -q "spatial dims: 3, patch 8x16x16" "$T/m3.info"
+ok grep -q "prior:        scale mixture 0.5 N(0, 1^2) + 0.5 N(0, 0.01^2)" "$T/m3.info"
+"$V" info "$T/m3.vbseg.train/checkpoint.vbseg" >"$T/ck.info"
+ok grep -q "checkpoint:   1 epoch, 2 steps done" "$T/ck.info"
+"$V" train --data "$T/data" --out "$T/bn.vbseg" --norm batch --base 4 --depth 2 --latent 0 --batch 4 --patch 32x32 --epochs 1 --steps-per-epoch 2 \
+  --val 0.25 --quiet
+ok test $? -eq 0
+"$V" train --data "$T/data" --out "$T/bnf.vbseg" --norm batch --flipout --epochs 1 2>"$T/bnf.err"
+ok grep -q "flipout needs one pass per example" "$T/bnf.err"
 echo "train: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -19,6 +19,7 @@
  * channels; uint8 label values; i32 foreground slice indices; u32
  * foreground voxel indices. The file's length must be exactly that.
  */
+#define _DEFAULT_SOURCE /* madvise(MADV_DONTNEED): glibc's posix_madvise ignores POSIX_MADV_DONTNEED */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -349,6 +350,23 @@ vbs_status vbs_dataset_open(const vbs_data_opts *o, vbs_dataset *ds, char *err) 
     return VBS_OK;
 }
 
+/* Drops a mapped range from the process's resident set (MADV_DONTNEED on a
+ * shared read-only file mapping: the pages stay in the page cache and read
+ * back unchanged), so that resident memory does not grow with the number of
+ * cases sampled. Page-aligned inward; a no-op for ranges under a page. */
+static void release(const vbs_data_case *dc, const char *p, size_t len) {
+    const char *base = dc->map;
+    uintptr_t a = (uintptr_t)p, b = a + len, pg = 4096;
+    a = (a + pg - 1) & ~(pg - 1);
+    b &= ~(pg - 1);
+    if (b > a && a >= (uintptr_t)base && b <= (uintptr_t)base + dc->map_len) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+void vbs_data_release(const vbs_dataset *ds, int ci) {
+    const vbs_data_case *dc = &ds->cases[ci];
+    release(dc, (const char *)dc->map, dc->map_len);
+}
+
 /* ---- examples ---------------------------------------------------------------- */
 
 /* uniform draws from Philox keyed by (seed, key): draw i of the example */
@@ -431,6 +449,10 @@ void vbs_data_example(const vbs_dataset *ds, const vbs_sampler *s, int ci, uint6
                 for (int c = 0; c < C; c++) x[(int64_t)c * pn + o] = in ? dc->x[(int64_t)c * nz * plane + src] : 0.f;
                 t[o] = in ? ds->lut[dc->y[src]] : 0;
             }
+    /* the slices read, out of this process's resident memory again (they stay in the page cache) */
+    int64_t z0 = oz < 0 ? 0 : oz, z1 = oz + pz > nz ? nz : oz + pz;
+    for (int c = 0; c < C; c++) release(dc, (const char *)(dc->x + (int64_t)c * nz * plane + z0 * plane), (size_t)((z1 - z0) * plane) * 4);
+    release(dc, (const char *)(dc->y + z0 * plane), (size_t)((z1 - z0) * plane));
     if (s->augment >= 2)
         for (int c = 0; c < C; c++) {
             float *xc = x + (int64_t)c * pn;

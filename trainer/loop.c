@@ -137,6 +137,7 @@ static vbs_status validate(vbs_model *m, const vbs_dataset *ds, const int *val, 
             }
         }
         free(p); free(tg); free(pred);
+        vbs_data_release(ds, val[i]);
     }
     vbs_session_free(s);
     for (int t = 0; t < ls->n_terms; t++) { r->dice += r->term_dice[t] / ls->n_terms; r->dice_mc += term_mc[t] / ls->n_terms; }

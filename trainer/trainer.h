@@ -132,6 +132,8 @@ typedef struct {
  * the call fail. Close ds either way. */
 vbs_status vbs_dataset_open(const vbs_data_opts *o, vbs_dataset *ds, char *err);
 void vbs_dataset_close(vbs_dataset *ds);
+/* Drops case ci's mapped pages from the process's resident memory (after validation reads it whole). */
+void vbs_data_release(const vbs_dataset *ds, int ci);
 
 typedef struct {
     int dims;                      /* 2: axial slices, 3: patches */

@@ -180,6 +180,15 @@ int cmd_info(int argc, char **argv) {
         printf("parameters:   %lld mean, of which %lld variational (each with a rho)\n", (long long)s.n_params, (long long)s.n_variational);
         if (s.n_variational)
             printf("sigma:        min %.4g, median %.4g, max %.4g  (softplus(rho))\n", s.sigma_min, s.sigma_median, s.sigma_max);
+        vbs_prior_info pr;
+        if (!vbs_model_prior(m, &pr))
+            printf(pr.kind ? "prior:        scale mixture %.3g N(0, %.3g^2) + %.3g N(0, %.3g^2)\n" : "prior:        N(0, %.3g^2)\n",
+                   pr.kind ? pr.pi : pr.sigma, pr.kind ? pr.sigma1 : 0, 1 - pr.pi, pr.sigma2);
+        else if (s.n_variational) printf("prior:        differs between tensors\n");
+        int ep;
+        int64_t st;
+        if (vbs_model_checkpoint_state(m, &ep, &st))
+            printf("checkpoint:   %d epoch%s, %lld steps done (vbseg train --resume %s continues it)\n", ep, ep == 1 ? "" : "s", (long long)st, path);
         printf("channels:     ");
         if (!c->n_channels) printf("%s", NOT_SET);
         for (int i = 0; i < c->n_channels; i++) printf("%s%s", i ? ", " : "", c->channels[i]);

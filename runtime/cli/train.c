@@ -36,7 +36,7 @@ static const char *help =
     "                   [--resume CKPT] [--quiet]\n"
     "  data:     [--layout auto|nnunet|brats2021|brats2023|msd] [--skip-bad] [--cache DIR] [--patch 128x128]\n"
     "            [--fg-oversample 0.33] [--augment none|light|default] [--steps-per-epoch N]\n"
-    "  model:    [--init MODEL.vbseg] [--rho -5] [--flipout]\n"
+    "  model:    [--init MODEL.vbseg] [--rho -5] [--flipout] [--prior gaussian:1 | mixture:PI,SIGMA1,SIGMA2]\n"
     "  loss:     [--kl-weight W] [--kl-warmup EPOCHS] [--latent-kl W]\n"
     "  optimiser:[--momentum 0.9] [--weight-decay W] [--clip NORM] [--lr-min 1e-5] [--cycle STEPS]\n"
     "            [--gamma 0.1] [--patience 5]\n"
@@ -58,7 +58,7 @@ static const char *help =
 
 typedef struct {
     char data[PATH_MAX], out[PATH_MAX], arch[16], norm[16], opt[16], sched[16], layout[16], augment[16], patch[64], val_cases[1024];
-    char init[PATH_MAX], cache[PATH_MAX], ckdir[PATH_MAX];
+    char init[PATH_MAX], cache[PATH_MAX], ckdir[PATH_MAX], prior[64];
     long long dims, base, depth, latent, hetero, batch, seed, skip_bad, steps_per_epoch, flipout, kl_warmup, val_samples, cycle, patience, epochs;
     double lr, val, fg, rho, kl, latent_kl, momentum, wd, clip, lr_min, gamma, minutes;
 } topts;
@@ -73,7 +73,7 @@ typedef struct { const char *name; ttype type; size_t off, len; double lo, hi; i
 static const tdef defs[] = {
     S(data, "--data"), S(out, "--out"), S(arch, "--arch"), S(norm, "--norm"), S(opt, "--optimizer"), S(sched, "--schedule"),
     S(layout, "--layout"), S(augment, "--augment"), S(patch, "--patch"), S(val_cases, "--val-cases"), S(init, "--init"),
-    S(cache, "--cache"), S(ckdir, "--checkpoint-dir"),
+    S(cache, "--cache"), S(ckdir, "--checkpoint-dir"), S(prior, "--prior"),
     I(dims, "--dims", 2, 3), I(base, "--base", 1, 4096), I(depth, "--depth", 0, 8), I(latent, "--latent", 0, 4096), G(hetero, "--hetero"),
     I(batch, "--batch", 1, 4096), I(seed, "--seed", 0, 9007199254740991.0), G(skip_bad, "--skip-bad"),
     I(steps_per_epoch, "--steps-per-epoch", 0, 1000000), G(flipout, "--flipout"), I(kl_warmup, "--kl-warmup", 0, 100000),
@@ -95,7 +95,7 @@ static int seen_def(const char *seen, const char *name) {
 static void defaults(topts *o) {
     memset(o, 0, sizeof *o);
     strcpy(o->arch, "unet"); strcpy(o->norm, "instance"); strcpy(o->opt, "adam"); strcpy(o->sched, "constant");
-    strcpy(o->layout, "auto"); strcpy(o->augment, "default");
+    strcpy(o->layout, "auto"); strcpy(o->augment, "default"); strcpy(o->prior, "gaussian:1");
     o->dims = 2; o->base = 16; o->depth = 4; o->latent = 10; o->batch = 16; o->steps_per_epoch = 0; o->val_samples = 4;
     o->cycle = 2000; o->patience = 5; o->lr = 1e-3; o->val = 0.2; o->fg = 0.33; o->rho = -5; o->kl = -1; o->latent_kl = -1;
     o->momentum = 0.9; o->wd = -1; o->clip = 0; o->lr_min = 1e-5; o->gamma = 0.1; o->epochs = -1; o->minutes = -1;
@@ -203,7 +203,8 @@ static void on_event(void *user, const vbs_train_event *e) {
         fprintf(stderr, "epoch %d: loss %.4f (1-Dice %.3f, CE %.3f, KL %.3g)", l->epoch, l->loss, l->dice_loss, l->ce, l->kl);
         if (e->n_val) {
             fprintf(stderr, " | val loss %.4f, Dice %.3f (MC %.3f), epistemic %.4f |", l->val_loss, l->val_dice, l->val_dice_mc, l->val_epistemic);
-            for (int i = 0; i < e->n_terms; i++) fprintf(stderr, " %s %.3f", e->term_names[i], e->term_dice[i]);
+            for (int i = 0; i < e->n_terms; i++) fprintf(stderr, " %s %.3f/%.3f", e->term_names[i], e->term_dice[i], e->term_iou[i]);
+            fprintf(stderr, " (Dice/IoU)");
         }
         fprintf(stderr, " | %.1f img/s, %s%s\n", l->images_per_s, dur(e->elapsed, a, sizeof a), e->best ? " | best so far: exported" : "");
         break;
@@ -312,6 +313,15 @@ int cmd_train(int argc, char **argv) {
         if (np != smp.dims) { cli_error("train", "--patch '%s' needs %d sizes for --dims %d", o.patch, smp.dims, smp.dims); vbs_model_free(m); return 2; }
         for (int i = 0; i < np; i++) smp.patch[i] = p[i];
     } else for (int i = 0; i < smp.dims; i++) smp.patch[i] = smp.dims == 2 ? 128 : 64;
+    vbs_prior prior = {VBS_PRIOR_GAUSSIAN, 1.f, 0, 0, 0};
+    {
+        double a, b, c;
+        char tail;
+        if (sscanf(o.prior, "gaussian:%lf%c", &a, &tail) == 1 && a > 0 && a < 1e6) prior.sigma = (float)a;
+        else if (sscanf(o.prior, "mixture:%lf,%lf,%lf%c", &a, &b, &c, &tail) == 3 && a >= 0 && a <= 1 && b > 0 && c > 0 && b < 1e6 && c < 1e6)
+            prior = (vbs_prior){VBS_PRIOR_MIXTURE, 0, (float)a, (float)b, (float)c};
+        else { cli_error("train", "--prior '%s' is not gaussian:SIGMA or mixture:PI,SIGMA1,SIGMA2", o.prior); vbs_model_free(m); return 2; }
+    }
     vbs_train_layout lay;
     if (!vbs_train_layout_parse(o.layout, &lay)) { cli_error("train", "--layout must be auto, nnunet, brats2021, brats2023 or msd"); vbs_model_free(m); return 2; }
     vbs_opt_cfg oc = {.kind = VBS_OPT_ADAM, .lr = (float)o.lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .momentum = (float)o.momentum,
@@ -379,6 +389,10 @@ int cmd_train(int argc, char **argv) {
             }
             if ((st = vbs_unet_build(&u, &m))) { cli_error("train", "%s", vbs_model_errmsg(m)); goto out; }
         }
+        /* the prior of every variational tensor: the given one (a new model's default is N(0, 1)) */
+        if (!o.init[0] || seen_def(seen, "--prior"))
+            for (int i = 0; i < m->def.n_tensors; i++)
+                if (m->def.tensors[i].role == VBS_ROLE_MU) { m->def.tensors[i].prior = prior; m->def.tensors[i].has_prior = 1; }
     }
     {
         vbs_value_info in;

@@ -184,6 +184,17 @@ typedef struct {
 } vbs_model_stats;
 vbs_status vbs_model_get_stats(const vbs_model *m, vbs_model_stats *out);
 
+/* The prior of the variational weights (what the trainer's KL is taken
+ * against): kind 0 a Gaussian N(0, sigma^2), 1 Blundell's scale mixture
+ * pi N(0, sigma1^2) + (1 - pi) N(0, sigma2^2). VBS_ERR_STATE if the model has
+ * no variational tensor or its tensors' priors differ. */
+typedef struct { int kind; float sigma, pi, sigma1, sigma2; } vbs_prior_info;
+vbs_status vbs_model_prior(const vbs_model *m, vbs_prior_info *out);
+
+/* For a checkpoint written by the trainer: the epochs and optimiser steps done
+ * (1); 0 for a plain model. */
+int vbs_model_checkpoint_state(const vbs_model *m, int *epochs, int64_t *steps);
+
 /* Node i's op name (e.g. "Conv") and node name; borrowed. */
 int vbs_model_n_nodes(const vbs_model *m);
 const char *vbs_model_node_op(const vbs_model *m, int i);
