@@ -103,6 +103,37 @@ print(f"  mean MI: boundary {b:.5f}, core {k:.5f}, background {g:.5f}")
 assert b > 3 * k and b > 3 * g, (b, k, g)
 PY
 
+# validation on a part of each case (--val-examples): one epoch from the trained model, validated on 2 slices of c07
+# (the rule of the README: one at the middle of its foreground slices, one at the middle of its box); the log's
+# mean-mode Dice equals the Dice of vbseg infer's labels on those slices, computed here
+mkdir -p "$T/vx"; cp "$T"/bin/imagesTr/c07_000?.nii.gz "$T/vx/"
+"$V" train --data "$T/bin" --out "$T/part.vbseg" "${SMALL[@]}" --init "$T/lesion.vbseg" --hetero --epochs 1 --steps-per-epoch 1 \
+  --val-cases c07 --val-examples 2 --val-samples 0 --quiet
+ok test $? -eq 0
+"$V" infer --model "$T/part.vbseg" --input "$T/vx" --output "$T/o_part" --mode mean --no-png --quiet
+ok $PY - "$T/o_part/c07.nii.gz" "$T/bin/labelsTr/c07.nii.gz" "$T/vx" "$T/part.vbseg.train/train_log.csv" <<'PY'
+import csv, gzip, struct, sys
+import numpy as np
+def load(p):
+    r = gzip.open(p).read(); d = struct.unpack('<8h', r[40:56]); off = int(struct.unpack('<f', r[108:112])[0])
+    dt = {2: 'u1', 4: '<i2', 16: '<f4'}[struct.unpack('<h', r[70:72])[0]]
+    return np.frombuffer(r[off:], dt).reshape(d[3], d[2], d[1]).astype(np.float64)
+pred, ref = load(sys.argv[1]) > 0, load(sys.argv[2]) > 0
+nz = np.zeros(ref.shape, bool)
+for n in range(4): nz |= load(f"{sys.argv[3]}/c07_000{n}.nii.gz") != 0
+zs = np.nonzero((nz | ref).any(axis=(1, 2)))[0]; z0, z1 = zs[0], zs[-1] + 1      # the box in z
+fg = [z - z0 for z in range(z0, z1) if ref[z].any()]
+a = fg[len(fg) // 2]; b = (z1 - z0) // 2
+while b == a: b = (b + 1) % (z1 - z0)
+sl = [z0 + a, z0 + b]
+p, t = pred[sl], ref[sl]
+dice = 2 * (p & t).sum() / (p.sum() + t.sum())
+whole = 2 * (pred & ref).sum() / (pred.sum() + ref.sum())
+log = float(next(csv.DictReader(open(sys.argv[4])))["val_dice"])
+print(f"  validation Dice on slices {sl}: log {log:.6f}, recomputed {dice:.6f} (whole case {whole:.6f})")
+assert abs(log - dice) < 2e-6, (log, dice)
+PY
+
 # reproducibility: the same model bytes at 1 and 2 threads
 "$V" train --data "$T/data" --out "$T/t1.vbseg" "${SMALL[@]}" --epochs 2 --steps-per-epoch 3 --threads 1 --quiet
 "$V" train --data "$T/data" --out "$T/t2.vbseg" "${SMALL[@]}" --epochs 2 --steps-per-epoch 3 --threads 2 --quiet

@@ -79,70 +79,159 @@ typedef struct {
     double term_dice[VBS_LOSS_MAX_TERMS], term_iou[VBS_LOSS_MAX_TERMS];
 } val_result;
 
-/* Validation: each case through a fresh session (mean mode, then samples). */
+/* a part of a case's box: origin and size, x y z */
+typedef struct { int64_t o[3], s[3]; } val_box;
+
+/* The parts of a validation case checked every epoch, the same for the whole
+ * run: all of it when share <= 0 or the case is no bigger than the share;
+ * else in 2D `share` axial slices, in 3D `share` patch-sized boxes, half
+ * spread evenly over the foreground and half over the whole box. Returns
+ * the count (at most max(share, 1)). */
+static int val_boxes(const vbs_data_case *dc, const vbs_sampler *s, int share, val_box *b) {
+    const int64_t *d = dc->d;
+    int three = s->dims == 3;
+    int whole = share <= 0 || (!three && share >= d[2]) || (three && d[0] <= s->patch[2] && d[1] <= s->patch[1] && d[2] <= s->patch[0]);
+    if (whole) { b[0] = (val_box){{0, 0, 0}, {d[0], d[1], d[2]}}; return 1; }
+    int nf = three ? (dc->n_fg_vox ? (share + 1) / 2 : 0) : (dc->n_fg_z ? (share + 1) / 2 : 0), n = 0;
+    if (!three) {
+        char *taken = calloc((size_t)d[2], 1);
+        if (!taken) { b[0] = (val_box){{0, 0, 0}, {d[0], d[1], d[2]}}; return 1; }
+        for (int j = 0; j < share; j++) {
+            int64_t z = j < nf ? dc->fg_z[(2 * (int64_t)j + 1) * dc->n_fg_z / (2 * nf)] : (2 * (int64_t)(j - nf) + 1) * d[2] / (2 * (share - nf));
+            while (taken[z]) z = (z + 1) % d[2]; /* share < d[2]: a free slice exists */
+            taken[z] = 1;
+        }
+        for (int64_t z = 0; z < d[2]; z++)
+            if (taken[z]) b[n++] = (val_box){{0, 0, z}, {d[0], d[1], 1}};
+        free(taken);
+        return n;
+    }
+    int64_t ps[3] = {s->patch[2], s->patch[1], s->patch[0]}; /* the patch is D H W */
+    for (int j = 0; j < share; j++) {
+        int64_t c[3];
+        if (j < nf) {
+            int64_t v = dc->fg_vox[(2 * (int64_t)j + 1) * dc->n_fg_vox / (2 * nf)];
+            c[0] = v % d[0]; c[1] = v / d[0] % d[1]; c[2] = v / (d[0] * d[1]);
+        } else { /* an evenly spread sequence of points (Kronecker, golden-ratio steps) */
+            double u = (j - nf + 0.5) / (share - nf), a[3] = {u, fmod(0.5 + (j - nf) * 0.6180339887, 1.0), fmod(0.5 + (j - nf) * 0.7548776662, 1.0)};
+            for (int q = 0; q < 3; q++) c[q] = (int64_t)(a[q] * (double)d[q]);
+        }
+        val_box *bx = &b[n++];
+        for (int q = 0; q < 3; q++) {
+            bx->s[q] = ps[q] < d[q] ? ps[q] : d[q];
+            int64_t o = c[q] - bx->s[q] / 2;
+            bx->o[q] = o < 0 ? 0 : o > d[q] - bx->s[q] ? d[q] - bx->s[q] : o;
+        }
+    }
+    return n;
+}
+
+/* Copies boxes of one x-y size, stacked along z, into x (C planes) and t (class indices). */
+static void val_gather(const vbs_dataset *ds, const vbs_data_case *dc, const val_box *b, int nb, float *x, uint8_t *t) {
+    int64_t plane = dc->d[0] * dc->d[1], nv = dc->d[2] * plane, k = 0;
+    for (int i = 0; i < nb; i++) k += b[i].s[0] * b[i].s[1] * b[i].s[2];
+    int64_t q = 0;
+    for (int i = 0; i < nb; i++)
+        for (int64_t z = 0; z < b[i].s[2]; z++)
+            for (int64_t y = 0; y < b[i].s[1]; y++, q += b[i].s[0]) {
+                int64_t src = (b[i].o[2] + z) * plane + (b[i].o[1] + y) * dc->d[0] + b[i].o[0];
+                for (int c = 0; c < ds->C; c++) memcpy(x + c * k + q, dc->x + c * nv + src, sizeof(float) * (size_t)b[i].s[0]);
+                for (int64_t v = 0; v < b[i].s[0]; v++) t[q + v] = ds->lut[dc->y[src + v]];
+            }
+}
+
+/* Validation: the held-out cases (or their parts, see val_boxes) through a
+ * fresh session, as deployment runs them: mean mode, then samples. Dice and
+ * IoU per case over the parts together, then averaged over the cases. */
 static vbs_status validate(vbs_model *m, const vbs_dataset *ds, const int *val, int n_val, const vbs_loss_spec *ls, const vbs_train_opts *o,
                            val_result *r, char *err) {
     memset(r, 0, sizeof *r);
     if (!n_val) return VBS_OK;
     vbs_session *s;
     if (vbs_session_new(m, &s)) return vbs_fail(err, VBS_ERR_NOMEM, "out of memory: validation session");
-    int kk = ls->sigmoid ? 2 : ls->k;
+    int kk = ls->sigmoid ? 2 : ls->k, three = o->sampler.dims == 3;
     double term_mc[VBS_LOSS_MAX_TERMS] = {0};
-    vbs_status st = VBS_OK;
+    int per = o->val_examples > 0 ? o->val_examples / n_val : 0, extra = o->val_examples > 0 ? o->val_examples % n_val : 0;
+    val_box *boxes = malloc(sizeof(val_box) * (size_t)(per + 2));
+    vbs_status st = boxes ? VBS_OK : vbs_fail(err, VBS_ERR_NOMEM, "out of memory: validation");
     for (int i = 0; i < n_val && !st; i++) {
         const vbs_data_case *dc = &ds->cases[val[i]];
-        int64_t nv = dc->d[0] * dc->d[1] * dc->d[2];
-        int64_t shape[5] = {1, ds->C, dc->d[2], dc->d[1], dc->d[0]};
-        float *p = malloc(sizeof(float) * (size_t)(kk * nv));
-        uint8_t *tg = malloc((size_t)nv), *pred = malloc((size_t)nv);
-        if (!p || !tg || !pred) { free(p); free(tg); free(pred); st = vbs_fail(err, VBS_ERR_NOMEM, "out of memory: validation"); break; }
-        for (int64_t v = 0; v < nv; v++) tg[v] = ds->lut[dc->y[v]];
-        for (int pass = 0; pass < 2 && !st; pass++) {
-            vbs_mc_opts mo = vbs_mc_defaults();
-            mo.mode = pass ? VBS_MODE_SAMPLE : VBS_MODE_MEAN;
-            mo.n_samples = o->val_samples;
-            mo.seed = o->tcfg.seed;
-            mo.threads = o->tcfg.threads;
-            if (pass && o->val_samples < 1) break;
-            if (vbs_session_run_mc(s, dc->x, shape, 5, &mo)) { st = vbs_fail(err, VBS_ERR_SHAPE, "validation case %s: %s", dc->id, vbs_session_errmsg(s)); break; }
-            const float *pm, *mi;
-            vbs_session_map(s, VBS_MAP_PROB_MEAN, &pm, NULL);
-            /* probabilities of every class (the sigmoid's background too), the predicted class */
-            for (int64_t v = 0; v < nv; v++) {
-                if (ls->sigmoid) { p[v] = 1.f - pm[v]; p[nv + v] = pm[v]; }
-                else for (int c = 0; c < kk; c++) p[c * nv + v] = pm[c * nv + v];
-                int best = 0;
-                for (int c = 1; c < kk; c++) if (p[c * nv + v] > p[best * nv + v]) best = c;
-                pred[v] = (uint8_t)best;
-            }
-            if (!pass) {
-                vbs_loss_parts lp = vbs_loss_probs(ls, p, tg, nv);
-                r->loss += lp.total / n_val;
-            } else {
-                vbs_session_map(s, VBS_MAP_MUTUAL_INFO, &mi, NULL);
-                double smi = 0;
-                int64_t nfg = 0;
-                for (int64_t v = 0; v < nv; v++) if (pred[v]) { smi += mi[v]; nfg++; }
-                r->epistemic += (nfg ? smi / (double)nfg : 0) / n_val;
-            }
-            for (int t = 0; t < ls->n_terms; t++) {
-                int64_t a = 0, b = 0, both = 0;
+        int nb = val_boxes(dc, &o->sampler, o->val_examples > 0 ? per + (i < extra) : 0, boxes);
+        /* runs: 2D slices all in one (the network takes them one by one), 3D boxes one each */
+        int runs = three ? nb : 1, whole = nb == 1 && boxes[0].s[0] * boxes[0].s[1] * boxes[0].s[2] == dc->d[0] * dc->d[1] * dc->d[2];
+        int64_t cap = 0;
+        for (int b = 0; b < nb; b++) cap = three ? (cap > boxes[b].s[0] * boxes[b].s[1] * boxes[b].s[2] ? cap : boxes[b].s[0] * boxes[b].s[1] * boxes[b].s[2])
+                                                 : cap + boxes[b].s[0] * boxes[b].s[1] * boxes[b].s[2];
+        float *p = malloc(sizeof(float) * (size_t)(kk * cap)), *xb = whole ? NULL : malloc(sizeof(float) * (size_t)(ds->C * cap));
+        uint8_t *tg = malloc((size_t)cap), *pred = malloc((size_t)cap);
+        if (!p || !tg || !pred || (!whole && !xb)) { free(p); free(xb); free(tg); free(pred); st = vbs_fail(err, VBS_ERR_NOMEM, "out of memory: validation"); break; }
+        int64_t cnt[2][VBS_LOSS_MAX_TERMS][3] = {{{0}}}, nvox = 0, nfg = 0;
+        double loss = 0, smi = 0;
+        for (int run = 0; run < runs && !st; run++) {
+            const val_box *bb = three ? &boxes[run] : boxes;
+            int nbr = three ? 1 : nb;
+            int64_t depth = 0;
+            for (int b = 0; b < nbr; b++) depth += bb[b].s[2];
+            int64_t nv = depth * bb[0].s[1] * bb[0].s[0], shape[5] = {1, ds->C, depth, bb[0].s[1], bb[0].s[0]};
+            if (whole) for (int64_t v = 0; v < nv; v++) tg[v] = ds->lut[dc->y[v]];
+            else val_gather(ds, dc, bb, nbr, xb, tg);
+            for (int pass = 0; pass < 2 && !st; pass++) {
+                vbs_mc_opts mo = vbs_mc_defaults();
+                mo.mode = pass ? VBS_MODE_SAMPLE : VBS_MODE_MEAN;
+                mo.n_samples = o->val_samples;
+                mo.seed = o->tcfg.seed;
+                mo.threads = o->tcfg.threads;
+                if (pass && o->val_samples < 1) break;
+                if (vbs_session_run_mc(s, whole ? dc->x : xb, shape, 5, &mo)) { st = vbs_fail(err, VBS_ERR_SHAPE, "validation case %s: %s", dc->id, vbs_session_errmsg(s)); break; }
+                const float *pm, *mi;
+                vbs_session_map(s, VBS_MAP_PROB_MEAN, &pm, NULL);
+                /* probabilities of every class (the sigmoid's background too), the predicted class */
                 for (int64_t v = 0; v < nv; v++) {
-                    int x = ls->term_classes[t] >> pred[v] & 1, y = ls->term_classes[t] >> tg[v] & 1;
-                    a += x; b += y; both += x & y;
+                    if (ls->sigmoid) { p[v] = 1.f - pm[v]; p[nv + v] = pm[v]; }
+                    else for (int c = 0; c < kk; c++) p[c * nv + v] = pm[c * nv + v];
+                    int best = 0;
+                    for (int c = 1; c < kk; c++) if (p[c * nv + v] > p[best * nv + v]) best = c;
+                    pred[v] = (uint8_t)best;
                 }
+                if (!pass) loss += vbs_loss_probs(ls, p, tg, nv).total * (double)nv;
+                else {
+                    vbs_session_map(s, VBS_MAP_MUTUAL_INFO, &mi, NULL);
+                    for (int64_t v = 0; v < nv; v++) if (pred[v]) { smi += mi[v]; nfg++; }
+                }
+                for (int t = 0; t < ls->n_terms; t++)
+                    for (int64_t v = 0; v < nv; v++) {
+                        int x = ls->term_classes[t] >> pred[v] & 1, y = ls->term_classes[t] >> tg[v] & 1;
+                        cnt[pass][t][0] += x; cnt[pass][t][1] += y; cnt[pass][t][2] += x & y;
+                    }
+            }
+            nvox += nv;
+        }
+        r->loss += loss / (double)(nvox ? nvox : 1) / n_val;
+        r->epistemic += (nfg ? smi / (double)nfg : 0) / n_val;
+        for (int t = 0; t < ls->n_terms; t++)
+            for (int pass = 0; pass < 2; pass++) {
+                int64_t a = cnt[pass][t][0], b = cnt[pass][t][1], both = cnt[pass][t][2];
                 double dice = a + b ? 2.0 * (double)both / (double)(a + b) : 1.0, iou = a + b - both ? (double)both / (double)(a + b - both) : 1.0;
                 if (!pass) { r->term_dice[t] += dice / n_val; r->term_iou[t] += iou / n_val; }
                 else term_mc[t] += dice / n_val;
             }
-        }
-        free(p); free(tg); free(pred);
+        free(p); free(xb); free(tg); free(pred);
         vbs_data_release(ds, val[i]);
     }
+    free(boxes);
     vbs_session_free(s);
     for (int t = 0; t < ls->n_terms; t++) { r->dice += r->term_dice[t] / ls->n_terms; r->dice_mc += term_mc[t] / ls->n_terms; }
     if (o->val_samples < 1) r->dice_mc = r->dice;
     return st;
+}
+
+/* The seconds to keep for the validation after the last step of a time
+ * budget: its last duration, or before the first one an estimate from the
+ * training speed (a sampled forward pass costs about a third of a training
+ * step per voxel). */
+static double val_reserve(double last, double val_px, const vbs_train_opts *o, double step_px_s) {
+    if (last > 0) return last;
+    return step_px_s > 0 ? val_px * (1 + o->val_samples) / (3 * step_px_s) : 0;
 }
 
 static vbs_status write_log_body(int fd, void *user, char *err) {
@@ -262,6 +351,18 @@ vbs_status vbs_train_run(vbs_model *m, vbs_dataset *ds, const vbs_checkpoint *ck
     S.options = (char *)o->options;
     S.data_id = (char *)o->data_id;
     double elapsed0 = S.elapsed;
+    /* for the time budget: the voxels validation reads, its last duration, the training speed */
+    double val_px = 0, val_last = 0, step_px_s = 0;
+    {
+        int per = o->val_examples > 0 ? o->val_examples / (n_val ? n_val : 1) : 0, extra = o->val_examples > 0 ? o->val_examples % (n_val ? n_val : 1) : 0;
+        val_box *bx = malloc(sizeof(val_box) * (size_t)(per + 2));
+        if (!bx) { st = vbs_fail(err, VBS_ERR_NOMEM, "out of memory"); goto done; }
+        for (int i = 0; i < n_val; i++) {
+            int nb = val_boxes(&ds->cases[val[i]], &o->sampler, o->val_examples > 0 ? per + (i < extra) : 0, bx);
+            for (int q = 0; q < nb; q++) val_px += (double)(bx[q].s[0] * bx[q].s[1] * bx[q].s[2]);
+        }
+        free(bx);
+    }
     vbs_train_event ev = {0};
     ev.n_train = n_train;
     ev.n_val = n_val;
@@ -289,7 +390,8 @@ vbs_status vbs_train_run(vbs_model *m, vbs_dataset *ds, const vbs_checkpoint *ck
         float lr = 0;
         while (S.step_in_epoch < spe) {
             if (o->stop && *o->stop) { stop_reason = 3; break; }
-            if (o->minutes > 0 && elapsed0 + (now() - t_start) >= o->minutes * 60) { stop_reason = 2; break; }
+            /* the budget holds the validation that follows the last step: its time last epoch, or an estimate */
+            if (o->minutes > 0 && elapsed0 + (now() - t_start) + val_reserve(val_last, val_px, o, step_px_s) >= o->minutes * 60) { stop_reason = 2; break; }
             /* the minibatch of this step: cases and examples keyed by (seed, step, n) */
             for (int e = 0; e < o->batch; e++) {
                 uint64_t key = (uint64_t)S.step * (uint64_t)o->batch + (uint64_t)e;
@@ -309,6 +411,7 @@ vbs_status vbs_train_run(vbs_model *m, vbs_dataset *ds, const vbs_checkpoint *ck
             t.cfg.kl_weight = kw;
             t.cfg.latent_kl_weight = lkw;
             if (st) goto done;
+            step_px_s = (double)o->batch * (double)pvox / (now() - ts);
             S.step++;
             sched.step = S.step;
             S.step_in_epoch++;
@@ -328,6 +431,7 @@ vbs_status vbs_train_run(vbs_model *m, vbs_dataset *ds, const vbs_checkpoint *ck
         /* an epoch (or the part of one the budget allowed): validate, log, keep the best */
         double t_val = now();
         if ((st = validate(m, ds, val, n_val, &t.loss, o, &vr, err))) goto done;
+        val_last = now() - t_val;
         double metric = n_val ? vr.dice_mc : -sum_loss / (steps_done ? steps_done : 1);
         vbs_sched_epoch_end(&cfg.opt, &sched, n_val ? vr.loss : sum_loss / (steps_done ? steps_done : 1));
         S.epoch++;

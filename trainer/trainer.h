@@ -296,6 +296,7 @@ typedef struct {
     vbs_sampler sampler;
     vbs_trainer_cfg tcfg;
     int batch, epochs, steps_per_epoch, kl_warmup, val_samples;
+    int val_examples;                /* per epoch: slices (2D) or patches (3D) of the held-out cases, spread over them; 0 = whole cases */
     double minutes;
     double kl_weight, latent_kl_weight; /* < 0: the defaults (1 / training voxels; 1 / patch voxels) */
     const char *options, *data_id;   /* recorded in checkpoints */

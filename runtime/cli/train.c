@@ -40,15 +40,17 @@ static const char *help =
     "  loss:     [--kl-weight W] [--kl-warmup EPOCHS] [--latent-kl W]\n"
     "  optimiser:[--momentum 0.9] [--weight-decay W] [--clip NORM] [--lr-min 1e-5] [--cycle STEPS]\n"
     "            [--gamma 0.1] [--patience 5]\n"
-    "  validation: [--val-samples 4]\n"
+    "  validation: [--val-samples 4] [--val-examples N (2D: 256 slices, 3D: 32 patches; 0: whole cases)]\n"
     "\n"
     "Trains a variational segmentation network by Bayes by Backprop on the labelled\n"
     "cases of DIR (nnU-Net raw, BraTS 2018/2021/2023 or MSD Task01; the layout is\n"
     "detected and said). The loss is 0.9 soft Dice + 0.1 cross-entropy (for a\n"
     "heteroscedastic head Kendall & Gal's sampled-logit likelihood) + the KL terms\n"
-    "(see the README). Each epoch validates on the held-out cases (mean mode and\n"
-    "--val-samples Monte-Carlo samples) and exports the best epoch by validation\n"
-    "Dice to MODEL.vbseg, ready for vbseg infer; a checkpoint and train_log.csv go\n"
+    "(see the README). Each epoch validates on the held-out cases (a fixed set of\n"
+    "--val-examples slices or patches spread over them; mean mode and --val-samples\n"
+    "Monte-Carlo samples) and exports the best epoch by validation Dice to\n"
+    "MODEL.vbseg, ready for vbseg infer; --minutes counts the last validation in\n"
+    "its budget. A checkpoint and train_log.csv go\n"
     "to --checkpoint-dir (default MODEL.vbseg's folder + /MODEL.train), and\n"
     "training_curves.png at the end. The preprocessed cases are cached in\n"
     "MODEL.cache (--cache). Ctrl-C writes a checkpoint and prints the command that\n"
@@ -59,7 +61,7 @@ static const char *help =
 typedef struct {
     char data[PATH_MAX], out[PATH_MAX], arch[16], norm[16], opt[16], sched[16], layout[16], augment[16], patch[64], val_cases[1024];
     char init[PATH_MAX], cache[PATH_MAX], ckdir[PATH_MAX], prior[64];
-    long long dims, base, depth, latent, hetero, batch, seed, skip_bad, steps_per_epoch, flipout, kl_warmup, val_samples, cycle, patience, epochs;
+    long long dims, base, depth, latent, hetero, batch, seed, skip_bad, steps_per_epoch, flipout, kl_warmup, val_samples, val_examples, cycle, patience, epochs;
     double lr, val, fg, rho, kl, latent_kl, momentum, wd, clip, lr_min, gamma, minutes;
 } topts;
 
@@ -77,7 +79,7 @@ static const tdef defs[] = {
     I(dims, "--dims", 2, 3), I(base, "--base", 1, 4096), I(depth, "--depth", 0, 8), I(latent, "--latent", 0, 4096), G(hetero, "--hetero"),
     I(batch, "--batch", 1, 4096), I(seed, "--seed", 0, 9007199254740991.0), G(skip_bad, "--skip-bad"),
     I(steps_per_epoch, "--steps-per-epoch", 0, 1000000), G(flipout, "--flipout"), I(kl_warmup, "--kl-warmup", 0, 100000),
-    I(val_samples, "--val-samples", 0, 1000), I(cycle, "--cycle", 1, 100000000), I(patience, "--patience", 0, 100000),
+    I(val_samples, "--val-samples", 0, 1000), I(val_examples, "--val-examples", -1, 100000000), I(cycle, "--cycle", 1, 100000000), I(patience, "--patience", 0, 100000),
     F(lr, "--lr", 1e-12, 10), F(val, "--val", 0, 0.9), F(fg, "--fg-oversample", 0, 1), F(rho, "--rho", -30, 10), F(kl, "--kl-weight", -1, 1e6),
     F(latent_kl, "--latent-kl", -1, 1e6), F(momentum, "--momentum", 0, 1), F(wd, "--weight-decay", -1, 10), F(clip, "--clip", 0, 1e12),
     F(lr_min, "--lr-min", 0, 10), F(gamma, "--gamma", 1e-6, 1),
@@ -96,7 +98,7 @@ static void defaults(topts *o) {
     memset(o, 0, sizeof *o);
     strcpy(o->arch, "unet"); strcpy(o->norm, "instance"); strcpy(o->opt, "adam"); strcpy(o->sched, "constant");
     strcpy(o->layout, "auto"); strcpy(o->augment, "default"); strcpy(o->prior, "gaussian:1");
-    o->dims = 2; o->base = 16; o->depth = 4; o->latent = 10; o->batch = 16; o->steps_per_epoch = 0; o->val_samples = 4;
+    o->dims = 2; o->base = 16; o->depth = 4; o->latent = 10; o->batch = 16; o->steps_per_epoch = 0; o->val_samples = 4; o->val_examples = -1;
     o->cycle = 2000; o->patience = 5; o->lr = 1e-3; o->val = 0.2; o->fg = 0.33; o->rho = -5; o->kl = -1; o->latent_kl = -1;
     o->momentum = 0.9; o->wd = -1; o->clip = 0; o->lr_min = 1e-5; o->gamma = 0.1; o->epochs = -1; o->minutes = -1;
 }
@@ -421,7 +423,8 @@ int cmd_train(int argc, char **argv) {
     reporter rep = {quiet, isatty(2), (int)epochs, minutes, 0, -1e9, o.out, 0, 0};
     vbs_train_opts to = {.data = o.data, .out = o.out, .ckpt_dir = ckdir, .resume = resume, .val_frac = o.val, .val_cases = o.val_cases,
                          .sampler = smp, .batch = (int)o.batch, .epochs = epochs > 0 ? (int)epochs : 0, .steps_per_epoch = (int)o.steps_per_epoch,
-                         .kl_warmup = (int)o.kl_warmup, .val_samples = (int)o.val_samples, .minutes = minutes > 0 ? minutes : 0,
+                         .kl_warmup = (int)o.kl_warmup, .val_samples = (int)o.val_samples,
+                         .val_examples = o.val_examples >= 0 ? (int)o.val_examples : smp.dims == 2 ? 256 : 32, .minutes = minutes > 0 ? minutes : 0,
                          .kl_weight = o.kl, .latent_kl_weight = o.latent_kl, .options = canon, .data_id = data_id, .stop = &g_stop,
                          .on_event = on_event, .user = &rep};
     to.tcfg = (vbs_trainer_cfg){.opt = oc, .seed = (uint64_t)o.seed, .threads = nthreads, .groups = 0, .flipout = (int)o.flipout};
