@@ -906,54 +906,6 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
 
 /* ---- the output activation ------------------------------------------------ */
 
-typedef enum { TAIL_LOGITS, TAIL_SOFTMAX, TAIL_SIGMOID } tail_kind;
-
-/* What graph output 0 carries, looking back through trailing Identity,
- * Dropout and Transpose nodes (exporters before opset 13 wrap a Softmax over
- * channels in two Transposes): probabilities from a Softmax over the channel
- * axis or from a Sigmoid, or anything else, read as raw logits. `what`
- * receives a phrase naming the deciding node, for messages and the card. */
-static tail_kind graph_tail(const vbs_model *m, char *what, size_t len) {
-    const vbs_graph *g = &m->g;
-    int v = g->output_vals[0], rank = m->out_shapes ? m->out_shapes[0].ndim : 0;
-    int64_t c = 1; /* where the channel axis of output 0 is, at value v */
-    for (int steps = 0; steps <= g->n_nodes; steps++) {
-        int p = g->values[v].producer;
-        if (p < 0) break;
-        const vbs_node *n = &g->nodes[p];
-        const char *op = vbs_ops[n->op].name;
-        if (n->op == VBS_OP_IDENTITY || n->op == VBS_OP_DROPOUT || n->op == VBS_OP_TRANSPOSE) {
-            if (n->op == VBS_OP_TRANSPOSE) {
-                /* output axis i is input axis perm[i]; no perm reverses the axes */
-                if (n->a.pad.n < 0) c = rank - 1 - c;
-                else if (c < n->a.pad.n) c = n->a.pad.pads[c];
-                else break;
-            }
-            v = n->in[0];
-            continue;
-        }
-        if (n->op == VBS_OP_SIGMOID) {
-            snprintf(what, len, "Sigmoid, node '%s'", n->name);
-            return TAIL_SIGMOID;
-        }
-        if (n->op == VBS_OP_SOFTMAX) {
-            int64_t ax = n->a.softmax.axis < 0 ? n->a.softmax.axis + rank : n->a.softmax.axis;
-            /* opset < 13 flattens from the axis on: one axis only when it is the last */
-            if (ax == c && (!n->a.softmax.flatten || c == rank - 1)) {
-                snprintf(what, len, "Softmax over the channels, node '%s'", n->name);
-                return TAIL_SOFTMAX;
-            }
-            snprintf(what, len, "raw logits: a Softmax over %s, not the channels, node '%s'",
-                     n->a.softmax.flatten ? "flattened axes" : "another axis", n->name);
-            return TAIL_LOGITS;
-        }
-        snprintf(what, len, "raw logits, node '%s' (%s)", n->name, op);
-        return TAIL_LOGITS;
-    }
-    snprintf(what, len, "raw values, graph input '%s'", g->values[v].name);
-    return TAIL_LOGITS;
-}
-
 static const char *act_word(vbs_output_act a) { return a == VBS_ACT_SIGMOID ? "sigmoid" : a == VBS_ACT_NONE ? "none" : "softmax"; }
 
 /* Sets the card's activation of a converted model: the card's own, checked
@@ -967,20 +919,20 @@ static vbs_status finish_card(vbs_model *m, const char *path, vbs_output_act wan
     card->n_labels = n_labels;
     if (!m->def.n_outputs || !m->out_shapes) return vbs_model_check_card(m, path);
     char what[600], note[800];
-    tail_kind tail = graph_tail(m, what, sizeof what);
+    vbs_tail_kind tail = vbs_output_tail(m, NULL, what, sizeof what);
     const vbs_io_def *o = &m->out_shapes[0];
     int64_t k = o->ndim >= 2 ? o->dims[1] : -1; /* -1: not fixed */
-    vbs_output_act fit = tail != TAIL_LOGITS ? VBS_ACT_NONE : k == 1 ? VBS_ACT_SIGMOID : VBS_ACT_SOFTMAX;
+    vbs_output_act fit = tail != VBS_TAIL_LOGITS ? VBS_ACT_NONE : k == 1 ? VBS_ACT_SIGMOID : VBS_ACT_SOFTMAX;
     if (want == VBS_ACT_AUTO) {
         card->output_activation = fit;
         snprintf(note, sizeof note, "inferred: the graph ends in %s", what);
     } else {
-        if (want != VBS_ACT_NONE && tail != TAIL_LOGITS)
+        if (want != VBS_ACT_NONE && tail != VBS_TAIL_LOGITS)
             return vbs_fail(m->err, VBS_ERR_ARG, "%s: the model card's output_activation is %s but the graph already ends in %s: its probabilities "
                             "would pass through %s again; write \"output_activation\": \"none\" (the graph outputs "
                             "probabilities) or leave it out",
                             path, act_word(want), what, act_word(want));
-        if (want == VBS_ACT_NONE && tail == TAIL_LOGITS)
+        if (want == VBS_ACT_NONE && tail == VBS_TAIL_LOGITS)
             return vbs_fail(m->err, VBS_ERR_ARG, "%s: the model card's output_activation is none (the graph outputs probabilities) but the graph "
                             "ends in %s, which are not probabilities; write \"output_activation\": \"%s\" or leave it out",
                             path, what, act_word(fit));
@@ -991,7 +943,7 @@ static vbs_status finish_card(vbs_model *m, const char *path, vbs_output_act wan
         card->output_activation = want;
         snprintf(note, sizeof note, "the card; the graph ends in %s", what);
     }
-    if (k > 1 && tail == TAIL_SIGMOID) {
+    if (k > 1 && tail == VBS_TAIL_SIGMOID) {
         /* no card value reads K independent probabilities; say so now rather than at the first run */
         size_t l = strlen(note);
         snprintf(note + l, sizeof note - l, "; its %lld channels are read as class probabilities, which must sum to 1 in "

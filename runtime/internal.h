@@ -401,6 +401,24 @@ vbs_status vbs_model_init(vbs_model *m, const char *name);
 vbs_status vbs_model_check_card(vbs_model *m, const char *name);
 vbs_model *vbs_model_alloc(void);
 
+typedef enum { VBS_TAIL_LOGITS = 0, VBS_TAIL_SOFTMAX, VBS_TAIL_SIGMOID } vbs_tail_kind;
+/* What graph output 0 carries, looking back through trailing Identity,
+ * Dropout and Transpose nodes (exporters before opset 13 wrap a Softmax over
+ * channels in two Transposes): probabilities from a Softmax over the channel
+ * axis or from a Sigmoid, or anything else, read as raw logits. `what`
+ * receives a phrase naming the deciding node, for messages and the card.
+ * logits (may be NULL) receives the value holding output 0's logits with
+ * output 0's axes in their order: output 0 for raw logits, else the
+ * Softmax's or Sigmoid's input, back through layout nodes until the axes
+ * are in order again (-1 if they never are). Needs m->out_shapes. */
+vbs_tail_kind vbs_output_tail(const vbs_model *m, int *logits, char *what, size_t len);
+/* The value a training loss reads as output 0's logits: output 0 when the
+ * card's activation is softmax or sigmoid; for a graph that outputs its own
+ * probabilities (none), the logits before its final Softmax over the
+ * channels or Sigmoid over one channel (vbs_output_tail). Refuses a Sigmoid
+ * over several channels and probabilities whose logits cannot be found. */
+vbs_status vbs_model_logits(const vbs_model *m, int *v, char *err);
+
 /* ---- plan and session ----------------------------------------------- */
 
 typedef struct {

@@ -2,8 +2,10 @@
  * model.c: the public model object: loading (mmap, then the format
  * reader and the graph compiler), the checks that need the compiled graph
  * (finite weights, shape inference on a probe shape, the card's channel
- * and label counts against the graph's dims), the sigma cache,
- * saving, and the inspection calls behind `vbseg info`.
+ * and label counts against the graph's dims), what output 0 carries
+ * (probabilities or logits, and which value holds the logits: the
+ * converter's card and the trainer's loss), the sigma cache, saving, and
+ * the inspection calls behind `vbseg info`.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -167,6 +169,92 @@ vbs_status vbs_model_check_card(vbs_model *m, const char *fname) {
                             binary ? "channel" : k == 1 ? "class" : "classes",
                             binary ? ", a foreground probability: list 2 labels (background, foreground) or none" : "");
     }
+    return VBS_OK;
+}
+
+/* ---- what output 0 carries ------------------------------------------------- */
+
+static int layout_node(const vbs_node *n) { return n->op == VBS_OP_IDENTITY || n->op == VBS_OP_DROPOUT || n->op == VBS_OP_TRANSPOSE; }
+
+/* Back through a layout node: q[i], the axis of the node's output that holds
+ * output 0's axis i, becomes that axis of its input. 0 if the perm does not
+ * cover an axis. */
+static int layout_back(const vbs_node *n, int rank, int *q) {
+    if (n->op != VBS_OP_TRANSPOSE) return 1;
+    for (int i = 0; i < rank; i++) { /* output axis j is input axis perm[j]; no perm reverses the axes */
+        if (n->a.pad.n < 0) q[i] = rank - 1 - q[i];
+        else if (q[i] < n->a.pad.n) q[i] = (int)n->a.pad.pads[q[i]];
+        else return 0;
+    }
+    return 1;
+}
+
+/* From value v (axes mapped by q) back through layout nodes to the first
+ * value whose axes are output 0's, in order; -1 if there is none. */
+static int same_layout_before(const vbs_graph *g, int v, int rank, int *q) {
+    for (int steps = 0; steps <= g->n_nodes; steps++) {
+        int same = 1;
+        for (int i = 0; i < rank; i++) same &= q[i] == i;
+        if (same) return v;
+        int p = g->values[v].producer;
+        if (p < 0 || !layout_node(&g->nodes[p]) || !layout_back(&g->nodes[p], rank, q)) return -1;
+        v = g->nodes[p].in[0];
+    }
+    return -1;
+}
+
+vbs_tail_kind vbs_output_tail(const vbs_model *m, int *logits, char *what, size_t len) {
+    const vbs_graph *g = &m->g;
+    int v = g->output_vals[0], rank = m->out_shapes && m->out_shapes[0].ndim > 2 ? m->out_shapes[0].ndim : 2;
+    int q[VBS_MAX_DIMS];
+    for (int i = 0; i < VBS_MAX_DIMS; i++) q[i] = i;
+    if (logits) *logits = v;
+    for (int steps = 0; steps <= g->n_nodes; steps++) {
+        int p = g->values[v].producer;
+        if (p < 0) break;
+        const vbs_node *n = &g->nodes[p];
+        if (layout_node(n)) {
+            if (!layout_back(n, rank, q)) break;
+            v = n->in[0];
+            continue;
+        }
+        vbs_tail_kind kind = VBS_TAIL_LOGITS;
+        if (n->op == VBS_OP_SIGMOID) {
+            snprintf(what, len, "Sigmoid, node '%s'", n->name);
+            kind = VBS_TAIL_SIGMOID;
+        } else if (n->op == VBS_OP_SOFTMAX) {
+            int64_t ax = n->a.softmax.axis < 0 ? n->a.softmax.axis + rank : n->a.softmax.axis;
+            /* opset < 13 flattens from the axis on: one axis only when it is the last */
+            if (ax == q[1] && (!n->a.softmax.flatten || q[1] == rank - 1)) {
+                snprintf(what, len, "Softmax over the channels, node '%s'", n->name);
+                kind = VBS_TAIL_SOFTMAX;
+            } else
+                snprintf(what, len, "raw logits: a Softmax over %s, not the channels, node '%s'",
+                         n->a.softmax.flatten ? "flattened axes" : "another axis", n->name);
+        } else
+            snprintf(what, len, "raw logits, node '%s' (%s)", n->name, vbs_ops[n->op].name);
+        if (kind != VBS_TAIL_LOGITS && logits) *logits = same_layout_before(g, n->in[0], rank, q);
+        return kind;
+    }
+    snprintf(what, len, "raw values, graph input '%s'", g->values[v].name);
+    return VBS_TAIL_LOGITS;
+}
+
+vbs_status vbs_model_logits(const vbs_model *m, int *v, char *err) {
+    *v = m->g.output_vals[0];
+    if (m->def.card.output_activation != VBS_ACT_NONE) return VBS_OK;
+    char what[600];
+    vbs_tail_kind tail = vbs_output_tail(m, v, what, sizeof what);
+    const vbs_io_def *o = &m->out_shapes[0];
+    int64_t k = o->ndim >= 2 ? o->dims[1] : -1;
+    if (tail == VBS_TAIL_SIGMOID && k != 1)
+        return vbs_fail(err, VBS_ERR_UNSUPPORTED, "output '%s': the graph ends in %s, over %lld channels: independent probabilities, "
+                        "which the trainer's softmax loss cannot train; export the network without the final Sigmoid and convert it "
+                        "with output_activation sigmoid",
+                        o->name, what, (long long)k);
+    if (tail == VBS_TAIL_LOGITS || *v < 0)
+        return vbs_fail(err, VBS_ERR_UNSUPPORTED, "output '%s': the model card says the graph outputs probabilities, but the logits before "
+                        "them cannot be found (the graph ends in %s)", o->name, what);
     return VBS_OK;
 }
 

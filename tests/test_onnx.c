@@ -8,7 +8,10 @@
  * The model card against the graph: the output activation inferred from
  * hand-built graph ends (Softmax over channels or another axis, wrapped in
  * Transposes as before opset 13, behind Identity and Dropout; Sigmoid; raw
- * logits for 1 and 2 channels) and a contradicting one refused; channel and
+ * logits for 1 and 2 channels) and a contradicting one refused; the value a
+ * training loss reads as the logits (vbs_model_logits: before the graph's
+ * own Softmax or Sigmoid, in the output's axis order; refused for a Sigmoid
+ * over 2 channels and when no value has that order); channel and
  * label counts refused by the converter, the builder and the file loader;
  * a Monte-Carlo run of an activation-none model refused when its values are
  * not probabilities, and its maps against the analytic ones when they are.
@@ -484,25 +487,30 @@ static void activation_inference(void) {
         tail_spec spec[3];
         vbs_output_act want;
         const char *source; /* in the card's output_activation_source */
+        const char *logits; /* the value a training loss reads (vbs_model_logits), NULL: refused */
     } cases[] = {
         {"tail_softmax13.onnx", 2, 13, 3, {{"Softmax", "axis", 1, {0}}, {"Identity", NULL, 0, {0}}, {"Dropout", NULL, 0, {0}}},
-         VBS_ACT_NONE, "inferred: the graph ends in Softmax over the channels, node 't0'"},
-        {"tail_softmax13_neg.onnx", 2, 13, 1, {{"Softmax", "axis", -3, {0}}}, VBS_ACT_NONE, "Softmax over the channels"},
-        {"tail_softmax13_last.onnx", 2, 13, 1, {{"Softmax", "axis", -1, {0}}}, VBS_ACT_SOFTMAX, "not the channels, node 't0'"},
-        {"tail_softmax13_default.onnx", 2, 13, 1, {{"Softmax", NULL, 0, {0}}}, VBS_ACT_SOFTMAX, "not the channels"},
+         VBS_ACT_NONE, "inferred: the graph ends in Softmax over the channels, node 't0'", "y"},
+        {"tail_softmax13_neg.onnx", 2, 13, 1, {{"Softmax", "axis", -3, {0}}}, VBS_ACT_NONE, "Softmax over the channels", "y"},
+        {"tail_softmax13_last.onnx", 2, 13, 1, {{"Softmax", "axis", -1, {0}}}, VBS_ACT_SOFTMAX, "not the channels, node 't0'", "t0"},
+        {"tail_softmax13_default.onnx", 2, 13, 1, {{"Softmax", NULL, 0, {0}}}, VBS_ACT_SOFTMAX, "not the channels", "t0"},
         {"tail_softmax11_wrapped.onnx", 2, 11, 3,
          {{"Transpose", "perm", 0, {0, 2, 3, 1}}, {"Softmax", "axis", 3, {0}}, {"Transpose", "perm", 0, {0, 3, 1, 2}}},
-         VBS_ACT_NONE, "Softmax over the channels, node 't1'"},
-        {"tail_softmax11_flat.onnx", 2, 11, 1, {{"Softmax", "axis", 1, {0}}}, VBS_ACT_SOFTMAX, "flattened axes"},
+         VBS_ACT_NONE, "Softmax over the channels, node 't1'", "y"},
+        /* over the channels too, but the output's H and W are swapped: no value before it holds the logits in its order */
+        {"tail_softmax11_swapped.onnx", 2, 11, 3,
+         {{"Transpose", "perm", 0, {0, 2, 3, 1}}, {"Softmax", "axis", 3, {0}}, {"Transpose", "perm", 0, {0, 3, 2, 1}}},
+         VBS_ACT_NONE, "Softmax over the channels, node 't1'", NULL},
+        {"tail_softmax11_flat.onnx", 2, 11, 1, {{"Softmax", "axis", 1, {0}}}, VBS_ACT_SOFTMAX, "flattened axes", "t0"},
         {"tail_transposed_after.onnx", 2, 13, 2, {{"Softmax", "axis", 1, {0}}, {"Transpose", "perm", 0, {0, 2, 3, 1}}},
-         VBS_ACT_SOFTMAX, "not the channels, node 't0'"},
+         VBS_ACT_SOFTMAX, "not the channels, node 't0'", "t1"},
         {"tail_transposed_before.onnx", 2, 13, 2, {{"Transpose", "perm", 0, {0, 2, 3, 1}}, {"Softmax", "axis", 1, {0}}},
-         VBS_ACT_NONE, "Softmax over the channels"}, /* output axis 1 is what the runtime reads as classes */
-        {"tail_sigmoid1.onnx", 1, 13, 1, {{"Sigmoid", NULL, 0, {0}}}, VBS_ACT_NONE, "inferred: the graph ends in Sigmoid, node 't0'"},
-        {"tail_sigmoid2.onnx", 2, 13, 2, {{"Sigmoid", NULL, 0, {0}}, {"Identity", NULL, 0, {0}}}, VBS_ACT_NONE, "must sum to 1"},
-        {"tail_logits1.onnx", 1, 13, 0, {{0}}, VBS_ACT_SIGMOID, "inferred: the graph ends in raw logits, node 'conv1' (Conv)"},
-        {"tail_logits2.onnx", 2, 13, 0, {{0}}, VBS_ACT_SOFTMAX, "inferred: the graph ends in raw logits, node 'conv1' (Conv)"},
-        {"tail_sigmoid_relu.onnx", 1, 13, 2, {{"Sigmoid", NULL, 0, {0}}, {"Relu", NULL, 0, {0}}}, VBS_ACT_SIGMOID, "node 't1' (Relu)"},
+         VBS_ACT_NONE, "Softmax over the channels", "t0"}, /* output axis 1 is what the runtime reads as classes */
+        {"tail_sigmoid1.onnx", 1, 13, 1, {{"Sigmoid", NULL, 0, {0}}}, VBS_ACT_NONE, "inferred: the graph ends in Sigmoid, node 't0'", "y"},
+        {"tail_sigmoid2.onnx", 2, 13, 2, {{"Sigmoid", NULL, 0, {0}}, {"Identity", NULL, 0, {0}}}, VBS_ACT_NONE, "must sum to 1", NULL},
+        {"tail_logits1.onnx", 1, 13, 0, {{0}}, VBS_ACT_SIGMOID, "inferred: the graph ends in raw logits, node 'conv1' (Conv)", "y"},
+        {"tail_logits2.onnx", 2, 13, 0, {{0}}, VBS_ACT_SOFTMAX, "inferred: the graph ends in raw logits, node 'conv1' (Conv)", "y"},
+        {"tail_sigmoid_relu.onnx", 1, 13, 2, {{"Sigmoid", NULL, 0, {0}}, {"Relu", NULL, 0, {0}}}, VBS_ACT_SIGMOID, "node 't1' (Relu)", "t1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tail_model t;
@@ -517,6 +525,15 @@ static void activation_inference(void) {
               (int)cases[i].want);
         const char *src = card_extra(c, "output_activation_source");
         CHECK(strstr(src, cases[i].source) != NULL, "%s: source '%s' lacks '%s'", cases[i].file, src, cases[i].source);
+        int v;
+        char err[VBS_ERRLEN];
+        st = vbs_model_logits(m, &v, err);
+        if (cases[i].logits)
+            CHECK(st == VBS_OK && v >= 0 && !strcmp(m->g.values[v].name, cases[i].logits), "%s: the loss reads '%s', want '%s' (%s)", cases[i].file,
+                  st || v < 0 ? "?" : m->g.values[v].name, cases[i].logits, st ? err : "");
+        else
+            CHECK(st == VBS_ERR_UNSUPPORTED && strstr(err, m->def.outputs[0].name) && (strstr(err, "cannot be found") || strstr(err, "over 2 channels")),
+                  "%s: a loss on its output refused: %s %s", cases[i].file, vbs_status_name(st), st ? err : "");
         vbs_model_free(m);
     }
     /* a card that contradicts the graph is refused with what to write instead */

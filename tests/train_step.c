@@ -81,8 +81,12 @@ int main(int argc, char **argv) {
     b.y = y;
     vbs_trainer t;
     if (vbs_trainer_init(&t, m, &cfg, err)) { fprintf(stderr, "%s\n", err); return 1; }
+    /* the classes: output 0's channels where fixed (as vbseg train takes them), else the card's */
+    vbs_value_info oi;
+    vbs_model_output(m, 0, &oi);
     int k = (int)(m->def.card.n_labels > 0 ? m->def.card.n_labels : 2);
     if (m->def.card.output_activation == VBS_ACT_SIGMOID) k = 1;
+    if (oi.ndim > 1 && oi.dims[1] > 0) k = (int)oi.dims[1];
     vbs_loss_spec_from_card(&m->def.card, k, t.hetero, &t.loss);
     char path[4096];
     snprintf(path, sizeof path, "%s/loss.txt", argv[4]);

@@ -101,6 +101,9 @@ vbs_status vbs_trainer_init(vbs_trainer *t, vbs_model *m, const vbs_trainer_cfg 
         if (g->nodes[i].op == VBS_OP_GAUSSIAN_SAMPLE)
             for (int k = 0; k < 2; k++)
                 if (g->nodes[i].in[k] >= 0 && g->values[g->nodes[i].in[k]].kind == VBS_VAL_ACT) t->pinned[g->nodes[i].in[k]] = 1;
+    /* the loss reads logits: before the graph's own final Softmax or Sigmoid, if it has one */
+    if ((st = vbs_model_logits(m, &t->logits, err))) return st;
+    t->pinned[t->logits] = 1;
     t->spec.param_off = t->P.param_off;
     t->spec.pinned = t->pinned;
     int64_t n = t->P.n + 16;
@@ -218,7 +221,7 @@ static vbs_status pass(vbs_trainer *t, int w, const vbs_batch *b, int n0, int nb
     const float *inputs[1] = {x};
     vbs_status st = vbs_train_forward(tw, m, &t->spec, inputs, &in, wb, 1, t->cfg.seed, key, 0, err);
     if (st) return st;
-    int v0 = g->output_vals[0], v1 = t->hetero ? g->output_vals[1] : -1;
+    int v0 = t->logits, v1 = t->hetero ? g->output_vals[1] : -1;
     const vbs_shape *ys = &tw->w.plan.shapes[v0];
     if (ys->ndim != in.ndim || ys->d[1] != t->loss.k || vbs_shape_numel(ys) != (int64_t)nb * t->loss.k * V)
         return vbs_fail(err, VBS_ERR_SHAPE, "output '%s' is not %d classes at the input's size", m->def.outputs[0].name, t->loss.k);

@@ -220,6 +220,7 @@ typedef struct {
     vbs_loss_spec loss;
     vbs_train_spec spec;
     char *pinned;
+    int logits;                   /* the value the loss reads (vbs_model_logits): output 0, or the logits before its Softmax/Sigmoid */
     int hetero, bn, threads, groups;
     float *grad, *gradd;          /* the step's gradient (data-shaped); Flipout: the signed sums */
     float *adam_m, *adam_v;       /* the optimiser's moments (SGD: the velocity in adam_m) */
