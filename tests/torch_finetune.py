@@ -333,7 +333,7 @@ def main():
         _, vb2, _ = export_and_convert(vbseg, tmp, t, "sigmoid2", 2, "sigmoid", 13)
         r = run(vbseg, "train", "--init", vb2, "--data", data, "--out", os.path.join(tmp, "s2.vbseg"), "--patch", "48x48", "--epochs", 1, "--quiet")
         lines = r.stderr.strip().split("\n")
-        t.check(r.returncode == 1 and len(lines) == 1 and "the graph ends in Sigmoid, node '/Sigmoid', over 2 channels" in lines[0]
+        t.check(r.returncode == 1 and len(lines) == 1 and "the graph ends in Sigmoid, node '/Sigmoid', over 2 channels" in lines[0] and vb2 in lines[0]
                 and not os.path.exists(os.path.join(tmp, "s2.vbseg")), f"sigmoid2: vbseg train refuses: {r.stderr.strip()}")
     print(f"torch_finetune: {t.passed} passed, {t.failed} failed")
     return 1 if t.failed else 0

@@ -356,6 +356,9 @@ int cmd_train(int argc, char **argv) {
     if (!have_ck && o.init[0]) {
         if (vbs_model_load(o.init, &init)) { cli_error("train", "%s", vbs_model_errmsg(init)); vbs_model_free(init); return 1; }
         nc = vbs_model_card(init);
+        if (nc->normalization == VBS_NORM_NONE && !quiet)
+            fprintf(stderr, "vbseg train: %s: the model card's normalization is none: training on raw intensities "
+                            "(set it with vbseg convert --card, e.g. \"normalization\": \"zscore_nonzero\")\n", o.init);
     } else if (have_ck) nc = vbs_model_card(m);
     vbs_data_opts dopt = {o.data, cache, lay, nc, (int)o.skip_bad, NULL, NULL};
     char err[2048];
@@ -399,8 +402,8 @@ int cmd_train(int argc, char **argv) {
     {
         vbs_value_info in;
         vbs_model_input(m, 0, &in);
-        if (in.ndim != 2 + smp.dims) { cli_error("train", "the model takes %dD input, --dims is %d", in.ndim - 2, smp.dims); goto out; }
-        if (in.dims[1] > 0 && in.dims[1] != ds.C) { cli_error("train", "the model takes %lld channels, the data has %d", (long long)in.dims[1], ds.C); goto out; }
+        if (in.ndim != 2 + smp.dims) { cli_error("train", "%s: the model takes %dD input, --dims is %d", o.init[0] ? o.init : "--arch", in.ndim - 2, smp.dims); goto out; }
+        if (in.dims[1] > 0 && in.dims[1] != ds.C) { cli_error("train", "%s: the model takes %lld channels, the data has %d", o.init[0] ? o.init : "--arch", (long long)in.dims[1], ds.C); goto out; }
     }
     int bn = 0;
     for (int i = 0; i < m->g.n_nodes; i++) bn |= m->g.nodes[i].op == VBS_OP_BATCH_NORM;
@@ -473,6 +476,8 @@ int cmd_train(int argc, char **argv) {
         else cli_error("train", "%s; no epoch had finished, so there is no checkpoint", err);
         goto out;
     }
+    /* the model does not fit the data or the trainer: name the file it came from */
+    if (st == VBS_ERR_SHAPE || st == VBS_ERR_UNSUPPORTED) { cli_error("train", "%s: %s", have_ck ? resume : o.init[0] ? o.init : "--arch", err); goto out; }
     if (st) { cli_error("train", "%s", err); goto out; }
     if (!quiet) fprintf(stderr, "vbseg train: done; the best epoch is in %s; log, curves and checkpoint in %s\n", o.out, ckdir);
     rc = 0;
