@@ -21,8 +21,32 @@ static inline float sigmoidf(float x) { return 1.f / (1.f + expf(-x)); }
 
 void vbs_params_free(vbs_params *p) {
     if (!p) return;
-    free(p->data); free(p->toff); free(p->trained); free(p->decay); free(p->param_off); free(p->eps); free(p->wbuf);
+    free(p->data); free(p->toff); free(p->trained); free(p->decay); free(p->param_off); free(p->gspan); free(p->eps); free(p->wbuf);
     memset(p, 0, sizeof *p);
+}
+
+/* p->gspan: the tensors that param_off points into, adjacent ones merged,
+ * cut into pieces of at most 4096 floats (a reduction's unit of work) */
+static int gradient_spans(vbs_params *p, int n_tensors) {
+    char *on = calloc((size_t)n_tensors + 1, 1);
+    if (!on) return -1;
+    const vbs_graph *g = &p->m->g;
+    for (int v = 0; v < g->n_values; v++)
+        if (p->param_off[v] >= 0) on[g->values[v].tensor] = 1;
+    for (int pass = 0; pass < 2; pass++) { /* count, then fill */
+        int n = 0;
+        for (int i = 0; i < n_tensors;) {
+            if (!on[i]) { i++; continue; }
+            int64_t off = p->toff[i], end = off;
+            while (i < n_tensors && on[i]) end = p->toff[i] + ((p->m->def.tensors[i].numel + 15) & ~(int64_t)15), i++;
+            for (; off < end; off += 4096, n++)
+                if (pass) { p->gspan[n][0] = off; p->gspan[n][1] = end - off < 4096 ? end - off : 4096; }
+        }
+        if (!pass && !(p->gspan = malloc(sizeof *p->gspan * (size_t)(n + 1)))) { free(on); return -1; }
+        p->n_gspan = n;
+    }
+    free(on);
+    return 0;
 }
 
 vbs_status vbs_params_init(vbs_params *p, vbs_model *m, char *err) {
@@ -61,6 +85,7 @@ vbs_status vbs_params_init(vbs_params *p, vbs_model *m, char *err) {
         int on = (val->kind == VBS_VAL_WEIGHT || val->kind == VBS_VAL_VARWEIGHT) && p->trained[val->tensor];
         p->param_off[v] = on ? p->toff[val->tensor] : -1;
     }
+    if (gradient_spans(p, d->n_tensors)) goto oom;
     if (g->var_total > 0) {
         p->eps = calloc((size_t)g->var_total + 16, sizeof(float));
         p->wbuf = aligned_alloc(VBS_ALIGN, (size_t)((g->var_total * 4 + VBS_ALIGN - 1) / VBS_ALIGN * VBS_ALIGN));

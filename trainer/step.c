@@ -189,6 +189,11 @@ static void flipout_accumulate(const vbs_trainer *t, uint64_t key, const float *
     }
 }
 
+/* zeroes the pieces of a gradient buffer that a backward writes (gspan) */
+static void zero_spans(const vbs_params *P, float *g) {
+    for (int c = 0; c < P->n_gspan; c++) memset(g + P->gspan[c][0], 0, sizeof(float) * (size_t)P->gspan[c][1]);
+}
+
 static vbs_status ensure_lwork(vbs_trainer *t, int w, size_t need, char *err) {
     if (need <= t->lwork_cap[w]) return VBS_OK;
     free(t->lwork[w]);
@@ -245,10 +250,13 @@ static vbs_status pass(vbs_trainer *t, int w, const vbs_batch *b, int n0, int nb
                                              dr ? dr + j * cnt : NULL);
     }
     float *gb = gacc;
-    if (gdel) { memset(t->gex[w], 0, sizeof(float) * (size_t)t->P.n); gb = t->gex[w]; }
+    if (gdel) { zero_spans(&t->P, t->gex[w]); gb = t->gex[w]; }
     if ((st = vbs_train_backward(tw, m, &t->spec, gb, 0, err))) return st;
     if (gdel) {
-        for (int64_t i = 0; i < t->P.n; i++) gacc[i] += gb[i];
+        for (int c = 0; c < t->P.n_gspan; c++) {
+            int64_t off = t->P.gspan[c][0], cnt = t->P.gspan[c][1];
+            for (int64_t i = off; i < off + cnt; i++) gacc[i] += gb[i];
+        }
         flipout_accumulate(t, key, gb, gdel);
     }
     return VBS_OK;
@@ -279,8 +287,8 @@ vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vb
 #pragma omp parallel for num_threads(active) schedule(static, 1) if (active > 1)
         for (int w = 0; w < active; w++) {
             int grp = r0 + w, e0 = (int)((int64_t)grp * b->n / G), e1 = (int)((int64_t)(grp + 1) * b->n / G);
-            memset(t->gbuf[w], 0, sizeof(float) * (size_t)n);
-            if (t->gdel[w]) memset(t->gdel[w], 0, sizeof(float) * (size_t)n);
+            zero_spans(&t->P, t->gbuf[w]);
+            if (t->gdel[w]) zero_spans(&t->P, t->gdel[w]);
             sts[w] = VBS_OK;
             if (t->bn) sts[w] = pass(t, w, b, 0, b->n, step, t->gbuf[w], NULL, errs[w]);
             else
@@ -288,10 +296,10 @@ vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vb
         }
         for (int w = 0; w < active; w++)
             if (sts[w]) return vbs_fail(err, sts[w], "%s", errs[w]);
-        /* the groups in group order; the parameter range split between threads */
+        /* the groups in group order; the written pieces split between threads */
 #pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
-        for (int64_t c0 = 0; c0 < n; c0 += 4096) {
-            int64_t c1 = c0 + 4096 < n ? c0 + 4096 : n;
+        for (int c = 0; c < t->P.n_gspan; c++) {
+            int64_t c0 = t->P.gspan[c][0], c1 = c0 + t->P.gspan[c][1];
             for (int w = 0; w < active; w++) {
                 for (int64_t i = c0; i < c1; i++) t->grad[i] += t->gbuf[w][i];
                 if (t->gradd)

@@ -30,6 +30,9 @@ typedef struct {
     char *trained;             /* per tensor: updated by the optimiser (mu, rho and plain weights, not running statistics) */
     char *decay;               /* per tensor: weight decay applies (mu and plain weights, not rho) */
     int64_t *param_off;        /* per graph value: offset of its gradient in a `data`-shaped buffer, -1 = not trained */
+    int64_t (*gspan)[2];       /* [offset, floats) of the pieces of `data` that param_off points into (trained weights and
+                                  means, split at 4096 floats): all a backward writes, so all of a gradient buffer to zero and sum */
+    int n_gspan;
     float *eps;                /* the step's weight noise, by var_off */
     float *wbuf;               /* the step's sampled variational weights, by var_off (vbs_train_forward's wbuf) */
     int n_var;                 /* variational tensors */
