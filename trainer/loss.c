@@ -19,6 +19,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../runtime/vmath.h"
 #include "trainer.h"
 
 /* class probabilities p (kk x v): softmax over k, or (1 - sigmoid, sigmoid) */
@@ -57,36 +58,13 @@ static double log_prob(const vbs_loss_spec *s, const float *z, int64_t v, int64_
  * sigmoid(+-x_t) for one sigmoid channel), kept with what the gradient needs
  * (softmax(x_t), or 1 - a_t); A = sum_t a_t; nll = -log(A / T);
  *   dnll/dx_t = (a_t / A) (softmax(x_t) - onehot)   or   -(a_t / A) (+-1) (1 - a_t).
- * Float, HB voxels at a time, in loops the vectoriser takes (exp_poly for
+ * Float, HB voxels at a time, in loops the vectoriser takes (vbs_exp_poly for
  * exp); the sums over voxels in double. A voxel whose A falls below 1e-30
  * (its target logit ~70 below the others in every draw) is redone in double
  * (hetero_voxel), whose range reaches ~700. */
 
 #define HB 64 /* voxels per block */
 #define HETERO_TINY 1e-30f
-
-static inline float as_float(uint32_t u) { union { uint32_t u; float f; } c = {.u = u}; return c.f; }
-
-/* exp in float for the vectoriser: Cephes' expf (x = n ln 2 + r, |r| <= ln 2 / 2,
- * a degree-7 polynomial), x clamped to [-87.3, 88] so that 2^n stays a normal
- * float; within 2 ulps there. NaN in, NaN out. */
-static inline __attribute__((always_inline)) float exp_poly(float x) {
-    int nan = x != x;
-    float c = nan ? 0.f : x < -87.3f ? -87.3f : x > 88.f ? 88.f : x;
-    float n = c * 1.44269504088896341f + 12582912.f; /* round to nearest by the float grid at 2^23 */
-    n -= 12582912.f;
-    float r = c - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.f;
-    y = y * as_float((uint32_t)((int32_t)n + 127) << 23);
-    return nan ? x : y;
-}
 
 /* One voxel i in double: returns its -log (A / T) and adds w times its
  * gradient into dz, ds (NULL: none). */
@@ -138,7 +116,7 @@ static inline __attribute__((always_inline)) double hetero_block_body(const vbs_
     for (int j = 0; j < nb; j++) { A[j] = 0.f; yf[j] = (float)target[i0 + j]; }
     for (int c = 0; c < k; c++)
         #pragma omp simd
-        for (int j = 0; j < nb; j++) sg[c * HB + j] = exp_poly(0.5f * lv[c * v + i0 + j]);
+        for (int j = 0; j < nb; j++) sg[c * HB + j] = vbs_exp_poly(0.5f * lv[c * v + i0 + j]);
     for (int t = 0; t < T; t++) {
         const float *e = eps + (int64_t)t * k * v + i0;
         float *at = b->at + t * HB, *p = b->p + (int64_t)t * k * HB;
@@ -146,7 +124,7 @@ static inline __attribute__((always_inline)) double hetero_block_body(const vbs_
             float *om = b->om + t * HB;
             #pragma omp simd
             for (int j = 0; j < nb; j++) {
-                float x = z[i0 + j] + sg[j] * e[j], en = exp_poly(yf[j] != 0.f ? -x : x), a = 1.f / (1.f + en);
+                float x = z[i0 + j] + sg[j] * e[j], en = vbs_exp_poly(yf[j] != 0.f ? -x : x), a = 1.f / (1.f + en);
                 at[j] = a;
                 om[j] = en * a;
                 A[j] += a;
@@ -165,7 +143,7 @@ static inline __attribute__((always_inline)) double hetero_block_body(const vbs_
         for (int c = 0; c < k; c++)
             #pragma omp simd
             for (int j = 0; j < nb; j++) {
-                float q = exp_poly(p[c * HB + j] - mx[j]);
+                float q = vbs_exp_poly(p[c * HB + j] - mx[j]);
                 p[c * HB + j] = q;
                 sum[j] += q;
             }
