@@ -72,9 +72,11 @@ static void check_loss(const char *label, vbs_loss_spec *s, int64_t v) {
 
 /* The heteroscedastic likelihood's value against a double computation by
  * hand from the same noise (the RNG keyed by (9, 4, 0x40000000 + t)), with
- * voxels whose target logit lies 60 (float's range) and 150 (beyond it: the
- * trainer's double fallback) below the others; and its gradient at those
- * voxels against finite differences. */
+ * voxels whose target logit lies 60 (float's range), 150 (beyond it: the
+ * trainer's double fallback) and 1000 (beyond double's: A is taken as
+ * 1e-300, a finite loss and a zero gradient) below the others, and one
+ * whose log-variance is 60 (sigma 1e13: every draw's probability 0 or 1);
+ * and the gradient at those voxels against finite differences. */
 static void check_hetero_extremes(const char *label, vbs_loss_spec *s) {
     enum { V = 70 };
     int k = s->k, kk = s->sigmoid ? 2 : k, T = s->samples;
@@ -83,11 +85,13 @@ static void check_hetero_extremes(const char *label, vbs_loss_spec *s) {
     uint8_t t[V];
     for (int i = 0; i < k * V; i++) { z[i] = 2 * rf(); lv[i] = rf(); }
     for (int i = 0; i < V; i++) t[i] = (uint8_t)(rnd() * kk);
-    const int far[4] = {3, 17, 40, 69};
-    const float gap[4] = {-60, -150, -150, -60};
-    for (int f = 0; f < 4; f++) { /* the target's logit far below (sigmoid: on the wrong side) */
+    enum { NFAR = 6 };
+    const int far[NFAR] = {3, 17, 40, 69, 50, 61};
+    const float gap[NFAR] = {-60, -150, -150, -60, -1000, 0};
+    for (int f = 0; f < NFAR; f++) { /* the target's logit far below (sigmoid: on the wrong side) */
         int i = far[f];
-        if (s->sigmoid) z[i] = t[i] ? gap[f] : -gap[f];
+        if (!gap[f]) for (int c = 0; c < k; c++) lv[c * V + i] = 60;
+        else if (s->sigmoid) z[i] = t[i] ? gap[f] : -gap[f];
         else z[t[i] * V + i] = gap[f];
     }
     vbs_loss_parts r = vbs_loss_example(s, z, lv, t, V, 1.f, dz, ds, 9, 4, work);
@@ -107,11 +111,11 @@ static void check_hetero_extremes(const char *label, vbs_loss_spec *s) {
             for (int c = 0; c < k; c++) sum += exp(x[c] - mx);
             A += exp(x[t[i]] - mx) / sum;
         }
-        want -= log(A / T) / V;
+        want -= log((A > 1e-300 ? A : 1e-300) / T) / V;
     }
     CHECK(isfinite(r.ce) && fabs(r.ce - want) < 2e-6 * fabs(want), "%s: NLL %.9g, by hand in double %.9g", label, r.ce, want);
     int ok = 1;
-    for (int f = 0; f < 4; f++)
+    for (int f = 0; f < NFAR; f++)
         for (int c = 0; c < k; c++)
             for (int which = 0; which < 2; which++) {
                 float *x = which ? lv : z, x0 = x[c * V + far[f]], g = which ? ds[c * V + far[f]] : dz[c * V + far[f]];
@@ -122,7 +126,7 @@ static void check_hetero_extremes(const char *label, vbs_loss_spec *s) {
                 double lm = vbs_loss_example(s, z, lv, t, V, 1.f, NULL, NULL, 9, 4, work).total;
                 x[c * V + far[f]] = x0;
                 double num = (lp - lm) / ((double)(float)(x0 + h) - (double)(float)(x0 - h));
-                if (fabs(num - g) > 2e-3 * fabs(num) + 2e-6) {
+                if (!(fabs(num - g) <= 2e-3 * fabs(num) + 2e-6)) {
                     printf("  %s: voxel %d d/d%s[%d] analytic %.7g numeric %.7g\n", label, far[f], which ? "logvar" : "logit", c, g, num);
                     ok = 0;
                 }

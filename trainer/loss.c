@@ -72,7 +72,8 @@ static double hetero_voxel(const vbs_loss_spec *s, const float *z, const float *
                            float *ds, const float *eps) {
     int k = s->k, T = s->samples;
     double q[64], A = 0;
-    for (int pass = 0; pass < (dz ? 2 : 1); pass++)
+    for (int pass = 0; pass < (dz ? 2 : 1); pass++) {
+        if (pass && !(A > 1e-300)) A = 1e-300; /* beyond double's range too: a finite loss, a zero gradient */
         for (int t = 0; t < T; t++) {
             const float *e = eps + (int64_t)t * k * v;
             if (s->sigmoid) {
@@ -94,6 +95,7 @@ static double hetero_voxel(const vbs_loss_spec *s, const float *z, const float *
                 ds[c * v + i] += (float)(dx * e[c * v + i] * exp(0.5 * lv[c * v + i]) * 0.5);
             }
         }
+    }
     if (!(A > 1e-300)) A = 1e-300;
     return -log(A / T);
 }
