@@ -129,8 +129,10 @@ static void sweep_conv(int transpose) {
     CHECK(cases > 80, "%s sweep ran only %d valid cases", transpose ? "ConvTranspose" : "Conv", cases);
 }
 
-/* 2D 3x3 stride-1 convolutions take the Winograd F(4x4, 3x3) path: sweep
- * sizes across tile and chunk edges (8 tiles = 32 columns), pads and channels. */
+/* 2D 3x3 stride-1 convolutions take the Winograd F(4x4, 3x3) path from
+ * about 15x15 outputs, im2col below (test_grad_conv also calls the Winograd
+ * forward directly at every size): sweep sizes across tile and chunk edges
+ * (8 tiles = 32 columns) and the dispatch's edge, pads and channels. */
 static void sweep_winograd(void) {
     for (int t = 0; t < 60; t++) {
         int64_t h = ri(1, 24), w = t % 4 == 0 ? ri(30, 75) : ri(1, 24), c = ri(1, 6), m = ri(1, 6);

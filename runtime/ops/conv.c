@@ -4,7 +4,8 @@
  * stride-1 unpadded convolutions multiply the input directly; others
  * unroll a tile of output positions with im2col (kept small enough to stay
  * in cache) and multiply it; the backward's dX goes back through col2im.
- * 2D 3x3 stride-1 ungrouped layers go to conv_winograd.c where it pays.
+ * 2D 3x3 stride-1 ungrouped layers go to conv_winograd.c where it pays
+ * (from about 15x15 outputs up).
  * vbs_conv_forward_naive and vbs_conv_backward_naive are the direct-loop
  * references. Not here: a fused Relu's gradient (the executor masks dY).
  */
@@ -52,13 +53,20 @@ int64_t vbs_im2col_cols(const vbs_geo *g, int64_t kc, int64_t tile_floats) {
     return cols;
 }
 
+/* The forward's im2col tile: TILE_FLOATS, but a 3x3 layer too small for
+ * Winograd takes its image whole (up to the backward's 4 MiB), so that its
+ * weights are packed once, not once per few rows. */
+static int64_t forward_tile(const vbs_node *n, const vbs_shape *x, const vbs_shape *w) {
+    return vbs_winograd_fits(n, x, w) ? VBS_BWD_TILE_FLOATS : TILE_FLOATS;
+}
+
 size_t vbs_conv_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
-    if (vbs_winograd_fits(n, &in[0], &in[1])) return vbs_winograd_work(n, in, out);
+    if (vbs_winograd_forward_pays(n, &in[0], &in[1], &out[0])) return vbs_winograd_work(n, in, out);
     vbs_geo g;
     vbs_geo_make(&g, &n->a.win, &in[0], &out[0], n->a.win.kernel);
     if (vbs_geo_pointwise(&g) && n->a.win.group == 1) return 0;
     int64_t kc = in[1].d[1] * g.k_sz;
-    return (size_t)(kc * vbs_im2col_cols(&g, kc, TILE_FLOATS));
+    return (size_t)(kc * vbs_im2col_cols(&g, kc, forward_tile(n, &in[0], &in[1])));
 }
 
 /* Between the image x (cg channels of in_sz) and the columns col (cg*k_sz
@@ -128,7 +136,7 @@ static void epilogue(float *y, const float *b, int relu, int64_t m, int64_t sz) 
 
 void vbs_conv_forward(const vbs_op_args *a) {
     const vbs_shape *xs = a->xs[0], *ws = a->xs[1], *ys = a->ys[0];
-    if (vbs_winograd_fits(a->node, xs, ws)) {
+    if (vbs_winograd_forward_pays(a->node, xs, ws, ys)) {
         vbs_winograd_forward(a);
         return;
     }
@@ -147,7 +155,7 @@ void vbs_conv_forward(const vbs_op_args *a) {
                 vbs_sgemm(0, 0, mg, g.out_sz, kc, w, kc, xg, g.out_sz, 0.f, yg, g.out_sz);
                 continue;
             }
-            int64_t tc = vbs_im2col_cols(&g, kc, TILE_FLOATS);
+            int64_t tc = vbs_im2col_cols(&g, kc, forward_tile(a->node, xs, ws));
             for (int64_t o0 = 0; o0 < g.out_sz; o0 += tc) {
                 int64_t nc = g.out_sz - o0 < tc ? g.out_sz - o0 : tc;
                 vbs_im2col_tile(&g, xg, cg, o0, nc, a->work);

@@ -12,7 +12,7 @@
  * Float error grows with the tile size; F(4x4, 3x3) stays within 1e-5
  * relative on these layers (test_ops and test_grad_conv check it against
  * the naive kernels). Not a separate op: conv.c calls it when the geometry
- * fits (and, for the backward, when it beats im2col).
+ * fits and it beats im2col (vbs_winograd_forward_pays, _backward_pays).
  */
 #include <string.h>
 
@@ -442,6 +442,19 @@ void vbs_winograd_forward(const vbs_op_args *a) {
     wconv p = {a->x[0], xs->d[0], xs->d[1], xs->d[2], xs->d[3], a->y[0], ys->d[1], ys->d[2], ys->d[3],
                a->node->a.win.pad[0], a->node->a.win.pad[1], a->x[2], a->node->fused_relu ? OUT_RELU : OUT_STORE};
     winograd_conv(&p, a->x[1], a->work);
+}
+
+/* Whether the forward of a layer that vbs_winograd_fits beats im2col + GEMM,
+ * in the units of vbs_winograd_backward_pays: per image and filter, im2col
+ * costs 9 per output position, Winograd 36 per tile (tiles padded to whole
+ * chunks of WT per row) plus a fixed 600 (the filter's transform and the
+ * transforms' overhead), fitted with bench/conv_backward.c's forward on
+ * 128-256 channels: at 8x8, where 4 tiles fill a chunk of 8 per row, im2col
+ * takes half the time; at 12x12 it is ahead, from 15x15 up Winograd. */
+int vbs_winograd_forward_pays(const vbs_node *n, const vbs_shape *x, const vbs_shape *w, const vbs_shape *y) {
+    if (!vbs_winograd_fits(n, x, w)) return 0;
+    grid g = grid_of(y->d[2], y->d[3]);
+    return 36.0 * (double)(g.th * g.twp) + 600.0 < 9.0 * (double)(y->d[2] * y->d[3]);
 }
 
 /* ---- backward ------------------------------------------------------------
