@@ -225,6 +225,7 @@ static void realistic(void) {
         {0, 256, 256, 3, 1, 1, 8, 8, 1, 0, 1},   /* bottleneck: im2col for both */
         {0, 64, 128, 3, 1, 1, 20, 20, 1, 0, 1},  /* Winograd dX, im2col dW */
         {0, 64, 32, 3, 1, 1, 32, 32, 2, 0, 1},   /* Winograd both, batch 2 */
+        {0, 32, 32, 3, 1, 1, 62, 64, 1, 0, 1},   /* Winograd dW reading dY in place but for its last block */
         {0, 4, 16, 3, 1, 1, 40, 40, 2, 1, 1},    /* first layer: no dX, batch 2 */
         {0, 32, 16, 1, 1, 0, 48, 48, 1, 0, 1},   /* 1x1 head: plain GEMM */
         {0, 16, 32, 3, 2, 1, 33, 33, 1, 0, 1},   /* strided: im2col tiles */

@@ -233,8 +233,8 @@ static const int perm8[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
 #define AVX_FN __attribute__((target("avx2,fma"))) static
 
-/* d[0..5] = src[4 t + k] for the 8 tiles (permuted), k = 0..5; reads src[0..33]. */
-AVX_FN void deinterleave6(const float *src, __m256 *d) {
+/* d[0..3] = src[4 t + k] for the 8 tiles (permuted), k = 0..3; reads src[0..31]. */
+AVX_FN void deinterleave4(const float *src, __m256 *d) {
     __m256 a0 = _mm256_loadu_ps(src), a1 = _mm256_loadu_ps(src + 8), a2 = _mm256_loadu_ps(src + 16), a3 = _mm256_loadu_ps(src + 24);
     __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
     __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
@@ -242,6 +242,11 @@ AVX_FN void deinterleave6(const float *src, __m256 *d) {
     d[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
     d[2] = _mm256_shuffle_ps(t1, t3, 0x44);
     d[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+
+/* the same for k = 0..5; reads src[0..33]. */
+AVX_FN void deinterleave6(const float *src, __m256 *d) {
+    deinterleave4(src, d);
     /* k = 4, 5 are k = 0, 1 of the next tile: lanes (t1,t3,t5,t7 | t2,t4,t6,t8) */
     const __m256i rot = _mm256_setr_epi32(4, 5, 6, 7, 1, 2, 3, 0);
     d[4] = _mm256_blend_ps(_mm256_permutevar8x32_ps(d[0], rot), _mm256_set1_ps(src[32]), 0x80);
@@ -373,12 +378,13 @@ AVX_FN void weight_transform_avx2(const float *w, int64_t mc, float *u, int64_t 
         o[5] = d3;                                                                                      \
     } while (0)
 
-/* Tiles in the lane order of input_transform_avx2 (deinterleave6's). */
+/* Tiles in the lane order of input_transform_avx2 (deinterleave6's); reads
+ * the 4 twp columns of each row, no further (buf may be dY itself). */
 AVX_FN void dy_transform_avx2(const float *buf, int64_t wp, int64_t nty, int64_t twp, float *z, int64_t ct) {
-    __m256 d[4][6], t[6][4];
+    __m256 d[4][4], t[6][4];
     for (int64_t ty = 0; ty < nty; ty++)
         for (int64_t tx0 = 0; tx0 < twp; tx0 += WT) {
-            for (int r = 0; r < 4; r++) deinterleave6(buf + (ty * 4 + r) * wp + tx0 * 4, d[r]);
+            for (int r = 0; r < 4; r++) deinterleave4(buf + (ty * 4 + r) * wp + tx0 * 4, d[r]);
             for (int k = 0; k < 4; k++) {
                 __m256 o[6];
                 VA4(d[0][k], d[1][k], d[2][k], d[3][k], o);
@@ -554,9 +560,15 @@ void vbs_winograd_backward_filter(const vbs_grad_args *gr) {
                 pad_rows(a->x[0] + (nb * c + ch) * h * w, h, w, a->node->a.win.pad[0], a->node->a.win.pad[1], ty0, ty1, g.wp, buf);
                 in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, vs);
             }
+            /* dY's rows need no padding when the block's tiles cover whole rows of it: read in place */
+            int in_place = ow == g.twp * 4 && ty1 * 4 <= oh;
             for (int64_t oc = 0; oc < m; oc++) {
-                pad_rows(gr->dy[0] + (nb * m + oc) * oh * ow, oh, ow, 0, 0, ty0, ty1, g.wp, buf);
-                z_t(buf, g.wp, ty1 - ty0, g.twp, z + oc * t, zs);
+                const float *dy = gr->dy[0] + (nb * m + oc) * oh * ow;
+                if (in_place) z_t(dy + ty0 * 4 * ow, ow, ty1 - ty0, g.twp, z + oc * t, zs);
+                else {
+                    pad_rows(dy, oh, ow, 0, 0, ty0, ty1, g.wp, buf);
+                    z_t(buf, g.wp, ty1 - ty0, g.twp, z + oc * t, zs);
+                }
             }
             float beta = nb == 0 && ty0 == 0 ? 0.f : 1.f; /* the first block writes dU: no zeroing pass */
             for (int xi = 0; xi < 36; xi++) vbs_sgemm(0, 1, m, c, t, z + xi * zs, t, v + xi * vs, t, beta, du + xi * us, c);
