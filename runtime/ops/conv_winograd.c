@@ -517,7 +517,7 @@ void vbs_winograd_backward_data(const vbs_grad_args *gr) {
 
 /* dw (mc filters of 3x3) += G^T dU G, dU planes of stride us; separable:
  * s = G^T dU (3x6), then s G (3x3), vectorised across filters. */
-static void filter_grad(const float *du, int64_t us, int64_t mc, float *dw) {
+static void filter_grad_base(const float *du, int64_t us, int64_t mc, float *dw) {
     for (int64_t k0 = 0; k0 < mc; k0 += WT) {
         int n = mc - k0 < WT ? (int)(mc - k0) : WT;
         float s[3][6][WT], o[9][WT];
@@ -541,6 +541,35 @@ static void filter_grad(const float *du, int64_t us, int64_t mc, float *dw) {
             for (int e = 0; e < 9; e++) dw[(k0 + j) * 9 + e] += o[e][j];
     }
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The same sums in the same order (multiplies then adds, as the base path:
+ * the same bits), 8 filters in the lanes of a register. */
+AVX_FN void filter_grad_avx2(const float *du, int64_t us, int64_t mc, float *dw) {
+    int64_t k0 = 0;
+    for (; k0 + WT <= mc; k0 += WT) {
+        __m256 s[3][6];
+        for (int r = 0; r < 3; r++)
+            for (int k = 0; k < 6; k++) s[r][k] = _mm256_setzero_ps();
+        for (int i = 0; i < 6; i++)
+            for (int k = 0; k < 6; k++) {
+                __m256 d = _mm256_loadu_ps(du + (i * 6 + k) * us + k0);
+                for (int r = 0; r < 3; r++)
+                    if (G[i][r] != 0.f) s[r][k] = _mm256_add_ps(s[r][k], _mm256_mul_ps(_mm256_set1_ps(G[i][r]), d));
+            }
+        float o[9][WT];
+        for (int r = 0; r < 3; r++)
+            for (int cc = 0; cc < 3; cc++) {
+                __m256 acc = _mm256_setzero_ps();
+                for (int k = 0; k < 6; k++) acc = _mm256_add_ps(acc, _mm256_mul_ps(s[r][k], _mm256_set1_ps(G[k][cc])));
+                _mm256_storeu_ps(o[r * 3 + cc], acc);
+            }
+        for (int j = 0; j < WT; j++)
+            for (int e = 0; e < 9; e++) dw[(k0 + j) * 9 + e] += o[e][j];
+    }
+    if (k0 < mc) filter_grad_base(du + k0, us, mc - k0, dw + 9 * k0);
+}
+#endif
 
 void vbs_winograd_backward_filter(const vbs_grad_args *gr) {
     const vbs_op_args *a = gr->fwd;
@@ -573,5 +602,5 @@ void vbs_winograd_backward_filter(const vbs_grad_args *gr) {
             float beta = nb == 0 && ty0 == 0 ? 0.f : 1.f; /* the first block writes dU: no zeroing pass */
             for (int xi = 0; xi < 36; xi++) vbs_sgemm(0, 1, m, c, t, z + xi * zs, t, v + xi * vs, t, beta, du + xi * us, c);
         }
-    filter_grad(du, us, m * c, gr->dx[1]);
+    PICK_TRANSFORM(filter_grad)(du, us, m * c, gr->dx[1]);
 }
