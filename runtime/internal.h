@@ -563,6 +563,9 @@ void vbs_blas_set_threads(int n);
 /* C (m x n) = A (m x k) B (k x n), dense row-major; the small-matrix kernel
  * of gemm.c (AVX2), or vbs_sgemm. */
 void vbs_gemm(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c);
+/* C (m x n) = A (m x k) B^T, B (n x k), or C += that with acc; dense
+ * row-major; scratch: n k floats (B^T for the AVX2 kernel), or vbs_sgemm. */
+void vbs_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, int acc, float *c, float *scratch);
 
 /* ---- volumes (nifti_io.c, npy.c) ----------------------------------- */
 

@@ -151,7 +151,7 @@ static void sweep_winograd(void) {
     }
 }
 
-/* the small-matrix GEMM against a triple loop in double, tails included */
+/* the small-matrix GEMMs (A B and A B^T) against triple loops in double, tails included */
 static void sweep_gemm(void) {
     for (int t = 0; t < 40; t++) {
         int64_t m = ri(1, 20), n = ri(1, 70), k = ri(1, 40);
@@ -170,6 +170,28 @@ static void sweep_gemm(void) {
         snprintf(label, sizeof label, "gemm %lldx%lldx%lld", (long long)m, (long long)n, (long long)k);
         CHECK(close_enough(label, c, ref, (long)(m * n), 1e-5, 1e-5), "%s", label);
         free(a); free(b); free(c); free(ref);
+    }
+    /* C (=, +=) A B^T: B is n x k */
+    for (int t = 0; t < 40; t++) {
+        int64_t m = ri(1, 20), n = ri(1, 40), k = ri(1, 90);
+        int acc = t % 2;
+        float *a = malloc(sizeof(float) * (size_t)(m * k)), *b = malloc(sizeof(float) * (size_t)(n * k));
+        float *c = malloc(sizeof(float) * (size_t)(m * n)), *ref = malloc(sizeof(float) * (size_t)(m * n));
+        float *scratch = malloc(sizeof(float) * (size_t)(n * k));
+        for (int64_t i = 0; i < m * k; i++) a[i] = rf();
+        for (int64_t i = 0; i < n * k; i++) b[i] = rf();
+        for (int64_t i = 0; i < m * n; i++) c[i] = rf();
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double s = acc ? c[i * n + j] : 0;
+                for (int64_t p = 0; p < k; p++) s += (double)a[i * k + p] * b[j * k + p];
+                ref[i * n + j] = (float)s;
+            }
+        vbs_gemm_nt(m, n, k, a, b, acc, c, scratch);
+        char label[64];
+        snprintf(label, sizeof label, "gemm_nt %lldx%lldx%lld%s", (long long)m, (long long)n, (long long)k, acc ? " +=" : "");
+        CHECK(close_enough(label, c, ref, (long)(m * n), 1e-5, 1e-5), "%s", label);
+        free(a); free(b); free(c); free(ref); free(scratch);
     }
 }
 

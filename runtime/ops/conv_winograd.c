@@ -54,17 +54,49 @@ static int64_t block_rows(int64_t c, int64_t m, const grid *g) {
     return rows < g->th ? rows : g->th;
 }
 
-/* Scratch of a c -> m convolution with an oh x ow output: U (or dU), V,
- * Mx (or Z) and the padded rows of one channel. */
-static int64_t work_floats(int64_t c, int64_t m, int64_t oh, int64_t ow) {
+/* The scratch's layout. A GEMM's three operands must not sit 0.25-1 KiB
+ * apart modulo 4 KiB: a load that follows a store at such a distance is
+ * taken for a reload of the stored bytes and waits for it (4K aliasing;
+ * measured: vbs_gemm at half speed). So every plane stride is a multiple
+ * of 4 KiB plus PLANE_SKEW, and the regions start at fixed residues modulo
+ * 4 KiB: U (dU) 0, V 1 KiB, Mx (Z) 3 KiB, V^T (the filter gradient's) 2 KiB,
+ * the same for each of the 36 planes, every pair 1-3 KiB apart. */
+#define ALIAS 1024 /* floats: 4 KiB */
+
+static int64_t plane_stride(int64_t floats) { return (floats + ALIAS - 1) / ALIAS * ALIAS + PLANE_SKEW; }
+
+/* the first float from p on at residue r (floats, mod ALIAS) from base */
+static float *at_residue(float *base, float *p, int64_t r) {
+    int64_t off = p - base;
+    return p + ((r - off) % ALIAS + ALIAS) % ALIAS;
+}
+
+typedef struct {
+    float *u, *v, *x, *buf, *vt; /* U or dU; V; Mx or Z; a channel's padded rows; V^T of a plane */
+    int64_t us;                  /* U's plane stride (V's and Mx's depend on the block: plane_stride) */
+} layout;
+
+static void layout_of(float *work, int64_t c, int64_t m, int64_t tb, int64_t rows, int64_t wp, layout *L) {
+    L->us = plane_stride(m * c);
+    L->u = work;
+    L->v = at_residue(work, L->u + 36 * L->us, ALIAS / 4);
+    L->x = at_residue(work, L->v + 36 * plane_stride(c * tb), 3 * ALIAS / 4);
+    L->buf = L->x + 36 * plane_stride(m * tb);
+    L->vt = at_residue(work, L->buf + (rows * 4 + 2) * wp, ALIAS / 2);
+}
+
+/* Scratch of a c -> m convolution with an oh x ow output (layout_of), with
+ * V^T of a plane when vt. */
+static int64_t work_floats(int64_t c, int64_t m, int64_t oh, int64_t ow, int vt) {
     grid g = grid_of(oh, ow);
     int64_t rows = block_rows(c, m, &g), t = rows * g.twp;
-    return 36 * (m * c + c * t + m * t + 3 * PLANE_SKEW) + (rows * 4 + 2) * g.wp;
+    return 36 * (plane_stride(m * c) + plane_stride(c * t) + plane_stride(m * t)) + 3 * ALIAS + (rows * 4 + 2) * g.wp +
+           (vt ? plane_stride(c * t) + 36 * PLANE_SKEW : 0);
 }
 
 size_t vbs_winograd_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
     (void)n;
-    return (size_t)work_floats(in[0].d[1], in[1].d[0], out[0].d[2], out[0].d[3]);
+    return (size_t)work_floats(in[0].d[1], in[1].d[0], out[0].d[2], out[0].d[3], 0);
 }
 
 /* The F(4x4, 3x3) filter transform (Lavin & Gray): U = G g G^T. */
@@ -423,15 +455,17 @@ static void winograd_conv(const wconv *p, const float *filters, float *work) {
     int64_t c = p->c, m = p->m;
     grid g = grid_of(p->oh, p->ow);
     int64_t rows = block_rows(c, m, &g), tb = rows * g.twp;
-    int64_t us = m * c + PLANE_SKEW; /* U plane stride */
-    float *u = work, *v = u + 36 * us, *mx = v + 36 * (c * tb + PLANE_SKEW), *buf = mx + 36 * (m * tb + PLANE_SKEW);
+    layout L;
+    layout_of(work, c, m, tb, rows, g.wp, &L);
+    int64_t us = L.us;
+    float *u = L.u, *v = L.v, *mx = L.x, *buf = L.buf;
     PICK_TRANSFORM(weight_transform)(filters, m * c, u, us);
     void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
     void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, int, float *, int64_t, int64_t) = PICK_TRANSFORM(output_transform);
     for (int64_t nb = 0; nb < p->n; nb++)
         for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
             int64_t ty1 = ty0 + rows < g.th ? ty0 + rows : g.th, t = (ty1 - ty0) * g.twp;
-            int64_t vs = c * t + PLANE_SKEW, ms = m * t + PLANE_SKEW; /* plane strides */
+            int64_t vs = plane_stride(c * t), ms = plane_stride(m * t);
             for (int64_t ch = 0; ch < c; ch++) {
                 pad_rows(p->x + (nb * c + ch) * p->h * p->w, p->h, p->w, p->pt, p->pl, ty0, ty1, g.wp, buf);
                 in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, vs);
@@ -496,8 +530,8 @@ int vbs_winograd_backward_pays(const vbs_node *n, const vbs_shape *in, const vbs
 
 size_t vbs_winograd_backward_work(const vbs_shape *in, const vbs_shape *out, int data) {
     int64_t c = in[0].d[1], m = in[1].d[0];
-    if (data) return (size_t)(9 * m * c + work_floats(m, c, in[0].d[2], in[0].d[3]));
-    return (size_t)work_floats(c, m, out[0].d[2], out[0].d[3]);
+    if (data) return (size_t)(9 * m * c + work_floats(m, c, in[0].d[2], in[0].d[3], 0));
+    return (size_t)work_floats(c, m, out[0].d[2], out[0].d[3], 1);
 }
 
 void vbs_winograd_backward_data(const vbs_grad_args *gr) {
@@ -577,14 +611,16 @@ void vbs_winograd_backward_filter(const vbs_grad_args *gr) {
     int64_t c = xs->d[1], m = ys->d[1], h = xs->d[2], w = xs->d[3], oh = ys->d[2], ow = ys->d[3];
     grid g = grid_of(oh, ow);
     int64_t rows = block_rows(c, m, &g), tb = rows * g.twp;
-    int64_t us = m * c + PLANE_SKEW;
-    float *du = gr->work, *v = du + 36 * us, *z = v + 36 * (c * tb + PLANE_SKEW), *buf = z + 36 * (m * tb + PLANE_SKEW);
+    layout L;
+    layout_of(gr->work, c, m, tb, rows, g.wp, &L);
+    int64_t us = L.us;
+    float *du = L.u, *v = L.v, *z = L.x, *buf = L.buf;
     void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
     void (*z_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(dy_transform);
     for (int64_t nb = 0; nb < xs->d[0]; nb++)
         for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
             int64_t ty1 = ty0 + rows < g.th ? ty0 + rows : g.th, t = (ty1 - ty0) * g.twp;
-            int64_t vs = c * t + PLANE_SKEW, zs = m * t + PLANE_SKEW;
+            int64_t vs = plane_stride(c * t), zs = plane_stride(m * t);
             for (int64_t ch = 0; ch < c; ch++) {
                 pad_rows(a->x[0] + (nb * c + ch) * h * w, h, w, a->node->a.win.pad[0], a->node->a.win.pad[1], ty0, ty1, g.wp, buf);
                 in_t(buf, g.wp, ty1 - ty0, g.twp, v + ch * t, vs);
@@ -599,8 +635,9 @@ void vbs_winograd_backward_filter(const vbs_grad_args *gr) {
                     z_t(buf, g.wp, ty1 - ty0, g.twp, z + oc * t, zs);
                 }
             }
-            float beta = nb == 0 && ty0 == 0 ? 0.f : 1.f; /* the first block writes dU: no zeroing pass */
-            for (int xi = 0; xi < 36; xi++) vbs_sgemm(0, 1, m, c, t, z + xi * zs, t, v + xi * vs, t, beta, du + xi * us, c);
+            int acc = nb > 0 || ty0 > 0; /* the first block writes dU: no zeroing pass */
+            for (int xi = 0; xi < 36; xi++) /* V[xi]^T at dU[xi]'s residue + 2 KiB */
+                vbs_gemm_nt(m, c, t, z + xi * zs, v + xi * vs, acc, du + xi * us, L.vt + xi * PLANE_SKEW);
         }
     PICK_TRANSFORM(filter_grad)(du, us, m * c, gr->dx[1]);
 }
