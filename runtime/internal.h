@@ -325,6 +325,8 @@ vbs_status vbs_window_out(vbs_node *n, const vbs_shape *x, vbs_shape *y, int64_t
 #define VBS_PICK(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
 #define VBS_HAVE_AVX2() vbs_cpu_avx2()
 int vbs_cpu_avx2(void); /* util.c; VBS_NO_AVX2=1 in the environment forces the baseline path (tests) */
+/* util.c: the AVX2 path may use AVX-512 (gemm.c); VBS_NO_AVX512=1 (or VBS_NO_AVX2=1) keeps it to AVX2 (tests) */
+int vbs_cpu_avx512(void);
 #else
 #define VBS_CLONES(name, params, call) static void name##_base params { call; }
 #define VBS_PICK(name) (name##_base)
