@@ -304,11 +304,12 @@ vbs_status vbs_train_backward(vbs_train_worker *t, const vbs_model *m, const vbs
             const vbs_value *val = &g->values[v];
             if (val->kind == VBS_VAL_ACT) {
                 float *gx = t->garena + t->goff[v];
-                /* born here: the first backward to reach it (its last consumer) zeroes it */
+                /* born here: the first backward to reach it (its last consumer) zeroes it, or writes it */
                 if (!t->pin[v] && val->last_use == q) {
                     int first = 1;
                     for (int j = 0; j < k; j++) first &= n->in[j] != v;
-                    if (first) memset(gx, 0, sizeof(float) * (size_t)vbs_shape_numel(&t->w.plan.shapes[v]));
+                    if (first && (vbs_ops[n->op].backward_fresh >> k & 1) && !naive) ga.fresh |= 1u << k;
+                    else if (first) memset(gx, 0, sizeof(float) * (size_t)vbs_shape_numel(&t->w.plan.shapes[v]));
                 }
                 ga.dx[k] = gx;
             } else ga.dx[k] = pgrad + spec->param_off[v];

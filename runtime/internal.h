@@ -260,8 +260,9 @@ typedef struct {
 
 /* A backward call. The forward's inputs and outputs are still live in
  * fwd (same pointers, same shapes). Each kernel *accumulates* (+=) the
- * gradient of every input whose dx[i] is non-NULL and leaves the others
- * alone; it never writes dy. For a Conv whose Relu the graph fused, the
+ * gradient of every input whose dx[i] is non-NULL (an op with
+ * backward_fresh writes those that fresh marks instead) and leaves the
+ * others alone; it never writes dy. For a Conv whose Relu the graph fused, the
  * executor has already multiplied dy by (y > 0), so the kernel ignores
  * fused_relu. Random draws (GaussianSample) are recomputed from fwd's
  * seed, sample and the node's stream, never stored. */
@@ -270,6 +271,8 @@ typedef struct {
     const float *dy[2];       /* gradients of the outputs, shaped like fwd->ys */
     float *dx[VBS_MAX_IN];    /* gradients of the inputs, shaped like fwd->xs; NULL = not wanted */
     float *work;              /* scratch of the size the op's backward_work fn asked */
+    unsigned fresh;           /* bit i: dx[i] holds nothing yet, so the op writes it instead of adding to it (only
+                                 where the op's backward_fresh has bit i; the executor zeroes the others) */
 } vbs_grad_args;
 
 typedef vbs_status (*vbs_parse_fn)(vbs_node *n, const vbs_node_def *d, char *err);
@@ -292,6 +295,7 @@ typedef struct {
     vbs_backward_fn backward_naive;  /* reference backward the tests compare against */
     vbs_work_fn backward_work;       /* NULL: no scratch */
     vbs_work_fn saved;               /* training: floats the forward keeps for the backward; NULL: none */
+    unsigned backward_fresh;         /* bit i: the fast backward honours vbs_grad_args.fresh for input i */
 } vbs_op_info;
 
 extern const vbs_op_info vbs_ops[VBS_OP_COUNT];

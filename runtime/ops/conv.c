@@ -207,7 +207,8 @@ double vbs_conv_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *o
 
 /* ---- backward -------------------------------------------------------------
  * dBias = row sums of dY; dW += dY (mg x P) col(X)^T (P x kc) and
- * dX += col2im(W^T (kc x mg) dY (mg x P)), both over im2col tiles of
+ * dX += col2im(W^T (kc x mg) dY (mg x P)) (dX = where fresh says it holds
+ * nothing yet), both over im2col tiles of
  * VBS_BWD_TILE_FLOATS (one scratch tile, used for X's columns and then for
  * dX's); pointwise layers multiply X and dY directly. Each of dW and dX of
  * a Winograd-shaped layer takes Winograd where vbs_winograd_backward_pays. */
@@ -235,6 +236,8 @@ static void backward_gemm(const vbs_grad_args *gr, int want_dx, int want_dw) {
     int64_t group = a->node->a.win.group, cin = xs->d[1], m = ws->d[0];
     int64_t cg = cin / group, mg = m / group, kc = cg * g.k_sz, tc = vbs_im2col_cols(&g, kc, VBS_BWD_TILE_FLOATS);
     float *col = gr->work;
+    int fresh = want_dx && (gr->fresh & 1); /* dX holds nothing yet: the pointwise GEMM writes it, col2im needs zeros */
+    if (fresh && !vbs_geo_pointwise(&g)) memset(gr->dx[0], 0, sizeof(float) * (size_t)vbs_shape_numel(xs));
     for (int64_t n = 0; n < xs->d[0]; n++)
         for (int64_t gi = 0; gi < group; gi++) {
             const float *x = a->x[0] + (n * cin + gi * cg) * g.in_sz, *w = a->x[1] + gi * mg * kc;
@@ -243,7 +246,7 @@ static void backward_gemm(const vbs_grad_args *gr, int want_dx, int want_dw) {
             float *dx = want_dx ? gr->dx[0] + (n * cin + gi * cg) * g.in_sz : NULL;
             if (vbs_geo_pointwise(&g)) {
                 if (dw) vbs_sgemm(0, 1, mg, kc, g.out_sz, dy, g.out_sz, x, g.out_sz, 1.f, dw, kc);
-                if (dx) vbs_sgemm(1, 0, kc, g.out_sz, mg, w, kc, dy, g.out_sz, 1.f, dx, g.out_sz);
+                if (dx) vbs_sgemm(1, 0, kc, g.out_sz, mg, w, kc, dy, g.out_sz, fresh ? 0.f : 1.f, dx, g.out_sz);
                 continue;
             }
             for (int64_t o0 = 0; o0 < g.out_sz; o0 += tc) {

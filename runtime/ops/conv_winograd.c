@@ -544,8 +544,9 @@ void vbs_winograd_backward_data(const vbs_grad_args *gr) {
             for (int64_t ic = ic0; ic < c && ic < ic0 + 16; ic++)
                 for (int64_t oc = oc0; oc < m && oc < oc0 + 16; oc++)
                     for (int e = 0; e < 9; e++) wt[(ic * m + oc) * 9 + 8 - e] = a->x[1][(oc * c + ic) * 9 + e];
+    /* dX holding nothing yet (fresh) is written, with the adds' bits (+ 0) */
     wconv p = {gr->dy[0], ys->d[0], m, ys->d[2], ys->d[3], gr->dx[0], c, xs->d[2], xs->d[3],
-               2 - a->node->a.win.pad[0], 2 - a->node->a.win.pad[1], NULL, OUT_ADD};
+               2 - a->node->a.win.pad[0], 2 - a->node->a.win.pad[1], NULL, gr->fresh & 1 ? OUT_STORE : OUT_ADD};
     winograd_conv(&p, wt, gr->work + 9 * m * c);
 }
 
