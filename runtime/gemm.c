@@ -147,6 +147,17 @@ __attribute__((target("avx512f"))) static void gemm_avx512(int64_t m, int64_t n,
 }
 #endif
 
+void vbs_transpose(const float *src, int64_t rows, int64_t cols, float *dst) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (vbs_cpu_avx2()) {
+        transpose_avx2(src, rows, cols, dst);
+        return;
+    }
+#endif
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+}
+
 void vbs_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, int acc, float *c, float *scratch) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (vbs_cpu_avx2()) { /* B^T (k x n) once, then the register-blocked kernel, adding to C */

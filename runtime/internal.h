@@ -572,6 +572,8 @@ void vbs_gemm(int64_t m, int64_t n, int64_t k, const float *a, const float *b, f
 /* C (m x n) = A (m x k) B^T, B (n x k), or C += that with acc; dense
  * row-major; scratch: n k floats (B^T for the AVX2 kernel), or vbs_sgemm. */
 void vbs_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, int acc, float *c, float *scratch);
+/* dst (cols x rows) = src (rows x cols) transposed (gemm.c: 8x8 blocks in AVX2 registers) */
+void vbs_transpose(const float *src, int64_t rows, int64_t cols, float *dst);
 
 /* ---- volumes (nifti_io.c, npy.c) ----------------------------------- */
 
