@@ -326,15 +326,62 @@ AVX_FN void input_transform_avx2(const float *buf, int64_t wp, int64_t nty, int6
         }
 }
 
-#define VAT6(o0, o1, o2, o3, o4, o5, s)                                                                   \
+/* A^T along one axis, on registers of either width (pre: _mm256 or _mm512) */
+#define VAT6_OF(pre, o0, o1, o2, o3, o4, o5, s)                                                            \
     do {                                                                                                \
-        __m256 a12 = _mm256_add_ps(o1, o2), b12 = _mm256_sub_ps(o1, o2);                                \
-        __m256 a34 = _mm256_add_ps(o3, o4), b34 = _mm256_sub_ps(o3, o4);                                \
-        s[0] = _mm256_add_ps(_mm256_add_ps(o0, a12), a34);                                              \
-        s[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.f), b34, b12);                                          \
-        s[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.f), a34, a12);                                          \
-        s[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.f), b34, b12), o5);                       \
+        __typeof__(o0) a12 = pre##_add_ps(o1, o2), b12 = pre##_sub_ps(o1, o2);                          \
+        __typeof__(o0) a34 = pre##_add_ps(o3, o4), b34 = pre##_sub_ps(o3, o4);                          \
+        s[0] = pre##_add_ps(pre##_add_ps(o0, a12), a34);                                                \
+        s[1] = pre##_fmadd_ps(pre##_set1_ps(2.f), b34, b12);                                            \
+        s[2] = pre##_fmadd_ps(pre##_set1_ps(4.f), a34, a12);                                            \
+        s[3] = pre##_add_ps(pre##_fmadd_ps(pre##_set1_ps(8.f), b34, b12), o5);                          \
     } while (0)
+#define VAT6(o0, o1, o2, o3, o4, o5, s) VAT6_OF(_mm256, o0, o1, o2, o3, o4, o5, s)
+
+/* sm[r][k] = row r of A^T applied down column k of the tiles' 6x6 Mx values
+ * (plane xi = 6 i + k at src + xi mt), on registers of either width */
+#define OUT_COLUMNS_OF(pre, src, mt, sm)                                                                    \
+    for (int k = 0; k < 6; k++) {                                                                        \
+        __typeof__(sm[0][0]) s4[4];                                                                      \
+        VAT6_OF(pre, pre##_loadu_ps(src + k * mt), pre##_loadu_ps(src + (6 + k) * mt), pre##_loadu_ps(src + (12 + k) * mt), \
+                pre##_loadu_ps(src + (18 + k) * mt), pre##_loadu_ps(src + (24 + k) * mt), pre##_loadu_ps(src + (30 + k) * mt), s4); \
+        for (int r = 0; r < 4; r++) sm[r][k] = s4[r];                                                    \
+    }
+
+/* Row r of one chunk's output tiles, q[k] = output column k of each tile
+ * (bias and floor still to apply), into dst: stored, or added (OUT_ADD). */
+static inline __attribute__((always_inline, target("avx2,fma"))) void out_row_avx2(__m256 *q, __m256 vb, __m256 floor_, int64_t tx0,
+                                                                                  int mode, float *dst, int64_t ow) {
+    for (int k = 0; k < 4; k++) q[k] = _mm256_max_ps(_mm256_add_ps(q[k], vb), floor_);
+    if (tx0 * 4 + 32 <= ow && mode != OUT_ADD) interleave4(q, dst);
+    else if (tx0 * 4 + 32 <= ow) {
+        float tmp[32];
+        interleave4(q, tmp);
+        for (int i = 0; i < 32; i++) dst[i] += tmp[i];
+    } else {
+        float tmp[4][8];
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(tmp[k], q[k]);
+        for (int L = 0; L < 8; L++)
+            for (int k = 0; k < 4; k++)
+                if (tx0 * 4 + 4 * perm8[L] + k < ow) {
+                    float *d = &dst[4 * perm8[L] + k];
+                    *d = mode == OUT_ADD ? *d + tmp[k][L] : tmp[k][L];
+                }
+    }
+}
+
+/* the output rows of the chunk of tiles (ty, tx0..tx0+7) */
+static inline __attribute__((always_inline, target("avx2,fma"))) void out_chunk_avx2(const float *src, int64_t mt, int64_t ty, int64_t tx0,
+                                                                                    __m256 vb, __m256 floor_, int mode, float *y,
+                                                                                    int64_t oh, int64_t ow) {
+    __m256 sm[4][6];
+    OUT_COLUMNS_OF(_mm256, src, mt, sm);
+    for (int r = 0; r < 4 && ty * 4 + r < oh; r++) {
+        __m256 q[4];
+        VAT6(sm[r][0], sm[r][1], sm[r][2], sm[r][3], sm[r][4], sm[r][5], q);
+        out_row_avx2(q, vb, floor_, tx0, mode, y + (ty * 4 + r) * ow + tx0 * 4, ow);
+    }
+}
 
 AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int64_t ty1, int64_t tw, int64_t twp, float bias, int mode,
                                   float *y, int64_t oh, int64_t ow) {
@@ -342,37 +389,38 @@ AVX_FN void output_transform_avx2(const float *mx, int64_t mt, int64_t ty0, int6
     /* a fused Relu is max(x, 0); without one, max(x, -inf) leaves x alone */
     const __m256 floor_ = mode == OUT_RELU ? _mm256_setzero_ps() : _mm256_set1_ps(-__builtin_inff());
     for (int64_t ty = ty0; ty < ty1; ty++)
-        for (int64_t tx0 = 0; tx0 < tw; tx0 += WT) {
+        for (int64_t tx0 = 0; tx0 < tw; tx0 += WT) out_chunk_avx2(mx + (ty - ty0) * twp + tx0, mt, ty, tx0, vb, floor_, mode, y, oh, ow);
+}
+
+/* output_transform_avx2 with AVX-512: two adjacent chunks of a tile row in
+ * the two halves of each register (their Mx values are adjacent), the same
+ * sums lane by lane (the same bits), then each half stored as its chunk. */
+__attribute__((target("avx512f,avx2,fma"))) static void output_transform_avx512(const float *mx, int64_t mt, int64_t ty0, int64_t ty1,
+                                                                                  int64_t tw, int64_t twp, float bias, int mode, float *y,
+                                                                                  int64_t oh, int64_t ow) {
+    const __m256 vb = _mm256_set1_ps(mode == OUT_ADD ? 0.f : bias);
+    const __m256 floor_ = mode == OUT_RELU ? _mm256_setzero_ps() : _mm256_set1_ps(-__builtin_inff());
+    for (int64_t ty = ty0; ty < ty1; ty++) {
+        int64_t tx0 = 0;
+        for (; tx0 + WT < tw; tx0 += 2 * WT) { /* the second chunk has tiles too */
             const float *src = mx + (ty - ty0) * twp + tx0;
-            __m256 sm[4][6];
-            for (int k = 0; k < 6; k++) {
-                __m256 s4[4];
-                VAT6(_mm256_loadu_ps(src + k * mt), _mm256_loadu_ps(src + (6 + k) * mt), _mm256_loadu_ps(src + (12 + k) * mt),
-                     _mm256_loadu_ps(src + (18 + k) * mt), _mm256_loadu_ps(src + (24 + k) * mt), _mm256_loadu_ps(src + (30 + k) * mt), s4);
-                for (int r = 0; r < 4; r++) sm[r][k] = s4[r];
-            }
+            __m512 sm[4][6];
+            OUT_COLUMNS_OF(_mm512, src, mt, sm);
             for (int r = 0; r < 4 && ty * 4 + r < oh; r++) {
-                __m256 q[4];
-                VAT6(sm[r][0], sm[r][1], sm[r][2], sm[r][3], sm[r][4], sm[r][5], q);
-                for (int k = 0; k < 4; k++) q[k] = _mm256_max_ps(_mm256_add_ps(q[k], vb), floor_);
-                float *dst = y + (ty * 4 + r) * ow + tx0 * 4;
-                if (tx0 * 4 + 32 <= ow && mode != OUT_ADD) interleave4(q, dst);
-                else if (tx0 * 4 + 32 <= ow) {
-                    float tmp[32];
-                    interleave4(q, tmp);
-                    for (int i = 0; i < 32; i++) dst[i] += tmp[i];
-                } else {
-                    float tmp[4][8];
-                    for (int k = 0; k < 4; k++) _mm256_storeu_ps(tmp[k], q[k]);
-                    for (int L = 0; L < 8; L++)
-                        for (int k = 0; k < 4; k++)
-                            if (tx0 * 4 + 4 * perm8[L] + k < ow) {
-                                float *d = &dst[4 * perm8[L] + k];
-                                *d = mode == OUT_ADD ? *d + tmp[k][L] : tmp[k][L];
-                            }
+                __m512 q[4];
+                VAT6_OF(_mm512, sm[r][0], sm[r][1], sm[r][2], sm[r][3], sm[r][4], sm[r][5], q);
+                __m256 lo[4], hi[4];
+                for (int k = 0; k < 4; k++) {
+                    lo[k] = _mm512_castps512_ps256(q[k]);
+                    hi[k] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(q[k]), 1));
                 }
+                float *dst = y + (ty * 4 + r) * ow + tx0 * 4;
+                out_row_avx2(lo, vb, floor_, tx0, mode, dst, ow);
+                out_row_avx2(hi, vb, floor_, tx0 + WT, mode, dst + 4 * WT, ow);
             }
         }
+        for (; tx0 < tw; tx0 += WT) out_chunk_avx2(mx + (ty - ty0) * twp + tx0, mt, ty, tx0, vb, floor_, mode, y, oh, ow);
+    }
 }
 
 /* U planes for 8 filters at a time: one gather per kernel element, then
@@ -432,8 +480,10 @@ AVX_FN void dy_transform_avx2(const float *buf, int64_t wp, int64_t nty, int64_t
 }
 
 #define PICK_TRANSFORM(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
+#define PICK_OUTPUT_TRANSFORM (vbs_cpu_avx512() ? output_transform_avx512 : PICK_TRANSFORM(output_transform))
 #else
 #define PICK_TRANSFORM(name) (name##_base)
+#define PICK_OUTPUT_TRANSFORM (output_transform_base)
 #endif
 
 
@@ -461,7 +511,7 @@ static void winograd_conv(const wconv *p, const float *filters, float *work) {
     float *u = L.u, *v = L.v, *mx = L.x, *buf = L.buf;
     PICK_TRANSFORM(weight_transform)(filters, m * c, u, us);
     void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
-    void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, int, float *, int64_t, int64_t) = PICK_TRANSFORM(output_transform);
+    void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, int, float *, int64_t, int64_t) = PICK_OUTPUT_TRANSFORM;
     for (int64_t nb = 0; nb < p->n; nb++)
         for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
             int64_t ty1 = ty0 + rows < g.th ? ty0 + rows : g.th, t = (ty1 - ty0) * g.twp;
