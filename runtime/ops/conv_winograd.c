@@ -295,35 +295,66 @@ AVX_FN void interleave4(const __m256 *q, float *dst) {
     _mm256_storeu_ps(dst + 24, _mm256_shuffle_ps(t2, t3, 0xDD));
 }
 
-#define VBT6(d0, d1, d2, d3, d4, d5, o)                                                                   \
+/* B^T along one axis, on registers of either width (pre: _mm256 or _mm512) */
+#define VBT6_OF(pre, d0, d1, d2, d3, d4, d5, o)                                                            \
     do {                                                                                                \
-        const __m256 f4 = _mm256_set1_ps(4.f), f5 = _mm256_set1_ps(5.f), f2 = _mm256_set1_ps(2.f);     \
-        __m256 s24 = _mm256_sub_ps(d4, d2), s13 = _mm256_sub_ps(d3, d1);                                \
-        o[0] = _mm256_add_ps(_mm256_fnmadd_ps(f5, d2, _mm256_mul_ps(f4, d0)), d4);                       \
-        o[1] = _mm256_sub_ps(_mm256_add_ps(d3, d4), _mm256_mul_ps(f4, _mm256_add_ps(d1, d2)));          \
-        o[2] = _mm256_add_ps(_mm256_mul_ps(f4, _mm256_sub_ps(d1, d2)), _mm256_sub_ps(d4, d3));          \
-        o[3] = _mm256_fmadd_ps(f2, s13, s24);                                                           \
-        o[4] = _mm256_fnmadd_ps(f2, s13, s24);                                                          \
-        o[5] = _mm256_add_ps(_mm256_fnmadd_ps(f5, d3, _mm256_mul_ps(f4, d1)), d5);                       \
+        const __typeof__(d0) f4 = pre##_set1_ps(4.f), f5 = pre##_set1_ps(5.f), f2 = pre##_set1_ps(2.f); \
+        __typeof__(d0) s24 = pre##_sub_ps(d4, d2), s13 = pre##_sub_ps(d3, d1);                          \
+        o[0] = pre##_add_ps(pre##_fnmadd_ps(f5, d2, pre##_mul_ps(f4, d0)), d4);                         \
+        o[1] = pre##_sub_ps(pre##_add_ps(d3, d4), pre##_mul_ps(f4, pre##_add_ps(d1, d2)));              \
+        o[2] = pre##_add_ps(pre##_mul_ps(f4, pre##_sub_ps(d1, d2)), pre##_sub_ps(d4, d3));              \
+        o[3] = pre##_fmadd_ps(f2, s13, s24);                                                            \
+        o[4] = pre##_fnmadd_ps(f2, s13, s24);                                                           \
+        o[5] = pre##_add_ps(pre##_fnmadd_ps(f5, d3, pre##_mul_ps(f4, d1)), d5);                         \
+    } while (0)
+#define VBT6(d0, d1, d2, d3, d4, d5, o) VBT6_OF(_mm256, d0, d1, d2, d3, d4, d5, o)
+
+/* V of 6x6 values d[r][k] (r down, k across; either width) into planes
+ * dst + (6 i + k) ct: B^T down the columns, then along the rows */
+#define IN_TRANSFORM_OF(pre, d, dst, ct)                                                                     \
+    do {                                                                                                 \
+        __typeof__(d[0][0]) t_[6][6];                                                                    \
+        for (int k = 0; k < 6; k++) {                                                                    \
+            __typeof__(d[0][0]) o_[6];                                                                   \
+            VBT6_OF(pre, d[0][k], d[1][k], d[2][k], d[3][k], d[4][k], d[5][k], o_);                      \
+            for (int i = 0; i < 6; i++) t_[i][k] = o_[i];                                                \
+        }                                                                                                \
+        for (int i = 0; i < 6; i++) {                                                                    \
+            __typeof__(d[0][0]) o_[6];                                                                   \
+            VBT6_OF(pre, t_[i][0], t_[i][1], t_[i][2], t_[i][3], t_[i][4], t_[i][5], o_);                \
+            for (int k = 0; k < 6; k++) pre##_storeu_ps((dst) + (int64_t)(i * 6 + k) * (ct), o_[k]);     \
+        }                                                                                                \
     } while (0)
 
 AVX_FN void input_transform_avx2(const float *buf, int64_t wp, int64_t nty, int64_t twp, float *v, int64_t ct) {
-    __m256 d[6][6], t[6][6];
+    __m256 d[6][6];
     for (int64_t ty = 0; ty < nty; ty++)
         for (int64_t tx0 = 0; tx0 < twp; tx0 += WT) {
             for (int r = 0; r < 6; r++) deinterleave6(buf + (ty * 4 + r) * wp + tx0 * 4, d[r]);
-            for (int k = 0; k < 6; k++) {
-                __m256 o[6];
-                VBT6(d[0][k], d[1][k], d[2][k], d[3][k], d[4][k], d[5][k], o);
-                for (int i = 0; i < 6; i++) t[i][k] = o[i];
-            }
-            float *dst = v + ty * twp + tx0;
-            for (int i = 0; i < 6; i++) {
-                __m256 o[6];
-                VBT6(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], o);
-                for (int k = 0; k < 6; k++) _mm256_storeu_ps(dst + (int64_t)(i * 6 + k) * ct, o[k]);
-            }
+            IN_TRANSFORM_OF(_mm256, d, v + ty * twp + tx0, ct);
         }
+}
+
+/* input_transform_avx2 with AVX-512: two adjacent chunks in the two halves
+ * of each register (their V planes are adjacent), the same sums lane by
+ * lane (the same bits), the lane order output_transform_avx512 expects. */
+__attribute__((target("avx512f,avx2,fma"))) static void input_transform_avx512(const float *buf, int64_t wp, int64_t nty, int64_t twp,
+                                                                                 float *v, int64_t ct) {
+    for (int64_t ty = 0; ty < nty; ty++) {
+        int64_t tx0 = 0;
+        for (; tx0 + 2 * WT <= twp; tx0 += 2 * WT) {
+            __m512 d[6][6];
+            for (int r = 0; r < 6; r++) {
+                __m256 a[6], b[6];
+                deinterleave6(buf + (ty * 4 + r) * wp + tx0 * 4, a);
+                deinterleave6(buf + (ty * 4 + r) * wp + (tx0 + WT) * 4, b);
+                for (int k = 0; k < 6; k++)
+                    d[r][k] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(a[k])), _mm256_castps_pd(b[k]), 1));
+            }
+            IN_TRANSFORM_OF(_mm512, d, v + ty * twp + tx0, ct);
+        }
+        if (tx0 < twp) input_transform_avx2(buf + ty * 4 * wp + tx0 * 4, wp, 1, twp - tx0, v + ty * twp + tx0, ct);
+    }
 }
 
 /* A^T along one axis, on registers of either width (pre: _mm256 or _mm512) */
@@ -481,9 +512,11 @@ AVX_FN void dy_transform_avx2(const float *buf, int64_t wp, int64_t nty, int64_t
 
 #define PICK_TRANSFORM(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
 #define PICK_OUTPUT_TRANSFORM (vbs_cpu_avx512() ? output_transform_avx512 : PICK_TRANSFORM(output_transform))
+#define PICK_INPUT_TRANSFORM (vbs_cpu_avx512() ? input_transform_avx512 : PICK_TRANSFORM(input_transform))
 #else
 #define PICK_TRANSFORM(name) (name##_base)
 #define PICK_OUTPUT_TRANSFORM (output_transform_base)
+#define PICK_INPUT_TRANSFORM (input_transform_base)
 #endif
 
 
@@ -510,7 +543,7 @@ static void winograd_conv(const wconv *p, const float *filters, float *work) {
     int64_t us = L.us;
     float *u = L.u, *v = L.v, *mx = L.x, *buf = L.buf;
     PICK_TRANSFORM(weight_transform)(filters, m * c, u, us);
-    void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
+    void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_INPUT_TRANSFORM;
     void (*out_t)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, float, int, float *, int64_t, int64_t) = PICK_OUTPUT_TRANSFORM;
     for (int64_t nb = 0; nb < p->n; nb++)
         for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
@@ -666,7 +699,7 @@ void vbs_winograd_backward_filter(const vbs_grad_args *gr) {
     layout_of(gr->work, c, m, tb, rows, g.wp, &L);
     int64_t us = L.us;
     float *du = L.u, *v = L.v, *z = L.x, *buf = L.buf;
-    void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(input_transform);
+    void (*in_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_INPUT_TRANSFORM;
     void (*z_t)(const float *, int64_t, int64_t, int64_t, float *, int64_t) = PICK_TRANSFORM(dy_transform);
     for (int64_t nb = 0; nb < xs->d[0]; nb++)
         for (int64_t ty0 = 0; ty0 < g.th; ty0 += rows) {
