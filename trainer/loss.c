@@ -213,7 +213,14 @@ __attribute__((target("avx2,fma"))) static double hetero_block_avx2(const vbs_lo
                                                                       float *dz, float *ds, const float *eps, const hblock *b) {
     return hetero_block_body(s, z, lv, target, v, i0, nb, w, dz, ds, eps, b);
 }
-#define HETERO_BLOCK VBS_PICK(hetero_block)
+/* the same loops in 16 lanes: the same arithmetic per voxel, the same bits */
+__attribute__((target("avx512f,avx2,fma"))) static double hetero_block_avx512(const vbs_loss_spec *s, const float *z, const float *lv,
+                                                                              const uint8_t *target, int64_t v, int64_t i0, int nb,
+                                                                              float w, float *dz, float *ds, const float *eps,
+                                                                              const hblock *b) {
+    return hetero_block_body(s, z, lv, target, v, i0, nb, w, dz, ds, eps, b);
+}
+#define HETERO_BLOCK (vbs_cpu_avx512() ? hetero_block_avx512 : VBS_PICK(hetero_block))
 #else
 #define HETERO_BLOCK hetero_block_base
 #endif
