@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "ops/ops.h"
 
 void vbs_worker_free(vbs_worker *w) {
     if (!w) return;
@@ -291,11 +292,8 @@ vbs_status vbs_train_backward(vbs_train_worker *t, const vbs_model *m, const vbs
             float *dy = t->garena + t->goff[vo];
             if (!t->pin[vo] && g->values[vo].last_use < 0) /* an output nothing reads: no gradient */
                 memset(dy, 0, sizeof(float) * (size_t)vbs_shape_numel(&t->w.plan.shapes[vo]));
-            if (n->fused_relu) { /* the Relu folded into this Conv: its gradient first */
-                int64_t cnt = vbs_shape_numel(&t->w.plan.shapes[n->out[o]]);
-                const float *y = a.y[o];
-                for (int64_t e = 0; e < cnt; e++) dy[e] = y[e] > 0.f ? dy[e] : 0.f;
-            }
+            if (n->fused_relu) /* the Relu folded into this Conv: its gradient first */
+                vbs_relu_mask(dy, a.y[o], vbs_shape_numel(&t->w.plan.shapes[n->out[o]]));
             ga.dy[o] = dy;
         }
         for (int k = 0; k < n->n_in; k++) {

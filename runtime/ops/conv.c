@@ -115,13 +115,18 @@ static inline __attribute__((always_inline)) void tile_body(const vbs_geo *g, fl
     }
 }
 
+VBS_CLONES(im2col, (const vbs_geo *g, const float *x, int64_t cg, int64_t o0, int64_t ncol, float *col),
+           tile_body(g, (float *)x, cg, o0, ncol, col, 0)) /* reads x only */
+VBS_CLONES(col2im, (const vbs_geo *g, const float *col, int64_t cg, int64_t o0, int64_t ncol, float *dx),
+           tile_body(g, dx, cg, o0, ncol, (float *)col, 1)) /* reads col only */
+
 void vbs_im2col_tile(const vbs_geo *g, const float *x, int64_t cg, int64_t o0, int64_t ncol, float *col) {
-    tile_body(g, (float *)x, cg, o0, ncol, col, 0); /* reads x only */
+    VBS_PICK(im2col)(g, x, cg, o0, ncol, col);
 }
 
 /* Adds col into dx (cg x in_sz): the adjoint of vbs_im2col_tile. */
 static void col2im_tile(const vbs_geo *g, const float *col, int64_t cg, int64_t o0, int64_t ncol, float *dx) {
-    tile_body(g, dx, cg, o0, ncol, (float *)col, 1); /* reads col only */
+    VBS_PICK(col2im)(g, col, cg, o0, ncol, dx);
 }
 
 /* bias, then the fused Relu if the graph folded one in */
@@ -263,10 +268,12 @@ static void backward_gemm(const vbs_grad_args *gr, int want_dx, int want_dw) {
         }
 }
 
+VBS_CLONES(channel_sums, (const float *dy, int64_t n, int64_t m, int64_t sz, float *db), vbs_channel_sums_add(dy, n, m, sz, db))
+
 void vbs_conv_backward(const vbs_grad_args *gr) {
     const vbs_op_args *a = gr->fwd;
     const vbs_shape *ys = a->ys[0];
-    if (gr->dx[2]) vbs_channel_sums_add(gr->dy[0], ys->d[0], ys->d[1], vbs_shape_numel(ys) / (ys->d[0] * ys->d[1]), gr->dx[2]);
+    if (gr->dx[2]) VBS_PICK(channel_sums)(gr->dy[0], ys->d[0], ys->d[1], vbs_shape_numel(ys) / (ys->d[0] * ys->d[1]), gr->dx[2]);
     int want_dx = gr->dx[0] != NULL, want_dw = gr->dx[1] != NULL;
     const vbs_shape in[2] = {*a->xs[0], *a->xs[1]};
     if (want_dw && vbs_winograd_backward_pays(a->node, in, ys, 0)) {

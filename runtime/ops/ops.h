@@ -63,6 +63,8 @@ VBS_DECLARE_OP(instance_norm);
 VBS_DECLARE_BACKWARD(instance_norm);
 VBS_DECLARE_OP(relu);
 VBS_DECLARE_BACKWARD(relu);
+/* dy[0..n) = y > 0 ? dy : 0 (a fused Relu's gradient; vectorised) */
+void vbs_relu_mask(float *dy, const float *y, int64_t n);
 VBS_DECLARE_OP(leaky_relu);
 VBS_DECLARE_BACKWARD(leaky_relu);
 VBS_DECLARE_OP(sigmoid);
