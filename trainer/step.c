@@ -310,9 +310,8 @@ vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vb
         for (int c = 0; c < t->P.n_gspan; c++) {
             int64_t c0 = t->P.gspan[c][0], c1 = c0 + t->P.gspan[c][1];
             for (int w = 0; w < active; w++) {
-                for (int64_t i = c0; i < c1; i++) t->grad[i] += t->gbuf[w][i];
-                if (t->gradd)
-                    for (int64_t i = c0; i < c1; i++) t->gradd[i] += t->gdel[w][i];
+                vbs_grad_add(t->grad + c0, t->gbuf[w] + c0, c1 - c0);
+                if (t->gradd) vbs_grad_add(t->gradd + c0, t->gdel[w] + c0, c1 - c0);
             }
         }
     }
