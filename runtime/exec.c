@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "ops/ops.h"
 
 void vbs_worker_free(vbs_worker *w) {
     if (!w) return;
@@ -291,11 +292,8 @@ vbs_status vbs_train_backward(vbs_train_worker *t, const vbs_model *m, const vbs
             float *dy = t->garena + t->goff[vo];
             if (!t->pin[vo] && g->values[vo].last_use < 0) /* an output nothing reads: no gradient */
                 memset(dy, 0, sizeof(float) * (size_t)vbs_shape_numel(&t->w.plan.shapes[vo]));
-            if (n->fused_relu) { /* the Relu folded into this Conv: its gradient first */
-                int64_t cnt = vbs_shape_numel(&t->w.plan.shapes[n->out[o]]);
-                const float *y = a.y[o];
-                for (int64_t e = 0; e < cnt; e++) dy[e] = y[e] > 0.f ? dy[e] : 0.f;
-            }
+            if (n->fused_relu) /* the Relu folded into this Conv: its gradient first */
+                vbs_relu_mask(dy, a.y[o], vbs_shape_numel(&t->w.plan.shapes[n->out[o]]));
             ga.dy[o] = dy;
         }
         for (int k = 0; k < n->n_in; k++) {
@@ -304,11 +302,12 @@ vbs_status vbs_train_backward(vbs_train_worker *t, const vbs_model *m, const vbs
             const vbs_value *val = &g->values[v];
             if (val->kind == VBS_VAL_ACT) {
                 float *gx = t->garena + t->goff[v];
-                /* born here: the first backward to reach it (its last consumer) zeroes it */
+                /* born here: the first backward to reach it (its last consumer) zeroes it, or writes it */
                 if (!t->pin[v] && val->last_use == q) {
                     int first = 1;
                     for (int j = 0; j < k; j++) first &= n->in[j] != v;
-                    if (first) memset(gx, 0, sizeof(float) * (size_t)vbs_shape_numel(&t->w.plan.shapes[v]));
+                    if (first && (vbs_ops[n->op].backward_fresh >> k & 1) && !naive) ga.fresh |= 1u << k;
+                    else if (first) memset(gx, 0, sizeof(float) * (size_t)vbs_shape_numel(&t->w.plan.shapes[v]));
                 }
                 ga.dx[k] = gx;
             } else ga.dx[k] = pgrad + spec->param_off[v];

@@ -260,8 +260,9 @@ typedef struct {
 
 /* A backward call. The forward's inputs and outputs are still live in
  * fwd (same pointers, same shapes). Each kernel *accumulates* (+=) the
- * gradient of every input whose dx[i] is non-NULL and leaves the others
- * alone; it never writes dy. For a Conv whose Relu the graph fused, the
+ * gradient of every input whose dx[i] is non-NULL (an op with
+ * backward_fresh writes those that fresh marks instead) and leaves the
+ * others alone; it never writes dy. For a Conv whose Relu the graph fused, the
  * executor has already multiplied dy by (y > 0), so the kernel ignores
  * fused_relu. Random draws (GaussianSample) are recomputed from fwd's
  * seed, sample and the node's stream, never stored. */
@@ -270,6 +271,8 @@ typedef struct {
     const float *dy[2];       /* gradients of the outputs, shaped like fwd->ys */
     float *dx[VBS_MAX_IN];    /* gradients of the inputs, shaped like fwd->xs; NULL = not wanted */
     float *work;              /* scratch of the size the op's backward_work fn asked */
+    unsigned fresh;           /* bit i: dx[i] holds nothing yet, so the op writes it instead of adding to it (only
+                                 where the op's backward_fresh has bit i; the executor zeroes the others) */
 } vbs_grad_args;
 
 typedef vbs_status (*vbs_parse_fn)(vbs_node *n, const vbs_node_def *d, char *err);
@@ -292,6 +295,7 @@ typedef struct {
     vbs_backward_fn backward_naive;  /* reference backward the tests compare against */
     vbs_work_fn backward_work;       /* NULL: no scratch */
     vbs_work_fn saved;               /* training: floats the forward keeps for the backward; NULL: none */
+    unsigned backward_fresh;         /* bit i: the fast backward honours vbs_grad_args.fresh for input i */
 } vbs_op_info;
 
 extern const vbs_op_info vbs_ops[VBS_OP_COUNT];
@@ -325,6 +329,8 @@ vbs_status vbs_window_out(vbs_node *n, const vbs_shape *x, vbs_shape *y, int64_t
 #define VBS_PICK(name) (vbs_cpu_avx2() ? name##_avx2 : name##_base)
 #define VBS_HAVE_AVX2() vbs_cpu_avx2()
 int vbs_cpu_avx2(void); /* util.c; VBS_NO_AVX2=1 in the environment forces the baseline path (tests) */
+/* util.c: the AVX2 path may use AVX-512 (gemm.c); VBS_NO_AVX512=1 (or VBS_NO_AVX2=1) keeps it to AVX2 (tests) */
+int vbs_cpu_avx512(void);
 #else
 #define VBS_CLONES(name, params, call) static void name##_base params { call; }
 #define VBS_PICK(name) (name##_base)
@@ -581,6 +587,11 @@ void vbs_blas_set_threads(int n);
 /* C (m x n) = A (m x k) B (k x n), dense row-major; the small-matrix kernel
  * of gemm.c (AVX2), or vbs_sgemm. */
 void vbs_gemm(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c);
+/* C (m x n) = A (m x k) B^T, B (n x k), or C += that with acc; dense
+ * row-major; scratch: n k floats (B^T for the AVX2 kernel), or vbs_sgemm. */
+void vbs_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, int acc, float *c, float *scratch);
+/* dst (cols x rows) = src (rows x cols) transposed (gemm.c: 8x8 blocks in AVX2 registers) */
+void vbs_transpose(const float *src, int64_t rows, int64_t cols, float *dst);
 
 /* ---- volumes (nifti_io.c, npy.c) ----------------------------------- */
 

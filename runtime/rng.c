@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "vmath.h"
 
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u
@@ -37,34 +38,6 @@ void vbs_philox4x32(const uint32_t key[2], const uint32_t ctr[4], uint32_t out[4
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
-/* type punning through a union: the vectoriser handles it, memcpy it does not */
-static inline float as_float(uint32_t u) { union { uint32_t u; float f; } c = {.u = u}; return c.f; }
-static inline uint32_t as_uint(float f) { union { float f; uint32_t u; } c = {.f = f}; return c.u; }
-
-/* natural log for x in (0, 1]: Cephes' logf polynomial on [sqrt(1/2), sqrt(2)) */
-static inline float log_poly(float x) {
-    uint32_t b = as_uint(x);
-    float e = (float)((int32_t)(b >> 23) - 127);
-    float m = as_float((b & 0x7fffffu) | 0x3f800000u);
-    uint32_t big = 0u - (uint32_t)(m > 1.41421356f); /* halve m, bump e: branch-free */
-    m = as_float(as_uint(m) - (big & 0x00800000u));
-    e += (float)(big & 1u);
-    float f = m - 1.f, z = f * f;
-    float y = 7.0376836292e-2f;
-    y = y * f - 1.1514610310e-1f;
-    y = y * f + 1.1676998740e-1f;
-    y = y * f - 1.2420140846e-1f;
-    y = y * f + 1.4249322787e-1f;
-    y = y * f - 1.6668057665e-1f;
-    y = y * f + 2.0000714765e-1f;
-    y = y * f - 2.4999993993e-1f;
-    y = y * f + 3.3333331174e-1f;
-    y = y * f * z;
-    y += e * -2.12194440e-4f;
-    y += -0.5f * z;
-    return f + y + e * 0.693359375f;
-}
-
 /* sin and cos of 2*pi*v for v in [0, 1]: reduce to a quadrant, Cephes'
  * polynomials on [-pi/4, pi/4], quadrant fix-up by bit operations so the
  * loop stays branch-free */
@@ -77,11 +50,11 @@ static inline void sincos_2pi(float v, float *s, float *c) {
     float sn = x + x * x2 * (-1.6666654611e-1f + x2 * (8.3321608736e-3f + x2 * -1.9515295891e-4f));
     float cs = 1.f - 0.5f * x2 + x2 * x2 * (4.166664568298827e-2f + x2 * (-1.388731625493765e-3f + x2 * 2.443315711809948e-5f));
     uint32_t odd = 0u - (j & 1u); /* all ones in odd quadrants: sin and cos swap */
-    uint32_t us = (as_uint(cs) & odd) | (as_uint(sn) & ~odd), uc = (as_uint(sn) & odd) | (as_uint(cs) & ~odd);
+    uint32_t us = (vbs_as_uint(cs) & odd) | (vbs_as_uint(sn) & ~odd), uc = (vbs_as_uint(sn) & odd) | (vbs_as_uint(cs) & ~odd);
     us ^= ((j >> 1) & 1u) << 31;        /* sin < 0 in quadrants 2, 3 */
     uc ^= (((j + 1u) >> 1) & 1u) << 31; /* cos < 0 in quadrants 1, 2 */
-    *s = as_float(us);
-    *c = as_float(uc);
+    *s = vbs_as_float(us);
+    *c = vbs_as_float(uc);
 }
 
 #define GROUP 8 /* Philox blocks per group: 32 normals */
@@ -115,7 +88,7 @@ static void group_base(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream,
             /* 24 random bits to (0, 1] */
             float u = ((float)(int32_t)(uw[h] >> 8) + 1.f) * (1.f / 16777216.f);
             float v = ((float)(int32_t)(vw[h] >> 8) + 1.f) * (1.f / 16777216.f);
-            float rad = sqrtf(-2.f * log_poly(u)), sn, cs;
+            float rad = sqrtf(-2.f * vbs_log_poly(u)), sn, cs;
             sincos_2pi(v, &sn, &cs);
             z[4 * j + 2 * h] = rad * cs;
             z[4 * j + 2 * h + 1] = rad * sn;

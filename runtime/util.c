@@ -138,4 +138,13 @@ int vbs_cpu_avx2(void) {
     }
     return cached;
 }
+
+int vbs_cpu_avx512(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        const char *off = getenv("VBS_NO_AVX512");
+        cached = vbs_cpu_avx2() && !(off && off[0] == '1') && __builtin_cpu_supports("avx512f");
+    }
+    return cached;
+}
 #endif

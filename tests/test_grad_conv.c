@@ -8,8 +8,8 @@
  *  - the fast backward against the naive one on the same sweeps, on the
  *    Winograd layers across tile and chunk edges (incl. pads above 2, whose
  *    data gradient falls back to im2col), and on realistic layer sizes;
- *  - the Winograd dX and dW kernels called directly against the naive
- *    backward, whatever size the dispatch rule would give them to;
+ *  - the Winograd forward, dX and dW kernels called directly against the
+ *    naive ones, whatever size the dispatch rules would give them to;
  *  - gradients asked for only some inputs (the image input has none).
  * Conv is bilinear in (x, w) and linear in b: no kinks to steer around.
  * A failing case prints every parameter.
@@ -145,14 +145,26 @@ static void sweep(int transpose, int small, int n, int want_cases) {
     CHECK(cases >= want_cases, "%s sweep ran only %d valid cases of %d", transpose ? "ConvTranspose" : "Conv", cases, n);
 }
 
-/* The Winograd data and filter kernels against the naive backward, called
- * directly: the dispatch rule sends small layers to im2col, but the kernels
- * must be right at every size, tile edge and pad they accept. */
+/* The Winograd forward, data and filter kernels against the naive ones,
+ * called directly: the dispatch rules send small layers to im2col, but the
+ * kernels must be right at every size, tile edge and pad they accept. */
 static int winograd_direct(gc_case *c) {
     vbs_shape in[2] = {c->xs[0], c->xs[1]};
     int data_ok = c->node->a.win.pad[0] <= 2 && c->node->a.win.pad[1] <= 2;
     size_t wd = vbs_winograd_backward_work(in, &c->ys[0], 1), wf = vbs_winograd_backward_work(in, &c->ys[0], 0);
-    float *work = malloc(sizeof(float) * ((wd > wf ? wd : wf) + 16));
+    size_t wy = vbs_winograd_work(c->node, in, &c->ys[0]), wmax = wd > wf ? wd : wf;
+    float *work = malloc(sizeof(float) * ((wmax > wy ? wmax : wy) + 16)), *y = malloc(sizeof(float) * (size_t)c->ny[0]);
+    double atol = atol_for(terms_of(c));
+    char what[300];
+    gc_forward(c, 1);
+    vbs_op_args f;
+    gc_args(c, &f);
+    f.y[0] = y;
+    f.work = work;
+    vbs_winograd_forward(&f);
+    snprintf(what, sizeof what, "%s Winograd forward", c->label);
+    int ok = close_enough(what, y, c->y[0], (long)c->ny[0], atol, 1e-4);
+    free(y);
     float **ref = gc_alloc_dx(c, 0.f), **got = gc_alloc_dx(c, 0.f);
     for (int i = 0; i < 2; i++)
         for (int64_t j = 0; j < c->nx[i]; j++) ref[i][j] = got[i][j] = gc_rf();
@@ -166,10 +178,8 @@ static int winograd_direct(gc_case *c) {
     g.work = work;
     g.dx[1] = got[1];
     vbs_winograd_backward_filter(&g);
-    double atol = atol_for(terms_of(c));
-    char what[300];
     snprintf(what, sizeof what, "%s Winograd dW", c->label);
-    int ok = close_enough(what, got[1], ref[1], (long)c->nx[1], atol, 1e-4);
+    ok &= close_enough(what, got[1], ref[1], (long)c->nx[1], atol, 1e-4);
     if (data_ok) {
         g.dx[1] = NULL;
         g.dx[0] = got[0];
@@ -215,6 +225,7 @@ static void realistic(void) {
         {0, 256, 256, 3, 1, 1, 8, 8, 1, 0, 1},   /* bottleneck: im2col for both */
         {0, 64, 128, 3, 1, 1, 20, 20, 1, 0, 1},  /* Winograd dX, im2col dW */
         {0, 64, 32, 3, 1, 1, 32, 32, 2, 0, 1},   /* Winograd both, batch 2 */
+        {0, 32, 32, 3, 1, 1, 62, 64, 1, 0, 1},   /* Winograd dW reading dY in place but for its last block */
         {0, 4, 16, 3, 1, 1, 40, 40, 2, 1, 1},    /* first layer: no dX, batch 2 */
         {0, 32, 16, 1, 1, 0, 48, 48, 1, 0, 1},   /* 1x1 head: plain GEMM */
         {0, 16, 32, 3, 2, 1, 33, 33, 1, 0, 1},   /* strided: im2col tiles */
@@ -302,7 +313,7 @@ static void hand_case(void) {
     gc_free(&c);
 }
 
-/* The realistic cases above cover both sides of the dispatch rule. */
+/* The realistic cases above cover both sides of the dispatch rules. */
 static void dispatch(void) {
     vbs_node n;
     memset(&n, 0, sizeof n);
@@ -315,6 +326,13 @@ static void dispatch(void) {
         CHECK(vbs_winograd_backward_pays(&n, in, &out, 1) == D[i].data && vbs_winograd_backward_pays(&n, in, &out, 0) == D[i].filter,
               "dispatch of %lld->%lld at %lldx%lld: expected Winograd dX %d dW %d", (long long)D[i].c, (long long)D[i].m,
               (long long)D[i].hw, (long long)D[i].hw, D[i].data, D[i].filter);
+    }
+    /* the forward: im2col up to 12x12 (at 8x8, 4 tiles in a chunk of 8), Winograd from 15x15 */
+    struct { int64_t hw; int wino; } F[] = {{8, 0}, {12, 0}, {15, 1}, {16, 1}, {64, 1}};
+    for (size_t i = 0; i < sizeof F / sizeof F[0]; i++) {
+        vbs_shape in[2] = {{4, {1, 256, F[i].hw, F[i].hw}}, {4, {256, 256, 3, 3}}}, out = {4, {1, 256, F[i].hw, F[i].hw}};
+        CHECK(vbs_winograd_forward_pays(&n, &in[0], &in[1], &out) == F[i].wino, "forward dispatch at %lldx%lld: expected Winograd %d",
+              (long long)F[i].hw, (long long)F[i].hw, F[i].wino);
     }
     n.a.win.pad[0] = 3;
     vbs_shape in[2] = {{4, {1, 16, 64, 64}}, {4, {16, 16, 3, 3}}}, out = {4, {1, 16, 68, 64}};

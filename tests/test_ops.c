@@ -129,8 +129,10 @@ static void sweep_conv(int transpose) {
     CHECK(cases > 80, "%s sweep ran only %d valid cases", transpose ? "ConvTranspose" : "Conv", cases);
 }
 
-/* 2D 3x3 stride-1 convolutions take the Winograd F(4x4, 3x3) path: sweep
- * sizes across tile and chunk edges (8 tiles = 32 columns), pads and channels. */
+/* 2D 3x3 stride-1 convolutions take the Winograd F(4x4, 3x3) path from
+ * about 15x15 outputs, im2col below (test_grad_conv also calls the Winograd
+ * forward directly at every size): sweep sizes across tile and chunk edges
+ * (8 tiles = 32 columns) and the dispatch's edge, pads and channels. */
 static void sweep_winograd(void) {
     for (int t = 0; t < 60; t++) {
         int64_t h = ri(1, 24), w = t % 4 == 0 ? ri(30, 75) : ri(1, 24), c = ri(1, 6), m = ri(1, 6);
@@ -149,7 +151,7 @@ static void sweep_winograd(void) {
     }
 }
 
-/* the small-matrix GEMM against a triple loop in double, tails included */
+/* the small-matrix GEMMs (A B and A B^T) against triple loops in double, tails included */
 static void sweep_gemm(void) {
     for (int t = 0; t < 40; t++) {
         int64_t m = ri(1, 20), n = ri(1, 70), k = ri(1, 40);
@@ -168,6 +170,28 @@ static void sweep_gemm(void) {
         snprintf(label, sizeof label, "gemm %lldx%lldx%lld", (long long)m, (long long)n, (long long)k);
         CHECK(close_enough(label, c, ref, (long)(m * n), 1e-5, 1e-5), "%s", label);
         free(a); free(b); free(c); free(ref);
+    }
+    /* C (=, +=) A B^T: B is n x k */
+    for (int t = 0; t < 40; t++) {
+        int64_t m = ri(1, 20), n = ri(1, 40), k = ri(1, 90);
+        int acc = t % 2;
+        float *a = malloc(sizeof(float) * (size_t)(m * k)), *b = malloc(sizeof(float) * (size_t)(n * k));
+        float *c = malloc(sizeof(float) * (size_t)(m * n)), *ref = malloc(sizeof(float) * (size_t)(m * n));
+        float *scratch = malloc(sizeof(float) * (size_t)(n * k));
+        for (int64_t i = 0; i < m * k; i++) a[i] = rf();
+        for (int64_t i = 0; i < n * k; i++) b[i] = rf();
+        for (int64_t i = 0; i < m * n; i++) c[i] = rf();
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double s = acc ? c[i * n + j] : 0;
+                for (int64_t p = 0; p < k; p++) s += (double)a[i * k + p] * b[j * k + p];
+                ref[i * n + j] = (float)s;
+            }
+        vbs_gemm_nt(m, n, k, a, b, acc, c, scratch);
+        char label[64];
+        snprintf(label, sizeof label, "gemm_nt %lldx%lldx%lld%s", (long long)m, (long long)n, (long long)k, acc ? " +=" : "");
+        CHECK(close_enough(label, c, ref, (long)(m * n), 1e-5, 1e-5), "%s", label);
+        free(a); free(b); free(c); free(ref); free(scratch);
     }
 }
 

@@ -3,7 +3,9 @@
  *  - every loss term (soft Dice over classes and BraTS regions, CE, BCE,
  *    the heteroscedastic likelihood, the latent's KL) against central
  *    finite differences in double, and the validation loss from
- *    probabilities against the training loss's value;
+ *    probabilities against the training loss's value; the heteroscedastic
+ *    likelihood's value against a double computation by hand, with target
+ *    logits 60 and 150 below the others (float's range, and beyond it);
  *  - the weights' KL: the Gaussian closed form against the formula by hand,
  *    the scale mixture's one-sample estimate against the densities by hand,
  *    and both gradients (through rho as well) against finite differences;
@@ -68,6 +70,72 @@ static void check_loss(const char *label, vbs_loss_spec *s, int64_t v) {
     free(z); free(lv); free(dz); free(ds); free(t); free(work);
 }
 
+/* The heteroscedastic likelihood's value against a double computation by
+ * hand from the same noise (the RNG keyed by (9, 4, 0x40000000 + t)), with
+ * voxels whose target logit lies 60 (float's range), 150 (beyond it: the
+ * trainer's double fallback) and 1000 (beyond double's: A is taken as
+ * 1e-300, a finite loss and a zero gradient) below the others, and one
+ * whose log-variance is 60 (sigma 1e13: every draw's probability 0 or 1);
+ * and the gradient at those voxels against finite differences. */
+static void check_hetero_extremes(const char *label, vbs_loss_spec *s) {
+    enum { V = 70 };
+    int k = s->k, kk = s->sigmoid ? 2 : k, T = s->samples;
+    float z[4 * V], lv[4 * V], dz[4 * V] = {0}, ds[4 * V] = {0}, *eps = malloc(sizeof(float) * (size_t)(T * k * V));
+    float *work = malloc(sizeof(float) * vbs_loss_work(s, V));
+    uint8_t t[V];
+    for (int i = 0; i < k * V; i++) { z[i] = 2 * rf(); lv[i] = rf(); }
+    for (int i = 0; i < V; i++) t[i] = (uint8_t)(rnd() * kk);
+    enum { NFAR = 6 };
+    const int far[NFAR] = {3, 17, 40, 69, 50, 61};
+    const float gap[NFAR] = {-60, -150, -150, -60, -1000, 0};
+    for (int f = 0; f < NFAR; f++) { /* the target's logit far below (sigmoid: on the wrong side) */
+        int i = far[f];
+        if (!gap[f]) for (int c = 0; c < k; c++) lv[c * V + i] = 60;
+        else if (s->sigmoid) z[i] = t[i] ? gap[f] : -gap[f];
+        else z[t[i] * V + i] = gap[f];
+    }
+    vbs_loss_parts r = vbs_loss_example(s, z, lv, t, V, 1.f, dz, ds, 9, 4, work);
+    for (int q = 0; q < T; q++) vbs_randn(9, 4, 0x40000000u + (uint32_t)q, 0, (int64_t)k * V, eps + (int64_t)q * k * V);
+    double want = 0;
+    for (int i = 0; i < V; i++) {
+        double A = 0;
+        for (int q = 0; q < T; q++) {
+            const float *e = eps + (int64_t)q * k * V;
+            if (s->sigmoid) {
+                double x = z[i] + exp(0.5 * lv[i]) * e[i];
+                A += 1 / (1 + exp(t[i] ? -x : x));
+                continue;
+            }
+            double x[4], mx = -INFINITY, sum = 0;
+            for (int c = 0; c < k; c++) { x[c] = z[c * V + i] + exp(0.5 * lv[c * V + i]) * e[c * V + i]; mx = fmax(mx, x[c]); }
+            for (int c = 0; c < k; c++) sum += exp(x[c] - mx);
+            A += exp(x[t[i]] - mx) / sum;
+        }
+        want -= log((A > 1e-300 ? A : 1e-300) / T) / V;
+    }
+    CHECK(isfinite(r.ce) && fabs(r.ce - want) < 2e-6 * fabs(want), "%s: NLL %.9g, by hand in double %.9g", label, r.ce, want);
+    int ok = 1;
+    for (int f = 0; f < NFAR; f++)
+        for (int c = 0; c < k; c++)
+            for (int which = 0; which < 2; which++) {
+                float *x = which ? lv : z, x0 = x[c * V + far[f]], g = which ? ds[c * V + far[f]] : dz[c * V + far[f]];
+                const double h = 1e-3;
+                x[c * V + far[f]] = (float)(x0 + h);
+                double lp = vbs_loss_example(s, z, lv, t, V, 1.f, NULL, NULL, 9, 4, work).total;
+                x[c * V + far[f]] = (float)(x0 - h);
+                double lm = vbs_loss_example(s, z, lv, t, V, 1.f, NULL, NULL, 9, 4, work).total;
+                x[c * V + far[f]] = x0;
+                double num = (lp - lm) / ((double)(float)(x0 + h) - (double)(float)(x0 - h));
+                if (!(fabs(num - g) <= 2e-3 * fabs(num) + 2e-6)) {
+                    printf("  %s: voxel %d d/d%s[%d] analytic %.7g numeric %.7g\n", label, far[f], which ? "logvar" : "logit", c, g, num);
+                    ok = 0;
+                }
+            }
+    CHECK(ok, "%s: gradient at the far voxels against finite differences", label);
+    free(eps);
+    free(work);
+}
+
 static void test_losses(void) {
     vbs_loss_spec s;
     /* BraTS regions over 4 classes with values 0, 1, 2, 4 */
@@ -93,6 +161,9 @@ static void test_losses(void) {
     check_loss("sigmoid", &s, 70);
     vbs_loss_spec_from_card(&card, 1, 1, &s);
     check_loss("heteroscedastic sigmoid", &s, 50);
+    check_hetero_extremes("heteroscedastic sigmoid, far logits", &s);
+    vbs_loss_spec_from_card(&card, 3, 1, &s);
+    check_hetero_extremes("heteroscedastic softmax, far logits", &s);
 
     /* values by hand: two voxels, two classes */
     vbs_loss_spec_from_card(&card, 2, 0, &s);

@@ -50,6 +50,23 @@ void vbs_sched_epoch_end(const vbs_opt_cfg *c, vbs_sched_state *s, double val_lo
     }
 }
 
+/* Adam's and AdamW's loop, for the vectoriser (element-wise: the same bits in any width) */
+static inline __attribute__((always_inline)) void adam_body(float *restrict p, const float *g, float *restrict m, float *restrict v, int64_t n,
+                                                            int adamw, float lr, float wd, float b1, float b2, float step, float bc2,
+                                                            float eps) {
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (adamw) p[i] -= lr * wd * p[i];
+        else gi += wd * p[i];
+        m[i] = b1 * m[i] + (1.f - b1) * gi;
+        v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
+        p[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + eps);
+    }
+}
+VBS_CLONES(adam, (float *restrict p, const float *g, float *restrict m, float *restrict v, int64_t n, int adamw, float lr, float wd, float b1,
+                  float b2, float step, float bc2, float eps),
+           adam_body(p, g, m, v, n, adamw, lr, wd, b1, b2, step, bc2, eps))
+
 void vbs_opt_step(const vbs_opt_cfg *c, float lr, int64_t t, float *p, const float *g, float *m, float *v, int64_t n, int decay) {
     float wd = decay ? c->weight_decay : 0.f;
     if (c->kind == VBS_OPT_SGD) {
@@ -62,16 +79,7 @@ void vbs_opt_step(const vbs_opt_cfg *c, float lr, int64_t t, float *p, const flo
     }
     double b1 = c->beta1, b2 = c->beta2;
     float bc1 = (float)(1.0 - pow(b1, (double)t)), bc2 = (float)sqrt(1.0 - pow(b2, (double)t));
-    float step = lr / bc1, eps = c->eps;
-    int adamw = c->kind == VBS_OPT_ADAMW;
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i];
-        if (adamw) p[i] -= lr * wd * p[i];
-        else gi += wd * p[i];
-        m[i] = (float)b1 * m[i] + (1.f - (float)b1) * gi;
-        v[i] = (float)b2 * v[i] + (1.f - (float)b2) * gi * gi;
-        p[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + eps);
-    }
+    VBS_PICK(adam)(p, g, m, v, n, c->kind == VBS_OPT_ADAMW, lr, wd, (float)b1, (float)b2, lr / bc1, bc2, c->eps);
 }
 
 double vbs_grad_norm(const float *g, int64_t n) {

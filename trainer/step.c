@@ -27,7 +27,8 @@
 #include "../runtime/ops/ops.h"
 #include "trainer.h"
 
-static int is_var(const vbs_graph *g, int v) { return v >= 0 && g->values[v].kind == VBS_VAL_VARWEIGHT; }
+#define OPT_PIECE 65536 /* floats: a thread's unit of the optimiser step */
+
 
 void vbs_trainer_free(vbs_trainer *t) {
     if (!t) return;
@@ -41,7 +42,7 @@ void vbs_trainer_free(vbs_trainer *t) {
         if (t->xbuf) free(t->xbuf[w]);
     }
     free(t->tw); free(t->gbuf); free(t->gdel); free(t->gex); free(t->wex); free(t->lwork); free(t->xbuf);
-    free(t->grad); free(t->gradd); free(t->adam_m); free(t->adam_v); free(t->pinned); free(t->parts);
+    free(t->grad); free(t->gradd); free(t->adam_m); free(t->adam_v); free(t->pinned); free(t->parts); free(t->opiece);
     vbs_params_free(&t->P);
     memset(t, 0, sizeof *t);
 }
@@ -94,6 +95,14 @@ vbs_status vbs_trainer_init(vbs_trainer *t, vbs_model *m, const vbs_trainer_cfg 
         return vbs_fail(err, VBS_ERR_UNSUPPORTED, "--flipout needs one pass per example, but BatchNormalization trains on the whole minibatch in one pass");
     t->threads = t->bn ? 1 : cfg->threads > 0 ? cfg->threads : 1;
     if (t->threads > 64) t->threads = 64;
+    t->P.threads = cfg->threads > 0 ? (cfg->threads < 64 ? cfg->threads : 64) : 1;
+    /* the optimiser's units: the trained tensors in pieces of OPT_PIECE */
+    int64_t np = 0;
+    for (int i = 0; i < m->def.n_tensors; i++) np += t->P.trained[i] ? (m->def.tensors[i].numel + OPT_PIECE - 1) / OPT_PIECE : 0;
+    if (np > INT32_MAX || !(t->opiece = malloc(sizeof *t->opiece * (size_t)(np + 1)))) return vbs_fail(err, VBS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < m->def.n_tensors; i++)
+        for (int64_t e0 = 0; t->P.trained[i] && e0 < m->def.tensors[i].numel; e0 += OPT_PIECE)
+            t->opiece[t->n_opiece++] = (struct vbs_opt_piece){i, e0, m->def.tensors[i].numel - e0 < OPT_PIECE ? m->def.tensors[i].numel - e0 : OPT_PIECE};
     /* the latent's mean and rho receive its KL before the backward */
     t->pinned = calloc((size_t)g->n_values + 1, 1);
     if (!t->pinned) return vbs_fail(err, VBS_ERR_NOMEM, "out of memory");
@@ -192,6 +201,11 @@ static void flipout_accumulate(const vbs_trainer *t, uint64_t key, const float *
     }
 }
 
+/* zeroes the pieces of a gradient buffer that a backward writes (gspan) */
+static void zero_spans(const vbs_params *P, float *g) {
+    for (int c = 0; c < P->n_gspan; c++) memset(g + P->gspan[c][0], 0, sizeof(float) * (size_t)P->gspan[c][1]);
+}
+
 static vbs_status ensure_lwork(vbs_trainer *t, int w, size_t need, char *err) {
     if (need <= t->lwork_cap[w]) return VBS_OK;
     free(t->lwork[w]);
@@ -248,10 +262,13 @@ static vbs_status pass(vbs_trainer *t, int w, const vbs_batch *b, int n0, int nb
                                              dr ? dr + j * cnt : NULL);
     }
     float *gb = gacc;
-    if (gdel) { memset(t->gex[w], 0, sizeof(float) * (size_t)t->P.n); gb = t->gex[w]; }
+    if (gdel) { zero_spans(&t->P, t->gex[w]); gb = t->gex[w]; }
     if ((st = vbs_train_backward(tw, m, &t->spec, gb, 0, err))) return st;
     if (gdel) {
-        for (int64_t i = 0; i < t->P.n; i++) gacc[i] += gb[i];
+        for (int c = 0; c < t->P.n_gspan; c++) {
+            int64_t off = t->P.gspan[c][0], cnt = t->P.gspan[c][1];
+            for (int64_t i = off; i < off + cnt; i++) gacc[i] += gb[i];
+        }
         flipout_accumulate(t, key, gb, gdel);
     }
     return VBS_OK;
@@ -282,8 +299,8 @@ vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vb
 #pragma omp parallel for num_threads(active) schedule(static, 1) if (active > 1)
         for (int w = 0; w < active; w++) {
             int grp = r0 + w, e0 = (int)((int64_t)grp * b->n / G), e1 = (int)((int64_t)(grp + 1) * b->n / G);
-            memset(t->gbuf[w], 0, sizeof(float) * (size_t)n);
-            if (t->gdel[w]) memset(t->gdel[w], 0, sizeof(float) * (size_t)n);
+            zero_spans(&t->P, t->gbuf[w]);
+            if (t->gdel[w]) zero_spans(&t->P, t->gdel[w]);
             sts[w] = VBS_OK;
             if (t->bn) sts[w] = pass(t, w, b, 0, b->n, step, t->gbuf[w], NULL, errs[w]);
             else
@@ -291,14 +308,13 @@ vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vb
         }
         for (int w = 0; w < active; w++)
             if (sts[w]) return vbs_fail(err, sts[w], "%s", errs[w]);
-        /* the groups in group order; the parameter range split between threads */
+        /* the groups in group order; the written pieces split between threads */
 #pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
-        for (int64_t c0 = 0; c0 < n; c0 += 4096) {
-            int64_t c1 = c0 + 4096 < n ? c0 + 4096 : n;
+        for (int c = 0; c < t->P.n_gspan; c++) {
+            int64_t c0 = t->P.gspan[c][0], c1 = c0 + t->P.gspan[c][1];
             for (int w = 0; w < active; w++) {
-                for (int64_t i = c0; i < c1; i++) t->grad[i] += t->gbuf[w][i];
-                if (t->gradd)
-                    for (int64_t i = c0; i < c1; i++) t->gradd[i] += t->gdel[w][i];
+                vbs_grad_add(t->grad + c0, t->gbuf[w] + c0, c1 - c0);
+                if (t->gradd) vbs_grad_add(t->gradd + c0, t->gdel[w] + c0, c1 - c0);
             }
         }
     }
@@ -314,27 +330,8 @@ vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vb
             vbs_batch_norm_update_running(nd, ch, count, tw->saved + tw->soff[i], rm, rv);
         }
     }
-    /* dL/dw -> dL/dmu, dL/drho; with Flipout the rho part comes from the signed sums */
-    if (t->gradd) {
-        for (int v = 0; v < g->n_values; v++) {
-            const vbs_value *val = &g->values[v];
-            if (!is_var(g, v)) continue;
-            int64_t off = t->P.toff[val->tensor], cnt = m->def.tensors[val->tensor].numel;
-            for (int64_t i = 0; i < cnt; i++) {
-                float tmp = t->grad[off + i];
-                t->grad[off + i] = t->gradd[off + i];
-                t->gradd[off + i] = tmp;
-            }
-        }
-        vbs_params_reparam(&t->P, t->grad);
-        for (int v = 0; v < g->n_values; v++) { /* put the plain sums back as the mu gradients */
-            const vbs_value *val = &g->values[v];
-            if (!is_var(g, v)) continue;
-            int64_t off = t->P.toff[val->tensor], cnt = m->def.tensors[val->tensor].numel;
-            memcpy(t->grad + off, t->gradd + off, sizeof(float) * (size_t)cnt);
-        }
-    } else vbs_params_reparam(&t->P, t->grad);
-    double klw = vbs_params_kl(&t->P, t->cfg.kl_weight, t->grad) * t->cfg.kl_weight;
+    /* dL/dw -> dL/dmu, dL/drho and the KL; with Flipout the rho part comes from the signed sums */
+    double klw = vbs_params_grad(&t->P, t->cfg.kl_weight, t->grad, t->gradd ? t->gradd : t->grad) * t->cfg.kl_weight;
     for (int e = 0; e < b->n; e++) {
         out->dice += t->parts[e].dice / b->n;
         out->ce += t->parts[e].ce / b->n;
@@ -351,8 +348,9 @@ vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vb
     for (int i = 0; i < m->def.n_tensors && !bad; i++) {
         if (!t->P.trained[i]) continue;
         const float *gi = t->grad + t->P.toff[i];
-        double s = 0;
-        for (int64_t e = 0; e < m->def.tensors[i].numel; e++) s += (double)gi[e] * gi[e];
+        double s = t->P.sq[i]; /* the variational tensors' from vbs_params_grad */
+        if (s < 0)
+            for (int64_t e = s = 0; e < m->def.tensors[i].numel; e++) s += (double)gi[e] * gi[e];
         norm2 += s;
     }
     out->grad_norm = sqrt(norm2);
@@ -366,18 +364,17 @@ vbs_status vbs_trainer_grad(vbs_trainer *t, const vbs_batch *b, int64_t step, vb
 }
 
 vbs_status vbs_trainer_step(vbs_trainer *t, const vbs_batch *b, int64_t step, float lr, vbs_step_stats *out, char *err) {
-    const vbs_model *m = t->m;
-    int64_t n = t->P.n;
     vbs_status st = vbs_trainer_grad(t, b, step, out, err);
     if (st) return st;
     float clip = t->cfg.opt.clip > 0 && out->grad_norm > t->cfg.opt.clip ? (float)(t->cfg.opt.clip / out->grad_norm) : 1.f;
-    if (clip != 1.f)
-        for (int64_t i = 0; i < n; i++) t->grad[i] *= clip;
-    for (int i = 0; i < m->def.n_tensors; i++) {
-        if (!t->P.trained[i]) continue;
-        int64_t off = t->P.toff[i];
-        vbs_opt_step(&t->cfg.opt, lr, step + 1, t->P.data + off, t->grad + off, t->adam_m + off, t->adam_v + off, m->def.tensors[i].numel,
-                     t->P.decay[i]);
+    /* element-wise: pieces of the trained tensors in any order, on any thread */
+#pragma omp parallel for num_threads(t->P.threads) schedule(dynamic, 1) if (t->P.threads > 1)
+    for (int k = 0; k < t->n_opiece; k++) {
+        int i = t->opiece[k].i;
+        int64_t off = t->P.toff[i] + t->opiece[k].e0, cnt = t->opiece[k].n;
+        if (clip != 1.f)
+            for (int64_t e = off; e < off + cnt; e++) t->grad[e] *= clip;
+        vbs_opt_step(&t->cfg.opt, lr, step + 1, t->P.data + off, t->grad + off, t->adam_m + off, t->adam_v + off, cnt, t->P.decay[i]);
     }
     vbs_params_refresh(&t->P);
     return VBS_OK;

@@ -30,9 +30,19 @@ typedef struct {
     char *trained;             /* per tensor: updated by the optimiser (mu, rho and plain weights, not running statistics) */
     char *decay;               /* per tensor: weight decay applies (mu and plain weights, not rho) */
     int64_t *param_off;        /* per graph value: offset of its gradient in a `data`-shaped buffer, -1 = not trained */
+    int64_t (*gspan)[2];       /* [offset, floats) of the pieces of `data` that param_off points into (trained weights and
+                                  means, split at 4096 floats): all a backward writes, so all of a gradient buffer to zero and sum */
+    int n_gspan;
     float *eps;                /* the step's weight noise, by var_off */
     float *wbuf;               /* the step's sampled variational weights, by var_off (vbs_train_forward's wbuf) */
     int n_var;                 /* variational tensors */
+    int *var_values;           /* their graph values, in value order */
+    int *var_order;            /* the same, largest first (per-tensor work is handed out in this order) */
+    struct vbs_var_piece { int v; int64_t e0, n; } *vpiece; /* the element-wise passes' units: value v, elements [e0, e0 + n) */
+    int n_vpiece;
+    int threads;               /* threads for the passes over the parameters (1 unless the trainer says) */
+    double *vkl;               /* per value: its KL (vbs_params_grad) */
+    double *sq;                /* per tensor: the sum of squares of its gradient after vbs_params_grad, -1 if it did not make it */
 } vbs_params;
 
 /* Takes over m's tensors: copies them into one owned allocation (the model
@@ -47,10 +57,15 @@ void vbs_params_sample(vbs_params *p, uint64_t seed, uint64_t draw);
  * draw for a scale mixture. With grad != NULL (data-shaped) adds
  * scale * dKL/dmu and scale * dKL/drho into it. */
 double vbs_params_kl(const vbs_params *p, float scale, float *grad);
-/* Turns the gradient of the sampled weights (gw, data-shaped: at each mu's
- * offset the gradient of its w) into the gradients of mu and rho in place:
- * dL/dmu = dL/dw, dL/drho = dL/dw * eps * sigmoid(rho). */
-void vbs_params_reparam(const vbs_params *p, float *gw);
+/* The step's parameter gradient and the KL in one pass over each variational
+ * tensor. On entry grad (data-shaped) holds at each trained mu's offset the
+ * gradient of its sampled w, and gw_rho the dL/dw for rho's chain rule (grad
+ * itself, or Flipout's signed sums); on return grad holds
+ *   dL/dmu = dL/dw + scale dKL/dmu,  dL/drho = gw_rho . eps . sigmoid(rho) + scale dKL/drho,
+ * and p->sq each of their sums of squares. Returns the KL (vbs_params_kl's).
+ * Tensors go to p->threads threads; each one's sums run in element order and
+ * the KL adds them in value order: nothing depends on the thread count. */
+double vbs_params_grad(vbs_params *p, float scale, float *grad, const float *gw_rho);
 /* sigma = softplus(rho) again after rho changed (the model's cache). */
 void vbs_params_refresh(vbs_params *p);
 
@@ -231,6 +246,8 @@ typedef struct {
     double *kl_z;
     int parts_cap;
     int64_t fault_step;           /* the tests' injected NaN (VBS_FAULT), -1 none */
+    struct vbs_opt_piece { int i; int64_t e0, n; } *opiece; /* the optimiser step's units: tensor i, elements [e0, e0 + n) */
+    int n_opiece;
 } vbs_trainer;
 
 /* The Dice terms and heads of a model's card: BraTS and MSD Task01 regions

@@ -59,6 +59,14 @@ UNARY(leaky_relu, v >= 0.f ? v : alpha * v, v >= 0 ? v : alpha * v)
 UNARY(sigmoid, 1.f / (1.f + expf(-v)), 1.0 / (1.0 + exp(-v)))
 UNARY(softplus, vbs_softplus(v), log1p(exp(v)))
 
+/* dy = (y > 0) ? dy : 0: the gradient through a Relu folded into the op
+ * that made y, which the executor applies before that op's backward. */
+static inline __attribute__((always_inline)) void relu_mask_body(float *restrict dy, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dy[i] = y[i] > 0.f ? dy[i] : 0.f;
+}
+VBS_CLONES(relu_mask, (float *restrict dy, const float *y, int64_t n), relu_mask_body(dy, y, n))
+void vbs_relu_mask(float *dy, const float *y, int64_t n) { VBS_PICK(relu_mask)(dy, y, n); }
+
 /* Backward: dx += f'(x) dy. In the expressions v is x[i], u is y[i], g is
  * dy[i] (float in the fast kernel, g_ double in the naive one). The fast
  * ones select between a value and 0 under > or >=: GCC 12 if-converts (and

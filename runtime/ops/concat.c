@@ -42,8 +42,9 @@ static int axis_of(const vbs_op_args *a) {
 
 /* The forward's walk: per input k and outer index o, a run of len floats
  * at x[k] + o*len and y + o*row + off. Forward (dy == NULL) copies x into
- * y; backward adds dy into each wanted dx[k]. */
-static void concat_runs(const vbs_op_args *a, const float *dy, float *const *dx) {
+ * y; backward adds dy into each wanted dx[k], or (bit k of fresh) writes
+ * it: dy + 0, which is what adding to zeros gives, -0 included. */
+static void concat_runs(const vbs_op_args *a, const float *dy, float *const *dx, unsigned fresh) {
     int ax = axis_of(a);
     int64_t outer = 1, inner = 1;
     for (int i = 0; i < ax; i++) outer *= a->ys[0]->d[i];
@@ -53,14 +54,16 @@ static void concat_runs(const vbs_op_args *a, const float *dy, float *const *dx)
         int64_t len = a->xs[k]->d[ax] * inner;
         for (int64_t o = 0; o < outer; o++) {
             if (!dy) memcpy(a->y[0] + o * row + off, a->x[k] + o * len, sizeof(float) * (size_t)len);
+            else if (dx[k] && fresh >> k & 1)
+                for (int64_t i = 0; i < len; i++) dx[k][o * len + i] = dy[o * row + off + i] + 0.f;
             else if (dx[k]) vbs_grad_add(dx[k] + o * len, dy + o * row + off, len);
         }
         off += len;
     }
 }
 
-void vbs_concat_forward(const vbs_op_args *a) { concat_runs(a, NULL, NULL); }
-void vbs_concat_backward(const vbs_grad_args *g) { concat_runs(g->fwd, g->dy[0], g->dx); }
+void vbs_concat_forward(const vbs_op_args *a) { concat_runs(a, NULL, NULL, 0); }
+void vbs_concat_backward(const vbs_grad_args *g) { concat_runs(g->fwd, g->dy[0], g->dx, g->fresh); }
 
 /* Output element e's source: input *k, element *src. */
 static void concat_source(const vbs_op_args *a, int64_t e, int *k, int64_t *src) {

@@ -4,7 +4,8 @@
  * stride-1 unpadded convolutions multiply the input directly; others
  * unroll a tile of output positions with im2col (kept small enough to stay
  * in cache) and multiply it; the backward's dX goes back through col2im.
- * 2D 3x3 stride-1 ungrouped layers go to conv_winograd.c where it pays.
+ * 2D 3x3 stride-1 ungrouped layers go to conv_winograd.c where it pays
+ * (from about 15x15 outputs up).
  * vbs_conv_forward_naive and vbs_conv_backward_naive are the direct-loop
  * references. Not here: a fused Relu's gradient (the executor masks dY).
  */
@@ -52,13 +53,20 @@ int64_t vbs_im2col_cols(const vbs_geo *g, int64_t kc, int64_t tile_floats) {
     return cols;
 }
 
+/* The forward's im2col tile: TILE_FLOATS, but a 3x3 layer too small for
+ * Winograd takes its image whole (up to the backward's 4 MiB), so that its
+ * weights are packed once, not once per few rows. */
+static int64_t forward_tile(const vbs_node *n, const vbs_shape *x, const vbs_shape *w) {
+    return vbs_winograd_fits(n, x, w) ? VBS_BWD_TILE_FLOATS : TILE_FLOATS;
+}
+
 size_t vbs_conv_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out) {
-    if (vbs_winograd_fits(n, &in[0], &in[1])) return vbs_winograd_work(n, in, out);
+    if (vbs_winograd_forward_pays(n, &in[0], &in[1], &out[0])) return vbs_winograd_work(n, in, out);
     vbs_geo g;
     vbs_geo_make(&g, &n->a.win, &in[0], &out[0], n->a.win.kernel);
     if (vbs_geo_pointwise(&g) && n->a.win.group == 1) return 0;
     int64_t kc = in[1].d[1] * g.k_sz;
-    return (size_t)(kc * vbs_im2col_cols(&g, kc, TILE_FLOATS));
+    return (size_t)(kc * vbs_im2col_cols(&g, kc, forward_tile(n, &in[0], &in[1])));
 }
 
 /* Between the image x (cg channels of in_sz) and the columns col (cg*k_sz
@@ -107,13 +115,18 @@ static inline __attribute__((always_inline)) void tile_body(const vbs_geo *g, fl
     }
 }
 
+VBS_CLONES(im2col, (const vbs_geo *g, const float *x, int64_t cg, int64_t o0, int64_t ncol, float *col),
+           tile_body(g, (float *)x, cg, o0, ncol, col, 0)) /* reads x only */
+VBS_CLONES(col2im, (const vbs_geo *g, const float *col, int64_t cg, int64_t o0, int64_t ncol, float *dx),
+           tile_body(g, dx, cg, o0, ncol, (float *)col, 1)) /* reads col only */
+
 void vbs_im2col_tile(const vbs_geo *g, const float *x, int64_t cg, int64_t o0, int64_t ncol, float *col) {
-    tile_body(g, (float *)x, cg, o0, ncol, col, 0); /* reads x only */
+    VBS_PICK(im2col)(g, x, cg, o0, ncol, col);
 }
 
 /* Adds col into dx (cg x in_sz): the adjoint of vbs_im2col_tile. */
 static void col2im_tile(const vbs_geo *g, const float *col, int64_t cg, int64_t o0, int64_t ncol, float *dx) {
-    tile_body(g, dx, cg, o0, ncol, (float *)col, 1); /* reads col only */
+    VBS_PICK(col2im)(g, col, cg, o0, ncol, dx);
 }
 
 /* bias, then the fused Relu if the graph folded one in */
@@ -128,7 +141,7 @@ static void epilogue(float *y, const float *b, int relu, int64_t m, int64_t sz) 
 
 void vbs_conv_forward(const vbs_op_args *a) {
     const vbs_shape *xs = a->xs[0], *ws = a->xs[1], *ys = a->ys[0];
-    if (vbs_winograd_fits(a->node, xs, ws)) {
+    if (vbs_winograd_forward_pays(a->node, xs, ws, ys)) {
         vbs_winograd_forward(a);
         return;
     }
@@ -147,7 +160,7 @@ void vbs_conv_forward(const vbs_op_args *a) {
                 vbs_sgemm(0, 0, mg, g.out_sz, kc, w, kc, xg, g.out_sz, 0.f, yg, g.out_sz);
                 continue;
             }
-            int64_t tc = vbs_im2col_cols(&g, kc, TILE_FLOATS);
+            int64_t tc = vbs_im2col_cols(&g, kc, forward_tile(a->node, xs, ws));
             for (int64_t o0 = 0; o0 < g.out_sz; o0 += tc) {
                 int64_t nc = g.out_sz - o0 < tc ? g.out_sz - o0 : tc;
                 vbs_im2col_tile(&g, xg, cg, o0, nc, a->work);
@@ -199,7 +212,8 @@ double vbs_conv_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *o
 
 /* ---- backward -------------------------------------------------------------
  * dBias = row sums of dY; dW += dY (mg x P) col(X)^T (P x kc) and
- * dX += col2im(W^T (kc x mg) dY (mg x P)), both over im2col tiles of
+ * dX += col2im(W^T (kc x mg) dY (mg x P)) (dX = where fresh says it holds
+ * nothing yet), both over im2col tiles of
  * VBS_BWD_TILE_FLOATS (one scratch tile, used for X's columns and then for
  * dX's); pointwise layers multiply X and dY directly. Each of dW and dX of
  * a Winograd-shaped layer takes Winograd where vbs_winograd_backward_pays. */
@@ -227,6 +241,8 @@ static void backward_gemm(const vbs_grad_args *gr, int want_dx, int want_dw) {
     int64_t group = a->node->a.win.group, cin = xs->d[1], m = ws->d[0];
     int64_t cg = cin / group, mg = m / group, kc = cg * g.k_sz, tc = vbs_im2col_cols(&g, kc, VBS_BWD_TILE_FLOATS);
     float *col = gr->work;
+    int fresh = want_dx && (gr->fresh & 1); /* dX holds nothing yet: the pointwise GEMM writes it, col2im needs zeros */
+    if (fresh && !vbs_geo_pointwise(&g)) memset(gr->dx[0], 0, sizeof(float) * (size_t)vbs_shape_numel(xs));
     for (int64_t n = 0; n < xs->d[0]; n++)
         for (int64_t gi = 0; gi < group; gi++) {
             const float *x = a->x[0] + (n * cin + gi * cg) * g.in_sz, *w = a->x[1] + gi * mg * kc;
@@ -235,7 +251,7 @@ static void backward_gemm(const vbs_grad_args *gr, int want_dx, int want_dw) {
             float *dx = want_dx ? gr->dx[0] + (n * cin + gi * cg) * g.in_sz : NULL;
             if (vbs_geo_pointwise(&g)) {
                 if (dw) vbs_sgemm(0, 1, mg, kc, g.out_sz, dy, g.out_sz, x, g.out_sz, 1.f, dw, kc);
-                if (dx) vbs_sgemm(1, 0, kc, g.out_sz, mg, w, kc, dy, g.out_sz, 1.f, dx, g.out_sz);
+                if (dx) vbs_sgemm(1, 0, kc, g.out_sz, mg, w, kc, dy, g.out_sz, fresh ? 0.f : 1.f, dx, g.out_sz);
                 continue;
             }
             for (int64_t o0 = 0; o0 < g.out_sz; o0 += tc) {
@@ -252,10 +268,12 @@ static void backward_gemm(const vbs_grad_args *gr, int want_dx, int want_dw) {
         }
 }
 
+VBS_CLONES(channel_sums, (const float *dy, int64_t n, int64_t m, int64_t sz, float *db), vbs_channel_sums_add(dy, n, m, sz, db))
+
 void vbs_conv_backward(const vbs_grad_args *gr) {
     const vbs_op_args *a = gr->fwd;
     const vbs_shape *ys = a->ys[0];
-    if (gr->dx[2]) vbs_channel_sums_add(gr->dy[0], ys->d[0], ys->d[1], vbs_shape_numel(ys) / (ys->d[0] * ys->d[1]), gr->dx[2]);
+    if (gr->dx[2]) VBS_PICK(channel_sums)(gr->dy[0], ys->d[0], ys->d[1], vbs_shape_numel(ys) / (ys->d[0] * ys->d[1]), gr->dx[2]);
     int want_dx = gr->dx[0] != NULL, want_dw = gr->dx[1] != NULL;
     const vbs_shape in[2] = {*a->xs[0], *a->xs[1]};
     if (want_dw && vbs_winograd_backward_pays(a->node, in, ys, 0)) {

@@ -80,8 +80,7 @@ size_t vbs_conv_transpose_work(const vbs_node *n, const vbs_shape *in, const vbs
 /* col (mg*k x in) = W_g^T x_g: W_g is (cg, mg*k) as stored, so transpose it
  * into scratch once and use the small-matrix GEMM */
 static void columns(const float *w, const float *x, int64_t cg, int64_t mk, int64_t in_sz, float *wt, float *col) {
-    for (int64_t p = 0; p < cg; p++)
-        for (int64_t i = 0; i < mk; i++) wt[i * cg + p] = w[p * mk + i];
+    vbs_transpose(w, cg, mk, wt);
     vbs_gemm(mk, in_sz, cg, wt, x, col);
 }
 

@@ -26,6 +26,8 @@ double vbs_conv_flops(const vbs_node *n, const vbs_shape *in, const vbs_shape *o
 int vbs_winograd_fits(const vbs_node *n, const vbs_shape *x, const vbs_shape *w);
 size_t vbs_winograd_work(const vbs_node *n, const vbs_shape *in, const vbs_shape *out);
 void vbs_winograd_forward(const vbs_op_args *a);
+/* Whether Winograd beats im2col for the forward of a layer that fits (x, w, y shapes). */
+int vbs_winograd_forward_pays(const vbs_node *n, const vbs_shape *x, const vbs_shape *w, const vbs_shape *y);
 /* Its backward: dX (data = 1) and dW (data = 0), accumulated, each in
  * vbs_winograd_backward_work(.., data) floats of g->work. conv.c uses one
  * where vbs_winograd_backward_pays(.., data) says it beats im2col (which
@@ -61,6 +63,8 @@ VBS_DECLARE_OP(instance_norm);
 VBS_DECLARE_BACKWARD(instance_norm);
 VBS_DECLARE_OP(relu);
 VBS_DECLARE_BACKWARD(relu);
+/* dy[0..n) = y > 0 ? dy : 0 (a fused Relu's gradient; vectorised) */
+void vbs_relu_mask(float *dy, const float *y, int64_t n);
 VBS_DECLARE_OP(leaky_relu);
 VBS_DECLARE_BACKWARD(leaky_relu);
 VBS_DECLARE_OP(sigmoid);

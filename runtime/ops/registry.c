@@ -3,7 +3,9 @@
  * numbering is internal (files store op names, not numbers), but new ops
  * still go at the end. Columns: ONNX name, parse, shape, fast forward,
  * naive forward, scratch, FLOPs, the input/output arity, then the
- * trainer's: fast and naive backward, backward scratch, saved floats.
+ * trainer's: fast and naive backward, backward scratch, saved floats, and
+ * (ROWBF) the inputs whose gradients the fast backward writes when marked
+ * fresh.
  */
 #include <string.h>
 
@@ -12,6 +14,10 @@
 #define ROW(name, op, work, flops, min_in, max_in, max_out)                                                    \
     {name, vbs_##op##_parse, vbs_##op##_shape, vbs_##op##_forward, vbs_##op##_forward_naive, work, flops, min_in, \
      max_in, max_out, NULL, NULL, NULL, NULL}
+/* ROWB for an op whose fast backward honours vbs_grad_args.fresh for the inputs in the mask fresh. */
+#define ROWBF(name, op, work, flops, min_in, max_in, max_out, bwork, saved, fresh)                             \
+    {name, vbs_##op##_parse, vbs_##op##_shape, vbs_##op##_forward, vbs_##op##_forward_naive, work, flops, min_in, \
+     max_in, max_out, vbs_##op##_backward, vbs_##op##_backward_naive, bwork, saved, fresh}
 /* A row with its backward kernels: vbs_<op>_backward and vbs_<op>_backward_naive,
  * the backward scratch (floats, or NULL) and the floats kept from forward to
  * backward in training (or NULL). */
@@ -20,7 +26,7 @@
      max_in, max_out, vbs_##op##_backward, vbs_##op##_backward_naive, bwork, saved}
 
 const vbs_op_info vbs_ops[VBS_OP_COUNT] = {
-    [VBS_OP_CONV] = ROWB("Conv", conv, vbs_conv_work, vbs_conv_flops, 2, 3, 1, vbs_conv_backward_work, NULL),
+    [VBS_OP_CONV] = ROWBF("Conv", conv, vbs_conv_work, vbs_conv_flops, 2, 3, 1, vbs_conv_backward_work, NULL, 1u),
     [VBS_OP_CONV_TRANSPOSE] = ROWB("ConvTranspose", conv_transpose, vbs_conv_transpose_work, vbs_conv_transpose_flops, 2, 3, 1,
                                    vbs_conv_transpose_backward_work, NULL),
     [VBS_OP_MAX_POOL] = ROWB("MaxPool", max_pool, NULL, NULL, 1, 1, 1, NULL, NULL),
@@ -36,7 +42,7 @@ const vbs_op_info vbs_ops[VBS_OP_COUNT] = {
     [VBS_OP_SOFTPLUS] = ROWB("Softplus", softplus, NULL, NULL, 1, 1, 1, NULL, NULL),
     [VBS_OP_ADD] = ROWB("Add", add, NULL, NULL, 2, 2, 1, NULL, NULL),
     [VBS_OP_MUL] = ROWB("Mul", mul, NULL, NULL, 2, 2, 1, NULL, NULL),
-    [VBS_OP_CONCAT] = ROWB("Concat", concat, NULL, NULL, 1, VBS_MAX_IN, 1, NULL, NULL),
+    [VBS_OP_CONCAT] = ROWBF("Concat", concat, NULL, NULL, 1, VBS_MAX_IN, 1, NULL, NULL, ~0u),
     [VBS_OP_RESIZE] = ROWB("Resize", resize, vbs_resize_work, NULL, 1, 1, 1, vbs_resize_work, NULL),
     [VBS_OP_PAD] = ROWB("Pad", pad, NULL, NULL, 1, 1, 1, NULL, NULL),
     [VBS_OP_IDENTITY] = ROWB("Identity", identity, NULL, NULL, 1, 1, 1, NULL, NULL),
