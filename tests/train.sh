@@ -31,6 +31,12 @@ SMALL=(--base 6 --depth 2 --latent 4 --batch 8 --patch 48x48 --val 0.25 --seed 5
 ok test $? -eq 0
 ok grep -q "brats2021 layout, 8 cases, 4 channels (flair, t1, t1ce, t2), labels 0=background 1=necrotic core 2=edema 4=enhancing tumour" "$T/train.out"
 ok grep -q "6 training and 2 validation cases" "$T/train.out"
+ok grep -q "^epoch 3/3 step 4/4 | loss [0-9.]* (Dice" "$T/train.out"   # the progress line (not a tty: at each epoch's end)
+# a run for a time: the progress line counts epochs without a total, and the run ends by itself
+"$V" train --data "$T/data" --out "$T/min.vbseg" "${SMALL[@]}" --minutes 0.05 --steps-per-epoch 2 >"$T/min.out" 2>&1
+ok test $? -eq 0
+ok grep -q "^epoch 1 step 2/2 | loss [0-9.]* (Dice" "$T/min.out"
+ok test -s "$T/min.vbseg"
 ok test -s "$T/m.vbseg"
 ok test "$(tail -n +2 "$T/m.vbseg.train/train_log.csv" | wc -l)" -eq 3
 "$V" info "$T/m.vbseg" >"$T/info.txt"

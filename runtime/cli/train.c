@@ -189,10 +189,11 @@ static void on_event(void *user, const vbs_train_event *e) {
         double eta = r->minutes > 0 ? r->minutes * 60 - now_s : total_steps > 0 && done > 0 ? now_s / done * (total_steps - done) : 0;
         if (!r->tty && e->step_in_epoch != e->steps_per_epoch && now_s - r->last < 30) break;
         r->last = now_s;
-        char val[64] = "";
+        char val[64] = "", of[24] = "";
         if (r->have_val) snprintf(val, sizeof val, " | val Dice %.3f", r->last_val_dice);
-        fprintf(stderr, "%sepoch %d%s%d step %d/%d | loss %.4f (Dice %.3f, CE %.3f, KL %.3g)%s | lr %.2g | %.1f img/s | %s elapsed, ETA %s%s",
-                r->tty ? "\r\033[K" : "", e->epoch + 1, r->epochs > 0 ? "/" : "", r->epochs > 0 ? r->epochs : 0, e->step_in_epoch,
+        if (r->epochs > 0) snprintf(of, sizeof of, "/%d", r->epochs);
+        fprintf(stderr, "%sepoch %d%s step %d/%d | loss %.4f (Dice %.3f, CE %.3f, KL %.3g)%s | lr %.2g | %.1f img/s | %s elapsed, ETA %s%s",
+                r->tty ? "\r\033[K" : "", e->epoch + 1, of, e->step_in_epoch,
                 e->steps_per_epoch, e->st.loss, 1 - e->st.dice, e->st.ce, e->st.kl_w, val, (double)e->lr, e->img_per_s, dur(now_s, a, sizeof a),
                 dur(eta, b, sizeof b), r->tty ? "" : "\n");
         break;
