@@ -114,6 +114,12 @@ for g, w, name in zip(got, want, [f"A.{c}" for c in cols] + [f"B.{c}" for c in c
 assert "mean" in rows and "sd" in rows
 PY
 ok grep -q "auroc (epistemic, wrong voxels): 1.0000" "$T/eval.out"
+# label maps alone (infer without --save-probabilities, or no uncertainty maps): said, not "nan"
+mkdir -p "$T/labelsonly" && cp "$T/pred/A.nii.gz" "$T/pred/B.nii.gz" "$T/labelsonly/"
+"$V" eval --pred "$T/labelsonly" --truth "$T/truth" --labels values --out "$T/lo.csv" >"$T/lo.out" 2>&1
+status "eval, label maps only" 0 $?
+ok grep -q "auroc: not computed (no CASE_epistemic.nii.gz in $T/labelsonly)   ece: not computed (no CASE_probabilities.nii.gz; vbseg infer --save-probabilities writes them)" "$T/lo.out"
+ok bash -c "! grep -q nan \"$T/lo.out\""
 
 # the CSV: the default PRED/eval.csv is written with no temporary file left;
 # an output that cannot be written is exit 1 with the file and the reason, and

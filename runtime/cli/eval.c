@@ -634,7 +634,11 @@ int cmd_eval(int argc, char **argv) {
         for (int q = 0; q < 3; q++) printf(" %8.4f +- %-6.4f", acc_mean(&A[3 * r + q]), acc_sd(&A[3 * r + q]));
         printf("\n");
     }
-    printf("auroc (%s, wrong voxels): %.4f   ece: %.4f\n", unc, acc_mean(&AU[0]), acc_mean(&AU[1]));
+    /* a measure no case had the maps for says so, rather than "nan" */
+    if (AU[0].n) printf("auroc (%s, wrong voxels): %.4f", unc, acc_mean(&AU[0]));
+    else printf("auroc: not computed (no CASE_%s.nii.gz in %s)", unc, pred);
+    if (AU[1].n) printf("   ece: %.4f\n", acc_mean(&AU[1]));
+    else printf("   ece: not computed (no CASE_probabilities.nii.gz; vbseg infer --save-probabilities writes them)\n");
     int bad = ferror(csv);
     if (fclose(csv) || bad) { cli_error("eval", "out of memory"); rc = 1; goto done; }
     char out_path[4096];
