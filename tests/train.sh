@@ -140,6 +140,39 @@ print(f"  validation Dice on slices {sl}: log {log:.6f}, recomputed {dice:.6f} (
 assert abs(log - dice) < 2e-6, (log, dice)
 PY
 
+# validation's default share (--val-examples unset): about a tenth of an epoch's arithmetic, 3 passes per training
+# voxel against 1 + val-samples per validation voxel, clamped to 64..256 slices; computed here from the boxes of
+# the held-out cases (non-zero voxels of any channel, or labelled) and checked against the count the run says
+mkdir -p "$T/tall"
+for i in 1 2 3 4 5 6; do mkdir -p "$T/tall/T$i"; "$B/samples/make_scan" "$T/tall/T$i" "T$i" 40 44 40 >/dev/null; done
+for spe in 1 200 400; do
+  "$V" train --data "$T/tall" --out "$T/tall$spe.vbseg" --base 4 --depth 2 --latent 0 --batch 8 --patch 32x32 --val-cases T1,T2,T3,T4 \
+    --val-samples 2 --epochs 1 --steps-per-epoch $spe --minutes 0.001 >"$T/tall$spe.out" 2>&1
+  ok $PY - "$T/tall" "$spe" "$T/tall$spe.out" <<'PY'
+import gzip, re, struct, sys
+import numpy as np
+def load(p):
+    r = gzip.open(p).read(); d = struct.unpack('<8h', r[40:56]); off = int(struct.unpack('<f', r[108:112])[0])
+    dt = {2: 'u1', 4: '<i2', 16: '<f4'}[struct.unpack('<h', r[70:72])[0]]
+    return np.frombuffer(r[off:], dt).reshape(d[3], d[2], d[1])
+d, spe = sys.argv[1], int(sys.argv[2])
+area, depth = [], []
+for c in ("T1", "T2", "T3", "T4"):
+    nz = load(f"{d}/{c}/{c}_seg.nii.gz") != 0
+    for ch in ("flair", "t1", "t1ce", "t2"): nz |= load(f"{d}/{c}/{c}_{ch}.nii.gz") != 0
+    zs, ys, xs = np.nonzero(nz)
+    area.append((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)); depth.append(zs.max() - zs.min() + 1)
+n = int(0.1 * 3 * spe * 8 * 32 * 32 / (np.mean(area) * 3))
+n = min(max(n, 64), 256)
+share = [n // 4 + (i < n % 4) for i in range(4)]
+n = sum(z if s >= z else s for s, z in zip(share, depth))   # a case with fewer slices than its share is checked whole
+said = re.search(r"validation each epoch: (\d+) slices of 4 held-out cases, mean mode and 2 samples", open(sys.argv[3]).read())
+print(f"  --steps-per-epoch {spe}: {said and said.group(1)} validation slices, want {n} (mean box {np.mean(area):.0f} px)")
+assert said and int(said.group(1)) == n
+PY
+done
+ok grep -q "validation each epoch: [0-9]* slices of 2 held-out cases, mean mode and 2 samples" "$T/train.out"
+
 # reproducibility: the same model bytes at 1 and 2 threads
 "$V" train --data "$T/data" --out "$T/t1.vbseg" "${SMALL[@]}" --epochs 2 --steps-per-epoch 3 --threads 1 --quiet
 "$V" train --data "$T/data" --out "$T/t2.vbseg" "${SMALL[@]}" --epochs 2 --steps-per-epoch 3 --threads 2 --quiet

@@ -40,7 +40,8 @@ static const char *help =
     "  loss:     [--kl-weight W] [--kl-warmup EPOCHS] [--latent-kl W]\n"
     "  optimiser:[--momentum 0.9] [--weight-decay W] [--clip NORM] [--lr-min 1e-5] [--cycle STEPS]\n"
     "            [--gamma 0.1] [--patience 5]\n"
-    "  validation: [--val-samples 4] [--val-examples N (2D: 256 slices, 3D: 32 patches; 0: whole cases)]\n"
+    "  validation: [--val-samples 4] [--val-examples N (default: about a tenth of an epoch's work, 2D 64-256 slices,\n"
+    "               3D 8-32 patches; 0: whole cases)]\n"
     "\n"
     "Trains a variational segmentation network by Bayes by Backprop on the labelled\n"
     "cases of DIR (nnU-Net raw, BraTS 2018/2021/2023 or MSD Task01; the layout is\n"
@@ -164,6 +165,7 @@ typedef struct {
     const char *out;
     double last_val_dice;
     int have_val;
+    int three, val_samples;
 } reporter;
 
 static const char *dur(double s, char *b, size_t n) {
@@ -181,6 +183,10 @@ static void on_event(void *user, const vbs_train_event *e) {
     case VBS_EV_START:
         fprintf(stderr, "vbseg train: %d training and %d validation cases; %d steps per epoch; %d thread%s; KL weights %.3g (weights), %.3g (latent)\n",
                 e->n_train, e->n_val, e->steps_per_epoch, e->threads, e->threads == 1 ? "" : "s", (double)e->kl_weight, (double)e->latent_kl_weight);
+        if (e->n_val)
+            fprintf(stderr, "vbseg train: validation each epoch: %d %s of %d held-out case%s, mean mode and %d sample%s\n", e->val_examples,
+                    r->three ? (e->val_examples == 1 ? "patch or case" : "patches or cases") : (e->val_examples == 1 ? "slice" : "slices"), e->n_val,
+                    e->n_val == 1 ? "" : "s", r->val_samples, r->val_samples == 1 ? "" : "s");
         if (e->epoch) fprintf(stderr, "vbseg train: resuming after epoch %d, step %lld\n", e->epoch, (long long)e->step);
         break;
     case VBS_EV_STEP: {
@@ -424,11 +430,11 @@ int cmd_train(int argc, char **argv) {
         cli_error("train", "%s: the checkpoint was made with other training data (%s, now %s)", resume, ck.state.data_id ? ck.state.data_id : "?", data_id);
         goto out;
     }
-    reporter rep = {quiet, isatty(2), (int)epochs, minutes, 0, -1e9, o.out, 0, 0};
+    reporter rep = {quiet, isatty(2), (int)epochs, minutes, 0, -1e9, o.out, 0, 0, smp.dims == 3, (int)o.val_samples};
     vbs_train_opts to = {.data = o.data, .out = o.out, .ckpt_dir = ckdir, .resume = resume, .val_frac = o.val, .val_cases = o.val_cases,
                          .sampler = smp, .batch = (int)o.batch, .epochs = epochs > 0 ? (int)epochs : 0, .steps_per_epoch = (int)o.steps_per_epoch,
                          .kl_warmup = (int)o.kl_warmup, .val_samples = (int)o.val_samples,
-                         .val_examples = o.val_examples >= 0 ? (int)o.val_examples : smp.dims == 2 ? 256 : 32, .minutes = minutes > 0 ? minutes : 0,
+                         .val_examples = (int)o.val_examples, .minutes = minutes > 0 ? minutes : 0,
                          .kl_weight = o.kl, .latent_kl_weight = o.latent_kl, .options = canon, .data_id = data_id, .stop = &g_stop,
                          .on_event = on_event, .user = &rep};
     to.tcfg = (vbs_trainer_cfg){.opt = oc, .seed = (uint64_t)o.seed, .threads = nthreads, .groups = 0, .flipout = (int)o.flipout};
