@@ -162,5 +162,9 @@ for bad in "--arch resnet" "--arch fcn --depth 2" "--arch vnet --patch 100x100";
   ok test ! -e "$T/bad.vbseg"
 done
 ok grep -q "not a multiple of 2^4 = 16" "$T/arch.err"
+# info's FLOPs: at the card's patch (the V-Net's 240x240), at --shape, and a size the network cannot take refused
+ok grep -q "^flops:        [0-9.]* GFLOP per pass at 1x4x240x240 " <("$V" info "$T/v.vbseg")
+ok grep -q "^flops:        [0-9.]* GFLOP per pass at 1x1x16x16x16 " <("$V" info "$T/f.vbseg" --shape 1x1x16x16x16)
+ok one_line_error "$V" info "$T/f.vbseg" --shape 1x1x12x16x16
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

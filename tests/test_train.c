@@ -495,6 +495,24 @@ static void test_unet_floats(void) {
                 vbs_model_free(m);
             }
     CHECK(ok, "vbs_unet_floats equals the floats of the built models");
+    /* the other families' estimate counts what a build would store (builder.c's counting builder) */
+    ok = 1;
+    for (int a = VBS_ARCH_VNET; a <= VBS_ARCH_FCN; a++)
+        for (int dims = 2; dims <= 3; dims++)
+            for (int norm = 0; norm <= 2; norm++) {
+                vbs_net_opts o = vbs_net_defaults((vbs_arch)a);
+                o.dims = dims; o.in_channels = 3; o.classes = 4; o.base = 2; o.depth = 3; o.latent = norm; o.hetero = norm == 1; o.norm = norm;
+                vbs_model *m;
+                if (vbs_net_build((vbs_arch)a, &o, &m)) { printf("  %s: %s\n", vbs_arch_name((vbs_arch)a), vbs_model_errmsg(m)); ok = 0; vbs_model_free(m); continue; }
+                double n = 0;
+                for (int i = 0; i < m->def.n_tensors; i++) n += (double)m->def.tensors[i].numel;
+                if (n != vbs_net_floats((vbs_arch)a, &o)) {
+                    printf("  %s %dD norm %d: %g floats built, %g estimated\n", vbs_arch_name((vbs_arch)a), dims, norm, n, vbs_net_floats((vbs_arch)a, &o));
+                    ok = 0;
+                }
+                vbs_model_free(m);
+            }
+    CHECK(ok, "vbs_net_floats equals the floats of built V-Nets and FCN-8s");
 }
 
 int main(void) {
