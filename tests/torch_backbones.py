@@ -15,7 +15,10 @@ other input channel counts for the V-Net's first residual):
     mu + softplus(rho) * eps, eps recomputed from the documented RNG) where
     there is no latent;
   - `vbseg info --shape`'s FLOPs per pass equal those of the rebuilt
-    network's convolutions, counted as they run.
+    network's convolutions, counted as they run;
+  - `vbseg run` at a size the network cannot take (depth >= 2) equals
+    PyTorch on the input normalised, zero-padded (centred) to a multiple
+    of 2^depth and cropped back, as the README says run does.
 Usage: torch_backbones.py BUILD_DIR   (run with Debian's /usr/bin/python3)
 Prints "torch_backbones: N passed, N failed".
 """
@@ -283,6 +286,36 @@ def main():
                     # a reference that varies over the image, so that a match says something
                     ok = same and np.allclose(got, r, atol=1e-4, rtol=1e-3) and r.std() > 1e-3
                     check(ok, f"{tag} {mode} {name}", f"shape {got.shape} vs {r.shape}, max |diff| {err:.2e}, sd {r.std():.3g}")
+            if a["depth"] < 2:
+                continue
+            # a size the network cannot take: `run` normalises (z-score over the non-zero voxels), pads to the next
+            # multiple of 2^depth, centred, and crops back; here the same by hand around the rebuilt network
+            odd = tuple(v + 3 for v in a["spatial"])
+            x = rng.standard_normal((a["cin"],) + odd).astype(np.float32)
+            x[:, :2] = 0  # background, left out of the statistics
+            xin = os.path.join(tmp, f"odd{k}.npy")
+            np.save(xin, x)
+            out = os.path.join(tmp, f"oo{k}")
+            subprocess.run([vbseg, "run", "--model", model, "--input", xin, "--out", out, "--mode", "mean"], check=True,
+                           stdout=subprocess.DEVNULL)
+            xn = x.astype(np.float64)
+            for ch in xn:
+                nz = ch != 0
+                ch[nz] = (ch[nz] - ch[nz].mean()) / ch[nz].std()
+            m = 2 ** a["depth"]
+            pp = [(v + m - 1) // m * m for v in odd]
+            pb = [(p - v) // 2 for p, v in zip(pp, odd)]
+            xp = np.zeros((a["cin"],) + tuple(pp), np.float32)
+            xp[(slice(None),) + tuple(slice(b, b + v) for b, v in zip(pb, odd))] = xn
+            with torch.no_grad():
+                logits = net(torch.from_numpy(xp)[None], weights(t, "mean", 0), a)[0][0]
+            logits = logits[(slice(None),) + tuple(slice(b, b + v) for b, v in zip(pb, odd))]
+            want = (torch.sigmoid(logits) if a["classes"] == 1 else torch.softmax(logits, 0)).numpy()
+            got = np.load(os.path.join(out, "prob_mean.npy"))
+            same = got.shape == want.shape
+            err = float(np.abs(got - want).max()) if same else float("inf")
+            check(same and err < 1e-4, f"{tag}: run at {'x'.join(map(str, odd))} (padded to {'x'.join(map(str, pp))})",
+                  f"prob_mean {got.shape} vs {want.shape}, max |diff| {err:.2e}")
     print(f"torch_backbones: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
