@@ -130,6 +130,10 @@ print(f"  {sys.argv[1]}: lesion Dice on unseen cases: trained {t['dice_label1']:
 assert t["dice_label1"] > 0.6 and t["dice_label1"] > u["dice_label1"] + 0.4, (t["dice_label1"], u["dice_label1"])
 PY
 done
+"$V" train --data "$T/bin" --out "$T/fcn2.vbseg" --arch fcn --depth 2 --epochs 1 --quiet 2>"$T/fcn2.err"
+ok test $? -eq 2
+ok grep -q "^vbseg train: fcn needs --depth 3 or more" "$T/fcn2.err"
+ok test ! -e "$T/fcn2.vbseg"
 
 # validation on a part of each case (--val-examples): one epoch from the trained model, validated on 2 slices of c07
 # (the rule of the README: one at the middle of its foreground slices, one at the middle of its box); the log's

@@ -106,6 +106,7 @@ static void json_values(const vbs_model *m, int outputs) {
  * in err when the network takes no such size. */
 static int pass_flops(vbs_model *m, int64_t *shape, int *nd, double *flops, char *err, size_t n) {
     vbs_value_info in;
+    if (vbs_model_n_inputs(m) != 1) { snprintf(err, n, "the graph has %d inputs; vbseg runs graphs of one", vbs_model_n_inputs(m)); return 0; }
     vbs_model_input(m, 0, &in);
     const vbs_card *c = vbs_model_card(m);
     int given = *nd > 0;

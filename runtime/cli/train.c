@@ -54,7 +54,9 @@ static const char *help =
     "to --checkpoint-dir (default MODEL.vbseg's folder + /MODEL.train), and\n"
     "training_curves.png at the end. The preprocessed cases are cached in\n"
     "MODEL.cache (--cache). Ctrl-C writes a checkpoint and prints the command that\n"
-    "resumes; --resume continues byte for byte as if the run had not stopped.\n";
+    "resumes; --resume continues byte for byte as if the run had not stopped.\n"
+    "--arch: unet, vnet (Milletari et al. 2016) or fcn (FCN-8s); each family, its\n"
+    "--depth and its default depth as in vbseg create --help.\n";
 
 /* ---- the options that shape the run (kept in checkpoints) ------------------ */
 
