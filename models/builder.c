@@ -281,11 +281,15 @@ const char *vbs_l_conv_t(const vbs_layers *c, const char *name, const char *x, i
     sub(wn, sizeof wn, name, "weight");
     if (init == VBS_L_BILINEAR) {
         /* as FCN: no bias; the means start as bilinear interpolation */
-        float *mu = vbs_b_alloc(c->b, sizeof(float) * (size_t)(cin * cout * kv)), *sg = vbs_b_alloc(c->b, sizeof(float) * (size_t)(cin * cout * kv));
-        if (!mu || !sg) return "";
-        bilinear(mu, cin, k, c->nsp);
-        float s0 = (float)log1p(exp((double)c->o->rho0));
-        for (int64_t i = 0; i < cin * cout * kv; i++) sg[i] = s0;
+        float *mu = NULL, *sg = NULL;
+        if (!c->b->count_only) { /* a counting builder reads neither */
+            mu = vbs_b_alloc(c->b, sizeof(float) * (size_t)(cin * cout * kv));
+            sg = vbs_b_alloc(c->b, sizeof(float) * (size_t)(cin * cout * kv));
+            if (!mu || !sg) return "";
+            bilinear(mu, cin, k, c->nsp);
+            float s0 = (float)log1p(exp((double)c->o->rho0));
+            for (int64_t i = 0; i < cin * cout * kv; i++) sg[i] = s0;
+        }
         in[1] = vbs_b_variational_from(c->b, wn, 2 + c->nsp, wd, mu, sg, c->o->prior_sigma);
     } else {
         in[1] = vbs_b_variational(c->b, wn, 2 + c->nsp, wd, fan_in, c->o->rho0, c->o->prior_sigma);

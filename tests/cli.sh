@@ -162,6 +162,10 @@ for bad in "--arch resnet" "--arch fcn --depth 2" "--arch vnet --patch 100x100";
   ok test ! -e "$T/bad.vbseg"
 done
 ok grep -q "not a multiple of 2^4 = 16" "$T/arch.err"
+# a model larger than half the machine's memory is refused before it is built (its floats counted, not allocated)
+ok one_line_error "$V" create --arch vnet --dims 3 --in-channels 4 --classes 4 --base 256 --depth 8 --out "$T/huge.vbseg"
+ok grep -q "this configuration has [0-9.e+]* floats" "$T/err"
+ok test ! -e "$T/huge.vbseg"
 # info's FLOPs: at the card's patch (the V-Net's 240x240), at --shape, and a size the network cannot take refused
 ok grep -q "^flops:        [0-9.]* GFLOP per pass at 1x4x240x240 " <("$V" info "$T/v.vbseg")
 ok grep -q "^flops:        [0-9.]* GFLOP per pass at 1x1x16x16x16 " <("$V" info "$T/f.vbseg" --shape 1x1x16x16x16)

@@ -4,6 +4,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "net.h"
@@ -79,6 +80,11 @@ int cmd_create(int argc, char **argv) {
     if (!out) { cli_error("create", "--out is required"); return 2; }
     char why[256];
     if (!vbs_net_check(ar, &o, why, sizeof why)) { cli_error("create", "%s", why); return 2; }
+    /* counted before building: a build allocates and fills every float */
+    double floats = vbs_net_floats(ar, &o), have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (have > 0 && 4 * floats > 0.5 * have)
+        return cli_error("create", "%s: this configuration has %.3g floats (%.1f GB), more than half of this machine's %.1f GB; use a smaller --base or --depth",
+                         out, floats, 4 * floats / 1e9, have / 1e9);
     vbs_model *m;
     vbs_status st = vbs_net_build(ar, &o, &m);
     if (st) {
