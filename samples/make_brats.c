@@ -28,7 +28,7 @@
  * the patient's right, y anterior, z superior. Images are int16, labels uint8.
  *
  * Anatomy, in mm at the default field of view and scaled with it (thin
- * layers kept at least 1.5 voxels thick so that small volumes still show
+ * layers keep about a voxel or more, so that small volumes still show
  * them): a head ellipsoid with a bumpy outline, narrower in front; scalp
  * (fat), skull, subarachnoid CSF; a brain with an interhemispheric fissure,
  * sulci cut in from the surface as the zero sheets of a smooth random field,
@@ -61,13 +61,17 @@
  * rounded. The labels are the tissues' sharp boundaries, so voxels near a
  * boundary are truly ambiguous. --difficulty d in [0, 1] sets that:
  *   w = (0.35 + 1.15 d) voxels; sigma = (0.02 + 0.08 d) x the modality's WM
- *   level; the lesion levels are pulled towards WM by a factor (1 - 0.5 d)
- *   (the table's directions hold at any d); the bias field's amplitude is
- *   0.10 + 0.15 d.
+ *   level; the lesion levels are pulled towards WM by a factor (1 - 0.5 d);
+ *   the bias field's amplitude is 0.10 + 0.15 d.
+ * At the default size and difficulty the mean over each tissue's voxels
+ * follows every direction of the table; as d grows the blur mixes thin
+ * layers (scalp, skull, cortex) and small necroses with their neighbours,
+ * while the lesions against white matter and CSF keep their directions.
  *
  * Uses only the public API for NIfTI (atomic writes); dataset.json is written
  * with libjansson, atomically as well. Cases run in parallel (OpenMP), one
- * case per thread.
+ * case per thread (--threads, default all cores); a thread holds one case,
+ * about 170 MB at 240x240x155.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -656,7 +660,13 @@ int main(int argc, char **argv) {
     if (cases < 0) return bad("--cases N is required%s%s", "", "");
     if (first + cases > 100000) return bad("--first + --cases goes past case 99999%s%s", "", "");
     if (!cf.prefix) cf.prefix = cf.layout == L_BRATS2021 ? "BraTS2021_" : cf.layout == L_BRATS2023 ? "BraTS-GLI-" : "BraTS_";
-    int64_t nvox = cf.n[0] * cf.n[1] * cf.n[2];
+    int64_t nvox = cf.n[0] * cf.n[1] * cf.n[2]; /* at most 2048^3: no overflow */
+    if (nvox > VBS_NIFTI_MAX_VOXELS) {
+        fprintf(stderr, "make_brats: --size %lldx%lldx%lld: %lld voxels, more than a volume holds (2^31)\n", (long long)cf.n[0],
+                (long long)cf.n[1], (long long)cf.n[2], (long long)nvox);
+        return 2;
+    }
+    if (strlen(cf.out) > 3000 || (cf.tissue_dir && strlen(cf.tissue_dir) > 3000)) return bad("a folder name longer than 3000 bytes%s%s", "", "");
 
     char err[4096];
     if (!make_dirs(cf.out, err, sizeof err) || (cf.tissue_dir && !make_dirs(cf.tissue_dir, err, sizeof err))) {

@@ -200,6 +200,7 @@ ok badarg "$T/x" --cases two
 ok badarg "$T/x" --cases 2 --size 48x48
 ok badarg "$T/x" --cases 2 --size 8x48x48
 ok badarg "$T/x" --cases 2 --size 48x48x32x2
+ok badarg "$T/x" --cases 2 --size 2048x2048x2048
 ok badarg "$T/x" --cases 2 --spacing 0
 ok badarg "$T/x" --cases 2 --spacing 1x1
 ok badarg "$T/x" --cases 2 --layout msd
