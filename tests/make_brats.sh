@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# make_brats.sh BUILD_DIR: the BraTS-like data set generator (samples/make_brats)
-# on small volumes. Oracles: cmp for bytes (the same seed at 1 and 2 threads,
-# a case regenerated alone with --first, another seed); nibabel for what the
-# files hold (shape, dtype, the affine in sform and qform computed from the
-# size and spacing, every label value in every case of every layout, the
-# labels equal to the tissue map's lesion codes, BraTS 2023 = 2021 with 4 as
-# 3, images zero exactly outside the head); NumPy region means against the
-# contrast table of make_brats.c's opening comment at difficulty 0, 0.25 and
-# 1; the contrast-to-noise of oedema against white matter falling with
-# --difficulty; `vbseg train` detecting and reading each of the three layouts
-# and `vbseg infer` running on each; bad arguments refused in one line with
-# exit 2.
+# make_brats.sh BUILD_DIR: the BraTS-like data set generator (samples/make_brats),
+# mostly on small volumes. Oracles: cmp for bytes (the same seed at 1 and 2
+# threads, a case regenerated alone with --first, another seed); nibabel for
+# what the files hold (shape, dtype, the affine in sform and qform computed
+# from the size and spacing, every label value in every case of every layout,
+# the labels equal to the tissue map's lesion codes, BraTS 2023 = 2021 with 4
+# as 3, images zero exactly outside the head); NumPy region means (over each
+# tissue's voxels, and over its pure voxels) against the contrast table of
+# make_brats.c's opening comment on two cases of the default size and
+# difficulty, and the directions blur cannot undo at difficulty 0 and 1; the
+# contrast-to-noise of oedema against white matter, and its border's
+# sharpness, falling with --difficulty; `vbseg train` detecting and reading
+# each of the three layouts and `vbseg infer` running on each; bad arguments
+# refused in one line with exit 2.
 set -u
 B=$1
 G=$B/samples/make_brats
@@ -134,6 +136,13 @@ rules = [  # (modality, brighter tissue, darker tissue)
 # rules a blur of a few voxels cannot reverse: no thin layer (scalp, skull, cortex) against its neighbours,
 # and not the small necrosis against white matter in T1ce (the bright rim around it blurs into it)
 robust = [r for r in rules if (not ({r[1], r[2]} & {SCALP, BONE, GM}) or r in ((T1, WM, GM), (T1CE, ENH, GM))) and r != (T1CE, WM, NEC)]
+def pure(m):
+    """the voxels whose 3x3x3 neighbourhood is all of m: a tissue's own level, away from partial volume"""
+    for ax in range(3):
+        p = np.pad(m, [(1, 1) if a == ax else (0, 0) for a in range(3)])
+        n = m.shape[ax]
+        m = np.take(p, range(0, n), axis=ax) & np.take(p, range(1, n + 1), axis=ax) & np.take(p, range(2, n + 2), axis=ax)
+    return m
 def load(d, tisdir, i):
     tis = np.asarray(nib.load(f"{T}/{tisdir}/BraTS2021_{i:05d}_tissue.nii.gz").dataobj)
     xs = [np.asarray(nib.load(f"{T}/{d}/BraTS2021_{i:05d}/BraTS2021_{i:05d}_{m}.nii.gz").dataobj).astype(np.float32)
@@ -148,7 +157,14 @@ for d, tisdir, diff, rs, ncase in (("full", "tisf", 0.25, rules, 2), ("d0", "tis
         check(all(n[1:] >= 50), f"{d} case {i}: a tissue with under 50 voxels: {n.tolist()}")
         for c, hi, lo in rs:
             check(mu[hi, c] > mu[lo, c], f"{d} (difficulty {diff}) case {i}: modality {c}: tissue {hi} ({mu[hi, c]:.0f}) not above tissue {lo} ({mu[lo, c]:.0f})")
-        if d == "full": continue
+        if d == "full":
+            # the same on each tissue's pure voxels (scalp, skull and cortex are 2.5 voxels and more thick here)
+            masks = [pure(tis == t) for t in range(9)]
+            check(all(m.sum() >= 100 for m in masks[1:]), f"full case {i}: a tissue with under 100 pure voxels: {[int(m.sum()) for m in masks]}")
+            pm = np.array([[x[m].mean() if m.any() else np.nan for x in xs] for m in masks])
+            for c, hi, lo in rules:
+                check(pm[hi, c] > pm[lo, c], f"full case {i}, pure voxels: modality {c}: tissue {hi} ({pm[hi, c]:.0f}) not above tissue {lo} ({pm[lo, c]:.0f})")
+            continue
         x = xs[F]
         cnr[diff, i] = (mu[OED, F] - mu[WM, F]) / x[tis == WM].std()
         # the step between neighbours across the oedema/white-matter border, as a share of the full contrast
