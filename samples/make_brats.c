@@ -216,14 +216,18 @@ static void distances(const anatomy *a, const float pw[3], dists *d) {
         fold = fold_distance(a, p) - a->sulc_hw;
         sulc = maxf(fold, depth - a->sulc_depth);
     }
-    /* lateral ventricles: arched banana shapes either side of the midline, frontal horns forward; the third ventricle */
+    /* lateral ventricles: arched banana shapes either side of the midline, frontal horns forward, each a chain of
+     * five overlapping ellipsoids along the arch (one long ellipsoid with a moving centre leaves stray sheets of
+     * near-zero distance at its tips); the third ventricle */
     float vs = a->vent_scale, vent = big;
-    for (int side = -1; side <= 1; side += 2) {
-        float t = maxf(-1.3f, minf(1.3f, (p[1] - 2 * S) / (26 * S * vs)));
-        float xc = side * (6 + 8 * t * t) * S * vs, zc = (9 - 9 * t * t) * S;
-        vent = minf(vent, ellipsoid(p[0] - xc, p[1] - 2 * S, p[2] - zc, maxf(3.5f * S * vs, 1.5f * a->vox), 27 * S * vs,
-                                    maxf(6 * S * vs, 1.5f * a->vox)));
-    }
+    if (fabsf(p[0]) < 45 * S && fabsf(p[1]) < 60 * S && fabsf(p[2]) < 40 * S)
+        for (int side = -1; side <= 1; side += 2)
+            for (int seg = 0; seg < 5; seg++) {
+                float t = -1 + 0.5f * (float)seg;
+                float xc = side * (6 + 8 * t * t) * S * vs, yc = 2 * S + 22 * t * S * vs, zc = (9 - 9 * t * t) * S;
+                vent = minf(vent, ellipsoid(p[0] - xc, p[1] - yc, p[2] - zc, maxf(3.5f * S * vs, 1.5f * a->vox), 12 * S * vs,
+                                            maxf(5.5f * S * vs, 1.5f * a->vox)));
+            }
     vent = minf(vent, ellipsoid(p[0], p[1] + 4 * S, p[2] + 4 * S, maxf(1.5f * S * vs, a->vox), 12 * S, 8 * S));
     d->carve = minf(vent, minf(sulc, fis));
     /* deep grey nuclei (thalamus, basal ganglia) */
@@ -238,7 +242,8 @@ static void distances(const anatomy *a, const float pw[3], dists *d) {
         float rr = sqrtf(q[0] * q[0] + q[1] * q[1] + q[2] * q[2]);
         if (rr > T->reach + margin) continue;
         float v[3] = {q[0] / (rr + 1e-6f), q[1] / (rr + 1e-6f), q[2] / (rr + 1e-6f)};
-        float rc = T->rc * lobes_at(&T->core, v), rn = rc - T->rim * maxf(0.4f, lobes_at(&T->rimv, v));
+        /* the necrosis keeps a quarter of the core's radius in every direction: a lobulated ball, never needles */
+        float rc = T->rc * lobes_at(&T->core, v), rn = rc - minf(T->rim * maxf(0.4f, lobes_at(&T->rimv, v)), 0.75f * rc);
         float re = rc + T->ed * maxf(0.3f, lobes_at(&T->edv, v));
         d->core = minf(d->core, rr - rc);
         d->nec = minf(d->nec, rr - rn);
