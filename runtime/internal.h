@@ -230,7 +230,7 @@ typedef struct {
     int n_in, n_out;
     int in[VBS_MAX_IN];     /* value ids; -1 = omitted */
     int out[2];
-    uint32_t rng_stream;    /* GaussianSample: stream id for its eps */
+    uint32_t rng_stream;    /* GaussianSample, Dropout: stream id for their draws (0x80000000 | node index) */
     int fused_relu;         /* Conv: a following Relu folded into the epilogue (graph.c) */
     union {
         vbs_window_attr win;
@@ -239,6 +239,7 @@ typedef struct {
         int64_t axis;       /* Concat */
         struct { int64_t axis; int flatten; } softmax;
         float alpha;        /* LeakyRelu */
+        float ratio;        /* Dropout: the probability of dropping an element, in [0, 1) */
         struct { float eps, momentum; } norm; /* InstanceNormalization; BatchNormalization (+ momentum) */
     } a;
 } vbs_node;
@@ -343,6 +344,10 @@ int vbs_cpu_avx512(void);
  * sample). Fills n standard normals for elements [first, first+n). */
 void vbs_philox4x32(const uint32_t key[2], const uint32_t ctr[4], uint32_t out[4]);
 void vbs_randn(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, float *out);
+/* The raw 32-bit words instead (Dropout's masks): element e is word e%4 of
+ * the Philox block of counter (e/4, stream, sample) as above, so a value
+ * depends only on (seed, sample, stream, e). */
+void vbs_randu32(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, uint32_t *out);
 
 /* Scalar math shared by ops, stats and weight sampling. */
 static inline float vbs_softplus(float x) {

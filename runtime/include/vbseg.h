@@ -184,6 +184,21 @@ typedef struct {
 } vbs_model_stats;
 vbs_status vbs_model_get_stats(const vbs_model *m, vbs_model_stats *out);
 
+/* What makes a model's Monte-Carlo samples differ, read from its graph at
+ * each call (nothing is stored, so it cannot go stale): variational weights,
+ * Dropout nodes (masks drawn in VBS_MODE_SAMPLE, the identity in
+ * VBS_MODE_MEAN), both, or none. kind is one of "variational weights",
+ * "dropout", "both", "none" (static strings). A GaussianSample latent is
+ * counted apart. */
+typedef struct {
+    const char *kind;
+    int64_t n_variational;          /* variational parameters (mu with a rho) */
+    int n_dropout;                  /* Dropout nodes with a ratio > 0 */
+    float dropout_min, dropout_max; /* their ratios (the probability of dropping); 0 if none */
+    int n_latent;                   /* GaussianSample nodes */
+} vbs_stochasticity;
+vbs_status vbs_model_stochasticity(const vbs_model *m, vbs_stochasticity *out);
+
 /* The prior of the variational weights (what the trainer's KL is taken
  * against): kind 0 a Gaussian N(0, sigma^2), 1 Blundell's scale mixture
  * pi N(0, sigma1^2) + (1 - pi) N(0, sigma2^2). VBS_ERR_STATE if the model has
