@@ -9,7 +9,7 @@
 #include "unet.h"
 
 vbs_unet_opts vbs_unet_defaults(void) {
-    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}, VBS_UNET_NORM_INSTANCE};
+    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}, VBS_UNET_NORM_INSTANCE, 0.f};
     return o;
 }
 
@@ -68,6 +68,11 @@ static const char *block(ctx *c, const char *name, const char *x, int64_t cin, i
         x = norm(c, n, x, cout);
         snprintf(n, sizeof n, "%s.relu%d", name, i);
         x = relu(c, n, x);
+    }
+    if (c->o->dropout > 0) {
+        vbs_attr r = vbs_b_float(c->b, "ratio", c->o->dropout);
+        snprintf(n, sizeof n, "%s.dropout", name);
+        x = vbs_b_node(c->b, VBS_OP_DROPOUT, n, 1, &x, 1, &r);
     }
     return x;
 }

@@ -19,6 +19,7 @@ typedef struct {
     uint64_t seed;       /* He initialisation of the means */
     int64_t patch[3];    /* the card's slice (2D) or sliding-window (3D) size; 0 = 240 (2D), 128 (3D) */
     int norm;            /* after each conv of a block: VBS_UNET_NORM_* (instance, as nnU-Net) */
+    float dropout;       /* > 0: a Dropout of this ratio after each block (MC dropout); 0 = none */
 } vbs_unet_opts;
 
 enum { VBS_UNET_NORM_NONE = 0, VBS_UNET_NORM_INSTANCE = 1, VBS_UNET_NORM_BATCH = 2 };
@@ -31,7 +32,9 @@ vbs_unet_opts vbs_unet_defaults(void);
  * rho = rho0; the norms' scale and shift are deterministic: scale 1, shift 0,
  * BatchNormalization's running statistics 0 and 1). With latent > 0: GlobalAveragePool of the bottleneck, two
  * 1x1 convs give the latent mean and rho, GaussianSample draws z, and
- * SpatialBroadcast + Concat join z to the bottleneck features.
+ * SpatialBroadcast + Concat join z to the bottleneck features. With
+ * dropout > 0 every block (encoder, bottleneck, decoder) ends in a Dropout
+ * of that ratio, so the skips carry it too.
  * *out as for vbs_model_load. */
 vbs_status vbs_unet_build(const vbs_unet_opts *o, vbs_model **out);
 

@@ -15,6 +15,10 @@
  *    differences along random directions in the parameters (mu, rho and
  *    plain tensors), so the executor's backward walk, the reparameterisation
  *    and the KL terms are checked together;
+ *  - MC dropout: U-Nets with a Dropout after each block (2D, batch norm,
+ *    3D) through the same whole-objective check with the step's masks; the
+ *    masks are drawn (the objective moves with them), the same bytes at 1
+ *    and 2 threads, and the loss falls over Adam steps;
  *  - Adam, AdamW, SGD and the schedules against values worked out by hand;
  *  - the same bytes after steps at 1 and 2 threads; a step with a loss that
  *    is not finite changes nothing.
@@ -211,6 +215,16 @@ static vbs_model *unet(int dims, int norm, int latent, int hetero, int classes, 
     vbs_unet_opts o = vbs_unet_defaults();
     o.dims = dims; o.in_channels = 2; o.classes = classes; o.base = 3; o.depth = 2; o.latent = latent; o.hetero = hetero;
     o.norm = norm; o.rho0 = -2.5f; o.seed = seed;
+    vbs_model *m;
+    if (vbs_unet_build(&o, &m)) { printf("  build: %s\n", vbs_model_errmsg(m)); vbs_model_free(m); return NULL; }
+    return m;
+}
+
+/* the same U-Net with a Dropout of ratio p after each block (the same weights: Dropout adds no tensor) */
+static vbs_model *unet_drop(int dims, int norm, int classes, float p, uint64_t seed) {
+    vbs_unet_opts o = vbs_unet_defaults();
+    o.dims = dims; o.in_channels = 2; o.classes = classes; o.base = 3; o.depth = 2; o.latent = 0; o.hetero = 0;
+    o.norm = norm; o.rho0 = -2.5f; o.seed = seed; o.dropout = p;
     vbs_model *m;
     if (vbs_unet_build(&o, &m)) { printf("  build: %s\n", vbs_model_errmsg(m)); vbs_model_free(m); return NULL; }
     return m;
@@ -440,28 +454,36 @@ static void test_optim(void) {
 
 /* ---- the same bytes at 1 and 2 threads; a bad loss changes nothing ---------------------- */
 
-static void test_threads(void) {
+/* Three steps of each of two copies of one model (m[0] at 1 thread, m[1] at 2,
+ * on the same data) end in the same parameter bytes; frees both. */
+static void check_threads(const char *label, vbs_model *m[2]) {
     float *after[2] = {0};
     int64_t n = 0;
     for (int th = 1; th <= 2; th++) {
-        vbs_model *m = unet(2, VBS_UNET_NORM_INSTANCE, 3, 1, 4, 11);
         rig r;
         rs = 99; /* the same data both times */
-        if (!m || !rig_init(&r, m, 5, 2, 8, 0, th)) { CHECK(0, "threads set-up"); return; }
+        if (!m[th - 1] || !rig_init(&r, m[th - 1], 5, 2, 8, 0, th)) { CHECK(0, "%s: threads set-up", label); break; }
         char err[VBS_ERRLEN];
         vbs_step_stats st;
         int ok = 1;
         for (int s = 0; s < 3 && ok; s++) ok = !vbs_trainer_step(&r.t, &r.b, s, 1e-2f, &st, err);
-        CHECK(ok, "three steps at %d thread(s)", th);
+        CHECK(ok, "%s: three steps at %d thread(s)", label, th);
         n = r.t.P.n;
         after[th - 1] = malloc(sizeof(float) * (size_t)n);
         memcpy(after[th - 1], r.t.P.data, sizeof(float) * (size_t)n);
         rig_free(&r);
-        vbs_model_free(m);
     }
-    CHECK(!memcmp(after[0], after[1], sizeof(float) * (size_t)n), "the parameters after 3 steps are the same bytes at 1 and 2 threads");
+    CHECK(after[0] && after[1] && !memcmp(after[0], after[1], sizeof(float) * (size_t)n),
+          "%s: the parameters after 3 steps are the same bytes at 1 and 2 threads", label);
     free(after[0]);
     free(after[1]);
+    vbs_model_free(m[0]);
+    vbs_model_free(m[1]);
+}
+
+static void test_threads(void) {
+    vbs_model *two[2] = {unet(2, VBS_UNET_NORM_INSTANCE, 3, 1, 4, 11), unet(2, VBS_UNET_NORM_INSTANCE, 3, 1, 4, 11)};
+    check_threads("U-Net", two);
     /* a step whose loss is not finite: refused, naming the term, nothing changed */
     vbs_model *m = unet(2, VBS_UNET_NORM_NONE, 0, 0, 2, 12);
     rig r;
@@ -475,6 +497,58 @@ static void test_threads(void) {
     CHECK(s == VBS_ERR_NUMERIC && strstr(err, "step 0") && strstr(err, "not finite"), "a non-finite loss is refused: %s", err);
     CHECK(!memcmp(p0, r.t.P.data, sizeof(float) * (size_t)r.t.P.n), "and the parameters are unchanged");
     free(p0);
+    rig_free(&r);
+    vbs_model_free(m);
+}
+
+/* MC dropout in training: the masks are drawn (the objective differs from
+ * the same weights without Dropout, and from step to step), the gradient of
+ * the whole objective with the step's masks against finite differences (one
+ * pass per example, and BatchNormalization's one pass of the minibatch where
+ * item j takes example j's mask), the same bytes at 1 and 2 threads, and
+ * Adam steps on a fixed minibatch lower the loss. The same weights with and
+ * without Dropout: the weight draws are the same, only the masks differ. */
+static void test_dropout(void) {
+    check_network("2D U-Net with dropout 0.3 after each block", unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.3f, 21), 3, 2, 8, 0);
+    check_network("2D U-Net with dropout 0.3 and batch norm", unet_drop(2, VBS_UNET_NORM_BATCH, 3, 0.3f, 22), 3, 2, 8, 0);
+    check_network("3D U-Net with dropout 0.2", unet_drop(3, VBS_UNET_NORM_INSTANCE, 2, 0.2f, 23), 2, 3, 8, 0);
+    double l[2][2];
+    for (int d = 0; d < 2; d++) {
+        vbs_model *m = unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, d ? 0.3f : 0.f, 24);
+        rig r;
+        rs = 77;
+        if (!m || !rig_init(&r, m, 2, 2, 8, 0, 1)) { CHECK(0, "dropout set-up"); vbs_model_free(m); return; }
+        char err[VBS_ERRLEN];
+        vbs_step_stats st;
+        for (int s = 0; s < 2; s++) {
+            CHECK(!vbs_trainer_grad(&r.t, &r.b, s, &st, err), "%s", err);
+            l[d][s] = st.loss;
+        }
+        rig_free(&r);
+        vbs_model_free(m);
+    }
+    for (int s = 0; s < 2; s++)
+        CHECK(l[1][s] != l[0][s], "step %d: the objective with dropout equals the one without (%.9g): no mask drawn", s, l[0][s]);
+    vbs_model *two[2] = {unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.3f, 25), unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.3f, 25)};
+    check_threads("dropout U-Net", two);
+    /* it trains: 40 Adam steps on one minibatch whose labels are a function of the voxel's
+     * channels, the mean loss of the last 5 below 0.9 x the first 5's (about 0.63 against 0.75) */
+    vbs_model *m = unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.2f, 26);
+    rig r;
+    rs = 5;
+    if (!m || !rig_init(&r, m, 4, 2, 8, 0, 2)) { CHECK(0, "dropout training set-up"); vbs_model_free(m); return; }
+    for (int e = 0; e < 4; e++)
+        for (int v = 0; v < 64; v++) r.y[e * 64 + v] = r.x[(e * 2) * 64 + v] > 0 ? (r.x[(e * 2 + 1) * 64 + v] > 0 ? 2 : 1) : 0;
+    r.t.cfg.kl_weight = 1e-6f;
+    double first = 0, last = 0;
+    char err[VBS_ERRLEN];
+    vbs_step_stats st;
+    for (int s = 0; s < 40; s++) {
+        if (vbs_trainer_step(&r.t, &r.b, s, 1e-2f, &st, err)) { CHECK(0, "step %d: %s", s, err); break; }
+        if (s < 5) first += st.loss / 5;
+        if (s >= 35) last += st.loss / 5;
+    }
+    CHECK(last < 0.9 * first, "dropout U-Net: loss %.4f over the first 5 steps, %.4f over the last 5", first, last);
     rig_free(&r);
     vbs_model_free(m);
 }
@@ -507,6 +581,7 @@ int main(void) {
     check_network("2D U-Net, batch norm (one pass of the minibatch)", unet(2, VBS_UNET_NORM_BATCH, 2, 0, 3, 3), 3, 2, 8, 0);
     check_network("2D U-Net, Flipout", unet(2, VBS_UNET_NORM_INSTANCE, 2, 1, 4, 4), 3, 2, 8, 1);
     check_network("3D U-Net, latent, heteroscedastic head", unet(3, VBS_UNET_NORM_INSTANCE, 2, 1, 2, 5), 2, 3, 8, 0);
+    test_dropout();
     test_threads();
     return finish("test_train");
 }

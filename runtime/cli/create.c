@@ -11,7 +11,7 @@
 static const char *help =
     "usage: vbseg create --arch unet --dims 2|3 --in-channels C --classes K --out M.vbseg\n"
     "                    [--base 16] [--depth 4] [--norm instance|batch|none] [--hetero] [--latent L] [--rho -5] [--seed S]\n"
-    "                    [--patch 128x128x128]\n"
+    "                    [--patch 128x128x128] [--dropout P]\n"
     "\n"
     "Writes an untrained variational U-Net: He-initialised means, rho = --rho\n"
     "(sigma = softplus(rho)), a Gaussian prior N(0,1) recorded for the trainer.\n"
@@ -19,6 +19,8 @@ static const char *help =
     "  --norm        after each 3x3 conv: instance (default, as nnU-Net), batch or none\n"
     "  --hetero      add a logit log-variance head (aleatoric/epistemic eq. 10-11 split)\n"
     "  --latent L    VAE-style latent of size L at the bottleneck (the paper uses 10)\n"
+    "  --dropout P   a Dropout of ratio P after each block (MC dropout: masks drawn in\n"
+    "                sample mode, the identity in mean mode)\n"
     "  --patch       the card's slice size (2D, default 240x240) or sliding-window size\n"
     "                (3D, default 128x128x128, D x H x W) used by vbseg infer and run\n";
 
@@ -47,6 +49,12 @@ int cmd_create(int argc, char **argv) {
         else if (!strcmp(a, "--latent")) { if (!cli_int("create", a, val, 0, 4096, &v)) return 2; o.latent = (int)v; }
         else if (!strcmp(a, "--seed")) { if (!cli_int("create", a, val, 0, 0x7fffffffffffffffLL, &v)) return 2; o.seed = (uint64_t)v; }
         else if (!strcmp(a, "--rho")) { double d; if (!cli_float("create", a, val, &d)) return 2; o.rho0 = (float)d; }
+        else if (!strcmp(a, "--dropout")) {
+            double d;
+            if (!cli_float("create", a, val, &d)) return 2;
+            if (!(d >= 0 && d < 1)) { cli_error("create", "--dropout %s is not in [0, 1)", val); return 2; }
+            o.dropout = (float)d;
+        }
         else if (!strcmp(a, "--patch")) {
             int64_t p[8];
             int n = cli_shape(val, p, 8);
