@@ -255,7 +255,7 @@ typedef struct {
     float *work;            /* scratch of the size the op's work fn asked */
     uint64_t seed, sample;  /* for ops that sample */
     int sampling;           /* 0 in VBS_MODE_MEAN */
-    int training;           /* 1 in a training pass: BatchNormalization uses the batch statistics */
+    int training;           /* 1 in a training pass: BatchNormalization uses the batch statistics, Dropout keys item j by sample + j */
     float *saved;           /* training: the node's own floats (the op's `saved` fn), kept until its backward */
 } vbs_op_args;
 
@@ -265,8 +265,8 @@ typedef struct {
  * backward_fresh writes those that fresh marks instead) and leaves the
  * others alone; it never writes dy. For a Conv whose Relu the graph fused, the
  * executor has already multiplied dy by (y > 0), so the kernel ignores
- * fused_relu. Random draws (GaussianSample) are recomputed from fwd's
- * seed, sample and the node's stream, never stored. */
+ * fused_relu. Random draws (GaussianSample's eps, Dropout's mask) are
+ * recomputed from fwd's seed, sample and the node's stream, never stored. */
 typedef struct {
     const vbs_op_args *fwd;
     const float *dy[2];       /* gradients of the outputs, shaped like fwd->ys */
@@ -509,8 +509,9 @@ typedef struct {
 
 /* A training forward pass: inputs as for vbs_worker_run_naive; wbuf holds the
  * weights of the variational values (laid out by var_off; NULL: their means);
- * seed and sample key the ops that sample (GaussianSample) when sampling is
- * set; BatchNormalization uses batch statistics. naive: reference kernels. */
+ * seed and sample key the ops that sample (GaussianSample; Dropout, whose
+ * batch item j takes sample + j) when sampling is set; BatchNormalization
+ * uses batch statistics. naive: reference kernels. */
 vbs_status vbs_train_forward(vbs_train_worker *t, const vbs_model *m, const vbs_train_spec *spec, const float *const *inputs,
                              const vbs_shape *in_shapes, const float *wbuf, int sampling, uint64_t seed, uint64_t sample,
                              int naive, char *err);

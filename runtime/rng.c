@@ -230,9 +230,8 @@ __attribute__((target("avx2,fma"))) static void words_avx2(uint32_t k0, uint32_t
                                                             void *out) {
     __m256i a, b, c, d;
     philox8_avx2(k0, k1, blk0, stream, sample, &a, &b, &c, &d);
-    float tmp[4 * GROUP]; /* the shuffles move bits, never convert them */
-    store_blocks(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), _mm256_castsi256_ps(c), _mm256_castsi256_ps(d), tmp);
-    memcpy(out, tmp, sizeof tmp);
+    /* the shuffles move bits, never convert them; the stores may alias any type */
+    store_blocks(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), _mm256_castsi256_ps(c), _mm256_castsi256_ps(d), (float *)out);
 }
 #endif
 

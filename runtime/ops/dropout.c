@@ -79,19 +79,31 @@ static uint32_t word_naive(const vbs_op_args *a, const mask_spec *m, int64_t j, 
     return out[e % 4];
 }
 
-/* dst[i] (+)= keep_i * scale * src[i] over the whole tensor, the mask drawn in
+/* dst[t] (+)= src[t] * (u[t] >= thr ? scale : 0), as PyTorch's input * noise
+ * (a dropped -x gives -0): the unsigned compare as a signed one on
+ * sign-flipped words and no conditional load, so that the loop vectorises */
+static inline __attribute__((always_inline)) void mask_body(const uint32_t *u, uint32_t thr, float scale, const float *src,
+                                                              float *restrict dst, int64_t n, int add) {
+    int32_t t0 = (int32_t)(thr ^ 0x80000000u);
+    if (add)
+        for (int64_t t = 0; t < n; t++) dst[t] += src[t] * ((int32_t)(u[t] ^ 0x80000000u) >= t0 ? scale : 0.f);
+    else
+        for (int64_t t = 0; t < n; t++) dst[t] = src[t] * ((int32_t)(u[t] ^ 0x80000000u) >= t0 ? scale : 0.f);
+}
+VBS_CLONES(mask_apply, (const uint32_t *u, uint32_t thr, float scale, const float *src, float *restrict dst, int64_t n, int add),
+           mask_body(u, thr, scale, src, dst, n, add))
+
+/* dst (+)= keep * scale * src over the whole tensor, the mask drawn in
  * chunks on the stack; add = 1 for the backward's accumulation */
 static void apply_mask(const vbs_op_args *a, const mask_spec *m, const float *src, float *dst, int add) {
-    enum { CHUNK = 256 }; /* a multiple of the RNG's groups: whole groups are drawn once */
+    enum { CHUNK = 1024 }; /* a multiple of the RNG's groups: whole groups are drawn once */
     uint32_t u[CHUNK];
+    void (*fn)(const uint32_t *, uint32_t, float, const float *, float *restrict, int64_t, int) = VBS_PICK(mask_apply);
     for (int64_t j = 0; j < m->items; j++)
         for (int64_t e0 = 0; e0 < m->per; e0 += CHUNK) {
             int64_t nc = m->per - e0 < CHUNK ? m->per - e0 : CHUNK, o = j * m->per + e0;
             vbs_randu32(a->seed, m->key + (m->per_item_key ? (uint64_t)j : 0), a->node->rng_stream, (uint64_t)e0, nc, u);
-            if (add)
-                for (int64_t t = 0; t < nc; t++) dst[o + t] += u[t] >= m->thr ? src[o + t] * m->scale : 0.f;
-            else
-                for (int64_t t = 0; t < nc; t++) dst[o + t] = u[t] >= m->thr ? src[o + t] * m->scale : 0.f;
+            fn(u, m->thr, m->scale, src + o, dst + o, nc, add);
         }
 }
 
@@ -106,7 +118,7 @@ void vbs_dropout_forward_naive(const vbs_op_args *a) {
     for (int64_t j = 0; j < m.items; j++)
         for (int64_t e = 0; e < m.per; e++) {
             int64_t i = j * m.per + e;
-            a->y[0][i] = !m.on ? a->x[0][i] : word_naive(a, &m, j, e) >= m.thr ? a->x[0][i] * m.scale : 0.f;
+            a->y[0][i] = !m.on ? a->x[0][i] : a->x[0][i] * (word_naive(a, &m, j, e) >= m.thr ? m.scale : 0.f);
         }
 }
 
@@ -123,6 +135,6 @@ void vbs_dropout_backward_naive(const vbs_grad_args *g) {
     for (int64_t j = 0; j < m.items; j++)
         for (int64_t e = 0; e < m.per; e++) {
             int64_t i = j * m.per + e;
-            g->dx[0][i] += !m.on ? g->dy[0][i] : word_naive(g->fwd, &m, j, e) >= m.thr ? g->dy[0][i] * m.scale : 0.f;
+            g->dx[0][i] += !m.on ? g->dy[0][i] : g->dy[0][i] * (word_naive(g->fwd, &m, j, e) >= m.thr ? m.scale : 0.f);
         }
 }
