@@ -262,8 +262,8 @@ void vbs_session_free(vbs_session *s);
 const char *vbs_session_errmsg(const vbs_session *s);
 
 typedef enum {
-    VBS_MODE_SAMPLE = 0, /* draw w = mu + sigma * eps every pass */
-    VBS_MODE_MEAN = 1    /* use mu only: deterministic, one pass suffices */
+    VBS_MODE_SAMPLE = 0, /* draw w = mu + sigma * eps and the Dropout masks every pass */
+    VBS_MODE_MEAN = 1    /* use mu only, Dropout the identity: deterministic, one pass suffices */
 } vbs_mode;
 
 typedef struct {
@@ -293,7 +293,8 @@ int vbs_default_threads(void);
 /* One forward pass on the input as given (no padding). input is
  * N x C x spatial (borrowed, not kept) with the graph's rank; N is any batch
  * the graph allows (its fixed batch, or any for a symbolic one). sample
- * selects the weight draw in VBS_MODE_SAMPLE. Outputs are read with
+ * selects the weight draw and the Dropout masks in VBS_MODE_SAMPLE (every
+ * batch item gets that sample's masks). Outputs are read with
  * vbs_session_output(). A shape the network cannot take fails with
  * VBS_ERR_SHAPE and a message in the caller's sizes naming what it takes,
  * e.g. "input 100x100: this network takes spatial sizes that are multiples
