@@ -12,7 +12,7 @@ S=${1:-10}
 R=${2:-3}
 M=$(mktemp -d /tmp/vbs_bench.XXXXXX)
 trap 'rm -rf "$M"' EXIT
-build/vbseg create --arch unet --dims 2 --in-channels 4 --classes 1 --base 16 --depth 4 --norm none --hetero --out "$M/ref.vbseg" >/dev/null
+build/vbseg create --arch unet --latent 0 --dims 2 --in-channels 4 --classes 1 --base 16 --depth 4 --norm none --hetero --out "$M/ref.vbseg" >/dev/null
 flops=$(build/vbseg bench --model "$M/ref.vbseg" --samples 1 --repeat 1 --threads 1 --shape 1x4x240x240 | awk '/flops per pass/ {print $4 * 1e9}')
 echo "reference network: $(awk -v f="$flops" 'BEGIN {printf "%.3f", f / 1e9}') GFLOP per pass; best of $R alternating rounds of $S samples"
 for t in 1 2; do

@@ -25,7 +25,7 @@ if ! build/vbseg bench --help | grep -q -- --train; then
 fi
 M=$(mktemp -d /tmp/vbs_bench.XXXXXX)
 trap 'rm -rf "$M"' EXIT
-build/vbseg create --arch unet --dims 2 --in-channels 4 --classes 1 --base 16 --depth 4 --norm none --hetero --out "$M/ref.vbseg" >/dev/null
+build/vbseg create --arch unet --latent 0 --dims 2 --in-channels 4 --classes 1 --base 16 --depth 4 --norm none --hetero --out "$M/ref.vbseg" >/dev/null
 
 # step NAME CMD...: runs CMD, checks that its last line is the benchmark's
 # "train-step: X ms, Y img/s, peak RSS Z MB", and prints "X Z"

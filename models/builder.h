@@ -8,10 +8,15 @@
 #define VBS_MODELS_BUILDER_H
 
 #include "../runtime/internal.h"
+#include "net.h"
 
 typedef struct vbs_builder vbs_builder;
 
 vbs_builder *vbs_b_new(uint64_t seed);
+/* A builder that only counts: every tensor adds its size to
+ * vbs_b_floats() and stores nothing (for estimates before a build). */
+vbs_builder *vbs_b_new_counter(void);
+double vbs_b_floats(const vbs_builder *b);
 void vbs_b_free(vbs_builder *b);
 
 /* Attributes for vbs_b_node(); the values are copied. */
@@ -52,5 +57,53 @@ void *vbs_b_alloc(vbs_builder *b, size_t n);
 /* Compiles and validates the model; b is consumed (freed) either way.
  * *out is set as by vbs_model_load. */
 vbs_status vbs_b_finish(vbs_builder *b, const char *name, vbs_model **out);
+
+/* ---- the layers the families share -----------------------------------------
+ * Every conv and transposed conv weight and bias is variational (He-initialised
+ * mu unless said, rho = o->rho0, prior N(0, o->prior_sigma^2)); the norms'
+ * scale and shift and PReLU's slopes are plain tensors. Each returns the
+ * output's name; tensors are named "<name>.weight", "<name>.bias", ... */
+typedef struct {
+    vbs_builder *b;
+    const vbs_net_opts *o;
+    int nsp;                /* spatial dims: 2 or 3 */
+} vbs_layers;
+
+/* Conv of k^nsp kernels: stride 1 pads to the same size (k odd), stride s > 1
+ * takes no padding (a 2x2 stride-2 conv halves even sizes). */
+const char *vbs_l_conv(const vbs_layers *c, const char *name, const char *x, int64_t cin, int64_t cout, int k, int stride);
+enum { VBS_L_HE = 0, VBS_L_BILINEAR = 1 };
+/* ConvTranspose giving exactly stride x the input (pads (k - stride)/2).
+ * init VBS_L_HE: He-initialised weight and a bias; VBS_L_BILINEAR (cin ==
+ * cout): no bias and means that start as bilinear interpolation, as FCN. */
+const char *vbs_l_conv_t(const vbs_layers *c, const char *name, const char *x, int64_t cin, int64_t cout, int k, int stride, int init);
+/* o->norm over ch channels: InstanceNormalization, BatchNormalization
+ * (running statistics 0 and 1, momentum 0.9) or nothing (returns x). */
+const char *vbs_l_norm(const vbs_layers *c, const char *name, const char *x, int64_t ch);
+const char *vbs_l_relu(const vbs_layers *c, const char *name, const char *x);
+/* PReLU with one slope per channel, 0.25 at the start (as nn.PReLU). */
+const char *vbs_l_prelu(const vbs_layers *c, const char *name, const char *x, int64_t ch);
+const char *vbs_l_add(const vbs_layers *c, const char *name, const char *x, const char *y);
+/* Concat along channels: x first */
+const char *vbs_l_concat(const vbs_layers *c, const char *name, const char *x, const char *y);
+/* The seed paper's latent (o->latent values) from the bottleneck x of ch
+ * channels: GlobalAveragePool "latent.pool", 1x1 convs "latent.mu" and
+ * "latent.rho", GaussianSample "latent.z"; returns z (N, L, 1...). */
+const char *vbs_l_latent(const vbs_layers *c, const char *x, int64_t ch);
+/* z broadcast over x's spatial dims ("<name>.broadcast") and concatenated
+ * after x's channels ("<name>.concat"). */
+const char *vbs_l_join(const vbs_layers *c, const char *name, const char *x, const char *z);
+/* The 1x1 output heads from x (ch channels): "logits" (o->classes), and
+ * with o->hetero "logvar", the logits' log-variance; both graph outputs. */
+void vbs_l_heads(const vbs_layers *c, const char *x, int64_t ch);
+
+/* A family's graph from the input named x (outputs declared by it). */
+typedef void (*vbs_l_graph_fn)(const vbs_layers *c, const char *x);
+/* The graph input "image" (N, C, [D,] H, W), fn's graph and the card of a
+ * new model (channels, z-score, patch, labels, head, description); *out as
+ * for vbs_model_load. */
+vbs_status vbs_l_build(const vbs_net_opts *o, vbs_l_graph_fn fn, const char *name, const char *description, vbs_model **out);
+/* The floats vbs_l_build would store, from a counting builder. */
+double vbs_l_floats(const vbs_net_opts *o, vbs_l_graph_fn fn);
 
 #endif

@@ -4,25 +4,13 @@
 #ifndef VBS_MODELS_UNET_H
 #define VBS_MODELS_UNET_H
 
-#include "vbseg.h"
+#include "net.h"
 
-typedef struct {
-    int dims;            /* 2 or 3 */
-    int in_channels;     /* e.g. 4: flair, t1, t1ce, t2 */
-    int classes;         /* K output channels; 1 = sigmoid head */
-    int base;            /* channels of the first level, doubling per level */
-    int depth;           /* encoder levels; the bottleneck has base*2^depth channels */
-    int hetero;          /* add a logit log-variance head (eq. 10-11 split) */
-    int latent;          /* VAE-style latent size at the bottleneck; 0 = none */
-    float rho0;          /* initial rho of every variational weight (-5: sigma 0.0067) */
-    float prior_sigma;   /* Gaussian prior sigma recorded for the trainer */
-    uint64_t seed;       /* He initialisation of the means */
-    int64_t patch[3];    /* the card's slice (2D) or sliding-window (3D) size; 0 = 240 (2D), 128 (3D) */
-    int norm;            /* after each conv of a block: VBS_UNET_NORM_* (instance, as nnU-Net) */
-    float dropout;       /* > 0: a Dropout of this ratio after each block (MC dropout); 0 = none */
-} vbs_unet_opts;
+/* The U-Net takes the common options; depth = max-pools (and levels below
+ * the first), the bottleneck has base*2^depth channels. */
+typedef vbs_net_opts vbs_unet_opts;
 
-enum { VBS_UNET_NORM_NONE = 0, VBS_UNET_NORM_INSTANCE = 1, VBS_UNET_NORM_BATCH = 2 };
+enum { VBS_UNET_NORM_NONE = VBS_NET_NORM_NONE, VBS_UNET_NORM_INSTANCE = VBS_NET_NORM_INSTANCE, VBS_UNET_NORM_BATCH = VBS_NET_NORM_BATCH };
 
 vbs_unet_opts vbs_unet_defaults(void);
 

@@ -74,7 +74,7 @@ ok one_line_error "$V" train --data "$T" --out "$T/x.vbseg" --dropout 1
 ok one_line_error "$V" train --data "$T" --out "$T/x.vbseg" --init "$T/d.vbseg" --dropout 0.2
 ok grep -q "the --init model keeps its own graph" "$T/err"
 # a 3D model on the same scan, and the .npy path
-ok "$V" create --arch unet --dims 3 --in-channels 4 --classes 2 --base 2 --depth 1 --out "$T/m3.vbseg" >/dev/null
+ok "$V" create --arch unet --latent 0 --dims 3 --in-channels 4 --classes 2 --base 2 --depth 1 --out "$T/m3.vbseg" >/dev/null
 /usr/bin/python3 -c "import numpy as np; np.save('$T/x.npy', np.random.default_rng(1).standard_normal((4, 6, 40, 48)).astype(np.float32))"
 ok "$V" run --model "$T/m3.vbseg" --input "$T/x.npy" --samples 3 --out "$T/n" >/dev/null
 ok /usr/bin/python3 -c "import numpy as np; a=np.load('$T/n/prob_mean.npy'); assert a.shape==(2,6,40,48) and abs(a.sum(0)-1).max()<1e-5"
@@ -134,7 +134,7 @@ ok grep -q "bad_t2.nii.gz" "$T/err"
 ok test ! -e "$T/bad"
 ok one_line_error "$V" run --model "$T/m.vbseg" --input "$T/Case_01_flair.nii.gz" --out "$T/bad"
 ok one_line_error "$V" run --model "$T/m.vbseg" "${in[@]}" --samples zero --out "$T/bad"
-ok one_line_error "$V" create --arch unet --dims 4 --in-channels 1 --classes 2 --out "$T/x.vbseg"
+ok one_line_error "$V" create --arch unet --latent 0 --dims 4 --in-channels 1 --classes 2 --out "$T/x.vbseg"
 ok one_line_error "$V" bench --model "$T/m.vbseg" --shape 1x4xbad
 # a size the network cannot take as given: named in the user's numbers with the sizes it takes (depth 2: multiples of 4)
 ok one_line_error "$V" bench --model "$T/m.vbseg" --shape 1x4x50x50
@@ -142,7 +142,7 @@ ok grep -q "input 50x50: this network takes spatial sizes that are multiples of 
 # a failed write keeps the old file intact and leaves no temporary
 cp "$T/m.vbseg" "$T/keep.vbseg"
 chmod 500 "$T"
-if [ "$(id -u)" != 0 ]; then ok not "$V" create --arch unet --dims 2 --in-channels 4 --classes 2 --out "$T/keep.vbseg" 2>/dev/null; fi
+if [ "$(id -u)" != 0 ]; then ok not "$V" create --arch unet --latent 0 --dims 2 --in-channels 4 --classes 2 --out "$T/keep.vbseg" 2>/dev/null; fi
 chmod 700 "$T"
 ok cmp -s "$T/m.vbseg" "$T/keep.vbseg"
 ok test -z "$(find "$T" -name '*.tmp.*')"
@@ -171,10 +171,27 @@ fi
 for c in create info run bench convert; do ok "$V" "$c" --help >/dev/null; done
 ok "$V" --help >/dev/null
 "$V" nonsense 2>/dev/null; ok test $? -eq 2
-# an architecture not built yet is a usage error (exit 2), in one line
-"$V" create --arch vnet --dims 2 --in-channels 4 --classes 2 --out "$T/v.vbseg" 2>"$T/vnet.err"
-ok test $? -eq 2
-ok test "$(wc -l <"$T/vnet.err")" -eq 1
-ok test ! -e "$T/v.vbseg"
+# the V-Net and FCN-8s families (their numerics: torch_backbones); an unknown
+# architecture, and sizes a family cannot take, are usage errors (exit 2) in one line
+ok "$V" create --arch vnet --dims 2 --in-channels 4 --classes 2 --out "$T/v.vbseg" >/dev/null
+ok "$V" create --arch fcn --dims 3 --in-channels 1 --classes 2 --base 2 --depth 3 --out "$T/f.vbseg" >/dev/null
+ok grep -q "description:  untrained variational V-Net" <("$V" info "$T/v.vbseg")
+ok grep -q "description:  untrained variational FCN-8s" <("$V" info "$T/f.vbseg")
+for bad in "--arch resnet" "--arch fcn --depth 2" "--arch vnet --patch 100x100"; do
+  # shellcheck disable=SC2086
+  "$V" create $bad --dims 2 --in-channels 4 --classes 2 --out "$T/bad.vbseg" 2>"$T/arch.err"
+  ok test $? -eq 2
+  ok test "$(wc -l <"$T/arch.err")" -eq 1
+  ok test ! -e "$T/bad.vbseg"
+done
+ok grep -q "not a multiple of 2^4 = 16" "$T/arch.err"
+# a model larger than half the machine's memory is refused before it is built (its floats counted, not allocated)
+ok one_line_error "$V" create --arch vnet --dims 3 --in-channels 4 --classes 4 --base 256 --depth 8 --out "$T/huge.vbseg"
+ok grep -q "this configuration has [0-9.e+]* floats" "$T/err"
+ok test ! -e "$T/huge.vbseg"
+# info's FLOPs: at the card's patch (the V-Net's 240x240), at --shape, and a size the network cannot take refused
+ok grep -q "^flops:        [0-9.]* GFLOP per pass at 1x4x240x240 " <("$V" info "$T/v.vbseg")
+ok grep -q "^flops:        [0-9.]* GFLOP per pass at 1x1x16x16x16 " <("$V" info "$T/f.vbseg" --shape 1x1x16x16x16)
+ok one_line_error "$V" info "$T/f.vbseg" --shape 1x1x12x16x16
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -275,7 +275,7 @@ ok scores "$T/nl/pred/eval.csv" G "$T/nl/want.json"
 ok test "$(grep -c '^[FIP],' "$T/nl/pred/eval.csv")" -eq 0
 
 # merging shard summaries from vbseg infer
-"$V" create --arch unet --dims 2 --in-channels 4 --classes 4 --base 2 --depth 2 --out "$T/m.vbseg" >/dev/null
+"$V" create --arch unet --latent 0 --dims 2 --in-channels 4 --classes 4 --base 2 --depth 2 --out "$T/m.vbseg" >/dev/null
 for c in P1 P2 P3 P4 P5; do mkdir -p "$T/in/$c"; "$B/samples/make_scan" "$T/in/$c" "$c" 24 20 4 >/dev/null; done
 for i in 0 1; do "$V" infer --model "$T/m.vbseg" --input "$T/in" --output "$T/sh" --samples 2 --shard $i/2 --no-png --quiet; done
 "$V" eval --merge "$T/sh" >/dev/null 2>"$T/err"

@@ -92,7 +92,7 @@ $PY "$S/write_nifti.py" "$T/flat/scanA.nii.gz" 40 36 3 4
 ok "$V" infer --model "$T/m.vbseg" --input "$T/flat" --output "$T/oflat" --samples 2 --quiet
 ok test -s "$T/oflat/scanA_epistemic.nii.gz"
 # a 3D model in sliding windows (patch 8 x 16 x 16 over 3 x 36 x 40: padded to the patch in z)
-"$V" create --arch unet --dims 3 --in-channels 4 --classes 2 --base 2 --depth 2 --patch 8x16x16 --out "$T/m3.vbseg" >/dev/null
+"$V" create --arch unet --latent 0 --dims 3 --in-channels 4 --classes 2 --base 2 --depth 2 --patch 8x16x16 --out "$T/m3.vbseg" >/dev/null
 ok "$V" infer --model "$T/m3.vbseg" --input "$T/flat" --output "$T/o3d" --samples 3 --overlap 0.25 --quiet
 ok $PY - "$T/flat/scanA.nii.gz" "$T/o3d/scanA_epistemic.nii.gz" <<'PY'
 import gzip, struct, sys
@@ -279,7 +279,7 @@ if mkdir -p "$T/tiny" && mount -t tmpfs -o size=160k tmpfs "$T/tiny" 2>/dev/null
   ok grep -q "stopping: outputs cannot be written" "$T/full.err"
   ok test -z "$(ls -a "$T/tiny/o" | grep -E '\.tmp\.|^\.vbseg-part\.')"     # no temporaries
   for c in $(tail -n +2 "$T/tiny/o/manifest.tsv" 2>/dev/null | cut -f1); do ok test -s "$T/tiny/o/${c}_epistemic.nii.gz"; done
-  "$V" create --arch unet --dims 2 --in-channels 4 --classes 4 --base 16 --depth 4 --out "$T/tiny/big.vbseg" 2>"$T/fullc.err"
+  "$V" create --arch unet --latent 0 --dims 2 --in-channels 4 --classes 4 --base 16 --depth 4 --out "$T/tiny/big.vbseg" 2>"$T/fullc.err"
   ok grep -q "^vbseg create: $T/tiny/big.vbseg: write failed: No space left on device$" "$T/fullc.err"
   umount "$T/tiny"
 else
@@ -342,7 +342,7 @@ ok not grep -q "already done" "$T/opt.err"
 ok grep -q "shard 1 of 3 takes 1 of them (every 3rd case from the 2nd)" "$T/sh.err"
 
 # heteroscedastic maps (eq. 10-11) from infer equal those of vbseg run on the same scan
-"$V" create --arch unet --dims 2 --in-channels 4 --classes 4 --base 4 --depth 2 --hetero --rho -3 --out "$T/mh.vbseg" >/dev/null
+"$V" create --arch unet --latent 0 --dims 2 --in-channels 4 --classes 4 --base 4 --depth 2 --hetero --rho -3 --out "$T/mh.vbseg" >/dev/null
 mkdir -p "$T/het/H1" && "$B/samples/make_scan" "$T/het/H1" H1 40 36 4 >/dev/null
 ok "$V" infer --model "$T/mh.vbseg" --input "$T/het" --output "$T/ohet" --samples 4 --no-crop --no-png --quiet
 ok "$V" run --model "$T/mh.vbseg" --input "$T/het/H1/H1_flair.nii.gz" --input "$T/het/H1/H1_t1.nii.gz" --input "$T/het/H1/H1_t1ce.nii.gz" \

@@ -25,7 +25,7 @@ target_link_libraries(summary PRIVATE vbseg::vbseg)
 CM
 ok cmake -S "$T/cm" -B "$T/cm/b" -DCMAKE_PREFIX_PATH="$T/p" >/dev/null
 ok cmake --build "$T/cm/b" >/dev/null
-"$T/p/bin/vbseg" create --arch unet --dims 2 --in-channels 1 --classes 2 --base 2 --depth 1 --out "$T/m.vbseg" >/dev/null
+"$T/p/bin/vbseg" create --arch unet --latent 0 --dims 2 --in-channels 1 --classes 2 --base 2 --depth 1 --out "$T/m.vbseg" >/dev/null
 "$B/samples/make_scan" "$T" S 16 16 4 >/dev/null
 ok "$T/a" "$T/m.vbseg" 2 "$T/S_flair.nii.gz"
 ok "$T/cm/b/summary" "$T/m.vbseg" 2 "$T/S_flair.nii.gz"

@@ -261,6 +261,16 @@ static vbs_model *plain_drop(uint64_t seed) {
     return m;
 }
 
+/* a V-Net (depth 2) or an FCN-8s (depth 3) of the same small sizes */
+static vbs_model *family(vbs_arch a, int dims, int norm, int latent, int hetero, int classes, uint64_t seed) {
+    vbs_net_opts o = vbs_net_defaults(a);
+    o.dims = dims; o.in_channels = 2; o.classes = classes; o.base = 3; o.depth = a == VBS_ARCH_FCN ? 3 : 2; o.latent = latent;
+    o.hetero = hetero; o.norm = norm; o.rho0 = -2.5f; o.seed = seed;
+    vbs_model *m;
+    if (vbs_net_build(a, &o, &m)) { printf("  build: %s\n", vbs_model_errmsg(m)); vbs_model_free(m); return NULL; }
+    return m;
+}
+
 static int rig_init(rig *r, vbs_model *m, int batch, int dims, int64_t side, int flipout, int threads) {
     memset(r, 0, sizeof *r);
     vbs_trainer_cfg cfg = {.opt = {.kind = VBS_OPT_ADAM, .lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f}, .seed = 3,
@@ -601,6 +611,24 @@ static void test_unet_floats(void) {
                 vbs_model_free(m);
             }
     CHECK(ok, "vbs_unet_floats equals the floats of the built models");
+    /* the other families' estimate counts what a build would store (builder.c's counting builder) */
+    ok = 1;
+    for (int a = VBS_ARCH_VNET; a <= VBS_ARCH_FCN; a++)
+        for (int dims = 2; dims <= 3; dims++)
+            for (int norm = 0; norm <= 2; norm++) {
+                vbs_net_opts o = vbs_net_defaults((vbs_arch)a);
+                o.dims = dims; o.in_channels = 3; o.classes = 4; o.base = 2; o.depth = 3; o.latent = norm; o.hetero = norm == 1; o.norm = norm;
+                vbs_model *m;
+                if (vbs_net_build((vbs_arch)a, &o, &m)) { printf("  %s: %s\n", vbs_arch_name((vbs_arch)a), vbs_model_errmsg(m)); ok = 0; vbs_model_free(m); continue; }
+                double n = 0;
+                for (int i = 0; i < m->def.n_tensors; i++) n += (double)m->def.tensors[i].numel;
+                if (n != vbs_net_floats((vbs_arch)a, &o)) {
+                    printf("  %s %dD norm %d: %g floats built, %g estimated\n", vbs_arch_name((vbs_arch)a), dims, norm, n, vbs_net_floats((vbs_arch)a, &o));
+                    ok = 0;
+                }
+                vbs_model_free(m);
+            }
+    CHECK(ok, "vbs_net_floats equals the floats of built V-Nets and FCN-8s");
 }
 
 int main(void) {
@@ -613,6 +641,11 @@ int main(void) {
     check_network("2D U-Net, batch norm (one pass of the minibatch)", unet(2, VBS_UNET_NORM_BATCH, 2, 0, 3, 3), 3, 2, 8, 0);
     check_network("2D U-Net, Flipout", unet(2, VBS_UNET_NORM_INSTANCE, 2, 1, 4, 4), 3, 2, 8, 1);
     check_network("3D U-Net, latent, heteroscedastic head", unet(3, VBS_UNET_NORM_INSTANCE, 2, 1, 2, 5), 2, 3, 8, 0);
+    /* the other families' graphs: PReLU, residual Adds, strided convs, FCN's bilinear upsamplings and three latent joins */
+    check_network("2D V-Net, latent, heteroscedastic head, instance norm", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_INSTANCE, 3, 1, 4, 6), 3, 2, 8, 0);
+    check_network("2D V-Net, batch norm, sigmoid head", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_BATCH, 0, 0, 1, 7), 3, 2, 8, 0);
+    check_network("2D FCN-8s, latent, heteroscedastic head, instance norm", family(VBS_ARCH_FCN, 2, VBS_NET_NORM_INSTANCE, 2, 1, 3, 8), 3, 2, 16, 0);
+    check_network("3D FCN-8s, no norm", family(VBS_ARCH_FCN, 3, VBS_NET_NORM_NONE, 0, 0, 2, 9), 2, 3, 16, 0);
     test_dropout();
     test_threads();
     return finish("test_train");

@@ -79,6 +79,15 @@ def weights(t, mode, seed):
     return w
 
 
+def norm(w, x, name):
+    """The builders' norm `name` in inference mode (none when it has no scale)."""
+    if name + ".scale" not in w:
+        return x
+    if name + ".running_mean" in w:  # inference: the running statistics
+        return F.batch_norm(x, w[name + ".running_mean"], w[name + ".running_var"], w[name + ".scale"], w[name + ".bias"], eps=1e-5)
+    return F.instance_norm(x, weight=w[name + ".scale"], bias=w[name + ".bias"], eps=1e-5)
+
+
 def unet(x, w, depth, dims, latent, hetero, norm_fn=None, sample_z=None):
     """The U-Net of `vbseg create`. norm_fn(x, name), if given, replaces the inference-mode norms;
     sample_z(mean, rho), if given, makes the latent's z (else z = mean, as in mean mode)."""
@@ -89,14 +98,7 @@ def unet(x, w, depth, dims, latent, hetero, norm_fn=None, sample_z=None):
     def c(x, name, pad):
         return conv(x, w[name + ".weight"], w[name + ".bias"], padding=pad)
 
-    def norm(x, name):
-        if name + ".scale" not in w:
-            return x
-        if name + ".running_mean" in w:  # inference: the running statistics
-            return F.batch_norm(x, w[name + ".running_mean"], w[name + ".running_var"], w[name + ".scale"], w[name + ".bias"], eps=1e-5)
-        return F.instance_norm(x, weight=w[name + ".scale"], bias=w[name + ".bias"], eps=1e-5)
-
-    nrm = norm_fn or norm
+    nrm = norm_fn or (lambda x, name: norm(w, x, name))
 
     def block(x, name):
         x = F.relu(nrm(c(x, name + ".conv1", 1), name + ".norm1"))

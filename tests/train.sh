@@ -2,7 +2,8 @@
 # train.sh BUILD_DIR: `vbseg train` end to end on generated scans: training
 # learns (the trained model's Dice on unseen cases against the untrained
 # one's, through vbseg infer and vbseg eval; its epistemic map higher on the
-# lesion boundary than in the core and the background); the same model bytes
+# lesion boundary than in the core and the background; the V-Net and FCN-8s
+# families against their untrained selves too); the same model bytes
 # at 1 and 2 threads; a run stopped after 2 epochs and resumed, and a run
 # interrupted by SIGINT mid-epoch and resumed, equal the uninterrupted run
 # byte for byte; every refusal (bad cases listed at once and --skip-bad, a
@@ -108,6 +109,31 @@ b, k, g = np.mean(bnd), np.mean(core), np.mean(bg)
 print(f"  mean MI: boundary {b:.5f}, core {k:.5f}, background {g:.5f}")
 assert b > 3 * k and b > 3 * g, (b, k, g)
 PY
+# the V-Net and FCN-8s families learn the same task: Dice on the unseen cases, through infer and eval, well above
+# their untrained selves' (a few seconds each: base 4, 4 epochs of 6 steps)
+for spec in "vnet 2" "fcn 3"; do
+  set -- $spec
+  FAM=(--arch "$1" --base 4 --depth "$2" --latent 4 --hetero --seed 5)
+  "$V" train --data "$T/bin" --out "$T/$1.vbseg" "${FAM[@]}" --batch 8 --patch 48x48 --val 0.25 --val-samples 2 --val-examples 16 \
+    --epochs 4 --steps-per-epoch 6 --lr 5e-3 --threads 2 --quiet
+  ok test $? -eq 0
+  "$V" create "${FAM[@]}" --dims 2 --in-channels 4 --classes 2 --out "$T/untrained_$1.vbseg" >/dev/null
+  for m in "$1" "untrained_$1"; do
+    "$V" infer --model "$T/$m.vbseg" --input "$T/ubin" --output "$T/o_$m" --samples 4 --no-png --quiet
+    "$V" eval --pred "$T/o_$m" --truth "$T/ubin_truth" --out "$T/eval_$m.csv" >/dev/null
+  done
+  ok $PY - "$1" "$T/eval_$1.csv" "$T/eval_untrained_$1.csv" <<'PY'
+import csv, sys
+def mean(p): return {k: float(v) for k, v in next(r for r in csv.DictReader(open(p)) if r["case"] == "mean").items() if k != "case"}
+t, u = mean(sys.argv[2]), mean(sys.argv[3])
+print(f"  {sys.argv[1]}: lesion Dice on unseen cases: trained {t['dice_label1']:.3f}, untrained {u['dice_label1']:.3f}")
+assert t["dice_label1"] > 0.6 and t["dice_label1"] > u["dice_label1"] + 0.4, (t["dice_label1"], u["dice_label1"])
+PY
+done
+"$V" train --data "$T/bin" --out "$T/fcn2.vbseg" --arch fcn --depth 2 --epochs 1 --quiet 2>"$T/fcn2.err"
+ok test $? -eq 2
+ok grep -q "^vbseg train: fcn needs --depth 3 or more" "$T/fcn2.err"
+ok test ! -e "$T/fcn2.vbseg"
 
 # validation on a part of each case (--val-examples): one epoch from the trained model, validated on 2 slices of c07
 # (the rule of the README: one at the middle of its foreground slices, one at the middle of its box); the log's
@@ -139,6 +165,39 @@ log = float(next(csv.DictReader(open(sys.argv[4])))["val_dice"])
 print(f"  validation Dice on slices {sl}: log {log:.6f}, recomputed {dice:.6f} (whole case {whole:.6f})")
 assert abs(log - dice) < 2e-6, (log, dice)
 PY
+
+# validation's default share (--val-examples unset): about a tenth of an epoch's arithmetic, 3 passes per training
+# voxel against 1 + val-samples per validation voxel, clamped to 64..256 slices; computed here from the boxes of
+# the held-out cases (non-zero voxels of any channel, or labelled) and checked against the count the run says
+mkdir -p "$T/tall"
+for i in 1 2 3 4 5 6; do mkdir -p "$T/tall/T$i"; "$B/samples/make_scan" "$T/tall/T$i" "T$i" 40 44 40 >/dev/null; done
+for spe in 1 200 400; do
+  "$V" train --data "$T/tall" --out "$T/tall$spe.vbseg" --base 4 --depth 2 --latent 0 --batch 8 --patch 32x32 --val-cases T1,T2,T3,T4 \
+    --val-samples 2 --epochs 1 --steps-per-epoch $spe --minutes 0.001 >"$T/tall$spe.out" 2>&1
+  ok $PY - "$T/tall" "$spe" "$T/tall$spe.out" <<'PY'
+import gzip, re, struct, sys
+import numpy as np
+def load(p):
+    r = gzip.open(p).read(); d = struct.unpack('<8h', r[40:56]); off = int(struct.unpack('<f', r[108:112])[0])
+    dt = {2: 'u1', 4: '<i2', 16: '<f4'}[struct.unpack('<h', r[70:72])[0]]
+    return np.frombuffer(r[off:], dt).reshape(d[3], d[2], d[1])
+d, spe = sys.argv[1], int(sys.argv[2])
+area, depth = [], []
+for c in ("T1", "T2", "T3", "T4"):
+    nz = load(f"{d}/{c}/{c}_seg.nii.gz") != 0
+    for ch in ("flair", "t1", "t1ce", "t2"): nz |= load(f"{d}/{c}/{c}_{ch}.nii.gz") != 0
+    zs, ys, xs = np.nonzero(nz)
+    area.append((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)); depth.append(zs.max() - zs.min() + 1)
+n = int(0.1 * 3 * spe * 8 * 32 * 32 / (np.mean(area) * 3))
+n = min(max(n, 64), 256)
+share = [n // 4 + (i < n % 4) for i in range(4)]
+n = sum(z if s >= z else s for s, z in zip(share, depth))   # a case with fewer slices than its share is checked whole
+said = re.search(r"validation each epoch: (\d+) slices of 4 held-out cases, mean mode and 2 samples", open(sys.argv[3]).read())
+print(f"  --steps-per-epoch {spe}: {said and said.group(1)} validation slices, want {n} (mean box {np.mean(area):.0f} px)")
+assert said and int(said.group(1)) == n
+PY
+done
+ok grep -q "validation each epoch: [0-9]* slices of 2 held-out cases, mean mode and 2 samples" "$T/train.out"
 
 # reproducibility: the same model bytes at 1 and 2 threads
 "$V" train --data "$T/data" --out "$T/t1.vbseg" "${SMALL[@]}" --epochs 2 --steps-per-epoch 3 --threads 1 --quiet

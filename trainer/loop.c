@@ -229,6 +229,26 @@ static vbs_status validate(vbs_model *m, const vbs_dataset *ds, const int *val, 
  * budget: its last duration, or before the first one an estimate from the
  * training speed (a sampled forward pass costs about a third of a training
  * step per voxel). */
+/* --val-examples unset: validation gets about a tenth of an epoch's arithmetic
+ * (a training example costs about 3 passes of its voxels, a validation
+ * example 1 + val_samples passes of its own), so a short --minutes budget
+ * goes to training; at least 64 slices (3D: 8 patches), so the best epoch is
+ * chosen on enough voxels, and at most 256 (32). train_px: the voxels an
+ * epoch trains on. */
+static int auto_val_examples(const vbs_dataset *ds, const int *val, int n_val, const vbs_sampler *s, double train_px, int val_samples) {
+    int three = s->dims == 3, lo = three ? 8 : 64, hi = three ? 32 : 256;
+    if (!n_val) return hi;
+    double px = 0;
+    for (int i = 0; i < n_val; i++) {
+        const int64_t *d = ds->cases[val[i]].d;
+        if (!three) px += (double)(d[0] * d[1]);
+        else px += (double)((s->patch[2] < d[0] ? s->patch[2] : d[0]) * (s->patch[1] < d[1] ? s->patch[1] : d[1]) * (s->patch[0] < d[2] ? s->patch[0] : d[2]));
+    }
+    px /= n_val;
+    double n = 0.1 * 3 * train_px / (px * (1 + val_samples));
+    return n < lo ? lo : n > hi ? hi : (int)n;
+}
+
 static double val_reserve(double last, double val_px, const vbs_train_opts *o, double step_px_s) {
     if (last > 0) return last;
     return step_px_s > 0 ? val_px * (1 + o->val_samples) / (3 * step_px_s) : 0;
@@ -307,6 +327,9 @@ vbs_status vbs_train_run(vbs_model *m, vbs_dataset *ds, const vbs_checkpoint *ck
     int spe = o->steps_per_epoch > 0 ? o->steps_per_epoch : (int)((examples + o->batch - 1) / o->batch);
     if (o->steps_per_epoch <= 0 && spe > 250) spe = 250;
     if (spe < 1) spe = 1;
+    vbs_train_opts oo = *o;
+    if (oo.val_examples < 0) oo.val_examples = auto_val_examples(ds, val, n_val, &o->sampler, (double)spe * o->batch * (double)pvox, o->val_samples);
+    o = &oo;
     vbs_trainer_cfg cfg = o->tcfg;
     /* the ELBO per voxel: the data terms are means over voxels, so the weights' KL counts once per training voxel */
     cfg.kl_weight = o->kl_weight >= 0 ? (float)o->kl_weight : (float)(1.0 / (double)(voxels > 0 ? voxels : 1));
@@ -353,19 +376,24 @@ vbs_status vbs_train_run(vbs_model *m, vbs_dataset *ds, const vbs_checkpoint *ck
     double elapsed0 = S.elapsed;
     /* for the time budget: the voxels validation reads, its last duration, the training speed */
     double val_px = 0, val_last = 0, step_px_s = 0;
+    int val_n = 0; /* slices (2D) or patches and whole cases (3D) validated each epoch */
     {
         int per = o->val_examples > 0 ? o->val_examples / (n_val ? n_val : 1) : 0, extra = o->val_examples > 0 ? o->val_examples % (n_val ? n_val : 1) : 0;
         val_box *bx = malloc(sizeof(val_box) * (size_t)(per + 2));
         if (!bx) { st = vbs_fail(err, VBS_ERR_NOMEM, "out of memory"); goto done; }
         for (int i = 0; i < n_val; i++) {
             int nb = val_boxes(&ds->cases[val[i]], &o->sampler, o->val_examples > 0 ? per + (i < extra) : 0, bx);
-            for (int q = 0; q < nb; q++) val_px += (double)(bx[q].s[0] * bx[q].s[1] * bx[q].s[2]);
+            for (int q = 0; q < nb; q++) {
+                val_px += (double)(bx[q].s[0] * bx[q].s[1] * bx[q].s[2]);
+                val_n += o->sampler.dims == 3 ? 1 : (int)bx[q].s[2];
+            }
         }
         free(bx);
     }
     vbs_train_event ev = {0};
     ev.n_train = n_train;
     ev.n_val = n_val;
+    ev.val_examples = val_n;
     ev.steps_per_epoch = spe;
     ev.epochs = o->epochs;
     ev.n_terms = t.loss.n_terms;

@@ -289,6 +289,7 @@ typedef enum { VBS_EV_START = 0, VBS_EV_STEP, VBS_EV_EPOCH, VBS_EV_EXPORT, VBS_E
 typedef struct {
     vbs_event_kind kind;
     int n_train, n_val, steps_per_epoch, epochs, threads;
+    int val_examples;                /* START: slices (2D) or patches (3D) validated each epoch */
     float kl_weight, latent_kl_weight;
     int epoch;                       /* epochs done (STEP: the one in progress is epoch + 1) */
     int64_t step;                    /* optimiser steps done */
@@ -314,7 +315,8 @@ typedef struct {
     vbs_sampler sampler;
     vbs_trainer_cfg tcfg;
     int batch, epochs, steps_per_epoch, kl_warmup, val_samples;
-    int val_examples;                /* per epoch: slices (2D) or patches (3D) of the held-out cases, spread over them; 0 = whole cases */
+    int val_examples;                /* per epoch: slices (2D) or patches (3D) of the held-out cases, spread over them; 0 = whole cases;
+                                        < 0: about a tenth of an epoch's arithmetic, 64..256 slices (3D: 8..32 patches) */
     double minutes;
     double kl_weight, latent_kl_weight; /* < 0: the defaults (1 / training voxels; 1 / patch voxels) */
     const char *options, *data_id;   /* recorded in checkpoints */

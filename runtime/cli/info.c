@@ -6,12 +6,15 @@
 #include <string.h>
 
 #include "cli.h"
+#include "internal.h"
 
 static const char *help =
-    "usage: vbseg info MODEL [--json]\n"
+    "usage: vbseg info MODEL [--json] [--shape 1x4x240x240]\n"
     "\n"
     "Prints the op counts, graph inputs and outputs (symbolic dims by name), the\n"
-    "mean and variational parameter counts, min/median/max of sigma = softplus(rho),\n"
+    "mean and variational parameter counts, the FLOPs of one pass (Conv and\n"
+    "ConvTranspose, 2 per multiply-add) at --shape or else at the card's patch\n"
+    "size padded as vbseg run pads it, min/median/max of sigma = softplus(rho),\n"
     "what makes the Monte-Carlo samples differ (variational weights, dropout with\n"
     "its ratio, both, or none), and the model card: what the runtime does with\n"
     "output 0 (the output activation and whether vbseg convert inferred it) and\n"
@@ -112,12 +115,55 @@ static void json_values(const vbs_model *m, int outputs) {
     printf("]");
 }
 
+/* The FLOPs of one pass at shape (nd dims; 0: batch 1, the input's
+ * channels and the card's patch, or 64, each padded up to the first multiple
+ * of 1, 2, 4, ..., 128 the network takes, as vbseg run pads). 0 and a reason
+ * in err when the network takes no such size. */
+static int pass_flops(vbs_model *m, int64_t *shape, int *nd, double *flops, char *err, size_t n) {
+    vbs_value_info in;
+    if (vbs_model_n_inputs(m) != 1) { snprintf(err, n, "the graph has %d inputs; vbseg runs graphs of one", vbs_model_n_inputs(m)); return 0; }
+    vbs_model_input(m, 0, &in);
+    const vbs_card *c = vbs_model_card(m);
+    int given = *nd > 0;
+    if (!given) {
+        *nd = in.ndim;
+        for (int i = 0; i < in.ndim; i++) {
+            int sp = i - (in.ndim - c->n_patch);
+            shape[i] = in.dims[i] >= 0 ? in.dims[i] : i == 0 ? 1 : (sp >= 0 && i >= 2 && c->n_patch ? c->patch[sp] : 64);
+        }
+    }
+    int64_t want[8];
+    memcpy(want, shape, sizeof want);
+    err[0] = 0;
+    for (int64_t mult = 1; mult <= (given ? 1 : 128); mult *= 2) {
+        vbs_shape sh = {*nd, {0}};
+        for (int i = 0; i < *nd; i++)
+            sh.d[i] = shape[i] = i < 2 || (in.ndim == *nd && in.dims[i] >= 0) ? want[i] : (want[i] + mult - 1) / mult * mult;
+        vbs_plan p;
+        char e[VBS_ERRLEN];
+        if (vbs_plan_build(&p, &m->g, &sh, e)) { if (!err[0]) snprintf(err, n, "%s", e); continue; }
+        /* as vbseg run: the network must give its output at the input's size */
+        const vbs_shape *y = &p.shapes[m->g.output_vals[0]];
+        int same = y->ndim == sh.ndim;
+        for (int i = 2; same && i < sh.ndim; i++) same = y->d[i] == sh.d[i];
+        *flops = p.flops;
+        vbs_plan_free(&p);
+        if (same) return 1;
+        if (!err[0]) snprintf(err, n, "output '%s' is not the input's spatial size", m->def.outputs[0].name);
+    }
+    return 0;
+}
+
 int cmd_info(int argc, char **argv) {
     const char *path = NULL;
-    int json = 0;
+    int json = 0, nd = 0;
+    int64_t shape[8];
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(help, stdout); return 0; }
         if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--shape")) {
+            if (i + 1 >= argc || (nd = cli_shape(argv[++i], shape, 8)) < 3) { cli_error("info", "--shape needs a size like 1x4x240x240"); return 2; }
+        }
         else if (argv[i][0] == '-') { cli_error("info", "unknown option '%s'", argv[i]); return 2; }
         else if (!path) path = argv[i];
         else { cli_error("info", "one model at a time"); return 2; }
@@ -133,6 +179,14 @@ int cmd_info(int argc, char **argv) {
     vbs_model_get_stats(m, &s);
     vbs_stochasticity z;
     vbs_model_stochasticity(m, &z);
+    double flops = 0;
+    char ferr[1024];
+    int given = nd > 0, have_flops = pass_flops(m, shape, &nd, &flops, ferr, sizeof ferr);
+    if (given && !have_flops) {
+        cli_error("info", "%s: --shape: %s", path, ferr);
+        vbs_model_free(m);
+        return 1;
+    }
     const vbs_card *c = vbs_model_card(m);
     /* op counts in first-seen order */
     const char *ops[64];
@@ -154,6 +208,12 @@ int cmd_info(int argc, char **argv) {
         printf(", \"outputs\": ");
         json_values(m, 1);
         printf(", \"parameters\": %lld, \"variational_parameters\": %lld, ", (long long)s.n_params, (long long)s.n_variational);
+        printf("\"flops\": ");
+        if (have_flops) {
+            printf("{\"per_pass\": %.17g, \"shape\": [", flops);
+            for (int i = 0; i < nd; i++) printf("%s%lld", i ? ", " : "", (long long)shape[i]);
+            printf("]}, ");
+        } else printf("null, ");
         printf("\"sigma\": {\"min\": %.6g, \"median\": %.6g, \"max\": %.6g}, ", s.sigma_min, s.sigma_median, s.sigma_max);
         printf("\"stochasticity\": {\"kind\": \"%s\", \"dropout_nodes\": %d, \"dropout_ratio_min\": %.6g, \"dropout_ratio_max\": %.6g, "
                "\"latent\": %s}, ", z.kind, z.n_dropout, z.dropout_min, z.dropout_max, z.n_latent ? "true" : "false");
@@ -197,6 +257,11 @@ int cmd_info(int argc, char **argv) {
             printf("\n");
         }
         printf("parameters:   %lld mean, of which %lld variational (each with a rho)\n", (long long)s.n_params, (long long)s.n_variational);
+        if (have_flops) {
+            printf("flops:        %.4g GFLOP per pass at ", flops * 1e-9);
+            for (int i = 0; i < nd; i++) printf("%s%lld", i ? "x" : "", (long long)shape[i]);
+            printf(" (Conv and ConvTranspose, 2 per multiply-add)\n");
+        } else printf("flops:        not computed: %s\n", ferr);
         if (s.n_variational)
             printf("sigma:        min %.4g, median %.4g, max %.4g  (softplus(rho))\n", s.sigma_min, s.sigma_median, s.sigma_max);
         vbs_prior_info pr;

@@ -26,10 +26,10 @@
 #include "cli.h"
 #include "train_curves.h"
 #include "trainer.h"
-#include "unet.h"
+#include "net.h"
 
 static const char *help =
-    "usage: vbseg train --data DIR --out MODEL.vbseg [--arch unet] [--dims 2|3] [--base 16] [--depth 4]\n"
+    "usage: vbseg train --data DIR --out MODEL.vbseg [--arch unet|vnet|fcn] [--dims 2|3] [--base 16] [--depth D]\n"
     "                   [--latent 10] [--hetero] [--norm instance|batch|none] [--epochs E | --minutes M]\n"
     "                   [--batch 16] [--lr 1e-3] [--optimizer adam|adamw|sgd] [--schedule constant|cyclic|plateau|poly]\n"
     "                   [--val 0.2 | --val-cases A,B,...] [--seed S] [--threads T] [--checkpoint-dir DIR]\n"
@@ -41,7 +41,8 @@ static const char *help =
     "  loss:     [--kl-weight W] [--kl-warmup EPOCHS] [--latent-kl W]\n"
     "  optimiser:[--momentum 0.9] [--weight-decay W] [--clip NORM] [--lr-min 1e-5] [--cycle STEPS]\n"
     "            [--gamma 0.1] [--patience 5]\n"
-    "  validation: [--val-samples 4] [--val-examples N (2D: 256 slices, 3D: 32 patches; 0: whole cases)]\n"
+    "  validation: [--val-samples 4] [--val-examples N (default: about a tenth of an epoch's work, 2D 64-256 slices,\n"
+    "               3D 8-32 patches; 0: whole cases)]\n"
     "\n"
     "Trains a variational segmentation network by Bayes by Backprop on the labelled\n"
     "cases of DIR (nnU-Net raw, BraTS 2018/2021/2023 or MSD Task01; the layout is\n"
@@ -55,7 +56,9 @@ static const char *help =
     "to --checkpoint-dir (default MODEL.vbseg's folder + /MODEL.train), and\n"
     "training_curves.png at the end. The preprocessed cases are cached in\n"
     "MODEL.cache (--cache). Ctrl-C writes a checkpoint and prints the command that\n"
-    "resumes; --resume continues byte for byte as if the run had not stopped.\n";
+    "resumes; --resume continues byte for byte as if the run had not stopped.\n"
+    "--arch: unet, vnet (Milletari et al. 2016) or fcn (FCN-8s); each family, its\n"
+    "--depth and its default depth as in vbseg create --help.\n";
 
 /* ---- the options that shape the run (kept in checkpoints) ------------------ */
 
@@ -99,7 +102,7 @@ static void defaults(topts *o) {
     memset(o, 0, sizeof *o);
     strcpy(o->arch, "unet"); strcpy(o->norm, "instance"); strcpy(o->opt, "adam"); strcpy(o->sched, "constant");
     strcpy(o->layout, "auto"); strcpy(o->augment, "default"); strcpy(o->prior, "gaussian:1");
-    o->dims = 2; o->base = 16; o->depth = 4; o->latent = 10; o->batch = 16; o->steps_per_epoch = 0; o->val_samples = 4; o->val_examples = -1;
+    o->dims = 2; o->base = 16; o->depth = -1; /* the family's */ o->latent = 10; o->batch = 16; o->steps_per_epoch = 0; o->val_samples = 4; o->val_examples = -1;
     o->cycle = 2000; o->patience = 5; o->lr = 1e-3; o->val = 0.2; o->fg = 0.33; o->rho = -5; o->kl = -1; o->latent_kl = -1;
     o->momentum = 0.9; o->wd = -1; o->clip = 0; o->lr_min = 1e-5; o->gamma = 0.1; o->epochs = -1; o->minutes = -1;
 }
@@ -165,6 +168,7 @@ typedef struct {
     const char *out;
     double last_val_dice;
     int have_val;
+    int three, val_samples;
 } reporter;
 
 static const char *dur(double s, char *b, size_t n) {
@@ -182,6 +186,10 @@ static void on_event(void *user, const vbs_train_event *e) {
     case VBS_EV_START:
         fprintf(stderr, "vbseg train: %d training and %d validation cases; %d steps per epoch; %d thread%s; KL weights %.3g (weights), %.3g (latent)\n",
                 e->n_train, e->n_val, e->steps_per_epoch, e->threads, e->threads == 1 ? "" : "s", (double)e->kl_weight, (double)e->latent_kl_weight);
+        if (e->n_val)
+            fprintf(stderr, "vbseg train: validation each epoch: %d %s of %d held-out case%s, mean mode and %d sample%s\n", e->val_examples,
+                    r->three ? (e->val_examples == 1 ? "patch or case" : "patches or cases") : (e->val_examples == 1 ? "slice" : "slices"), e->n_val,
+                    e->n_val == 1 ? "" : "s", r->val_samples, r->val_samples == 1 ? "" : "s");
         if (e->epoch) fprintf(stderr, "vbseg train: resuming after epoch %d, step %lld\n", e->epoch, (long long)e->step);
         break;
     case VBS_EV_STEP: {
@@ -311,7 +319,9 @@ int cmd_train(int argc, char **argv) {
     if (o.epochs < 0 && o.minutes < 0) o.epochs = 50;
     long long epochs = o.epochs;
     double minutes = o.minutes;
-    if (strcmp(o.arch, "unet")) { cli_error("train", "--arch '%s' is not available (unet)", o.arch); vbs_model_free(m); return 2; }
+    vbs_arch arch;
+    if (!vbs_arch_parse(o.arch, &arch)) { cli_error("train", "--arch '%s' is not unet, vnet or fcn", o.arch); vbs_model_free(m); return 2; }
+    if (o.depth < 0) o.depth = vbs_net_defaults(arch).depth;
     vbs_sampler smp = {(int)o.dims, {0, 0, 0}, (float)o.fg, 2};
     if (!strcmp(o.augment, "none")) smp.augment = 0;
     else if (!strcmp(o.augment, "light")) smp.augment = 1;
@@ -386,21 +396,24 @@ int cmd_train(int argc, char **argv) {
     if (!have_ck) {
         if (init) { m = init; init = NULL; }
         else {
-            vbs_unet_opts u = vbs_unet_defaults();
+            vbs_net_opts u = vbs_net_defaults(arch);
             u.dims = (int)o.dims; u.in_channels = ds.C; u.classes = ds.n_classes; u.base = (int)o.base; u.depth = (int)o.depth;
             u.latent = (int)o.latent; u.hetero = (int)o.hetero; u.rho0 = (float)o.rho; u.seed = (uint64_t)o.seed;
             u.dropout = (float)o.dropout;
-            u.norm = !strcmp(o.norm, "none") ? VBS_UNET_NORM_NONE : !strcmp(o.norm, "batch") ? VBS_UNET_NORM_BATCH : VBS_UNET_NORM_INSTANCE;
+            u.norm = !strcmp(o.norm, "none") ? VBS_NET_NORM_NONE : !strcmp(o.norm, "batch") ? VBS_NET_NORM_BATCH : VBS_NET_NORM_INSTANCE;
             if (strcmp(o.norm, "none") && strcmp(o.norm, "batch") && strcmp(o.norm, "instance")) { cli_error("train", "--norm must be instance, batch or none"); rc = 2; goto out; }
+            char why[256];
+            if (!vbs_net_check(arch, &u, why, sizeof why)) { cli_error("train", "%s", why); rc = 2; goto out; }
             for (int i = 0; i < smp.dims; i++) u.patch[i] = smp.patch[i];
             /* the parameters alone, before building them: moments, gradients and copies make about 8 of each */
-            double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), need = 4.0 * 8 * vbs_unet_floats(&u);
-            if ((int64_t)u.base << u.depth > (1 << 16) || (have > 0 && need > 0.8 * have)) {
+            double floats = vbs_net_floats(arch, &u);
+            double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), need = 4.0 * 8 * floats;
+            if (have > 0 && need > 0.8 * have) {
                 cli_error("train", "this configuration needs about %.1f GB for its %.3g parameters alone, more than 80%% of this machine's %.1f GB; "
-                          "use a smaller --base or --depth", need / 1e9, vbs_unet_floats(&u) / 2, have / 1e9);
+                          "use a smaller --base or --depth", need / 1e9, floats / 2, have / 1e9);
                 goto out;
             }
-            if ((st = vbs_unet_build(&u, &m))) { cli_error("train", "%s", vbs_model_errmsg(m)); goto out; }
+            if ((st = vbs_net_build(arch, &u, &m))) { cli_error("train", "%s", vbs_model_errmsg(m)); goto out; }
         }
         /* the prior of every variational tensor: the given one (a new model's default is N(0, 1)) */
         if (!o.init[0] || seen_def(seen, "--prior"))
@@ -431,11 +444,11 @@ int cmd_train(int argc, char **argv) {
         cli_error("train", "%s: the checkpoint was made with other training data (%s, now %s)", resume, ck.state.data_id ? ck.state.data_id : "?", data_id);
         goto out;
     }
-    reporter rep = {quiet, isatty(2), (int)epochs, minutes, 0, -1e9, o.out, 0, 0};
+    reporter rep = {quiet, isatty(2), (int)epochs, minutes, 0, -1e9, o.out, 0, 0, smp.dims == 3, (int)o.val_samples};
     vbs_train_opts to = {.data = o.data, .out = o.out, .ckpt_dir = ckdir, .resume = resume, .val_frac = o.val, .val_cases = o.val_cases,
                          .sampler = smp, .batch = (int)o.batch, .epochs = epochs > 0 ? (int)epochs : 0, .steps_per_epoch = (int)o.steps_per_epoch,
                          .kl_warmup = (int)o.kl_warmup, .val_samples = (int)o.val_samples,
-                         .val_examples = o.val_examples >= 0 ? (int)o.val_examples : smp.dims == 2 ? 256 : 32, .minutes = minutes > 0 ? minutes : 0,
+                         .val_examples = (int)o.val_examples, .minutes = minutes > 0 ? minutes : 0,
                          .kl_weight = o.kl, .latent_kl_weight = o.latent_kl, .options = canon, .data_id = data_id, .stop = &g_stop,
                          .on_event = on_event, .user = &rep};
     to.tcfg = (vbs_trainer_cfg){.opt = oc, .seed = (uint64_t)o.seed, .threads = nthreads, .groups = 0, .flipout = (int)o.flipout};
