@@ -23,12 +23,8 @@ static const char *block(const vbs_layers *c, const char *name, const char *x, i
         snprintf(n, sizeof n, "%s.relu%d", name, i);
         x = vbs_l_relu(c, n, x);
     }
-    if (c->o->dropout > 0) {
-        vbs_attr r = vbs_b_float(c->b, "ratio", c->o->dropout);
-        snprintf(n, sizeof n, "%s.dropout", name);
-        x = vbs_b_node(c->b, VBS_OP_DROPOUT, n, 1, &x, 1, &r);
-    }
-    return x;
+    snprintf(n, sizeof n, "%s.dropout", name);
+    return vbs_l_dropout(c, n, x);
 }
 
 static void unet(const vbs_layers *c, const char *x) {

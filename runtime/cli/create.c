@@ -26,8 +26,9 @@ static const char *help =
     "  --hetero      add a logit log-variance head (aleatoric/epistemic eq. 10-11 split)\n"
     "  --latent L    VAE-style latent of size L from the pooled bottleneck (default 10, as the\n"
     "                paper; 0: none)\n"
-    "  --dropout P   a Dropout of ratio P after each block (MC dropout: masks drawn in\n"
-    "                sample mode, the identity in mean mode)\n"
+    "  --dropout P   MC dropout: a Dropout of ratio P (masks drawn in sample mode, the identity\n"
+    "                in mean mode) after each block (unet) or stage (vnet) or, in fcn, after each\n"
+    "                stage's pool and after fc6 and fc7 (FCN's drop6, drop7)\n"
     "  --patch       the card's slice size (2D, default 240x240) or sliding-window size\n"
     "                (3D, default 128x128x128, D x H x W) used by vbseg infer and run\n";
 

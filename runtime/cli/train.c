@@ -37,7 +37,7 @@ static const char *help =
     "  data:     [--layout auto|nnunet|brats2021|brats2023|msd] [--skip-bad] [--cache DIR] [--patch 128x128]\n"
     "            [--fg-oversample 0.33] [--augment none|light|default] [--steps-per-epoch N]\n"
     "  model:    [--init MODEL.vbseg] [--rho -5] [--flipout] [--prior gaussian:1 | mixture:PI,SIGMA1,SIGMA2]\n"
-    "            [--dropout P (a Dropout after each U-Net block: MC dropout)]\n"
+    "            [--dropout P (MC dropout: Dropouts of ratio P where vbseg create --help says, any --arch)]\n"
     "  loss:     [--kl-weight W] [--kl-warmup EPOCHS] [--latent-kl W]\n"
     "  optimiser:[--momentum 0.9] [--weight-decay W] [--clip NORM] [--lr-min 1e-5] [--cycle STEPS]\n"
     "            [--gamma 0.1] [--patience 5]\n"
@@ -307,7 +307,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (!o.data[0] || !o.out[0]) { cli_error("train", "--data and --out are required (see --help)"); vbs_model_free(m); return 2; }
     if (o.init[0] && o.dropout > 0) {
-        cli_error("train", "--dropout builds Dropout into a new U-Net; the --init model keeps its own graph (and its Dropout nodes)");
+        cli_error("train", "--dropout builds Dropout into a new network; the --init model keeps its own graph (and its Dropout nodes)");
         vbs_model_free(m);
         return 2;
     }
