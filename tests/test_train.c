@@ -261,11 +261,11 @@ static vbs_model *plain_drop(uint64_t seed) {
     return m;
 }
 
-/* a V-Net (depth 2) or an FCN-8s (depth 3) of the same small sizes */
-static vbs_model *family(vbs_arch a, int dims, int norm, int latent, int hetero, int classes, uint64_t seed) {
+/* a V-Net (depth 2) or an FCN-8s (depth 3) of the same small sizes, with MC dropout of ratio p if p > 0 */
+static vbs_model *family(vbs_arch a, int dims, int norm, int latent, int hetero, int classes, uint64_t seed, float p) {
     vbs_net_opts o = vbs_net_defaults(a);
     o.dims = dims; o.in_channels = 2; o.classes = classes; o.base = 3; o.depth = a == VBS_ARCH_FCN ? 3 : 2; o.latent = latent;
-    o.hetero = hetero; o.norm = norm; o.rho0 = -2.5f; o.seed = seed;
+    o.hetero = hetero; o.norm = norm; o.rho0 = -2.5f; o.seed = seed; o.dropout = p;
     vbs_model *m;
     if (vbs_net_build(a, &o, &m)) { printf("  build: %s\n", vbs_model_errmsg(m)); vbs_model_free(m); return NULL; }
     return m;
@@ -549,11 +549,53 @@ static void test_threads(void) {
  * item j takes example j's mask), the same bytes at 1 and 2 threads, and
  * Adam steps on a fixed minibatch lower the loss. The same weights with and
  * without Dropout: the weight draws are the same, only the masks differ. */
+/* Each family's Dropouts where models/<family>.h document them: named, of the
+ * given ratio, fed by the layer written here by hand, and the only reader of
+ * that layer (so everything after it sees the masks). */
+static void check_placement(const char *label, vbs_model *m, const char *const (*want)[2], int n_want) {
+    if (!m) { CHECK(0, "%s: build", label); return; }
+    int found = 0, ok = 1;
+    for (int i = 0; i < m->def.n_nodes; i++) {
+        const vbs_node_def *d = &m->def.nodes[i];
+        if (strcmp(d->op_type, "Dropout")) continue;
+        found++;
+        int w = 0;
+        while (w < n_want && strcmp(want[w][0], d->name)) w++;
+        if (w == n_want || d->n_in != 1 || strcmp(d->in[0], want[w][1])) {
+            printf("  %s: Dropout '%s' reads '%s'\n", label, d->name, d->n_in ? d->in[0] : "");
+            ok = 0;
+            continue;
+        }
+        int readers = 0;
+        for (int j = 0; j < m->def.n_nodes; j++)
+            for (int k = 0; k < m->def.nodes[j].n_in; k++) readers += !strcmp(m->def.nodes[j].in[k], d->in[0]);
+        if (readers != 1) { printf("  %s: '%s' has %d readers besides its Dropout\n", label, d->in[0], readers - 1); ok = 0; }
+    }
+    CHECK(ok && found == n_want, "%s: %d Dropouts where documented (%d found)", label, n_want, found);
+    vbs_model_free(m);
+}
+
+static void test_dropout_placement(void) {
+    static const char *const unet[][2] = {{"enc0.dropout", "enc0.relu2"}, {"enc1.dropout", "enc1.relu2"}, {"bottleneck.dropout", "bottleneck.relu2"},
+                                          {"dec1.dropout", "dec1.relu2"}, {"dec0.dropout", "dec0.relu2"}};
+    static const char *const vnet[][2] = {{"enc0.dropout", "enc0.prelu1"}, {"enc1.dropout", "enc1.prelu2"}, {"enc2.dropout", "enc2.prelu3"},
+                                          {"dec1.dropout", "dec1.prelu2"}, {"dec0.dropout", "dec0.prelu1"}};
+    static const char *const fcn[][2] = {{"stage0.dropout", "pool0"}, {"stage1.dropout", "pool1"}, {"stage2.dropout", "pool2"},
+                                         {"conv6.dropout", "conv6.relu"}, {"conv7.dropout", "conv7.relu"}};
+    check_placement("U-Net, depth 2", unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.3f, 30), unet, 5);
+    check_placement("V-Net, depth 2", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_BATCH, 0, 0, 3, 31, 0.3f), vnet, 5);
+    check_placement("3D FCN-8s, depth 3, latent", family(VBS_ARCH_FCN, 3, VBS_NET_NORM_NONE, 2, 1, 3, 32, 0.3f), fcn, 5);
+    check_placement("V-Net without dropout", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_BATCH, 0, 0, 3, 31, 0.f), vnet, 0);
+}
+
 static void test_dropout(void) {
     check_network("2D U-Net with dropout 0.3 after each block", unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.3f, 21), 3, 2, 8, 0);
     check_network("2D U-Net with dropout 0.3 and batch norm", unet_drop(2, VBS_UNET_NORM_BATCH, 3, 0.3f, 22), 3, 2, 8, 0);
     check_network("3D U-Net with dropout 0.2", unet_drop(3, VBS_UNET_NORM_INSTANCE, 2, 0.2f, 23), 2, 3, 8, 0);
     check_network("MC-dropout net without variational weights", plain_drop(27), 3, 2, 8, 0);
+    check_network("2D V-Net with dropout 0.3 after each stage", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_INSTANCE, 0, 0, 3, 28, 0.3f), 3, 2, 8, 0);
+    check_network("2D FCN-8s with dropout 0.3 after each pool and fc6, fc7", family(VBS_ARCH_FCN, 2, VBS_NET_NORM_INSTANCE, 2, 1, 3, 29, 0.3f), 3, 2, 16, 0);
+    test_dropout_placement();
     double l[2][2];
     for (int d = 0; d < 2; d++) {
         vbs_model *m = unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, d ? 0.3f : 0.f, 24);
@@ -642,10 +684,10 @@ int main(void) {
     check_network("2D U-Net, Flipout", unet(2, VBS_UNET_NORM_INSTANCE, 2, 1, 4, 4), 3, 2, 8, 1);
     check_network("3D U-Net, latent, heteroscedastic head", unet(3, VBS_UNET_NORM_INSTANCE, 2, 1, 2, 5), 2, 3, 8, 0);
     /* the other families' graphs: PReLU, residual Adds, strided convs, FCN's bilinear upsamplings and three latent joins */
-    check_network("2D V-Net, latent, heteroscedastic head, instance norm", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_INSTANCE, 3, 1, 4, 6), 3, 2, 8, 0);
-    check_network("2D V-Net, batch norm, sigmoid head", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_BATCH, 0, 0, 1, 7), 3, 2, 8, 0);
-    check_network("2D FCN-8s, latent, heteroscedastic head, instance norm", family(VBS_ARCH_FCN, 2, VBS_NET_NORM_INSTANCE, 2, 1, 3, 8), 3, 2, 16, 0);
-    check_network("3D FCN-8s, no norm", family(VBS_ARCH_FCN, 3, VBS_NET_NORM_NONE, 0, 0, 2, 9), 2, 3, 16, 0);
+    check_network("2D V-Net, latent, heteroscedastic head, instance norm", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_INSTANCE, 3, 1, 4, 6, 0.f), 3, 2, 8, 0);
+    check_network("2D V-Net, batch norm, sigmoid head", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_BATCH, 0, 0, 1, 7, 0.f), 3, 2, 8, 0);
+    check_network("2D FCN-8s, latent, heteroscedastic head, instance norm", family(VBS_ARCH_FCN, 2, VBS_NET_NORM_INSTANCE, 2, 1, 3, 8, 0.f), 3, 2, 16, 0);
+    check_network("3D FCN-8s, no norm", family(VBS_ARCH_FCN, 3, VBS_NET_NORM_NONE, 0, 0, 2, 9, 0.f), 2, 3, 16, 0);
     test_dropout();
     test_threads();
     return finish("test_train");

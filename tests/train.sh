@@ -371,5 +371,15 @@ ok cmp -s "$T/d1.vbseg" "$T/dr.vbseg"
 "$V" train --data "$T/data" --out "$T/dbn.vbseg" --norm batch --base 4 --depth 2 --latent 0 --batch 4 --patch 32x32 --epochs 1 \
   --steps-per-epoch 2 --dropout 0.3 --val 0.25 --quiet
 ok test $? -eq 0
+# --dropout for the other families: trained, with their Dropouts (V-Net depth 2: 5 stages; FCN depth 3: 3 pools, fc6, fc7)
+for fam in "vnet 2" "fcn 3"; do
+  set -- $fam
+  "$V" train --data "$T/data" --out "$T/d$1.vbseg" --arch "$1" --depth "$2" --base 4 --latent 0 --batch 4 --patch 32x32 --epochs 1 \
+    --steps-per-epoch 2 --dropout 0.2 --val 0.25 --quiet
+  ok test $? -eq 0
+  "$V" info "$T/d$1.vbseg" >"$T/d$1.info"
+  ok grep -q "Dropout x5" "$T/d$1.info"
+  ok grep -q "stochastic:   both: variational weights and dropout (p=0.2, 5 nodes)" "$T/d$1.info"
+done
 echo "train: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
