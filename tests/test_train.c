@@ -594,7 +594,7 @@ static void test_dropout(void) {
     check_network("3D U-Net with dropout 0.2", unet_drop(3, VBS_UNET_NORM_INSTANCE, 2, 0.2f, 23), 2, 3, 8, 0);
     check_network("MC-dropout net without variational weights", plain_drop(27), 3, 2, 8, 0);
     check_network("2D V-Net with dropout 0.3 after each stage", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_INSTANCE, 0, 0, 3, 28, 0.3f), 3, 2, 8, 0);
-    check_network("2D FCN-8s with dropout 0.3 after each pool and fc6, fc7", family(VBS_ARCH_FCN, 2, VBS_NET_NORM_INSTANCE, 2, 1, 3, 29, 0.3f), 3, 2, 16, 0);
+    check_network("2D FCN-8s with dropout 0.3 after each pool and fc6, fc7", family(VBS_ARCH_FCN, 2, VBS_NET_NORM_INSTANCE, 0, 0, 3, 29, 0.3f), 3, 2, 16, 0);
     test_dropout_placement();
     double l[2][2];
     for (int d = 0; d < 2; d++) {
