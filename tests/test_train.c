@@ -11,16 +11,17 @@
  *    and both gradients (through rho as well) against finite differences;
  *  - whole networks (2D U-Nets with the latent and the heteroscedastic head,
  *    instance norm, batch norm, no norm so that Conv+Relu fuse, Flipout, a
- *    3D U-Net): the gradient of the whole objective against finite
+ *    3D U-Net; 2D V-Nets, 2D and 3D FCN-8s): the gradient of the whole objective against finite
  *    differences along random directions in the parameters (mu, rho and
  *    plain tensors), so the executor's backward walk, the reparameterisation
  *    and the KL terms are checked together;
  *  - MC dropout: U-Nets with a Dropout after each block (2D, batch norm,
- *    3D) and a dropout net with plain weights (an ONNX export converted
- *    without sigma) through the same whole-objective check with the step's
- *    masks; the
- *    masks are drawn (the objective moves with them), the same bytes at 1
- *    and 2 threads, and the loss falls over Adam steps;
+ *    3D), a 2D V-Net and FCN-8s with theirs, and a dropout net with plain
+ *    weights (an ONNX export converted without sigma) through the same
+ *    whole-objective check with the step's masks; each family's Dropouts
+ *    against the places written here by hand; the masks are drawn (the
+ *    objective moves with them), the same bytes at 1 and 2 threads, and
+ *    the loss falls over Adam steps;
  *  - Adam, AdamW, SGD and the schedules against values worked out by hand;
  *  - the same bytes after steps at 1 and 2 threads; a step with a loss that
  *    is not finite changes nothing.
