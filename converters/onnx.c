@@ -193,8 +193,9 @@ static vbs_status add_const(ctx *c, ktable *t, const Onnx__TensorProto *tp, cons
     }
     k->numel = n;
     int esz = k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ? 4 : k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__INT64 ? 8
-              : k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__INT32 ? 4 : k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE ? 8 : 0;
-    if (!esz) return fail(c, VBS_ERR_UNSUPPORTED, "initializer '%s': data type %d unsupported (float, double, int32, int64)", name, k->dtype);
+              : k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__INT32 ? 4 : k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE ? 8
+              : k->dtype == ONNX__TENSOR_PROTO__DATA_TYPE__BOOL ? 1 : 0; /* bool: Dropout's training_mode since opset 12 */
+    if (!esz) return fail(c, VBS_ERR_UNSUPPORTED, "initializer '%s': data type %d unsupported (float, double, int32, int64, bool)", name, k->dtype);
     size_t want = (size_t)n * (size_t)esz;
     uint8_t *raw = NULL, *ext = NULL;
     size_t have;
@@ -207,7 +208,7 @@ static vbs_status add_const(ctx *c, ktable *t, const Onnx__TensorProto *tp, cons
         raw = tp->raw_data.data;
         have = tp->raw_data.len;
     } else {
-        have = (k->dtype == 1 ? tp->n_float_data : k->dtype == 7 ? tp->n_int64_data : k->dtype == 6 ? tp->n_int32_data : tp->n_double_data) *
+        have = (k->dtype == 1 ? tp->n_float_data : k->dtype == 7 ? tp->n_int64_data : k->dtype == 6 || k->dtype == 9 ? tp->n_int32_data : tp->n_double_data) *
                (size_t)esz;
     }
     if (have != want) {
@@ -223,19 +224,20 @@ static vbs_status add_const(ctx *c, ktable *t, const Onnx__TensorProto *tp, cons
     for (int64_t e = 0; e < n; e++) {
         double v;
         if (raw) {
-            if (esz == 4 && k->dtype == 1) { float x; memcpy(&x, raw + 4 * e, 4); v = x; }
+            if (esz == 1) v = raw[e] != 0;
+            else if (esz == 4 && k->dtype == 1) { float x; memcpy(&x, raw + 4 * e, 4); v = x; }
             else if (esz == 4) { int32_t x; memcpy(&x, raw + 4 * e, 4); v = x; }
             else if (k->dtype == 7) { int64_t x; memcpy(&x, raw + 8 * e, 8); k->i[e] = x; v = (double)x; }
             else { double x; memcpy(&x, raw + 8 * e, 8); v = x; }
         } else {
-            v = k->dtype == 1 ? tp->float_data[e] : k->dtype == 7 ? (double)tp->int64_data[e] : k->dtype == 6 ? tp->int32_data[e] : tp->double_data[e];
+            v = k->dtype == 1 ? tp->float_data[e] : k->dtype == 7 ? (double)tp->int64_data[e] : k->dtype == 6 || k->dtype == 9 ? tp->int32_data[e] : tp->double_data[e];
             if (k->dtype == 7) k->i[e] = tp->int64_data[e];
         }
         if (k->dtype != 7) k->i[e] = (int64_t)v;
         k->f[e] = (float)v;
     }
     free(ext);
-    if (k->dtype == 11 || k->dtype == 6) k->dtype = 1; /* doubles and int32 are read as floats */
+    if (k->dtype == 11 || k->dtype == 6 || k->dtype == 9) k->dtype = 1; /* doubles, int32 and bools are read as floats */
     t->n++;
     return VBS_OK;
 }
@@ -856,7 +858,15 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
             if (cv && cv->numel) attrs[na++] = vbs_b_float(b, "value", cv->f[0]);
             n_data_in = 1;
         } else if (!strcmp(op, "Dropout")) {
-            n_data_in = 1; /* ratio and training_mode: identity at inference */
+            /* MC dropout keeps the ratio: an attribute before opset 12 (copied above), a constant input since;
+             * training_mode is not kept: the run's mode decides (dropout.c) */
+            konst *r = opset >= 12 && n->n_input > 1 && n->input[1][0] ? kfind(&t, n->input[1]) : NULL;
+            if (opset >= 12 && n->n_input > 1 && n->input[1][0] && (!r || r->numel != 1)) {
+                st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (Dropout): the ratio must be a constant scalar", nname);
+                break;
+            }
+            if (r) attrs[na++] = vbs_b_float(b, "ratio", r->f[0]);
+            n_data_in = 1;
         } else if (!strcmp(op, "Softmax") && opset < 13) {
             /* opset < 13 flattens at axis (default 1): the same as one axis only when it is the last */
             const Onnx__AttributeProto *ax = find_attr(n, "axis");

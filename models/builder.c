@@ -334,6 +334,12 @@ const char *vbs_l_prelu(const vbs_layers *c, const char *name, const char *x, in
     return vbs_b_node(c->b, VBS_OP_PRELU, name, 2, in, 0, NULL);
 }
 
+const char *vbs_l_dropout(const vbs_layers *c, const char *name, const char *x) {
+    if (!(c->o->dropout > 0)) return x;
+    vbs_attr r = vbs_b_float(c->b, "ratio", c->o->dropout);
+    return vbs_b_node(c->b, VBS_OP_DROPOUT, name, 1, &x, 1, &r);
+}
+
 const char *vbs_l_add(const vbs_layers *c, const char *name, const char *x, const char *y) {
     const char *in[2] = {x, y};
     return vbs_b_node(c->b, VBS_OP_ADD, name, 2, in, 0, NULL);

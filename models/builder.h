@@ -83,6 +83,9 @@ const char *vbs_l_norm(const vbs_layers *c, const char *name, const char *x, int
 const char *vbs_l_relu(const vbs_layers *c, const char *name, const char *x);
 /* PReLU with one slope per channel, 0.25 at the start (as nn.PReLU). */
 const char *vbs_l_prelu(const vbs_layers *c, const char *name, const char *x, int64_t ch);
+/* MC dropout: with o->dropout > 0 a Dropout of that ratio named name; else x
+ * itself (no node: a model without dropout is as before it existed). */
+const char *vbs_l_dropout(const vbs_layers *c, const char *name, const char *x);
 const char *vbs_l_add(const vbs_layers *c, const char *name, const char *x, const char *y);
 /* Concat along channels: x first */
 const char *vbs_l_concat(const vbs_layers *c, const char *name, const char *x, const char *y);

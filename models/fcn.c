@@ -47,6 +47,8 @@ static void fcn(const vbs_layers *c, const char *x) {
         snprintf(n, sizeof n, "pool%d", l);
         vbs_attr a[2] = {vbs_b_ints(c->b, "kernel_shape", c->nsp, k2), vbs_b_ints(c->b, "strides", c->nsp, k2)};
         x = vbs_b_node(c->b, VBS_OP_MAX_POOL, n, 1, &x, 2, a);
+        snprintf(n, sizeof n, "stage%d.dropout", l);
+        x = vbs_l_dropout(c, n, x);
         if (l >= o->depth - 3 && l < o->depth - 1) { f[l - (o->depth - 3)] = x; fch[l - (o->depth - 3)] = ch; }
     }
     /* VGG's fully connected fc6 and fc7, as convolutions of twice the last stage's channels */
@@ -59,6 +61,8 @@ static void fcn(const vbs_layers *c, const char *x) {
         x = vbs_l_norm(c, n, x, ch);
         snprintf(n, sizeof n, "conv%d.relu", i);
         x = vbs_l_relu(c, n, x);
+        snprintf(n, sizeof n, "conv%d.dropout", i); /* FCN's drop6, drop7 */
+        x = vbs_l_dropout(c, n, x);
     }
     f[2] = x;
     fch[2] = ch;

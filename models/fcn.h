@@ -22,6 +22,9 @@
  * no bias, as FCN's. With latent > 0, z from the pooled conv7 features is
  * broadcast and concatenated to each of the three scores' inputs (before
  * the final 1x1 layers); with hetero, a second such head gives "logvar".
+ * With dropout > 0, a Dropout of that ratio follows each stage's pool
+ * ("stage<l>.dropout", so the scores' inputs carry it) and fc6's and
+ * fc7's ReLUs ("conv6.dropout", "conv7.dropout": FCN's drop6 and drop7).
  * *out as for vbs_model_load. */
 vbs_status vbs_fcn_build(const vbs_net_opts *o, vbs_model **out);
 

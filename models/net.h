@@ -24,6 +24,7 @@ typedef struct {
     uint64_t seed;       /* He initialisation of the means */
     int64_t patch[3];    /* the card's slice (2D) or sliding-window (3D) size; 0 = 240 (2D), 128 (3D), rounded up to a multiple of 2^depth */
     int norm;            /* after each conv: VBS_NET_NORM_* (instance, as nnU-Net) */
+    float dropout;       /* > 0: MC dropout, a Dropout of this ratio where each family documents; 0 = none */
 } vbs_net_opts;
 
 enum { VBS_NET_NORM_NONE = 0, VBS_NET_NORM_INSTANCE = 1, VBS_NET_NORM_BATCH = 2 };

@@ -9,7 +9,7 @@
 #include "unet.h"
 
 vbs_unet_opts vbs_unet_defaults(void) {
-    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}, VBS_UNET_NORM_INSTANCE};
+    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}, VBS_UNET_NORM_INSTANCE, 0.f};
     return o;
 }
 
@@ -23,7 +23,8 @@ static const char *block(const vbs_layers *c, const char *name, const char *x, i
         snprintf(n, sizeof n, "%s.relu%d", name, i);
         x = vbs_l_relu(c, n, x);
     }
-    return x;
+    snprintf(n, sizeof n, "%s.dropout", name);
+    return vbs_l_dropout(c, n, x);
 }
 
 static void unet(const vbs_layers *c, const char *x) {

@@ -12,7 +12,7 @@
 static int n_convs(int l) { return l < 2 ? l + 1 : 3; }
 
 /* A residual stage: n 5x5 convs of ch channels, each + norm + PReLU, with
- * res added before the last PReLU. */
+ * res added before the last PReLU; then o->dropout's Dropout, if any. */
 static const char *stage(const vbs_layers *c, const char *name, const char *x, const char *res, int64_t cin, int64_t ch, int n) {
     char s[128];
     for (int i = 1; i <= n; i++) {
@@ -27,7 +27,8 @@ static const char *stage(const vbs_layers *c, const char *name, const char *x, c
         snprintf(s, sizeof s, "%s.prelu%d", name, i);
         x = vbs_l_prelu(c, s, x, ch);
     }
-    return x;
+    snprintf(s, sizeof s, "%s.dropout", name);
+    return vbs_l_dropout(c, s, x);
 }
 
 /* conv (down) or transposed conv (up), 2x2 stride 2, + norm + PReLU */

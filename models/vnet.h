@@ -19,8 +19,10 @@
  * stage l (2*c_l channels), then a residual stage of n_l convs at 2*c_l.
  * With latent > 0, z from the pooled bottleneck is broadcast and
  * concatenated before the final 1x1 heads (logits, and logvar with
- * hetero). Convs' weights and biases are variational; norms and PReLU
- * slopes (0.25 per channel) are plain. *out as for vbs_model_load. */
+ * hetero). With dropout > 0, every stage (encoder and decoder) ends in a
+ * Dropout "<stage>.dropout" of that ratio, so the skips carry it too.
+ * Convs' weights and biases are variational; norms and PReLU slopes (0.25
+ * per channel) are plain. *out as for vbs_model_load. */
 vbs_status vbs_vnet_build(const vbs_net_opts *o, vbs_model **out);
 
 /* The floats vbs_vnet_build would store, without storing them. */

@@ -230,7 +230,7 @@ typedef struct {
     int n_in, n_out;
     int in[VBS_MAX_IN];     /* value ids; -1 = omitted */
     int out[2];
-    uint32_t rng_stream;    /* GaussianSample: stream id for its eps */
+    uint32_t rng_stream;    /* GaussianSample, Dropout: stream id for their draws (0x80000000 | node index) */
     int fused_relu;         /* Conv: a following Relu folded into the epilogue (graph.c) */
     union {
         vbs_window_attr win;
@@ -239,6 +239,7 @@ typedef struct {
         int64_t axis;       /* Concat */
         struct { int64_t axis; int flatten; } softmax;
         float alpha;        /* LeakyRelu */
+        float ratio;        /* Dropout: the probability of dropping an element, in [0, 1) */
         struct { float eps, momentum; } norm; /* InstanceNormalization; BatchNormalization (+ momentum) */
     } a;
 } vbs_node;
@@ -254,7 +255,7 @@ typedef struct {
     float *work;            /* scratch of the size the op's work fn asked */
     uint64_t seed, sample;  /* for ops that sample */
     int sampling;           /* 0 in VBS_MODE_MEAN */
-    int training;           /* 1 in a training pass: BatchNormalization uses the batch statistics */
+    int training;           /* 1 in a training pass: BatchNormalization uses the batch statistics, Dropout keys item j by sample + j */
     float *saved;           /* training: the node's own floats (the op's `saved` fn), kept until its backward */
 } vbs_op_args;
 
@@ -264,8 +265,8 @@ typedef struct {
  * backward_fresh writes those that fresh marks instead) and leaves the
  * others alone; it never writes dy. For a Conv whose Relu the graph fused, the
  * executor has already multiplied dy by (y > 0), so the kernel ignores
- * fused_relu. Random draws (GaussianSample) are recomputed from fwd's
- * seed, sample and the node's stream, never stored. */
+ * fused_relu. Random draws (GaussianSample's eps, Dropout's mask) are
+ * recomputed from fwd's seed, sample and the node's stream, never stored. */
 typedef struct {
     const vbs_op_args *fwd;
     const float *dy[2];       /* gradients of the outputs, shaped like fwd->ys */
@@ -343,6 +344,10 @@ int vbs_cpu_avx512(void);
  * sample). Fills n standard normals for elements [first, first+n). */
 void vbs_philox4x32(const uint32_t key[2], const uint32_t ctr[4], uint32_t out[4]);
 void vbs_randn(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, float *out);
+/* The raw 32-bit words instead (Dropout's masks): element e is word e%4 of
+ * the Philox block of counter (e/4, stream, sample) as above, so a value
+ * depends only on (seed, sample, stream, e). */
+void vbs_randu32(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, uint32_t *out);
 
 /* Scalar math shared by ops, stats and weight sampling. */
 static inline float vbs_softplus(float x) {
@@ -504,8 +509,9 @@ typedef struct {
 
 /* A training forward pass: inputs as for vbs_worker_run_naive; wbuf holds the
  * weights of the variational values (laid out by var_off; NULL: their means);
- * seed and sample key the ops that sample (GaussianSample) when sampling is
- * set; BatchNormalization uses batch statistics. naive: reference kernels. */
+ * seed and sample key the ops that sample (GaussianSample; Dropout, whose
+ * batch item j takes sample + j) when sampling is set; BatchNormalization
+ * uses batch statistics. naive: reference kernels. */
 vbs_status vbs_train_forward(vbs_train_worker *t, const vbs_model *m, const vbs_train_spec *spec, const float *const *inputs,
                              const vbs_shape *in_shapes, const float *wbuf, int sampling, uint64_t seed, uint64_t sample,
                              int naive, char *err);

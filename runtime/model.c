@@ -374,6 +374,22 @@ vbs_status vbs_model_get_stats(const vbs_model *m, vbs_model_stats *out) {
     return VBS_OK;
 }
 
+vbs_status vbs_model_stochasticity(const vbs_model *m, vbs_stochasticity *out) {
+    if (!m || !m->loaded || !out) return VBS_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < m->def.n_tensors; i++)
+        if (m->def.tensors[i].role == VBS_ROLE_MU) out->n_variational += m->def.tensors[i].numel;
+    for (int i = 0; i < m->g.n_nodes; i++) {
+        const vbs_node *n = &m->g.nodes[i];
+        out->n_latent += n->op == VBS_OP_GAUSSIAN_SAMPLE;
+        if (n->op != VBS_OP_DROPOUT || !(n->a.ratio > 0.f)) continue;
+        if (!out->n_dropout++ || n->a.ratio < out->dropout_min) out->dropout_min = n->a.ratio;
+        if (n->a.ratio > out->dropout_max) out->dropout_max = n->a.ratio;
+    }
+    out->kind = out->n_variational && out->n_dropout ? "both" : out->n_variational ? "variational weights" : out->n_dropout ? "dropout" : "none";
+    return VBS_OK;
+}
+
 vbs_status vbs_model_flops(vbs_model *m, const int64_t *shape, int ndim, double *flops) {
     if (!m || !m->loaded || !shape || !flops || ndim < 1 || ndim > VBS_MAX_DIMS || m->def.n_inputs != 1) return VBS_ERR_ARG;
     vbs_shape in = {ndim, {0}};

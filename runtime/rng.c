@@ -8,7 +8,9 @@
  * so an element's value never depends on how a range is split across
  * calls, threads or tiles. The group code is written for the vectoriser
  * (and cloned for AVX2/FMA) with polynomial log and sin/cos accurate to a
- * few float ulps: a draw costs about a nanosecond. Not cryptographic.
+ * few float ulps: a draw costs about a nanosecond. vbs_randu32 hands out
+ * the raw 32-bit words instead (element e: word e%4 of the same block),
+ * for Dropout's masks. Not cryptographic.
  */
 #include <math.h>
 #include <string.h>
@@ -68,10 +70,9 @@ static void philox8_base(uint32_t k0, uint32_t k1, uint32_t *c0, uint32_t *c1, u
     }
 }
 
-/* 32 normals for blocks [blk0, blk0 + 8) into z[32], in element order: the
- * portable path (any CPU; the AVX2 path below computes the same formulas). */
-static void group_base(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample, float *z) {
-    uint32_t c0[GROUP], c1[GROUP], c2[GROUP], c3[GROUP];
+/* the words of blocks [blk0, blk0 + 8) of (stream, sample): word w of block j in cw[j] */
+static void philox_group(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample, uint32_t *c0, uint32_t *c1,
+                         uint32_t *c2, uint32_t *c3) {
     uint32_t hi = (uint32_t)(sample >> 32) << 16;
     for (int j = 0; j < GROUP; j++) {
         uint64_t b = blk0 + (uint64_t)j;
@@ -81,6 +82,14 @@ static void group_base(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream,
         c3[j] = (uint32_t)sample;
     }
     philox8_base(k0, k1, c0, c1, c2, c3);
+}
+
+/* 32 normals for blocks [blk0, blk0 + 8) into z[32], in element order: the
+ * portable path (any CPU; the AVX2 path below computes the same formulas). */
+static void group_base(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample, void *zv) {
+    float *z = zv;
+    uint32_t c0[GROUP], c1[GROUP], c2[GROUP], c3[GROUP];
+    philox_group(k0, k1, blk0, stream, sample, c0, c1, c2, c3);
     /* lanes (0,1) and (2,3) of each block: radius from one word, angle from the other */
     for (int j = 0; j < GROUP; j++) {
         const uint32_t uw[2] = {c0[j], c2[j]}, vw[2] = {c1[j], c3[j]};
@@ -93,6 +102,20 @@ static void group_base(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream,
             z[4 * j + 2 * h] = rad * cs;
             z[4 * j + 2 * h + 1] = rad * sn;
         }
+    }
+}
+
+/* The raw words of blocks [blk0, blk0 + 8) in element order: out[4j + w] is
+ * word w of block blk0 + j (the counters of group_base). */
+static void words_base(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample, void *outv) {
+    uint32_t *out = outv;
+    uint32_t c0[GROUP], c1[GROUP], c2[GROUP], c3[GROUP];
+    philox_group(k0, k1, blk0, stream, sample, c0, c1, c2, c3);
+    for (int j = 0; j < GROUP; j++) {
+        out[4 * j] = c0[j];
+        out[4 * j + 1] = c1[j];
+        out[4 * j + 2] = c2[j];
+        out[4 * j + 3] = c3[j];
     }
 }
 
@@ -154,9 +177,10 @@ AVX_INLINE void bm8(__m256i uw, __m256i vw, __m256 *zc, __m256 *zs) {
     *zs = _mm256_mul_ps(rad, _mm256_xor_ps(so, _mm256_castsi256_ps(ss)));
 }
 
-/* the same 32 normals with all of it in registers */
-__attribute__((target("avx2,fma"))) static void group_avx2(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample,
-                                                            float *zout) {
+/* Philox4x32-10 on the 8 blocks [blk0, blk0 + 8) of (stream, sample): words
+ * 0..3 of block j in lane j of *a, *b, *c, *d */
+AVX_INLINE void philox8_avx2(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample, __m256i *ao, __m256i *bo,
+                             __m256i *co, __m256i *dout) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     /* blocks never cross 2^32 inside a group: blk0 is a multiple of 8 */
     __m256i a = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)blk0), lane);
@@ -176,37 +200,74 @@ __attribute__((target("avx2,fma"))) static void group_avx2(uint32_t k0, uint32_t
         k0 += PHILOX_W0;
         k1 += PHILOX_W1;
     }
-    __m256 A, B, C, D; /* per block j: A = rad*cos, B = rad*sin of words (0,1); C, D of words (2,3) */
-    bm8(a, b, &A, &B);
-    bm8(c, d, &C, &D);
+    *ao = a; *bo = b; *co = c; *dout = d;
+}
+
+/* out[4j + w] = lane j of the w-th vector: 8 blocks of 4 back to element order */
+AVX_INLINE void store_blocks(__m256 A, __m256 B, __m256 C, __m256 D, float *out) {
     __m256 t0 = _mm256_unpacklo_ps(A, B), t1 = _mm256_unpackhi_ps(A, B), t2 = _mm256_unpacklo_ps(C, D), t3 = _mm256_unpackhi_ps(C, D);
     __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
     __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    _mm256_storeu_ps(zout, _mm256_permute2f128_ps(u0, u1, 0x20));
-    _mm256_storeu_ps(zout + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
-    _mm256_storeu_ps(zout + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
-    _mm256_storeu_ps(zout + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+    _mm256_storeu_ps(out, _mm256_permute2f128_ps(u0, u1, 0x20));
+    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+    _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+    _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+}
+
+/* the same 32 normals with all of it in registers */
+__attribute__((target("avx2,fma"))) static void group_avx2(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample,
+                                                            void *zout) {
+    __m256i a, b, c, d;
+    philox8_avx2(k0, k1, blk0, stream, sample, &a, &b, &c, &d);
+    __m256 A, B, C, D; /* per block j: A = rad*cos, B = rad*sin of words (0,1); C, D of words (2,3) */
+    bm8(a, b, &A, &B);
+    bm8(c, d, &C, &D);
+    store_blocks(A, B, C, D, zout);
+}
+
+/* the 32 raw words of words_base, in registers */
+__attribute__((target("avx2,fma"))) static void words_avx2(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample,
+                                                            void *out) {
+    __m256i a, b, c, d;
+    philox8_avx2(k0, k1, blk0, stream, sample, &a, &b, &c, &d);
+    /* the shuffles move bits, never convert them; the stores may alias any type */
+    store_blocks(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), _mm256_castsi256_ps(c), _mm256_castsi256_ps(d), (float *)out);
 }
 #endif
 
-void vbs_randn(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, float *out) {
+typedef void (*group_fn)(uint32_t k0, uint32_t k1, uint64_t blk0, uint32_t stream, uint64_t sample, void *out);
+
+/* elements [first, first + n) of 4-byte values, whole groups of 32 made by
+ * fn (directly into out where a group is wanted whole) */
+static void fill(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, void *outv, group_fn fn) {
     if (n <= 0) return;
     const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     const uint64_t per = 4 * GROUP;
     uint64_t e = first, end = first + (uint64_t)n;
-    float z[4 * GROUP];
-    void (*group_normals)(uint32_t, uint32_t, uint64_t, uint32_t, uint64_t, float *) = group_base;
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (vbs_cpu_avx2()) group_normals = group_avx2;
-#endif
+    union { float f[4 * GROUP]; uint32_t u[4 * GROUP]; } z; /* either kind of value */
+    unsigned char *out = outv;
     while (e < end) {
         uint64_t g = e / per, base = g * per;
         uint64_t lo = e - base, hi = end - base < per ? end - base : per;
-        if (lo == 0 && hi == per) group_normals(k0, k1, g * GROUP, stream, sample, out + (e - first));
+        if (lo == 0 && hi == per) fn(k0, k1, g * GROUP, stream, sample, out + 4 * (e - first));
         else {
-            group_normals(k0, k1, g * GROUP, stream, sample, z);
-            memcpy(out + (e - first), z + lo, sizeof(float) * (size_t)(hi - lo));
+            fn(k0, k1, g * GROUP, stream, sample, &z);
+            memcpy(out + 4 * (e - first), (const unsigned char *)&z + 4 * lo, 4 * (size_t)(hi - lo));
         }
         e = base + hi;
     }
+}
+
+void vbs_randn(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, float *out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (vbs_cpu_avx2()) { fill(seed, sample, stream, first, n, out, group_avx2); return; }
+#endif
+    fill(seed, sample, stream, first, n, out, group_base);
+}
+
+void vbs_randu32(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t first, int64_t n, uint32_t *out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (vbs_cpu_avx2()) { fill(seed, sample, stream, first, n, out, words_avx2); return; }
+#endif
+    fill(seed, sample, stream, first, n, out, words_base);
 }

@@ -50,6 +50,43 @@ for p in sys.argv[2:]:
     assert pix[4:16] == ref[1][4:16] and geo == ref[2], p
 assert hdr(sys.argv[3])[0][4] == 4  # four class probabilities along t
 PY
+mi_sampled_and_mean() { # SAMPLED MEAN: epistemic_mi.nii.gz maps, MI > 0 sampled and exactly 0 in mean mode
+  /usr/bin/python3 - "$1" "$2" <<'PY'
+import gzip, struct, sys
+import numpy as np
+def data(p):
+    b = gzip.open(p).read()
+    return np.frombuffer(b[int(struct.unpack('<f', b[108:112])[0]):], '<f4')
+assert data(sys.argv[1]).mean() > 1e-4, data(sys.argv[1]).mean()
+assert not data(sys.argv[2]).any()
+PY
+}
+# MC dropout: a U-Net with --dropout (sigma ~ 1e-13: the spread is the masks'); info says both; MI > 0,
+# the same bytes at 1 and 2 threads; mean mode MI = 0; a ratio of 1 refused
+ok "$V" create --arch unet --dims 2 --in-channels 4 --classes 4 --base 4 --depth 2 --dropout 0.25 --rho -30 --out "$T/d.vbseg" >/dev/null
+"$V" info "$T/d.vbseg" >"$T/dinfo.txt"
+ok grep -q "Dropout x5" "$T/dinfo.txt" # depth 2: two encoder blocks, the bottleneck, two decoder blocks
+ok grep -q "stochastic:   both: variational weights and dropout (p=0.25, 5 nodes)" "$T/dinfo.txt"
+ok "$V" run --model "$T/d.vbseg" "${in[@]}" --samples 4 --seed 3 --threads 1 --out "$T/d1" >/dev/null
+ok "$V" run --model "$T/d.vbseg" "${in[@]}" --samples 4 --seed 3 --threads 2 --out "$T/d2" >/dev/null
+ok "$V" run --model "$T/d.vbseg" "${in[@]}" --mode mean --out "$T/d0" >/dev/null
+for f in labels prob_mean epistemic_mi; do ok cmp -s "$T/d1/$f.nii.gz" "$T/d2/$f.nii.gz"; done
+ok mi_sampled_and_mean "$T/d1/epistemic_mi.nii.gz" "$T/d0/epistemic_mi.nii.gz"
+# the other families with --dropout: Dropouts where `create --help` says (V-Net depth 2: 3 encoder and 2 decoder
+# stages; FCN depth 3: 3 pools, fc6, fc7), MI > 0 sampled, MI = 0 in mean mode
+for fam in "vnet 2 5" "fcn 3 5"; do  # arch, depth, Dropouts
+  set -- $fam
+  ok "$V" create --arch "$1" --dims 2 --in-channels 4 --classes 4 --base 2 --depth $2 --dropout 0.25 --rho -30 --out "$T/d$1.vbseg" >/dev/null
+  "$V" info --json "$T/d$1.vbseg" >"$T/d$1.json"
+  ok /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); z=d['stochasticity']; assert d['ops']['Dropout'] == $3 == z['dropout_nodes'] and z['kind'] == 'both' and z['dropout_ratio_min'] == z['dropout_ratio_max'] == 0.25, d" "$T/d$1.json"
+  ok "$V" run --model "$T/d$1.vbseg" "${in[@]}" --samples 4 --seed 3 --out "$T/d$1s" >/dev/null
+  ok "$V" run --model "$T/d$1.vbseg" "${in[@]}" --mode mean --out "$T/d$1m" >/dev/null
+  ok mi_sampled_and_mean "$T/d$1s/epistemic_mi.nii.gz" "$T/d$1m/epistemic_mi.nii.gz"
+done
+ok one_line_error "$V" create --arch unet --dims 2 --in-channels 4 --classes 4 --dropout 1 --out "$T/x.vbseg"
+ok one_line_error "$V" train --data "$T" --out "$T/x.vbseg" --dropout 1
+ok one_line_error "$V" train --data "$T" --out "$T/x.vbseg" --init "$T/d.vbseg" --dropout 0.2
+ok grep -q "the --init model keeps its own graph" "$T/err"
 # a 3D model on the same scan, and the .npy path
 ok "$V" create --arch unet --latent 0 --dims 3 --in-channels 4 --classes 2 --base 2 --depth 1 --out "$T/m3.vbseg" >/dev/null
 /usr/bin/python3 -c "import numpy as np; np.save('$T/x.npy', np.random.default_rng(1).standard_normal((4, 6, 40, 48)).astype(np.float32))"

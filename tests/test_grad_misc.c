@@ -102,7 +102,7 @@ static void sweep_unary(void) {
             vbs_op op = ops[k];
             vbs_shape sh[2] = {rand_shape(1, 5, 6), {1, {1}}};
             float alpha = (float)gc_ri(-10, 30) * 0.05f, scale = op == VBS_OP_SIGMOID || op == VBS_OP_SOFTPLUS ? (float)gc_ri(1, 30) : 1.f;
-            int n_in = op == VBS_OP_DROPOUT && gc_ri(0, 1) ? 2 : 1; /* Dropout with its ratio input: no gradient for it */
+            int n_in = 1;
             vbs_builder *b = vbs_b_new(1);
             vbs_attr a = vbs_b_float(b, "alpha", alpha);
             char label[256], s0[96];

@@ -18,6 +18,7 @@
 
 #include "builder.h"
 #include "check.h"
+#include "mc_maps.h"
 #include "unet.h"
 
 #define NX 5
@@ -187,18 +188,7 @@ static float *run_all(vbs_model *m, const float *x, int64_t *shape, int nd, uint
     vbs_session_new(m, &s);
     vbs_mc_opts o = {.n_samples = 7, .seed = seed, .mode = VBS_MODE_SAMPLE, .threads = threads, .overlap = 0.5f, .adaptive_tol = 0.f, .adaptive_block = 0};
     if (vbs_session_run_mc(s, x, shape, nd, &o)) { printf("%s\n", vbs_session_errmsg(s)); exit(1); }
-    float *all = NULL;
-    *n = 0;
-    for (int w = 0; w < VBS_MAP_COUNT; w++) {
-        const float *d;
-        vbs_map_info info;
-        if (vbs_session_map(s, (vbs_map)w, &d, &info)) continue;
-        int64_t k = 1;
-        for (int i = 0; i < info.ndim; i++) k *= info.dims[i];
-        all = realloc(all, sizeof(float) * (size_t)(*n + k));
-        memcpy(all + *n, d, sizeof(float) * (size_t)k);
-        *n += k;
-    }
+    float *all = mc_all_maps(s, n, NULL);
     vbs_session_free(s);
     return all;
 }

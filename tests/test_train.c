@@ -11,10 +11,17 @@
  *    and both gradients (through rho as well) against finite differences;
  *  - whole networks (2D U-Nets with the latent and the heteroscedastic head,
  *    instance norm, batch norm, no norm so that Conv+Relu fuse, Flipout, a
- *    3D U-Net): the gradient of the whole objective against finite
+ *    3D U-Net; 2D V-Nets, 2D and 3D FCN-8s): the gradient of the whole objective against finite
  *    differences along random directions in the parameters (mu, rho and
  *    plain tensors), so the executor's backward walk, the reparameterisation
  *    and the KL terms are checked together;
+ *  - MC dropout: U-Nets with a Dropout after each block (2D, batch norm,
+ *    3D), a 2D V-Net and FCN-8s with theirs, and a dropout net with plain
+ *    weights (an ONNX export converted without sigma) through the same
+ *    whole-objective check with the step's masks; each family's Dropouts
+ *    against the places written here by hand; the masks are drawn (the
+ *    objective moves with them), the same bytes at 1 and 2 threads, and
+ *    the loss falls over Adam steps;
  *  - Adam, AdamW, SGD and the schedules against values worked out by hand;
  *  - the same bytes after steps at 1 and 2 threads; a step with a loss that
  *    is not finite changes nothing.
@@ -23,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "builder.h"
 #include "check.h"
 #include "trainer.h"
 #include "unet.h"
@@ -216,11 +224,49 @@ static vbs_model *unet(int dims, int norm, int latent, int hetero, int classes, 
     return m;
 }
 
-/* a V-Net (depth 2) or an FCN-8s (depth 3) of the same small sizes */
-static vbs_model *family(vbs_arch a, int dims, int norm, int latent, int hetero, int classes, uint64_t seed) {
+/* the same U-Net with a Dropout of ratio p after each block (the same weights: Dropout adds no tensor) */
+static vbs_model *unet_drop(int dims, int norm, int classes, float p, uint64_t seed) {
+    vbs_unet_opts o = vbs_unet_defaults();
+    o.dims = dims; o.in_channels = 2; o.classes = classes; o.base = 3; o.depth = 2; o.latent = 0; o.hetero = 0;
+    o.norm = norm; o.rho0 = -2.5f; o.seed = seed; o.dropout = p;
+    vbs_model *m;
+    if (vbs_unet_build(&o, &m)) { printf("  build: %s\n", vbs_model_errmsg(m)); vbs_model_free(m); return NULL; }
+    return m;
+}
+
+/* an MC-dropout network without variational weights (as an ONNX export
+ * converted with --sigma-init none): 2 channels -> conv 3x3 (6) -> relu ->
+ * dropout 0.3 -> conv 1x1 (3 classes), plain weights */
+static vbs_model *plain_drop(uint64_t seed) {
+    vbs_builder *b = vbs_b_new(seed);
+    int64_t in[4] = {-1, 2, -1, -1}, w1[4] = {6, 2, 3, 3}, b1[1] = {6}, w2[4] = {3, 6, 1, 1}, b2[1] = {3}, k3[2] = {3, 3}, p1[4] = {1, 1, 1, 1};
+    const char *params[4] = {"N", NULL, "H", "W"};
+    vbs_b_input(b, "image", 4, in, params);
+    float wa[108], ba[6], wb[18], bb[3];
+    for (int i = 0; i < 108; i++) wa[i] = rf() * 0.5f;
+    for (int i = 0; i < 6; i++) ba[i] = rf() * 0.1f;
+    for (int i = 0; i < 18; i++) wb[i] = rf();
+    for (int i = 0; i < 3; i++) bb[i] = 0.f;
+    vbs_attr a[2] = {vbs_b_ints(b, "kernel_shape", 2, k3), vbs_b_ints(b, "pads", 4, p1)};
+    const char *i1[3] = {"image", vbs_b_tensor(b, "c1.w", 4, w1, wa), vbs_b_tensor(b, "c1.b", 1, b1, ba)};
+    const char *h = vbs_b_node(b, VBS_OP_CONV, "c1", 3, i1, 2, a);
+    h = vbs_b_node(b, VBS_OP_RELU, "r1", 1, &h, 0, NULL);
+    vbs_attr r = vbs_b_float(b, "ratio", 0.3f);
+    h = vbs_b_node(b, VBS_OP_DROPOUT, "d1", 1, &h, 1, &r);
+    const char *i2[3] = {h, vbs_b_tensor(b, "c2.w", 4, w2, wb), vbs_b_tensor(b, "c2.b", 1, b2, bb)};
+    vbs_b_node(b, VBS_OP_CONV, "logits", 3, i2, 0, NULL);
+    vbs_b_output(b, "logits");
+    vbs_b_card(b)->output_activation = VBS_ACT_SOFTMAX;
+    vbs_model *m;
+    if (vbs_b_finish(b, "plain_drop", &m)) { printf("  build: %s\n", vbs_model_errmsg(m)); vbs_model_free(m); return NULL; }
+    return m;
+}
+
+/* a V-Net (depth 2) or an FCN-8s (depth 3) of the same small sizes, with MC dropout of ratio p if p > 0 */
+static vbs_model *family(vbs_arch a, int dims, int norm, int latent, int hetero, int classes, uint64_t seed, float p) {
     vbs_net_opts o = vbs_net_defaults(a);
     o.dims = dims; o.in_channels = 2; o.classes = classes; o.base = 3; o.depth = a == VBS_ARCH_FCN ? 3 : 2; o.latent = latent;
-    o.hetero = hetero; o.norm = norm; o.rho0 = -2.5f; o.seed = seed;
+    o.hetero = hetero; o.norm = norm; o.rho0 = -2.5f; o.seed = seed; o.dropout = p;
     vbs_model *m;
     if (vbs_net_build(a, &o, &m)) { printf("  build: %s\n", vbs_model_errmsg(m)); vbs_model_free(m); return NULL; }
     return m;
@@ -308,7 +354,7 @@ static void check_network(const char *label, vbs_model *m, int batch, int dims, 
             }
         }
     }
-    CHECK(ok && strong * 3 > checked && roles[0] && roles[2], "%s: the whole objective's gradient against finite differences (%d elements, %d well above the noise)",
+    CHECK(ok && strong * 3 > checked && ((roles[0] && roles[2]) || !m->g.var_total), "%s: the whole objective's gradient against finite differences (%d elements, %d well above the noise)",
           label, checked, strong);
     free(g);
     rig_free(&r);
@@ -450,28 +496,36 @@ static void test_optim(void) {
 
 /* ---- the same bytes at 1 and 2 threads; a bad loss changes nothing ---------------------- */
 
-static void test_threads(void) {
+/* Three steps of each of two copies of one model (m[0] at 1 thread, m[1] at 2,
+ * on the same data) end in the same parameter bytes; frees both. */
+static void check_threads(const char *label, vbs_model *m[2]) {
     float *after[2] = {0};
     int64_t n = 0;
     for (int th = 1; th <= 2; th++) {
-        vbs_model *m = unet(2, VBS_UNET_NORM_INSTANCE, 3, 1, 4, 11);
         rig r;
         rs = 99; /* the same data both times */
-        if (!m || !rig_init(&r, m, 5, 2, 8, 0, th)) { CHECK(0, "threads set-up"); return; }
+        if (!m[th - 1] || !rig_init(&r, m[th - 1], 5, 2, 8, 0, th)) { CHECK(0, "%s: threads set-up", label); break; }
         char err[VBS_ERRLEN];
         vbs_step_stats st;
         int ok = 1;
         for (int s = 0; s < 3 && ok; s++) ok = !vbs_trainer_step(&r.t, &r.b, s, 1e-2f, &st, err);
-        CHECK(ok, "three steps at %d thread(s)", th);
+        CHECK(ok, "%s: three steps at %d thread(s)", label, th);
         n = r.t.P.n;
         after[th - 1] = malloc(sizeof(float) * (size_t)n);
         memcpy(after[th - 1], r.t.P.data, sizeof(float) * (size_t)n);
         rig_free(&r);
-        vbs_model_free(m);
     }
-    CHECK(!memcmp(after[0], after[1], sizeof(float) * (size_t)n), "the parameters after 3 steps are the same bytes at 1 and 2 threads");
+    CHECK(after[0] && after[1] && !memcmp(after[0], after[1], sizeof(float) * (size_t)n),
+          "%s: the parameters after 3 steps are the same bytes at 1 and 2 threads", label);
     free(after[0]);
     free(after[1]);
+    vbs_model_free(m[0]);
+    vbs_model_free(m[1]);
+}
+
+static void test_threads(void) {
+    vbs_model *two[2] = {unet(2, VBS_UNET_NORM_INSTANCE, 3, 1, 4, 11), unet(2, VBS_UNET_NORM_INSTANCE, 3, 1, 4, 11)};
+    check_threads("U-Net", two);
     /* a step whose loss is not finite: refused, naming the term, nothing changed */
     vbs_model *m = unet(2, VBS_UNET_NORM_NONE, 0, 0, 2, 12);
     rig r;
@@ -485,6 +539,101 @@ static void test_threads(void) {
     CHECK(s == VBS_ERR_NUMERIC && strstr(err, "step 0") && strstr(err, "not finite"), "a non-finite loss is refused: %s", err);
     CHECK(!memcmp(p0, r.t.P.data, sizeof(float) * (size_t)r.t.P.n), "and the parameters are unchanged");
     free(p0);
+    rig_free(&r);
+    vbs_model_free(m);
+}
+
+/* MC dropout in training: the masks are drawn (the objective differs from
+ * the same weights without Dropout, and from step to step), the gradient of
+ * the whole objective with the step's masks against finite differences (one
+ * pass per example, and BatchNormalization's one pass of the minibatch where
+ * item j takes example j's mask), the same bytes at 1 and 2 threads, and
+ * Adam steps on a fixed minibatch lower the loss. The same weights with and
+ * without Dropout: the weight draws are the same, only the masks differ. */
+/* Each family's Dropouts where models/<family>.h document them: named, of the
+ * given ratio, fed by the layer written here by hand, and the only reader of
+ * that layer (so everything after it sees the masks). */
+static void check_placement(const char *label, vbs_model *m, const char *const (*want)[2], int n_want) {
+    if (!m) { CHECK(0, "%s: build", label); return; }
+    int found = 0, ok = 1;
+    for (int i = 0; i < m->def.n_nodes; i++) {
+        const vbs_node_def *d = &m->def.nodes[i];
+        if (strcmp(d->op_type, "Dropout")) continue;
+        found++;
+        int w = 0;
+        while (w < n_want && strcmp(want[w][0], d->name)) w++;
+        if (w == n_want || d->n_in != 1 || strcmp(d->in[0], want[w][1])) {
+            printf("  %s: Dropout '%s' reads '%s'\n", label, d->name, d->n_in ? d->in[0] : "");
+            ok = 0;
+            continue;
+        }
+        int readers = 0;
+        for (int j = 0; j < m->def.n_nodes; j++)
+            for (int k = 0; k < m->def.nodes[j].n_in; k++) readers += !strcmp(m->def.nodes[j].in[k], d->in[0]);
+        if (readers != 1) { printf("  %s: '%s' has %d readers besides its Dropout\n", label, d->in[0], readers - 1); ok = 0; }
+    }
+    CHECK(ok && found == n_want, "%s: %d Dropouts where documented (%d found)", label, n_want, found);
+    vbs_model_free(m);
+}
+
+static void test_dropout_placement(void) {
+    static const char *const unet[][2] = {{"enc0.dropout", "enc0.relu2"}, {"enc1.dropout", "enc1.relu2"}, {"bottleneck.dropout", "bottleneck.relu2"},
+                                          {"dec1.dropout", "dec1.relu2"}, {"dec0.dropout", "dec0.relu2"}};
+    static const char *const vnet[][2] = {{"enc0.dropout", "enc0.prelu1"}, {"enc1.dropout", "enc1.prelu2"}, {"enc2.dropout", "enc2.prelu3"},
+                                          {"dec1.dropout", "dec1.prelu2"}, {"dec0.dropout", "dec0.prelu1"}};
+    static const char *const fcn[][2] = {{"stage0.dropout", "pool0"}, {"stage1.dropout", "pool1"}, {"stage2.dropout", "pool2"},
+                                         {"conv6.dropout", "conv6.relu"}, {"conv7.dropout", "conv7.relu"}};
+    check_placement("U-Net, depth 2", unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.3f, 30), unet, 5);
+    check_placement("V-Net, depth 2", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_BATCH, 0, 0, 3, 31, 0.3f), vnet, 5);
+    check_placement("3D FCN-8s, depth 3, latent", family(VBS_ARCH_FCN, 3, VBS_NET_NORM_NONE, 2, 1, 3, 32, 0.3f), fcn, 5);
+    check_placement("V-Net without dropout", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_BATCH, 0, 0, 3, 31, 0.f), vnet, 0);
+}
+
+static void test_dropout(void) {
+    check_network("2D U-Net with dropout 0.3 after each block", unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.3f, 21), 3, 2, 8, 0);
+    check_network("2D U-Net with dropout 0.3 and batch norm", unet_drop(2, VBS_UNET_NORM_BATCH, 3, 0.3f, 22), 3, 2, 8, 0);
+    check_network("3D U-Net with dropout 0.2", unet_drop(3, VBS_UNET_NORM_INSTANCE, 2, 0.2f, 23), 2, 3, 8, 0);
+    check_network("MC-dropout net without variational weights", plain_drop(27), 3, 2, 8, 0);
+    check_network("2D V-Net with dropout 0.3 after each stage", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_INSTANCE, 0, 0, 3, 28, 0.3f), 3, 2, 8, 0);
+    check_network("2D FCN-8s with dropout 0.3 after each pool and fc6, fc7", family(VBS_ARCH_FCN, 2, VBS_NET_NORM_INSTANCE, 0, 0, 3, 29, 0.3f), 3, 2, 16, 0);
+    test_dropout_placement();
+    double l[2][2];
+    for (int d = 0; d < 2; d++) {
+        vbs_model *m = unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, d ? 0.3f : 0.f, 24);
+        rig r;
+        rs = 77;
+        if (!m || !rig_init(&r, m, 2, 2, 8, 0, 1)) { CHECK(0, "dropout set-up"); vbs_model_free(m); return; }
+        char err[VBS_ERRLEN];
+        vbs_step_stats st;
+        for (int s = 0; s < 2; s++) {
+            CHECK(!vbs_trainer_grad(&r.t, &r.b, s, &st, err), "%s", err);
+            l[d][s] = st.loss;
+        }
+        rig_free(&r);
+        vbs_model_free(m);
+    }
+    for (int s = 0; s < 2; s++)
+        CHECK(l[1][s] != l[0][s], "step %d: the objective with dropout equals the one without (%.9g): no mask drawn", s, l[0][s]);
+    vbs_model *two[2] = {unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.3f, 25), unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.3f, 25)};
+    check_threads("dropout U-Net", two);
+    /* it trains: 40 Adam steps on one minibatch whose labels are a function of the voxel's
+     * channels, the mean loss of the last 5 below 0.9 x the first 5's (about 0.63 against 0.75) */
+    vbs_model *m = unet_drop(2, VBS_UNET_NORM_INSTANCE, 3, 0.2f, 26);
+    rig r;
+    rs = 5;
+    if (!m || !rig_init(&r, m, 4, 2, 8, 0, 2)) { CHECK(0, "dropout training set-up"); vbs_model_free(m); return; }
+    for (int e = 0; e < 4; e++)
+        for (int v = 0; v < 64; v++) r.y[e * 64 + v] = r.x[(e * 2) * 64 + v] > 0 ? (r.x[(e * 2 + 1) * 64 + v] > 0 ? 2 : 1) : 0;
+    r.t.cfg.kl_weight = 1e-6f;
+    double first = 0, last = 0;
+    char err[VBS_ERRLEN];
+    vbs_step_stats st;
+    for (int s = 0; s < 40; s++) {
+        if (vbs_trainer_step(&r.t, &r.b, s, 1e-2f, &st, err)) { CHECK(0, "step %d: %s", s, err); break; }
+        if (s < 5) first += st.loss / 5;
+        if (s >= 35) last += st.loss / 5;
+    }
+    CHECK(last < 0.9 * first, "dropout U-Net: loss %.4f over the first 5 steps, %.4f over the last 5", first, last);
     rig_free(&r);
     vbs_model_free(m);
 }
@@ -536,10 +685,11 @@ int main(void) {
     check_network("2D U-Net, Flipout", unet(2, VBS_UNET_NORM_INSTANCE, 2, 1, 4, 4), 3, 2, 8, 1);
     check_network("3D U-Net, latent, heteroscedastic head", unet(3, VBS_UNET_NORM_INSTANCE, 2, 1, 2, 5), 2, 3, 8, 0);
     /* the other families' graphs: PReLU, residual Adds, strided convs, FCN's bilinear upsamplings and three latent joins */
-    check_network("2D V-Net, latent, heteroscedastic head, instance norm", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_INSTANCE, 3, 1, 4, 6), 3, 2, 8, 0);
-    check_network("2D V-Net, batch norm, sigmoid head", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_BATCH, 0, 0, 1, 7), 3, 2, 8, 0);
-    check_network("2D FCN-8s, latent, heteroscedastic head, instance norm", family(VBS_ARCH_FCN, 2, VBS_NET_NORM_INSTANCE, 2, 1, 3, 8), 3, 2, 16, 0);
-    check_network("3D FCN-8s, no norm", family(VBS_ARCH_FCN, 3, VBS_NET_NORM_NONE, 0, 0, 2, 9), 2, 3, 16, 0);
+    check_network("2D V-Net, latent, heteroscedastic head, instance norm", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_INSTANCE, 3, 1, 4, 6, 0.f), 3, 2, 8, 0);
+    check_network("2D V-Net, batch norm, sigmoid head", family(VBS_ARCH_VNET, 2, VBS_NET_NORM_BATCH, 0, 0, 1, 7, 0.f), 3, 2, 8, 0);
+    check_network("2D FCN-8s, latent, heteroscedastic head, instance norm", family(VBS_ARCH_FCN, 2, VBS_NET_NORM_INSTANCE, 2, 1, 3, 8, 0.f), 3, 2, 16, 0);
+    check_network("3D FCN-8s, no norm", family(VBS_ARCH_FCN, 3, VBS_NET_NORM_NONE, 0, 0, 2, 9, 0.f), 2, 3, 16, 0);
+    test_dropout();
     test_threads();
     return finish("test_train");
 }

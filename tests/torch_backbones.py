@@ -13,7 +13,10 @@ other input channel counts for the V-Net's first residual):
   - the same network rebuilt in PyTorch from the stored tensors gives
     `vbseg run --raw`'s outputs in mean mode, and in sample mode (weights
     mu + softplus(rho) * eps, eps recomputed from the documented RNG) where
-    there is no latent;
+    there is no latent and no dropout;
+  - with --dropout, the Dropout nodes are exactly those vnet.h and fcn.h
+    document (names and ratio), and mean mode (Dropout the identity) equals
+    the same rebuild without them;
   - `vbseg info --shape`'s FLOPs per pass equal those of the rebuilt
     network's convolutions, counted as they run;
   - `vbseg run` at a size the network cannot take (depth >= 2) equals
@@ -216,7 +219,7 @@ def main():
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {label}{(': ' + detail) if detail else ''}")
 
-    keys = ("arch", "dims", "cin", "classes", "base", "depth", "latent", "hetero", "norm", "spatial")
+    keys = ("arch", "dims", "cin", "classes", "base", "depth", "latent", "hetero", "norm", "spatial", "dropout")
     cases = [dict(zip(keys, c)) for c in [
         ("vnet", 2, 4, 3, 4, 2, 0, 1, "none", (24, 20)),        # first residual: the input as it is (base channels)
         ("vnet", 2, 1, 2, 4, 3, 3, 0, "instance", (16, 24)),    # 1 channel, broadcast as the paper's
@@ -229,17 +232,23 @@ def main():
         ("fcn", 3, 2, 2, 2, 3, 2, 1, "instance", (8, 16, 8)),
         ("fcn", 2, 3, 2, 4, 4, 0, 0, "batch", (16, 32)),
         ("fcn", 3, 1, 2, 2, 3, 0, 0, "batch", (8, 8, 16)),
+        # MC dropout: mean mode is the identity, so the rebuild without Dropout must match
+        ("vnet", 2, 2, 3, 4, 2, 2, 1, "instance", (16, 20), 0.3),
+        ("vnet", 3, 1, 2, 2, 1, 0, 0, "batch", (6, 8, 10), 0.2),
+        ("fcn", 2, 3, 2, 4, 4, 2, 1, "instance", (16, 32), 0.3),
+        ("fcn", 3, 2, 2, 2, 3, 0, 0, "none", (8, 16, 8), 0.1),
     ]]
     rng = np.random.default_rng(9)
     with tempfile.TemporaryDirectory() as tmp:
         for k, a in enumerate(cases):
+            drop = a.get("dropout", 0)
             tag = (f"{a['dims']}D {a['arch']} in {a['cin']} K {a['classes']} base {a['base']} depth {a['depth']} "
-                   f"latent {a['latent']} hetero {a['hetero']} norm {a['norm']}")
+                   f"latent {a['latent']} hetero {a['hetero']} norm {a['norm']}" + (f" dropout {drop}" if drop else ""))
             model = os.path.join(tmp, f"m{k}.vbseg")
             args = [vbseg, "create", "--arch", a["arch"], "--dims", str(a["dims"]), "--in-channels", str(a["cin"]),
                     "--classes", str(a["classes"]), "--base", str(a["base"]), "--depth", str(a["depth"]),
                     "--latent", str(a["latent"]), "--rho", "-2.5", "--seed", str(k + 3), "--norm", a["norm"],
-                    "--out", model] + (["--hetero"] if a["hetero"] else [])
+                    "--out", model] + (["--hetero"] if a["hetero"] else []) + (["--dropout", str(drop)] if drop else [])
             subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
             info = subprocess.run([vbseg, "info", model, "--json"], capture_output=True, text=True)
             check(info.returncode == 0, f"{tag}: loads and validates", info.stderr.strip())
@@ -255,6 +264,14 @@ def main():
             os.mkdir(td)
             subprocess.run([dump, model, td], check=True)
             t = load_tensors(td)
+            # the Dropouts where vnet.h and fcn.h say: after each V-Net stage; after each FCN stage's pool and fc6, fc7
+            d = a["depth"]
+            want = (([f"enc{l}.dropout" for l in range(d + 1)] + [f"dec{l}.dropout" for l in range(d)]) if a["arch"] == "vnet"
+                    else [f"stage{l}.dropout" for l in range(d)] + ["conv6.dropout", "conv7.dropout"]) if drop else []
+            with open(os.path.join(td, "nodes.txt")) as f:
+                got = [ln.split() for ln in f if ln.split()[1] == "Dropout"]
+            check(sorted(g[2] for g in got) == sorted(want) and all(abs(float(g[3]) - drop) < 1e-7 for g in got),
+                  f"{tag}: Dropout nodes {[g[2] for g in got]}")
             if a["arch"] == "fcn":
                 s = 2 ** (a["depth"] - 2)
                 ok = all(np.array_equal(t[n][2], bilinear(kk, a["classes"], a["dims"]))
@@ -265,8 +282,8 @@ def main():
             np.save(xin, x)
             net = vnet if a["arch"] == "vnet" else fcn
             for mode in ("mean", "sample"):
-                if mode == "sample" and a["latent"]:
-                    continue  # the latent's eps belongs to its node (torch_reference and test_ops cover it)
+                if mode == "sample" and (a["latent"] or drop):
+                    continue  # the latent's eps and dropout's masks belong to their nodes (torch_reference, torch_dropout)
                 out = os.path.join(tmp, f"o{k}{mode}")
                 subprocess.run([vbseg, "run", "--model", model, "--input", xin, "--out", out, "--raw", "--mode", mode,
                                 "--seed", "77"], check=True, stdout=subprocess.DEVNULL)

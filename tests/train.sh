@@ -357,5 +357,29 @@ ok grep -q "checkpoint:   1 epoch, 2 steps done" "$T/ck.info"
 ok test $? -eq 0
 "$V" train --data "$T/data" --out "$T/bnf.vbseg" --norm batch --flipout --epochs 1 2>"$T/bnf.err"
 ok grep -q "flipout needs one pass per example" "$T/bnf.err"
+# MC dropout: a U-Net with --dropout (and with batch norm: one pass of the minibatch) trains, says both kinds,
+# the same bytes at 1 and 2 threads, and stopped and resumed equals the run straight through
+"$V" train --data "$T/data" --out "$T/d1.vbseg" "${SMALL[@]}" --dropout 0.2 --epochs 2 --steps-per-epoch 2 --threads 1 --quiet
+ok test $? -eq 0
+"$V" train --data "$T/data" --out "$T/d2.vbseg" "${SMALL[@]}" --dropout 0.2 --epochs 2 --steps-per-epoch 2 --threads 2 --quiet
+ok cmp -s "$T/d1.vbseg" "$T/d2.vbseg"
+"$V" info "$T/d1.vbseg" >"$T/d1.info"
+ok grep -q "stochastic:   both: variational weights and dropout (p=0.2, " "$T/d1.info"
+"$V" train --data "$T/data" --out "$T/dr.vbseg" "${SMALL[@]}" --dropout 0.2 --epochs 1 --steps-per-epoch 2 --quiet
+ok "$V" train --resume "$T/dr.vbseg.train/checkpoint.vbseg" --epochs 2 --quiet
+ok cmp -s "$T/d1.vbseg" "$T/dr.vbseg"
+"$V" train --data "$T/data" --out "$T/dbn.vbseg" --norm batch --base 4 --depth 2 --latent 0 --batch 4 --patch 32x32 --epochs 1 \
+  --steps-per-epoch 2 --dropout 0.3 --val 0.25 --quiet
+ok test $? -eq 0
+# --dropout for the other families: trained, with their Dropouts (V-Net depth 2: 5 stages; FCN depth 3: 3 pools, fc6, fc7)
+for fam in "vnet 2" "fcn 3"; do
+  set -- $fam
+  "$V" train --data "$T/data" --out "$T/d$1.vbseg" --arch "$1" --depth "$2" --base 4 --latent 0 --batch 4 --patch 32x32 --epochs 1 \
+    --steps-per-epoch 2 --dropout 0.2 --val 0.25 --quiet
+  ok test $? -eq 0
+  "$V" info "$T/d$1.vbseg" >"$T/d$1.info"
+  ok grep -q "Dropout x5" "$T/d$1.info"
+  ok grep -q "stochastic:   both: variational weights and dropout (p=0.2, 5 nodes)" "$T/d$1.info"
+done
 echo "train: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

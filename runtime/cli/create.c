@@ -12,7 +12,7 @@
 static const char *help =
     "usage: vbseg create --arch unet|vnet|fcn --dims 2|3 --in-channels C --classes K --out M.vbseg\n"
     "                    [--base 16] [--depth D] [--norm instance|batch|none] [--hetero] [--latent 10] [--rho -5] [--seed S]\n"
-    "                    [--patch 128x128x128]\n"
+    "                    [--patch 128x128x128] [--dropout P]\n"
     "\n"
     "Writes an untrained variational network: He-initialised means, rho = --rho\n"
     "(sigma = softplus(rho)), a Gaussian prior N(0,1) recorded for the trainer.\n"
@@ -26,6 +26,9 @@ static const char *help =
     "  --hetero      add a logit log-variance head (aleatoric/epistemic eq. 10-11 split)\n"
     "  --latent L    VAE-style latent of size L from the pooled bottleneck (default 10, as the\n"
     "                paper; 0: none)\n"
+    "  --dropout P   MC dropout: a Dropout of ratio P (masks drawn in sample mode, the identity\n"
+    "                in mean mode) after each block (unet) or stage (vnet) or, in fcn, after each\n"
+    "                stage's pool and after fc6 and fc7 (FCN's drop6, drop7)\n"
     "  --patch       the card's slice size (2D, default 240x240) or sliding-window size\n"
     "                (3D, default 128x128x128, D x H x W) used by vbseg infer and run\n";
 
@@ -56,6 +59,12 @@ int cmd_create(int argc, char **argv) {
         else if (!strcmp(a, "--latent")) { if (!cli_int("create", a, val, 0, 4096, &v)) return 2; o.latent = (int)v; }
         else if (!strcmp(a, "--seed")) { if (!cli_int("create", a, val, 0, 0x7fffffffffffffffLL, &v)) return 2; o.seed = (uint64_t)v; }
         else if (!strcmp(a, "--rho")) { double d; if (!cli_float("create", a, val, &d)) return 2; o.rho0 = (float)d; }
+        else if (!strcmp(a, "--dropout")) {
+            double d;
+            if (!cli_float("create", a, val, &d)) return 2;
+            if (!(d >= 0 && d < 1)) { cli_error("create", "--dropout %s is not in [0, 1)", val); return 2; }
+            o.dropout = (float)d;
+        }
         else if (!strcmp(a, "--patch")) {
             int64_t p[8];
             int n = cli_shape(val, p, 8);

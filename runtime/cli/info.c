@@ -15,9 +15,10 @@ static const char *help =
     "mean and variational parameter counts, the FLOPs of one pass (Conv and\n"
     "ConvTranspose, 2 per multiply-add) at --shape or else at the card's patch\n"
     "size padded as vbseg run pads it, min/median/max of sigma = softplus(rho),\n"
-    "and the model card: what the runtime does with output 0 (the output\n"
-    "activation and whether vbseg convert inferred it) and 'not set' for every\n"
-    "empty field.\n";
+    "what makes the Monte-Carlo samples differ (variational weights, dropout with\n"
+    "its ratio, both, or none), and the model card: what the runtime does with\n"
+    "output 0 (the output activation and whether vbseg convert inferred it) and\n"
+    "'not set' for every empty field.\n";
 
 /* what an empty card field says */
 #define NOT_SET "not set (vbseg convert --card card.json sets it)"
@@ -59,6 +60,20 @@ void cli_head_text(const vbs_model *m, char *buf, size_t len) {
     const char *src = extra(c, "output_activation_source");
     if (n >= 0 && (size_t)n < len && src) n += snprintf(buf + n, len - (size_t)n, " (%s)", src);
     if (n >= 0 && (size_t)n < len && c->heteroscedastic) snprintf(buf + n, len - (size_t)n, ", heteroscedastic (logit mean + log-variance)");
+}
+
+/* "dropout (p=0.3, 2 nodes)", "both: variational weights and dropout (p=0.1..0.5, 3 nodes)", ... */
+static void stochastic_text(const vbs_stochasticity *z, char *buf, size_t len) {
+    char p[96] = "";
+    if (z->n_dropout && z->dropout_min == z->dropout_max)
+        snprintf(p, sizeof p, "dropout (p=%g, %d node%s)", z->dropout_min, z->n_dropout, z->n_dropout == 1 ? "" : "s");
+    else if (z->n_dropout) snprintf(p, sizeof p, "dropout (p=%g..%g, %d nodes)", z->dropout_min, z->dropout_max, z->n_dropout);
+    int n = !strcmp(z->kind, "both") ? snprintf(buf, len, "both: variational weights and %s", p)
+          : !strcmp(z->kind, "dropout") ? snprintf(buf, len, "%s", p)
+          : !strcmp(z->kind, "none") && !z->n_latent ? snprintf(buf, len, "none: every sample is the mean pass")
+                                                       : snprintf(buf, len, "%s", z->kind);
+    if (n >= 0 && (size_t)n < len && z->n_latent) n += snprintf(buf + n, len - (size_t)n, ", with a GaussianSample latent");
+    if (n >= 0 && (size_t)n < len && z->n_dropout) snprintf(buf + n, len - (size_t)n, "; masks drawn in sample mode, the identity in mean mode");
 }
 
 static void json_str(const char *s) {
@@ -162,6 +177,8 @@ int cmd_info(int argc, char **argv) {
     }
     vbs_model_stats s;
     vbs_model_get_stats(m, &s);
+    vbs_stochasticity z;
+    vbs_model_stochasticity(m, &z);
     double flops = 0;
     char ferr[1024];
     int given = nd > 0, have_flops = pass_flops(m, shape, &nd, &flops, ferr, sizeof ferr);
@@ -198,6 +215,8 @@ int cmd_info(int argc, char **argv) {
             printf("]}, ");
         } else printf("null, ");
         printf("\"sigma\": {\"min\": %.6g, \"median\": %.6g, \"max\": %.6g}, ", s.sigma_min, s.sigma_median, s.sigma_max);
+        printf("\"stochasticity\": {\"kind\": \"%s\", \"dropout_nodes\": %d, \"dropout_ratio_min\": %.6g, \"dropout_ratio_max\": %.6g, "
+               "\"latent\": %s}, ", z.kind, z.n_dropout, z.dropout_min, z.dropout_max, z.n_latent ? "true" : "false");
         printf("\"card\": {\"channels\": [");
         for (int i = 0; i < c->n_channels; i++) { printf("%s", i ? ", " : ""); json_str(c->channels[i]); }
         printf("], \"normalization\": \"%s\", \"spatial_dims\": %d, \"patch\": [", norm_name(c->normalization), c->spatial_dims);
@@ -250,6 +269,9 @@ int cmd_info(int argc, char **argv) {
             printf(pr.kind ? "prior:        scale mixture %.3g N(0, %.3g^2) + %.3g N(0, %.3g^2)\n" : "prior:        N(0, %.3g^2)\n",
                    pr.kind ? pr.pi : pr.sigma, pr.kind ? pr.sigma1 : 0, 1 - pr.pi, pr.sigma2);
         else if (s.n_variational) printf("prior:        differs between tensors\n");
+        char zt[256];
+        stochastic_text(&z, zt, sizeof zt);
+        printf("stochastic:   %s\n", zt);
         int ep;
         int64_t st;
         if (vbs_model_checkpoint_state(m, &ep, &st))

@@ -37,10 +37,12 @@ static const char *help =
     "  aleatoric_entropy  expected entropy E[H p]\n"
     "  epistemic_mi       mutual information H[E p] - E[H p]\n"
     "  aleatoric_het, epistemic_het   heteroscedastic models only (eq. 10-11)\n"
-    "--raw instead runs one pass (mean mode, or the weight draw of sample 0 under\n"
-    "--seed) on the data as given (no normalisation, no padding; an array of rank R\n"
-    "with any batch the graph allows, or of rank R-1 as a batch of one) and writes\n"
-    "each graph output as DIR/<output>.npy with N as the leading dim.\n";
+    "--mode mean uses the weight means and makes Dropout the identity; sample draws\n"
+    "the weights and the Dropout masks of every sample.\n"
+    "--raw instead runs one pass (mean mode, or the weight draw and Dropout masks of\n"
+    "sample 0 under --seed) on the data as given (no normalisation, no padding; an\n"
+    "array of rank R with any batch the graph allows, or of rank R-1 as a batch of\n"
+    "one) and writes each graph output as DIR/<output>.npy with N as the leading dim.\n";
 
 static int ends_with(const char *s, const char *t) {
     size_t n = strlen(s), m = strlen(t);

@@ -37,6 +37,7 @@ static const char *help =
     "  data:     [--layout auto|nnunet|brats2021|brats2023|msd] [--skip-bad] [--cache DIR] [--patch 128x128]\n"
     "            [--fg-oversample 0.33] [--augment none|light|default] [--steps-per-epoch N]\n"
     "  model:    [--init MODEL.vbseg] [--rho -5] [--flipout] [--prior gaussian:1 | mixture:PI,SIGMA1,SIGMA2]\n"
+    "            [--dropout P (MC dropout: Dropouts of ratio P where vbseg create --help says, any --arch)]\n"
     "  loss:     [--kl-weight W] [--kl-warmup EPOCHS] [--latent-kl W]\n"
     "  optimiser:[--momentum 0.9] [--weight-decay W] [--clip NORM] [--lr-min 1e-5] [--cycle STEPS]\n"
     "            [--gamma 0.1] [--patience 5]\n"
@@ -65,7 +66,7 @@ typedef struct {
     char data[PATH_MAX], out[PATH_MAX], arch[16], norm[16], opt[16], sched[16], layout[16], augment[16], patch[64], val_cases[1024];
     char init[PATH_MAX], cache[PATH_MAX], ckdir[PATH_MAX], prior[64];
     long long dims, base, depth, latent, hetero, batch, seed, skip_bad, steps_per_epoch, flipout, kl_warmup, val_samples, val_examples, cycle, patience, epochs;
-    double lr, val, fg, rho, kl, latent_kl, momentum, wd, clip, lr_min, gamma, minutes;
+    double lr, val, fg, rho, kl, latent_kl, momentum, wd, clip, lr_min, gamma, minutes, dropout;
 } topts;
 
 typedef enum { T_STR, T_INT, T_FLOAT, T_FLAG } ttype;
@@ -85,7 +86,7 @@ static const tdef defs[] = {
     I(val_samples, "--val-samples", 0, 1000), I(val_examples, "--val-examples", -1, 100000000), I(cycle, "--cycle", 1, 100000000), I(patience, "--patience", 0, 100000),
     F(lr, "--lr", 1e-12, 10), F(val, "--val", 0, 0.9), F(fg, "--fg-oversample", 0, 1), F(rho, "--rho", -30, 10), F(kl, "--kl-weight", -1, 1e6),
     F(latent_kl, "--latent-kl", -1, 1e6), F(momentum, "--momentum", 0, 1), F(wd, "--weight-decay", -1, 10), F(clip, "--clip", 0, 1e12),
-    F(lr_min, "--lr-min", 0, 10), F(gamma, "--gamma", 1e-6, 1),
+    F(lr_min, "--lr-min", 0, 10), F(gamma, "--gamma", 1e-6, 1), F(dropout, "--dropout", 0, 0.99),
     /* where the run stops: kept, so that a resume stops where the run would have, but it may change */
     {"--epochs", T_INT, offsetof(topts, epochs), 0, -1, 1000000, 0}, {"--minutes", T_FLOAT, offsetof(topts, minutes), 0, -1, 1e7, 0},
 };
@@ -305,6 +306,11 @@ int cmd_train(int argc, char **argv) {
         have_ck = 1;
     }
     if (!o.data[0] || !o.out[0]) { cli_error("train", "--data and --out are required (see --help)"); vbs_model_free(m); return 2; }
+    if (o.init[0] && o.dropout > 0) {
+        cli_error("train", "--dropout builds Dropout into a new network; the --init model keeps its own graph (and its Dropout nodes)");
+        vbs_model_free(m);
+        return 2;
+    }
     if ((seen_def(seen, "--epochs") && o.epochs < 1) || (seen_def(seen, "--minutes") && !(o.minutes > 0))) {
         cli_error("train", "--epochs and --minutes must be positive");
         vbs_model_free(m);
@@ -393,6 +399,7 @@ int cmd_train(int argc, char **argv) {
             vbs_net_opts u = vbs_net_defaults(arch);
             u.dims = (int)o.dims; u.in_channels = ds.C; u.classes = ds.n_classes; u.base = (int)o.base; u.depth = (int)o.depth;
             u.latent = (int)o.latent; u.hetero = (int)o.hetero; u.rho0 = (float)o.rho; u.seed = (uint64_t)o.seed;
+            u.dropout = (float)o.dropout;
             u.norm = !strcmp(o.norm, "none") ? VBS_NET_NORM_NONE : !strcmp(o.norm, "batch") ? VBS_NET_NORM_BATCH : VBS_NET_NORM_INSTANCE;
             if (strcmp(o.norm, "none") && strcmp(o.norm, "batch") && strcmp(o.norm, "instance")) { cli_error("train", "--norm must be instance, batch or none"); rc = 2; goto out; }
             char why[256];

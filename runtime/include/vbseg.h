@@ -184,6 +184,21 @@ typedef struct {
 } vbs_model_stats;
 vbs_status vbs_model_get_stats(const vbs_model *m, vbs_model_stats *out);
 
+/* What makes a model's Monte-Carlo samples differ, read from its graph at
+ * each call (nothing is stored, so it cannot go stale): variational weights,
+ * Dropout nodes (masks drawn in VBS_MODE_SAMPLE, the identity in
+ * VBS_MODE_MEAN), both, or none. kind is one of "variational weights",
+ * "dropout", "both", "none" (static strings). A GaussianSample latent is
+ * counted apart. */
+typedef struct {
+    const char *kind;
+    int64_t n_variational;          /* variational parameters (mu with a rho) */
+    int n_dropout;                  /* Dropout nodes with a ratio > 0 */
+    float dropout_min, dropout_max; /* their ratios (the probability of dropping); 0 if none */
+    int n_latent;                   /* GaussianSample nodes */
+} vbs_stochasticity;
+vbs_status vbs_model_stochasticity(const vbs_model *m, vbs_stochasticity *out);
+
 /* The prior of the variational weights (what the trainer's KL is taken
  * against): kind 0 a Gaussian N(0, sigma^2), 1 Blundell's scale mixture
  * pi N(0, sigma1^2) + (1 - pi) N(0, sigma2^2). VBS_ERR_STATE if the model has
@@ -247,8 +262,8 @@ void vbs_session_free(vbs_session *s);
 const char *vbs_session_errmsg(const vbs_session *s);
 
 typedef enum {
-    VBS_MODE_SAMPLE = 0, /* draw w = mu + sigma * eps every pass */
-    VBS_MODE_MEAN = 1    /* use mu only: deterministic, one pass suffices */
+    VBS_MODE_SAMPLE = 0, /* draw w = mu + sigma * eps and the Dropout masks every pass */
+    VBS_MODE_MEAN = 1    /* use mu only, Dropout the identity: deterministic, one pass suffices */
 } vbs_mode;
 
 typedef struct {
@@ -278,7 +293,8 @@ int vbs_default_threads(void);
 /* One forward pass on the input as given (no padding). input is
  * N x C x spatial (borrowed, not kept) with the graph's rank; N is any batch
  * the graph allows (its fixed batch, or any for a symbolic one). sample
- * selects the weight draw in VBS_MODE_SAMPLE. Outputs are read with
+ * selects the weight draw and the Dropout masks in VBS_MODE_SAMPLE (every
+ * batch item gets that sample's masks). Outputs are read with
  * vbs_session_output(). A shape the network cannot take fails with
  * VBS_ERR_SHAPE and a message in the caller's sizes naming what it takes,
  * e.g. "input 100x100: this network takes spatial sizes that are multiples
