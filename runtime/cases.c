@@ -7,6 +7,7 @@
  *   flat       one case per file: a 4D file (channels along t) or one channel
  * Files are matched by name only; reading them is infer.c's business.
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -349,11 +350,23 @@ int vbs_find_training_cases(const char *dir, vbs_train_layout *lay, vbs_scan_cas
     return 1;
 }
 
+/* A card's channel name to its BraTS channel (0 flair, 1 t1, 2 t1ce, 3 t2),
+ * whatever the case and separators ("FLAIR", "T1-CE", "t2_flair"), in the
+ * spellings of BraTS 2021 and 2023, MSD Task01 (FLAIR, T1w, t1gd, T2w) and
+ * common use; -1 for any other name. */
 int vbs_brats_channel_index(const char *card_name) {
-    for (int c = 0; c < 4; c++)
-        if (!strcmp(card_name, brats21[c]) || !strcmp(card_name, brats23[c])) return c;
-    /* common spellings */
-    if (!strcmp(card_name, "t1c") || !strcmp(card_name, "t1gd")) return 2;
-    if (!strcmp(card_name, "t2-flair") || !strcmp(card_name, "t2flair")) return 0;
+    static const struct { const char *name; int c; } known[] = {
+        {"flair", 0}, {"t2f", 0}, {"t2flair", 0}, {"t1", 1}, {"t1n", 1}, {"t1w", 1}, {"t1ce", 2}, {"t1c", 2}, {"t1gd", 2}, {"t2", 3}, {"t2w", 3},
+    };
+    char k[16];
+    size_t n = 0;
+    for (const char *p = card_name; *p; p++) {
+        if (*p == '-' || *p == '_' || *p == ' ' || *p == '.') continue;
+        if (n + 1 >= sizeof k) return -1;
+        k[n++] = (char)tolower((unsigned char)*p);
+    }
+    k[n] = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(k, known[i].name)) return known[i].c;
     return -1;
 }
