@@ -25,6 +25,7 @@ Prints "torch_dropout: N passed, N failed".
 """
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -175,6 +176,37 @@ def main():
         r = run(vbseg, "convert", onnx_path, vb, "--sigma-init", "none")
         info = run(vbseg, "info", vb).stdout
         t.check(r.returncode == 0 and "stochastic:   none" in info, "eval() export: info says none " + r.stderr.strip())
+        # seeded damage to the exported files (bit flips, overwritten bytes, truncation), through the
+        # Dropout ratio's constant input (opset 17) and attribute (opset 11): every conversion exits 0 or
+        # 1 (never a signal), a refusal is one line naming the file, and a refused output is never written
+        rng = np.random.default_rng(3)
+        for src in ("d11training.onnx", "d17training.onnx"):
+            good = open(os.path.join(tmp, src), "rb").read()
+            refused = bad = 0
+            for k in range(100):
+                b = bytearray(good)
+                for _ in range(1 + k % 4):
+                    at = int(rng.integers(len(b)))
+                    if k % 3 == 0:
+                        b[at] ^= 1 << int(rng.integers(8))
+                    elif k % 3 == 1:
+                        b[at] = int(rng.integers(256))
+                    else:
+                        b = b[:at]
+                mp, mo = os.path.join(tmp, "mutant.onnx"), os.path.join(tmp, "mutant.vbseg")
+                open(mp, "wb").write(bytes(b))
+                if os.path.exists(mo):
+                    os.remove(mo)
+                # the damaged names a message quotes may not be UTF-8
+                r = subprocess.run([vbseg, "convert", mp, mo, "--sigma-init", "none"], capture_output=True, text=True, errors="replace")
+                if r.returncode == 1:
+                    refused += 1
+                    lines = r.stderr.strip().split("\n")
+                    bad += not (len(lines) == 1 and "mutant.onnx" in lines[0] and not os.path.exists(mo))
+                elif r.returncode != 0:
+                    bad += 1
+                    print(f"  {src} mutant {k}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+            t.check(bad == 0 and refused > 20, f"{src}: {bad} of 100 damaged files crashed or were refused badly ({refused} refused)")
     print(f"torch_dropout: {t.passed} passed, {t.failed} failed")
     return 1 if t.failed else 0
 
