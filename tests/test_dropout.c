@@ -37,6 +37,7 @@
 #include <stdlib.h>
 
 #include "builder.h"
+#include "drop_net.h"
 #include "gradcheck.h"
 #include "mc_maps.h"
 
@@ -358,25 +359,12 @@ static void exact(void) {
  * weights (the same for the same rs); batch > 0 fixes the graph's batch */
 static vbs_model *net(int batch) {
     vbs_builder *b = vbs_b_new(1);
-    int64_t in[4] = {batch > 0 ? batch : -1, 2, -1, -1}, w1[4] = {8, 2, 3, 3}, b1[1] = {8}, w2[4] = {3, 8, 1, 1}, b2[1] = {3}, k3[2] = {3, 3}, p1[4] = {1, 1, 1, 1};
-    const char *params[4] = {"N", NULL, "H", "W"};
-    vbs_b_input(b, "image", 4, in, params);
     float wa[144], ba[8], wb[24], bb[3];
     for (int i = 0; i < 144; i++) wa[i] = (float)(urand() - 0.5);
     for (int i = 0; i < 8; i++) ba[i] = (float)(urand() - 0.5) * 0.1f;
     for (int i = 0; i < 24; i++) wb[i] = (float)(urand() - 0.5) * 2;
     for (int i = 0; i < 3; i++) bb[i] = 0.f;
-    vbs_attr a[2] = {vbs_b_ints(b, "kernel_shape", 2, k3), vbs_b_ints(b, "pads", 4, p1)};
-    const char *i1[3] = {"image", vbs_b_tensor(b, "c1.w", 4, w1, wa), vbs_b_tensor(b, "c1.b", 1, b1, ba)};
-    const char *h = vbs_b_node(b, VBS_OP_CONV, "c1", 3, i1, 2, a);
-    h = vbs_b_node(b, VBS_OP_RELU, "r1", 1, &h, 0, NULL);
-    vbs_attr r = vbs_b_float(b, "ratio", 0.5f);
-    h = vbs_b_node(b, VBS_OP_DROPOUT, "d1", 1, &h, 1, &r);
-    const char *i2[3] = {h, vbs_b_tensor(b, "c2.w", 4, w2, wb), vbs_b_tensor(b, "c2.b", 1, b2, bb)};
-    vbs_b_node(b, VBS_OP_CONV, "logits", 3, i2, 0, NULL);
-    vbs_b_output(b, "logits");
-    vbs_card *c = vbs_b_card(b);
-    c->output_activation = VBS_ACT_SOFTMAX;
+    vbs_card *c = drop_net(b, batch, 8, 0.5f, wa, ba, wb, bb);
     c->spatial_dims = 2;
     vbs_model *m;
     if (vbs_b_finish(b, "net", &m)) { printf("%s\n", vbs_model_errmsg(m)); exit(1); }

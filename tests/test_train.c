@@ -32,6 +32,7 @@
 
 #include "builder.h"
 #include "check.h"
+#include "drop_net.h"
 #include "trainer.h"
 #include "unet.h"
 
@@ -239,24 +240,12 @@ static vbs_model *unet_drop(int dims, int norm, int classes, float p, uint64_t s
  * dropout 0.3 -> conv 1x1 (3 classes), plain weights */
 static vbs_model *plain_drop(uint64_t seed) {
     vbs_builder *b = vbs_b_new(seed);
-    int64_t in[4] = {-1, 2, -1, -1}, w1[4] = {6, 2, 3, 3}, b1[1] = {6}, w2[4] = {3, 6, 1, 1}, b2[1] = {3}, k3[2] = {3, 3}, p1[4] = {1, 1, 1, 1};
-    const char *params[4] = {"N", NULL, "H", "W"};
-    vbs_b_input(b, "image", 4, in, params);
     float wa[108], ba[6], wb[18], bb[3];
     for (int i = 0; i < 108; i++) wa[i] = rf() * 0.5f;
     for (int i = 0; i < 6; i++) ba[i] = rf() * 0.1f;
     for (int i = 0; i < 18; i++) wb[i] = rf();
     for (int i = 0; i < 3; i++) bb[i] = 0.f;
-    vbs_attr a[2] = {vbs_b_ints(b, "kernel_shape", 2, k3), vbs_b_ints(b, "pads", 4, p1)};
-    const char *i1[3] = {"image", vbs_b_tensor(b, "c1.w", 4, w1, wa), vbs_b_tensor(b, "c1.b", 1, b1, ba)};
-    const char *h = vbs_b_node(b, VBS_OP_CONV, "c1", 3, i1, 2, a);
-    h = vbs_b_node(b, VBS_OP_RELU, "r1", 1, &h, 0, NULL);
-    vbs_attr r = vbs_b_float(b, "ratio", 0.3f);
-    h = vbs_b_node(b, VBS_OP_DROPOUT, "d1", 1, &h, 1, &r);
-    const char *i2[3] = {h, vbs_b_tensor(b, "c2.w", 4, w2, wb), vbs_b_tensor(b, "c2.b", 1, b2, bb)};
-    vbs_b_node(b, VBS_OP_CONV, "logits", 3, i2, 0, NULL);
-    vbs_b_output(b, "logits");
-    vbs_b_card(b)->output_activation = VBS_ACT_SOFTMAX;
+    drop_net(b, 0, 6, 0.3f, wa, ba, wb, bb);
     vbs_model *m;
     if (vbs_b_finish(b, "plain_drop", &m)) { printf("  build: %s\n", vbs_model_errmsg(m)); vbs_model_free(m); return NULL; }
     return m;
