@@ -381,5 +381,13 @@ for fam in "vnet 2" "fcn 3"; do
   ok grep -q "Dropout x5" "$T/d$1.info"
   ok grep -q "stochastic:   both: variational weights and dropout (p=0.2, 5 nodes)" "$T/d$1.info"
 done
+# without validation (--val 0) the model of the last epoch is exported, even when
+# the loss (here with a large KL weight) is far above 1
+rm -f "$T/nv.vbseg"
+"$V" train --data "$T/data" --out "$T/nv.vbseg" --base 4 --depth 2 --latent 0 --batch 4 --patch 32x32 --epochs 2 --steps-per-epoch 2 \
+  --val 0 --kl-weight 1 --seed 3 --quiet
+ok test $? -eq 0
+ok test -s "$T/nv.vbseg"
+ok "$V" info "$T/nv.vbseg" >/dev/null
 echo "train: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

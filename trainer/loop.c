@@ -479,7 +479,9 @@ vbs_status vbs_train_run(vbs_model *m, vbs_dataset *ds, const vbs_checkpoint *ck
         S.sched_lr = sched.lr;
         S.sched_best = sched.best;
         S.sched_bad = sched.bad_epochs;
-        int improved = metric > S.best_metric;
+        /* the first epoch is the best so far whatever its metric: without
+         * validation the metric is minus the loss, which can be below -1 */
+        int improved = !S.best_epoch || metric > S.best_metric;
         ev.kind = VBS_EV_EPOCH;
         ev.epoch = S.epoch;
         ev.step = S.step;
