@@ -297,6 +297,8 @@ ok test "$(cat "$T/err")" = "vbseg eval: warning: the predictions follow BraTS 2
 ok scores "$T/b5/pred/eval.csv" K "$T/b5/want.json"
 "$V" eval --help >"$T/help"
 ok grep -q "^--labels values: each label value on its own, no regions" "$T/help"
+ok grep -q "^--discard F (default 0.1; 0: off)" "$T/help"
+ok grep -q "^--curves FILE.csv: writes atomically" "$T/help"
 
 # label maps only: a non-integer value or more than 64 distinct values refuse
 # that case (exit 1, one line naming the file and the voxel), not the others
@@ -448,6 +450,17 @@ ok /usr/bin/python3 -c "
 import csv, math
 r = {x['case']: x for x in csv.DictReader(open('$T/lo2.csv'))}
 assert all(math.isnan(float(r[c][k])) for c in ('A', 'B') for k in r[c] if k.startswith('dicekept')), r"
+# a map that cannot be read (truncated): one warning naming it, the case scored without it
+mkdir -p "$T/gb" && cp "$T/pred/A.nii.gz" "$T/pred/A_epistemic.nii.gz" "$T/gb/"
+head -c 200 "$T/pred/A_probabilities.nii.gz" >"$T/gb/A_probabilities.nii.gz"
+"$V" eval --pred "$T/gb" --truth "$T/truth" --labels values >/dev/null 2>"$T/err"
+status "truncated probabilities" 0 $?
+ok test "$(wc -l <"$T/err")" -eq 1
+ok grep -q "^vbseg eval: warning: $T/gb/A_probabilities.nii.gz: .*; not used$" "$T/err"
+ok /usr/bin/python3 -c "
+import csv, math
+r = next(csv.DictReader(open('$T/gb/eval.csv')))
+assert r['case'] == 'A' and math.isnan(float(r['ece'])) and float(r['auroc_epistemic']) == 1, r"
 # --curves that cannot be written: exit 1, one line naming it; a stale file there stays whole
 "$V" eval --pred "$T/k/pred" --truth "$T/k/truth" --out "$T/k/u.csv" --curves "$T/afile/curves.csv" >/dev/null 2>"$T/err"
 status "--curves under a regular file" 1 $?
