@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # eval.sh BUILD_DIR: `vbseg eval` against values computed here by brute force
-# in NumPy (Dice, IoU, HD95 with anisotropic voxels, AUROC, ECE), over the
+# in NumPy (Dice, IoU, HD95 with anisotropic voxels, AUROC, ECE, Dice after
+# discarding the most uncertain voxels, the --curves rows), over the
 # union of the label values of both sides, BraTS 2018/2023 regions found by
 # `auto` and the warnings for contradicting conventions, label maps refused
 # (non-integer, too many values), the CSV written atomically or the exit
@@ -65,6 +66,58 @@ def check(csv_path, case, want, columns=None):
         got, columns = [c for c in rows[case] if score(c)], [c for c in columns if score(c)]
         assert sorted(got) == sorted(columns), (got, columns)
     return rows
+def ranked(u, pred, truth):             # the voxels either side labels, most uncertain first, equal u by index (file order)
+    idx = np.flatnonzero(((pred != 0) | (truth != 0)).ravel())
+    uu = np.asarray(u, np.float32).ravel()[idx]
+    order = np.argsort(-uu, kind="stable")  # idx ascends, so a stable sort keeps equal u by index
+    return idx[order], uu[order]
+def dicekept(pred, truth, u, f, names):     # f: --discard as written (exact decimal); names as in expect
+    from fractions import Fraction
+    idx, _ = ranked(u, pred, truth)
+    keep = np.ones(pred.size, bool)
+    keep[idx[:math.ceil(Fraction(f) * len(idx))]] = False
+    keep = keep.reshape(pred.shape)
+    want = {}
+    for name, (pv, tv) in names.items():
+        a, b = np.isin(pred, pv) & keep, np.isin(truth, tv) & keep
+        want[f"dicekept_{name}"] = 2 * (a & b).sum() / (a.sum() + b.sum()) if a.any() or b.any() else 1.0
+    return want
+def curves(cases):                      # cases: (pred, truth, u or None, probabilities or None) -> {(kind, bin): (lo, hi, count, mean, rate)}
+    nan = float("nan")
+    rel = [[0, 0.0, 0.0] for _ in range(15)]
+    dec = [[0, 0.0, 0.0, math.inf, -math.inf] for _ in range(10)]
+    for pred, truth, u, pr in cases:
+        lab = (pred != 0) | (truth != 0)
+        if pr is not None:
+            conf = np.maximum(np.asarray(pr, np.float32).max(0)[lab], 0)
+            right = (pred == truth)[lab]
+            for c, r in zip(conf, right):
+                q = min(int(np.floor(c * np.float32(15))), 14)  # float32 product, as the definition's floor(15 p)
+                rel[q][0] += 1; rel[q][1] += float(c); rel[q][2] += bool(r)
+        if u is not None:
+            idx, uu = ranked(u, pred, truth)
+            k = len(idx)
+            for p in range(k):
+                d = 9 - (p * 10) // k
+                e = dec[d]
+                e[0] += 1; e[1] += float(uu[p]); e[2] += bool(pred.ravel()[idx[p]] != truth.ravel()[idx[p]])
+                e[3] = min(e[3], float(uu[p])); e[4] = max(e[4], float(uu[p]))
+    want = {}
+    for q, (n, c, r) in enumerate(rel):
+        want[("reliability", q)] = (q / 15, (q + 1) / 15, n, c / n if n else nan, r / n if n else nan)
+    for d, (n, s, w, lo, hi) in enumerate(dec):
+        want[("uncertainty", d)] = (lo if n else nan, hi if n else nan, n, s / n if n else nan, w / n if n else nan)
+    return want
+def check_curves(path, want):
+    lines = open(path).read().splitlines()
+    assert lines[0] == "kind,bin,lo,hi,count,mean,rate", lines[0]
+    rows = list(csv.DictReader(lines))
+    assert [(r["kind"], int(r["bin"])) for r in rows] == list(want), [(r["kind"], r["bin"]) for r in rows]
+    for r in rows:
+        w = want[(r["kind"], int(r["bin"]))]
+        g = (float(r["lo"]), float(r["hi"]), int(r["count"]), float(r["mean"]), float(r["rate"]))
+        for x, y, col in zip(g, w, ("lo", "hi", "count", "mean", "rate")):
+            assert (math.isnan(x) and math.isnan(y)) or abs(x - y) < 1e-5, (r["kind"], r["bin"], col, x, y)
 if __name__ == "__main__":              # evlib.py CSV CASE WANT.json: the scores and exactly those columns
     import json, sys
     want = json.load(open(sys.argv[3]))
@@ -244,6 +297,8 @@ ok test "$(cat "$T/err")" = "vbseg eval: warning: the predictions follow BraTS 2
 ok scores "$T/b5/pred/eval.csv" K "$T/b5/want.json"
 "$V" eval --help >"$T/help"
 ok grep -q "^--labels values: each label value on its own, no regions" "$T/help"
+ok grep -q "^--discard F (default 0.1; 0: off)" "$T/help"
+ok grep -q "^--curves FILE.csv: writes atomically" "$T/help"
 
 # label maps only: a non-integer value or more than 64 distinct values refuse
 # that case (exit 1, one line naming the file and the voxel), not the others
@@ -273,6 +328,152 @@ ok grep -qx "vbseg eval: $T/nl/truth/I_seg.nii.gz: not a label map: 1234 distinc
 ok grep -qx "vbseg eval: $T/nl/pred/P.nii.gz: not a label map: non-integer value 2.5 at voxel (3, 2, 1)" "$T/err"
 ok scores "$T/nl/pred/eval.csv" G "$T/nl/want.json"
 ok test "$(grep -c '^[FIP],' "$T/nl/pred/eval.csv")" -eq 0
+
+# after discarding the most uncertain voxels (dicekept_*) and the --curves
+# data, against NumPy brute force: BraTS 2018 cases with ties in the
+# uncertainty (cut through by --discard 0.28), 25 labelled voxels (0.28 * 25
+# is 7.000000000000001 in double: 7 dropped, not 8), an empty tumour on both
+# sides (nothing to drop: Dice 1), a false positive only, a case without
+# maps (nan), a map of other dims (warned, not used); every curves row pooled
+mkdir -p "$T/k/pred" "$T/k/truth"
+ok /usr/bin/python3 - "$T/k" <<'PY'
+import sys, json, pickle
+import numpy as np
+from evlib import save, dicekept, curves
+t = sys.argv[1]
+rng = np.random.default_rng(7)
+names = {"label1": ([1], [1]), "label2": ([2], [2]), "label4": ([4], [4]), "wt": ([1, 2, 4], [1, 2, 4]), "tc": ([1, 4], [1, 4]), "et": ([4], [4])}
+def tumour(shape, o):
+    a = np.zeros(shape); a[1:5, 2 + o:8 + o, 2:10] = 2; a[2:4, 3 + o:7 + o, 3:8] = 1; a[2:4, 4 + o:6 + o, 4:6] = 4
+    return a
+def probs(shape, onehot):
+    p = rng.random((4,) + shape) ** 3; p /= p.sum(0)
+    p[:, onehot] = 0; p[2][onehot] = 1                                  # max exactly 1: the last bin
+    return p.astype(np.float32)
+cases = {}
+shape = (6, 10, 12)
+for c in ("D1", "D2"):
+    tr = tumour(shape, 0); pr = tumour(shape, 1)
+    flip = rng.random(shape) < 0.08; pr[flip] = rng.choice([0, 1, 2, 4], flip.sum())
+    wrong = pr != tr
+    epi = np.round((0.5 * wrong + 0.6 * rng.random(shape)) * 4) / 4            # five values: many ties
+    ent = np.round((0.3 * wrong + rng.random(shape)) * 8) / 8
+    cases[c] = (pr, tr, epi, ent, probs(shape, rng.random(shape) < 0.1))
+small = (4, 6, 8)
+trS = np.zeros(small); trS[1, 1:6, 1:6] = 2                                     # 25 labelled voxels
+prS = trS.copy(); prS[1, 2, 1:4] = 1
+cases["S"] = (prS, trS, np.where(prS != trS, 0.9, 0.2) + (np.arange(prS.size).reshape(small) % 3) * 0.05,
+              np.full(small, 0.5), probs(small, np.zeros(small, bool)))
+z = np.zeros(small)
+cases["E"] = (z, z, rng.random(small), rng.random(small), probs(small, np.zeros(small, bool)))
+prF = z.copy(); prF[2, 3, 2:5] = 4
+cases["F"] = (prF, z, prF * 0.1 + rng.random(small) * 0.05, rng.random(small), probs(small, np.zeros(small, bool)))
+cases["N"] = (cases["D1"][0], cases["D1"][1], None, None, None)
+cases["W"] = (cases["D2"][0], cases["D2"][1], np.zeros((6, 10, 11)), np.zeros((6, 10, 11)), None)
+assert ((prS != 0) | (trS != 0)).sum() == 25 and 0.28 * 25 > 7
+for c, (pr, tr, epi, ent, p) in cases.items():
+    save(f"{t}/pred/{c}.nii.gz", pr); save(f"{t}/truth/{c}_seg.nii.gz", tr)
+    if epi is not None:
+        save(f"{t}/pred/{c}_epistemic.nii.gz", epi); save(f"{t}/pred/{c}_entropy.nii.gz", ent)
+    if p is not None: save(f"{t}/pred/{c}_probabilities.nii.gz", p)
+want = {}
+for run, unc, f in (("default", 2, "0.1"), ("entropy", 3, "0.28")):
+    want[run] = {c: (dicekept(pr, tr, m[unc], f, names) if m[unc] is not None and m[unc].shape == pr.shape else
+                     {k: float("nan") for k in dicekept(pr, tr, pr, f, names)}) for c, m in cases.items() for pr, tr in [m[:2]]}
+    use = lambda m: m[unc] if m[unc] is not None and m[unc].shape == m[0].shape else None
+    want[run + ".curves"] = curves([(m[0], m[1], use(m), m[4]) for m in cases.values()])
+want["S.kept"] = want["default"]["S"]["dicekept_label2"], want["entropy"]["S"]["dicekept_label2"]
+pickle.dump(want, open(f"{t}/want.pkl", "wb"))
+PY
+"$V" eval --pred "$T/k/pred" --truth "$T/k/truth" --out "$T/k/d.csv" --curves "$T/k/d.curves.csv" >"$T/k/d.out" 2>"$T/k/d.err"
+status "dicekept, curves" 0 $?
+ok test "$(cat "$T/k/d.err")" = "vbseg eval: warning: $T/k/pred/W_epistemic.nii.gz: 11x10x6 voxels, the prediction 12x10x6; not used"
+"$V" eval --pred "$T/k/pred" --truth "$T/k/truth" --uncertainty entropy --discard 0.28 --out "$T/k/e.csv" --curves "$T/k/e.curves.csv" >"$T/k/e.out" 2>/dev/null
+status "dicekept, curves: entropy, --discard 0.28" 0 $?
+"$V" eval --pred "$T/k/pred" --truth "$T/k/truth" --discard 0 --out "$T/k/z.csv" >"$T/k/z.out" 2>/dev/null
+status "--discard 0" 0 $?
+ok /usr/bin/python3 - "$T/k" <<'PY'
+import csv, math, pickle, re, sys
+import numpy as np
+from evlib import check_curves
+t = sys.argv[1]
+want = pickle.load(open(f"{t}/want.pkl", "rb"))
+cols = [f"dicekept_{n}" for n in ("label1", "label2", "label4", "wt", "tc", "et")]
+close = lambda g, w: (math.isnan(g) and math.isnan(w)) or abs(g - w) < 1e-5
+for run, name, pct, unc in (("default", "d", "10", "epistemic"), ("entropy", "e", "28", "entropy")):
+    head = open(f"{t}/{name}.csv").readline().rstrip("\n").split(",")
+    assert head[-8:] == [f"auroc_{unc}", "ece"] + cols, head             # after the existing columns, in region order
+    rows = {r["case"]: r for r in csv.DictReader(open(f"{t}/{name}.csv"))}
+    for c, w in want[run].items():
+        for col, v in w.items():
+            assert close(float(rows[c][col]), v), (run, c, col, rows[c][col], v)
+    means = {}
+    for col in cols:                                                      # mean and sd over the cases with the map
+        v = np.array([want[run][c][col] for c in want[run]], float)
+        v = v[~np.isnan(v)]
+        means[col] = v.mean()
+        assert close(float(rows["mean"][col]), v.mean()) and close(float(rows["sd"][col]), v.std()), (run, col)
+    line = [l for l in open(f"{t}/{name}.out") if l.startswith("dice after discarding")]
+    assert len(line) == 1 and line[0].startswith(f"dice after discarding the {pct}% most uncertain voxels ({unc}): label1 "), line
+    got = dict(re.findall(r" (\w+) ([0-9.]+)", line[0].split(":", 1)[1]))
+    assert sorted(got) == sorted(c[9:] for c in cols), got
+    for col in cols: assert abs(float(got[col[9:]]) - means[col]) < 6e-5, (col, got, means)
+    check_curves(f"{t}/{name}.curves.csv", want[run + ".curves"])
+# S by hand: --discard 0.1 drops its 3 wrong voxels (the most uncertain); its entropy is
+# one value, so --discard 0.28 drops the first 7 in file order: 5 right, 2 of the 3 wrong
+assert want["S.kept"] == (1.0, 34 / 35), want["S.kept"]
+# --discard 0: no dicekept columns nor line, every other column as with the default
+z = list(csv.DictReader(open(f"{t}/z.csv")))
+d = list(csv.DictReader(open(f"{t}/d.csv")))
+assert not any(c.startswith("dicekept") for c in z[0]), list(z[0])
+assert [{k: v for k, v in r.items() if not k.startswith("dicekept")} for r in d] == z
+assert not any(l.startswith("dice after") for l in open(f"{t}/z.out"))
+PY
+# --discard outside 0..1 or not a number: a usage error, one line
+for f in 1.5 -0.1 nan x; do
+    "$V" eval --pred "$T/k/pred" --truth "$T/k/truth" --discard "$f" --out "$T/k/bad.csv" >/dev/null 2>"$T/err"
+    status "--discard $f" 2 $?
+    ok test "$(wc -l <"$T/err")" -eq 1
+    ok grep -q "^vbseg eval: --discard: '$f' is not a" "$T/err"
+done
+ok test ! -e "$T/k/bad.csv"
+# no case with maps: the curves file has every row with count 0, and warnings say why
+"$V" eval --pred "$T/labelsonly" --truth "$T/truth" --labels values --out "$T/lo2.csv" --curves "$T/lo.curves.csv" >"$T/lo2.out" 2>"$T/err"
+status "curves without maps" 0 $?
+ok test "$(cat "$T/err")" = "vbseg eval: warning: $T/lo.curves.csv: no case has CASE_probabilities.nii.gz; its reliability rows are empty
+vbseg eval: warning: $T/lo.curves.csv: no case has CASE_epistemic.nii.gz; its uncertainty rows are empty"
+ok grep -q "^dice after discarding the 10% most uncertain voxels (epistemic): not computed (no CASE_epistemic.nii.gz in $T/labelsonly)$" "$T/lo2.out"
+ok /usr/bin/python3 -c "
+from evlib import curves, check_curves
+check_curves('$T/lo.curves.csv', curves([]))"
+ok /usr/bin/python3 -c "
+import csv, math
+r = {x['case']: x for x in csv.DictReader(open('$T/lo2.csv'))}
+assert all(math.isnan(float(r[c][k])) for c in ('A', 'B') for k in r[c] if k.startswith('dicekept')), r"
+# a map that cannot be read (truncated): one warning naming it, the case scored without it
+mkdir -p "$T/gb" && cp "$T/pred/A.nii.gz" "$T/pred/A_epistemic.nii.gz" "$T/gb/"
+head -c 200 "$T/pred/A_probabilities.nii.gz" >"$T/gb/A_probabilities.nii.gz"
+"$V" eval --pred "$T/gb" --truth "$T/truth" --labels values >/dev/null 2>"$T/err"
+status "truncated probabilities" 0 $?
+ok test "$(wc -l <"$T/err")" -eq 1
+ok grep -q "^vbseg eval: warning: $T/gb/A_probabilities.nii.gz: .*; not used$" "$T/err"
+ok /usr/bin/python3 -c "
+import csv, math
+r = next(csv.DictReader(open('$T/gb/eval.csv')))
+assert r['case'] == 'A' and math.isnan(float(r['ece'])) and float(r['auroc_epistemic']) == 1, r"
+# --curves that cannot be written: exit 1, one line naming it; a stale file there stays whole
+"$V" eval --pred "$T/k/pred" --truth "$T/k/truth" --out "$T/k/u.csv" --curves "$T/afile/curves.csv" >/dev/null 2>"$T/err"
+status "--curves under a regular file" 1 $?
+ok test "$(grep -v warning "$T/err")" = "vbseg eval: $T/afile/curves.csv: cannot write: Not a directory"
+ok cmp -s "$T/k/u.csv" "$T/k/d.csv"
+longc=$T/$(printf 'c%.0s' $(seq 249)).csv
+echo "kind,stale" >"$longc"
+"$V" eval --pred "$T/k/pred" --truth "$T/k/truth" --out "$T/k/u.csv" --curves "$longc" >/dev/null 2>"$T/err"
+status "stale curves not replaced" 1 $?
+ok test "$(grep -vc warning "$T/err")" -eq 1
+ok grep -q "^vbseg eval: $longc: cannot write: File name too long; the file there holds an earlier run's results$" "$T/err"
+ok test "$(cat "$longc")" = "kind,stale"
+ok test -z "$( (ls -a "$T"; ls -a "$T/k") | grep tmp)"
 
 # merging shard summaries from vbseg infer
 "$V" create --arch unet --latent 0 --dims 2 --in-channels 4 --classes 4 --base 2 --depth 2 --out "$T/m.vbseg" >/dev/null

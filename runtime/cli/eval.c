@@ -1,10 +1,11 @@
 /*
  * eval.c: `vbseg eval`: segmentation quality against reference labels
  * (Dice, IoU, 95th-percentile Hausdorff distance per case and per label or
- * BraTS region, with means and standard deviations), and the quality of the
- * uncertainty where maps are present: the AUROC of voxel-wise uncertainty
- * for finding wrong voxels, and the expected calibration error of the mean
- * probabilities. `--merge` joins the summaries of `vbseg infer --shard`.
+ * BraTS region, with means and standard deviations), the file walking, and
+ * the CSV and --curves files; the uncertainty measures where maps are
+ * present (AUROC, ECE, Dice after discarding the most uncertain voxels, the
+ * curves' data) are computed in eval_uncertainty.c. `--merge` joins the
+ * summaries of `vbseg infer --shard`.
  * It scores label maps only (integer values, at most 64 labels per file);
  * it reads the files twice (once to learn the labels of all cases, once to
  * score) rather than holding every volume in memory.
@@ -19,10 +20,11 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "eval_uncertainty.h"
 
 static const char *help =
     "usage: vbseg eval --pred DIR --truth DIR [--labels auto|brats2018|brats2023|values] [--uncertainty epistemic|entropy]\n"
-    "                  [--out FILE.csv]\n"
+    "                  [--out FILE.csv] [--discard F] [--curves FILE.csv]\n"
     "       vbseg eval --merge DIR\n"
     "\n"
     "For every DIR/CASE.nii.gz written by vbseg infer, finds the reference labels as\n"
@@ -35,6 +37,14 @@ static const char *help =
     "expected calibration error (15 bins), both over the voxels that either side\n"
     "labels. Writes a CSV atomically (per case, then mean and sd rows; default\n"
     "PRED/eval.csv) and prints a table.\n"
+    "--discard F (default 0.1; 0: off): with the uncertainty map, also each label's\n"
+    "  or region's Dice after dropping the ceil(F n) most uncertain of the n voxels\n"
+    "  either side labels (equal uncertainty: the earlier voxel in file order is\n"
+    "  dropped first), as columns dicekept_NAME.\n"
+    "--curves FILE.csv: writes atomically, pooled over the cases with the maps, the\n"
+    "  reliability diagram (15 bins of the max probability: count, mean confidence,\n"
+    "  accuracy) and the error rate by uncertainty decile (rank within each case;\n"
+    "  decile 9 is the most uncertain tenth).\n"
     "--labels auto: BraTS 2018/2021 (ET = 4) where the references' values are 1, 2, 4\n"
     "  with a 4, BraTS 2023 (ET = 3) where they are 1, 2, 3 with a 3 (else the\n"
     "  predictions' values decide); predictions in the other BraTS convention are\n"
@@ -80,6 +90,24 @@ static int save_atomic(const char *path, const char *buf, size_t len) {
     int stale = !stat(path, &sb) && S_ISREG(sb.st_mode);
     cli_error("eval", "%s: cannot write: %s%s", path, why, stale ? "; the file there holds an earlier run's results" : "");
     return 0;
+}
+
+/* Writes what put(f, user) prints to path atomically (composed in memory
+ * first, so that a failure leaves nothing half-written); 1 on success, else
+ * 0 after one line. */
+static int save_stream(const char *path, void (*put)(FILE *, const void *), const void *user) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f) {
+        put(f, user);
+        int bad = ferror(f);
+        if (fclose(f) || bad) { free(buf); buf = NULL; }
+    }
+    if (!buf) { cli_error("eval", "%s: out of memory", path); return 0; }
+    int ok = save_atomic(path, buf, len);
+    free(buf);
+    return ok;
 }
 
 /* ---- label values -------------------------------------------------------- */
@@ -299,33 +327,31 @@ static double hd95(const unsigned char *a, const unsigned char *b, const int64_t
     return r;
 }
 
-typedef struct { float u; char wrong; } uv;
-
-static int cmp_uv(const void *a, const void *b) {
-    float x = ((const uv *)a)->u, y = ((const uv *)b)->u;
-    return (x > y) - (x < y);
-}
-
-/* AUROC of u for separating wrong (positive) from right voxels, ties counted half */
-static double auroc(uv *s, int64_t n) {
-    int64_t pos = 0;
-    for (int64_t i = 0; i < n; i++) pos += s[i].wrong;
-    if (!pos || pos == n) return NAN;
-    qsort(s, (size_t)n, sizeof(uv), cmp_uv);
-    double rank_sum = 0;
-    for (int64_t i = 0; i < n;) {
-        int64_t j = i;
-        while (j < n && s[j].u == s[i].u) j++;
-        double avg = 0.5 * (double)(i + 1 + j); /* average rank of the tie block (1-based) */
-        for (int64_t k = i; k < j; k++)
-            if (s[k].wrong) rank_sum += avg;
-        i = j;
-    }
-    double neg = (double)(n - pos);
-    return (rank_sum - (double)pos * ((double)pos + 1) / 2) / ((double)pos * neg);
-}
-
 static int file_exists(const char *p) { struct stat s; return !stat(p, &s) && S_ISREG(s.st_mode); }
+
+/* A case's uncertainty or probability map at path, if there is one; NULL when
+ * there is none, and after one warning line when it cannot be read or its x,
+ * y, z dims are not the prediction's d (the measures read it voxel by voxel). */
+static vbs_volume *read_map(const char *path, const int64_t *d) {
+    vbs_volume *v = NULL;
+    char err[512];
+    int64_t md[4];
+    if (!file_exists(path)) return NULL;
+    if (vbs_volume_read_nifti(path, &v, err, sizeof err)) {
+        fprintf(stderr, "vbseg eval: warning: %s; not used\n", err);
+        return NULL;
+    }
+    vbs_volume_dims(v, md);
+    if (md[0] != d[0] || md[1] != d[1] || md[2] != d[2]) {
+        fprintf(stderr, "vbseg eval: warning: %s: %lldx%lldx%lld voxels, the prediction %lldx%lldx%lld; not used\n", path, (long long)md[0],
+                (long long)md[1], (long long)md[2], (long long)d[0], (long long)d[1], (long long)d[2]);
+        vbs_volume_free(v);
+        return NULL;
+    }
+    return v;
+}
+
+static void put_curves(FILE *f, const void *curves) { eu_curves_write(f, curves); }
 
 static int find_truth(const char *dir, const char *id, char *out, size_t n) {
     const char *pat[] = {"%s/%s.nii.gz", "%s/%s.nii", "%s/%s_seg.nii.gz", "%s/%s_seg.nii", "%s/%s-seg.nii.gz", "%s/%s-seg.nii"};
@@ -357,6 +383,9 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 /* What one group of CSV columns scores: the voxels whose label is one of v. */
 typedef struct { char name[32]; int n; int v[3]; } region;
+
+/* 1 when both masks are empty */
+static double dice_of(int64_t na, int64_t nb, int64_t both) { return na + nb ? 2.0 * (double)both / (double)(na + nb) : 1.0; }
 
 static int in_region(const region *r, float value) {
     for (int j = 0; j < r->n; j++)
@@ -464,7 +493,8 @@ static int convention(const char *labels, const intset *up, const intset *ut, in
 int cli_merge(const char *dir); /* below */
 
 int cmd_eval(int argc, char **argv) {
-    const char *pred = NULL, *truth = NULL, *labels = "auto", *unc = "epistemic", *outp = NULL, *merge = NULL;
+    const char *pred = NULL, *truth = NULL, *labels = "auto", *unc = "epistemic", *outp = NULL, *merge = NULL, *curvesp = NULL;
+    double discard = 0.1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(help, stdout); return 0; }
@@ -475,6 +505,11 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--uncertainty")) unc = v;
         else if (!strcmp(a, "--out")) outp = v;
         else if (!strcmp(a, "--merge")) merge = v;
+        else if (!strcmp(a, "--curves")) curvesp = v;
+        else if (!strcmp(a, "--discard")) {
+            if (!cli_float("eval", a, v, &discard)) return 2;
+            if (discard < 0 || discard > 1) { cli_error("eval", "--discard: '%s' is not a fraction in 0..1", v); return 2; }
+        }
         else { cli_error("eval", "unknown option '%s' (see --help)", a); return 2; }
     }
     if (merge) return cli_merge(merge);
@@ -513,6 +548,11 @@ int cmd_eval(int argc, char **argv) {
     intset ps = {0}, ts = {0}, up = {0}, ut = {0};
     region *R = NULL;
     acc *A = NULL;
+    double *kept = NULL;         /* per region: Dice over the voxels --discard keeps */
+    eu_voxel *sv = NULL;         /* a case's labelled voxels, ranked; grown, never shrunk */
+    int64_t svcap = 0;
+    eu_curves curves;
+    eu_curves_init(&curves);
     char *good = calloc((size_t)n, 1), *cbuf = NULL;
     size_t clen = 0;
     /* room for one map's labels: label_map then allocates nothing per voxel */
@@ -535,21 +575,24 @@ int cmd_eval(int argc, char **argv) {
     }
     int from, et = convention(labels, &up, &ut, &from);
     int nr = make_regions(&up, &ut, et, from, &R);
-    A = calloc((size_t)(nr > 0 ? nr : 0) * 3 + 2, sizeof *A);
-    FILE *csv = nr >= 0 && A ? open_memstream(&cbuf, &clen) : NULL;
+    int nk = discard > 0 ? nr : 0; /* dicekept columns */
+    A = calloc((size_t)(nr > 0 ? nr : 0) * 3 + 2 + (size_t)(nk > 0 ? nk : 0), sizeof *A);
+    kept = calloc((size_t)(nr > 0 ? nr : 0) + 1, sizeof *kept);
+    FILE *csv = nr >= 0 && A && kept ? open_memstream(&cbuf, &clen) : NULL;
     if (!csv) { cli_error("eval", "out of memory"); rc = 1; goto done; }
     if (et) printf("labels: %s (ET = %d): each label value, and the regions WT, TC, ET\n", brats_name(et), et);
     else printf("labels: each label value on its own (%s)\n", strcmp(labels, "values") ? "no BraTS convention found" : "--labels values");
     /* pass 2: the scores */
     fprintf(csv, "case");
     for (int r = 0; r < nr; r++) fprintf(csv, ",dice_%s,iou_%s,hd95_%s", R[r].name, R[r].name, R[r].name);
-    fprintf(csv, ",auroc_%s,ece\n", unc);
-    acc *AU = A + 3 * nr; /* AUROC, then ECE */
-    int evaluated = 0;
+    fprintf(csv, ",auroc_%s,ece", unc);
+    for (int r = 0; r < nk; r++) fprintf(csv, ",dicekept_%s", R[r].name);
+    fprintf(csv, "\n");
+    acc *AU = A + 3 * nr, *K = A + 3 * nr + 2; /* AUROC, then ECE; then dicekept per region */
+    int evaluated = 0, kept_cases = 0; /* kept_cases: with an uncertainty map */
     for (int c = 0; c < n; c++) {
         if (!good[c]) continue;
         vbs_volume *p, *t, *u = NULL, *pr = NULL;
-        char err[512];
         find_truth(truth, ids[c], tp, sizeof tp);
         snprintf(path, sizeof path, "%s/%s.nii.gz", pred, ids[c]);
         if (!load_case(ids[c], path, tp, &p, &t, &ps, &ts)) { rc = 1; continue; }
@@ -565,6 +608,25 @@ int cmd_eval(int argc, char **argv) {
                 if (pv[i] == (float)from) pv[i] = (float)et;
         unsigned char *a = malloc((size_t)nv), *b = malloc((size_t)nv);
         if (!a || !b) { free(a); free(b); vbs_volume_free(p); vbs_volume_free(t); cli_error("eval", "%s: out of memory", ids[c]); rc = 1; continue; }
+        /* the uncertainty map first: the voxels that --discard drops leave each region's Dice */
+        double au = NAN, ece = NAN;
+        int64_t k = -1, ndrop = 0; /* k: the ranked voxels in sv; -1 without a map */
+        snprintf(path, sizeof path, "%s/%s_%s.nii.gz", pred, ids[c], unc);
+        if ((u = read_map(path, dd))) {
+            int64_t nl = eu_labelled(pv, tv, nv);
+            if (nl > svcap) {
+                eu_voxel *g = (uint64_t)nl <= SIZE_MAX / sizeof *g ? realloc(sv, sizeof *g * (size_t)nl) : NULL;
+                if (g) { sv = g; svcap = nl; }
+                else { cli_error("eval", "%s: out of memory", path); rc = 1; }
+            }
+            if (nl <= svcap) {
+                k = eu_rank(vbs_volume_data(u), pv, tv, nv, sv);
+                au = eu_auroc(sv, k);
+                ndrop = eu_discard_count(discard, k);
+                eu_add_deciles(&curves, sv, k);
+                kept_cases++;
+            }
+        }
         fprintf(csv, "%s", ids[c]);
         for (int r = 0; r < nr; r++) {
             int64_t na = 0, nb = 0, both = 0;
@@ -573,51 +635,33 @@ int cmd_eval(int argc, char **argv) {
                 b[i] = (unsigned char)in_region(&R[r], tv[i]);
                 na += a[i]; nb += b[i]; both += a[i] & b[i];
             }
-            double dice = na + nb ? 2.0 * (double)both / (double)(na + nb) : 1.0;
+            double dice = dice_of(na, nb, both);
             double iou = na + nb - both ? (double)both / (double)(na + nb - both) : 1.0;
             double h = hd95(a, b, dd, sp), m3[3] = {dice, iou, h};
             fprintf(csv, ",%.6f,%.6f,%.4f", dice, iou, h);
             for (int q = 0; q < 3; q++) acc_add(&A[3 * r + q], m3[q]);
-        }
-        /* uncertainty quality over the voxels either side labels */
-        double au = NAN, ece = NAN;
-        snprintf(path, sizeof path, "%s/%s_%s.nii.gz", pred, ids[c], unc);
-        if (file_exists(path) && !vbs_volume_read_nifti(path, &u, err, sizeof err)) {
-            const float *uu = vbs_volume_data(u);
-            uv *sv = malloc(sizeof(uv) * (size_t)nv);
-            int64_t k = 0;
-            for (int64_t i = 0; sv && i < nv; i++)
-                if (pv[i] != 0 || tv[i] != 0) { sv[k].u = uu[i]; sv[k++].wrong = pv[i] != tv[i]; }
-            if (sv) au = auroc(sv, k);
-            free(sv);
+            /* the dropped voxels out of both sides */
+            kept[r] = NAN;
+            for (int64_t q = 0; k >= 0 && q < ndrop; q++) {
+                int64_t i = sv[q].i;
+                na -= a[i]; nb -= b[i]; both -= a[i] & b[i];
+            }
+            if (k >= 0) kept[r] = dice_of(na, nb, both);
         }
         snprintf(path, sizeof path, "%s/%s_probabilities.nii.gz", pred, ids[c]);
-        if (file_exists(path) && !vbs_volume_read_nifti(path, &pr, err, sizeof err)) {
+        if ((pr = read_map(path, dd))) {
             int64_t pd[4];
             vbs_volume_dims(pr, pd);
-            const float *pp = vbs_volume_data(pr);
-            double bc[15] = {0}, bacc[15] = {0}, bconf[15] = {0}, tot = 0;
-            for (int64_t i = 0; i < nv && pd[0] * pd[1] * pd[2] == nv; i++) {
-                if (pv[i] == 0 && tv[i] == 0) continue;
-                float conf = 0;
-                for (int64_t q = 0; q < pd[3]; q++) conf = fmaxf(conf, pp[q * nv + i]);
-                int bin = (int)(conf * 15);
-                if (bin > 14) bin = 14;
-                if (bin < 0) bin = 0;
-                bc[bin]++;
-                bacc[bin] += pv[i] == tv[i];
-                bconf[bin] += conf;
-                tot++;
-            }
-            if (tot > 0) {
-                ece = 0;
-                for (int q = 0; q < 15; q++)
-                    if (bc[q] > 0) ece += bc[q] / tot * fabs(bacc[q] / bc[q] - bconf[q] / bc[q]);
-            }
+            ece = eu_ece(vbs_volume_data(pr), pd[3], pv, tv, nv, &curves);
         }
-        fprintf(csv, ",%.6f,%.6f\n", au, ece);
+        fprintf(csv, ",%.6f,%.6f", au, ece);
         acc_add(&AU[0], au);
         acc_add(&AU[1], ece);
+        for (int r = 0; r < nk; r++) {
+            fprintf(csv, ",%.6f", kept[r]);
+            acc_add(&K[r], kept[r]);
+        }
+        fprintf(csv, "\n");
         evaluated++;
         free(a); free(b);
         vbs_volume_free(p); vbs_volume_free(t); vbs_volume_free(u); vbs_volume_free(pr);
@@ -626,7 +670,7 @@ int cmd_eval(int argc, char **argv) {
     printf("%d case%s evaluated\n%-12s %16s %16s %18s\n", evaluated, evaluated == 1 ? "" : "s", "region", "dice", "iou", "hd95");
     for (int row = 0; row < 2; row++) {
         fprintf(csv, "%s", row ? "sd" : "mean");
-        for (int q = 0; q < 3 * nr + 2; q++) fprintf(csv, ",%.6f", row ? acc_sd(&A[q]) : acc_mean(&A[q]));
+        for (int q = 0; q < 3 * nr + 2 + nk; q++) fprintf(csv, ",%.6f", row ? acc_sd(&A[q]) : acc_mean(&A[q]));
         fprintf(csv, "\n");
     }
     for (int r = 0; r < nr; r++) {
@@ -639,6 +683,12 @@ int cmd_eval(int argc, char **argv) {
     else printf("auroc: not computed (no CASE_%s.nii.gz in %s)", unc, pred);
     if (AU[1].n) printf("   ece: %.4f\n", acc_mean(&AU[1]));
     else printf("   ece: not computed (no CASE_probabilities.nii.gz; vbseg infer --save-probabilities writes them)\n");
+    if (nk) {
+        printf("dice after discarding the %g%% most uncertain voxels (%s):", 100 * discard, unc);
+        if (!kept_cases) printf(" not computed (no CASE_%s.nii.gz in %s)", unc, pred);
+        for (int r = 0; kept_cases && r < nr; r++) printf(" %s %.4f", R[r].name, acc_mean(&K[r]));
+        printf("\n");
+    }
     int bad = ferror(csv);
     if (fclose(csv) || bad) { cli_error("eval", "out of memory"); rc = 1; goto done; }
     char out_path[4096];
@@ -646,9 +696,15 @@ int cmd_eval(int argc, char **argv) {
     else snprintf(out_path, sizeof out_path, "%s/eval.csv", pred);
     if (save_atomic(out_path, cbuf, clen)) printf("wrote %s\n", out_path);
     else rc = 1;
+    if (curvesp) {
+        if (!curves.rel_cases) fprintf(stderr, "vbseg eval: warning: %s: no case has CASE_probabilities.nii.gz; its reliability rows are empty\n", curvesp);
+        if (!curves.dec_cases) fprintf(stderr, "vbseg eval: warning: %s: no case has CASE_%s.nii.gz; its uncertainty rows are empty\n", curvesp, unc);
+        if (save_stream(curvesp, put_curves, &curves)) printf("wrote %s\n", curvesp);
+        else rc = 1;
+    }
 done:
     free(ps.v); free(ts.v); free(up.v); free(ut.v);
-    free(R); free(A); free(good); free(cbuf);
+    free(R); free(A); free(kept); free(sv); free(good); free(cbuf);
 out:
     for (int c = 0; c < n; c++) free(ids[c]);
     free(ids);
@@ -738,8 +794,13 @@ static int text_column(const char *name) {
     return !strcmp(name, "case") || !strcmp(name, "status") || !strcmp(name, "error") || !strcmp(name, "notes") || !strcmp(name, "qc_flag");
 }
 
+typedef struct { int pass; const csv_row *head, *rows; int nr; } merged;
+
 /* The merged rows as CSV (pass 0) or JSON (pass 1) into f. */
-static void put_merged(FILE *f, int pass, const csv_row *head, const csv_row *rows, int nr) {
+static void put_merged(FILE *f, const void *user) {
+    const merged *m = user;
+    int pass = m->pass, nr = m->nr;
+    const csv_row *head = m->head, *rows = m->rows;
     if (!pass) {
         for (int k = 0; k < head->n; k++) { fputs(k ? "," : "", f); fputs(head->f[k], f); }
         fputc('\n', f);
@@ -863,18 +924,10 @@ int cli_merge(const char *dir) {
         r->f[flag_col] = strdup(qc_review(r->qc, maxcv, rank, n_ok) ? "review" : "ok");
     }
     for (int pass = 0; pass < 2 && !rc; pass++) {
-        char p[4096], *buf = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&buf, &len);
-        if (f) {
-            put_merged(f, pass, &head, rows, nr);
-            int bad = ferror(f);
-            if (fclose(f) || bad) { free(buf); buf = NULL; }
-        }
+        char p[4096];
+        merged m = {pass, &head, rows, nr};
         snprintf(p, sizeof p, "%s/summary.%s", dir, pass ? "json" : "csv");
-        if (!buf) { cli_error("eval", "%s: out of memory", p); rc = 1; }
-        else if (!save_atomic(p, buf, len)) rc = 1;
-        free(buf);
+        if (!save_stream(p, put_merged, &m)) rc = 1;
     }
     if (!rc) printf("merged %d shard summar%s: %d cases into %s/summary.csv and summary.json\n", nf, nf == 1 ? "y" : "ies", nr, dir);
 out:
