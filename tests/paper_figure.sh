@@ -170,7 +170,7 @@ for t, (i, j) in zip((0, 0.25, 0.5, 0.75, 1.0), spots):
         d = np.abs(panel(k)[r, c] - viridis[t]).max()
         ok(d <= 2, f"{'entropy' if k == 3 else 'MI'} at t={t}: {tuple(panel(k)[r, c])} vs viridis {viridis[t]}")
 ok(tuple(panel(3)[np.unravel_index(np.argmax(shown(ent)), (pw, pw))]) == (253, 231, 37), "the max-entropy voxel has viridis's top colour")
-for s in ("FLAIR", "reference", "prediction", "entropy (nats)", "mutual information (nats)", "enhancing (4)", "oedema (2)"):
+for s in ("slice max 1 nats", "slice max 0.5 nats", "FLAIR", "reference", "prediction", "entropy (nats)", "mutual information (nats)", "enhancing (4)", "oedema (2)"):
     ok(len(find_text(img, s)) == 1, f"text '{s}' drawn once")
 mm = round(float(aff[2] @ [(nx - 1) / 2, (ny - 1) / 2, Z, 1]) * 10) / 10 + 0.0
 caption = f"{case}: slice {Z} of 0..{nz - 1}, z={mm:+.1f} mm"

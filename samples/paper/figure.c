@@ -277,8 +277,8 @@ static void draw(canvas *c, const plan *P, float *const vol[NVOL], const int *th
         canvas_ticks(top, &step, &decimals);
         canvas_colour_bar(c, bx, P->yb, P->iw, BAR_H, viridis, top, step, decimals, white);
         char note[64];
-        if (P->top[m] > 0) snprintf(note, sizeof note, "top %.3g: the slice's max", top);
-        else snprintf(note, sizeof note, "top 1: the map is 0 here");
+        if (P->top[m] > 0) snprintf(note, sizeof note, "slice max %.3g nats", top); /* at most 23 characters: 274 pixels */
+        else snprintf(note, sizeof note, "all 0 in this slice");
         canvas_text(c, bx, P->yb + BAR_H + 7 + LINE, TS, note, white);
     }
     canvas_text(c, MARGIN, P->yc, TS, P->caption, white);
