@@ -1,9 +1,13 @@
 /*
  * canvas.c: the RGB canvas and the built-in 5x8 bitmap font that the PNG
  * pictures of the vbseg command draw with (infer's previews, train's
- * curves): no font files, every printable ASCII character has a glyph, any
- * other byte is drawn as '?'.
+ * curves, and samples/paper's figure): no font files, every printable ASCII
+ * character has a glyph, any other byte is drawn as '?'. Also the label
+ * colours and the colour bar those pictures share. Not a plotting library:
+ * no anti-aliasing, no lines but axis-aligned rectangles.
  */
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "canvas.h"
@@ -130,3 +134,38 @@ void canvas_text(canvas *c, int x, int y, int s, const char *str, const unsigned
     }
 }
 
+
+const unsigned char canvas_palette[12][3] = {{230, 40, 40},  {40, 200, 60},  {250, 220, 0},  {40, 120, 255}, {220, 60, 220}, {0, 220, 220},
+                                             {255, 140, 0},  {150, 90, 255}, {170, 255, 80}, {255, 130, 170}, {0, 150, 140}, {170, 110, 40}};
+
+void canvas_ticks(double top, double *step, int *decimals) {
+    double mag = pow(10, floor(log10(top))), mult[8] = {0.1, 0.2, 0.25, 0.5, 1, 2, 2.5, 5};
+    *step = 0;
+    for (int i = 0; i < 8 && !*step; i++)
+        if (top / (mult[i] * mag) <= 5 + 1e-9) *step = mult[i] * mag;
+    for (int i = 0; i < 8; i++) {
+        double k = top / (mult[i] * mag);
+        if (k >= 2 - 1e-9 && k <= 5 + 1e-9 && fabs(k - round(k)) < 1e-6) { *step = mult[i] * mag; break; }
+    }
+    int d = *step >= 1 ? 0 : (int)ceil(-log10(*step) - 1e-9);
+    while (d < 9 && fabs(*step * pow(10, d) - round(*step * pow(10, d))) > 1e-6 * *step * pow(10, d)) d++;
+    *decimals = d;
+}
+
+void canvas_colour_bar(canvas *c, int x, int y, int w, int h, canvas_cmap cmap, double top, double step, int decimals,
+                       const unsigned char rgb[3]) {
+    for (int i = 0; i < w; i++) {
+        unsigned char px[3];
+        cmap((float)i / (w - 1), px);
+        canvas_fill(c, x + i, y, 1, h, px);
+    }
+    for (int t = 0; t * step <= top * (1 + 1e-9); t++) {
+        double v = t * step;
+        int tx = x + (int)lround(v / top * (w - 1));
+        canvas_fill(c, tx, y + h, 1, 5, rgb);
+        char num[32];
+        if (t == 0) snprintf(num, sizeof num, "0");
+        else snprintf(num, sizeof num, "%.*f", decimals, v);
+        canvas_text(c, tx - canvas_text_width(num, TS) / 2, y + h + 7, TS, num, rgb);
+    }
+}

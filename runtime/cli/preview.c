@@ -15,7 +15,8 @@
  * shown and the image says so.
  *
  * Not a viewer: an oblique scan is cut along its nearest voxel axes (no
- * resampling), and scaling is nearest-neighbour. Text comes from the
+ * resampling), and scaling is nearest-neighbour (orient.c, shared with
+ * samples/paper/figure.c). Text comes from the
  * built-in 5x8 font (canvas.c), which covers printable ASCII: no font files.
  */
 #include <math.h>
@@ -25,94 +26,13 @@
 
 #include "canvas.h"
 #include "cli.h"
+#include "orient.h"
 
 /* black -> red -> yellow -> white */
 static void heat(float t, unsigned char out[3]) {
     t = t < 0 ? 0 : t > 1 ? 1 : t;
     float r = fminf(1.f, 3 * t), g = fminf(1.f, fmaxf(0.f, 3 * t - 1)), b = fmaxf(0.f, 3 * t - 2);
     out[0] = (unsigned char)(255 * r); out[1] = (unsigned char)(255 * g); out[2] = (unsigned char)(255 * b);
-}
-
-/* label colours, in the card's order of the non-background labels (BraTS:
- * necrosis red, oedema green, enhancing yellow) */
-static const unsigned char palette[12][3] = {{230, 40, 40},  {40, 200, 60},  {250, 220, 0},  {40, 120, 255}, {220, 60, 220}, {0, 220, 220},
-                                             {255, 140, 0},  {150, 90, 255}, {170, 255, 80}, {255, 130, 170}, {0, 150, 140}, {170, 110, 40}};
-
-/* How the voxel axes map to the display. */
-typedef struct {
-    int known;              /* 0: no affine, voxel order */
-    int slice, hor, ver;    /* voxel axes: cut by the slices, across, down the image */
-    int flip_h, flip_v;     /* the display runs against the voxel index */
-    int world, wh, wv;      /* world axes (0 x, 1 y, 2 z) closest to slice, hor, ver */
-    int dir;                /* +1: the slice index grows with that world coordinate */
-    double sp[3];           /* voxel size along each voxel axis (mm) */
-} orient;
-
-static void orientation(const preview_in *p, orient *o) {
-    double u[3][3];
-    int ok = p->affine_code > 0;
-    memset(o, 0, sizeof *o);
-    for (int i = 0; i < 3; i++) {
-        double n = 0;
-        for (int r = 0; r < 3; r++) n += p->affine[r][i] * p->affine[r][i];
-        n = sqrt(n);
-        if (!(n > 0) || !isfinite(n)) { ok = 0; n = 1; }
-        for (int r = 0; r < 3; r++) u[i][r] = p->affine[r][i] / n;
-        /* rounded so that a qform's float noise cannot change a panel's size */
-        o->sp[i] = round(n * 1e4) / 1e4;
-        if (!(o->sp[i] > 0)) o->sp[i] = 1;
-    }
-    if (!ok) {
-        /* voxel order: x across, y up, slices along z */
-        o->slice = 2; o->hor = 0; o->ver = 1; o->flip_v = 1; o->world = 2; o->wv = 1; o->dir = 1;
-        return;
-    }
-    o->known = 1;
-    int s = 0, single = -1, n_single = 0;
-    for (int i = 1; i < 3; i++)
-        if (fabs(u[i][2]) > fabs(u[s][2])) s = i;
-    for (int i = 0; i < 3; i++)
-        if (p->dims[i] == 1) { single = i; n_single++; }
-    if (n_single == 1) s = single; /* one slice: it is the one to show */
-    int a = s == 0 ? 1 : 0, b = s == 2 ? 1 : 2;
-    o->slice = s;
-    o->hor = fabs(u[a][0]) >= fabs(u[b][0]) ? a : b;
-    o->ver = o->hor == a ? b : a;
-    int ax[3] = {s, o->hor, o->ver}, *w[3] = {&o->world, &o->wh, &o->wv};
-    for (int k = 0; k < 3; k++) {
-        *w[k] = 0;
-        for (int r = 1; r < 3; r++)
-            if (fabs(u[ax[k]][r]) > fabs(u[ax[k]][*w[k]])) *w[k] = r;
-    }
-    /* radiological: the positive world direction (R, A, S) on the left and at the top */
-    o->flip_h = u[o->hor][o->wh] > 0;
-    o->flip_v = u[o->ver][o->wv] > 0;
-    o->dir = u[s][o->world] > 0 ? 1 : -1;
-}
-
-/* the world coordinate o->world of the centre of slice k */
-static double slice_position(const preview_in *p, const orient *o, int64_t k) {
-    double c[3];
-    for (int i = 0; i < 3; i++) c[i] = (double)(p->dims[i] - 1) / 2;
-    c[o->slice] = (double)k;
-    if (!o->known) return (double)k * o->sp[o->slice];
-    double x = p->affine[o->world][3];
-    for (int i = 0; i < 3; i++) x += p->affine[o->world][i] * c[i];
-    return x;
-}
-
-/* voxels per slice whose value differs from `not` */
-static int64_t slice_counts(const preview_in *p, int axis, const float *vol, float not, int64_t *count) {
-    int64_t nx = p->dims[0], ny = p->dims[1], nz = p->dims[2], total = 0;
-    memset(count, 0, sizeof(int64_t) * (size_t)p->dims[axis]);
-    for (int64_t k = 0; k < nz; k++)
-        for (int64_t j = 0; j < ny; j++)
-            for (int64_t i = 0; i < nx; i++)
-                if (vol[(k * ny + j) * nx + i] != not) {
-                    count[axis == 0 ? i : axis == 1 ? j : k]++;
-                    total++;
-                }
-    return total;
 }
 
 enum { MAX_ROWS = 4 };
@@ -210,7 +130,7 @@ static int choose_slices(const preview_in *p, plan *P) {
     int64_t *count = malloc(sizeof(int64_t) * (size_t)ns);
     if (!count) return 0;
     /* through the labels, else through the brain */
-    if (!slice_counts(p, o->slice, p->labels, p->background, count)) slice_counts(p, o->slice, p->scan, 0.f, count);
+    if (!orient_slice_counts(p->dims, o->slice, p->labels, p->background, count)) orient_slice_counts(p->dims, o->slice, p->scan, 0.f, count);
     /* shown slices differ visibly: at least 2 slices and 4 mm apart */
     int64_t gap = (int64_t)fmax(2, ceil(4.0 / o->sp[o->slice] - 1e-9));
     int np = pick_slices(count, ns, o->dir, gap, pick);
@@ -219,10 +139,8 @@ static int choose_slices(const preview_in *p, plan *P) {
     L->n_slices = np;
     for (int r = 0; r < np; r++) { /* the most superior (anterior, right) row first */
         L->slice[r] = pick[np - 1 - r];
-        L->position[r] = slice_position(p, o, L->slice[r]);
-        double shown = round(L->position[r] * 10) / 10 + 0.0; /* never "-0.0" */
-        if (o->known) snprintf(P->row_label[r], sizeof P->row_label[r], "%c=%+.1f mm", "xyz"[o->world], shown);
-        else snprintf(P->row_label[r], sizeof P->row_label[r], "slice %lld", (long long)L->slice[r]);
+        L->position[r] = orient_slice_position(p->dims, p->affine, o, L->slice[r]);
+        orient_slice_text(o, L->position[r], L->slice[r], P->row_label[r], sizeof P->row_label[r]);
     }
     return 1;
 }
@@ -266,18 +184,7 @@ static void make_scale(const preview_in *p, plan *P, int64_t n) {
     if (p->mi_max > 0) snprintf(P->note, sizeof P->note, "top %.3g: set by --preview-max", (double)top);
     else if (case_max > 0) snprintf(P->note, sizeof P->note, "top %.3g: this case's max", (double)top);
     else snprintf(P->note, sizeof P->note, "top 1: this case's MI is 0");
-    double mag = pow(10, floor(log10(top))), mult[8] = {0.1, 0.2, 0.25, 0.5, 1, 2, 2.5, 5};
-    P->step = 0;
-    for (int i = 0; i < 8 && !P->step; i++)
-        if (top / (mult[i] * mag) <= 5 + 1e-9) P->step = mult[i] * mag;
-    for (int i = 0; i < 8; i++) {
-        double k = top / (mult[i] * mag);
-        if (k >= 2 - 1e-9 && k <= 5 + 1e-9 && fabs(k - round(k)) < 1e-6) { P->step = mult[i] * mag; break; }
-    }
-    /* as many decimals as the step needs: 0.05 -> 2, 0.25 -> 2, 2.5 -> 1 */
-    int d = P->step >= 1 ? 0 : (int)ceil(-log10(P->step) - 1e-9);
-    while (d < 9 && fabs(P->step * pow(10, d) - round(P->step * pow(10, d))) > 1e-6 * P->step * pow(10, d)) d++;
-    P->decimals = d;
+    canvas_ticks(top, &P->step, &P->decimals);
 }
 
 /* where everything goes, top to bottom */
@@ -320,7 +227,7 @@ static int make_plan(const preview_in *p, plan *P, char *err, size_t errlen) {
         if (p->dims[i] <= 0 || p->dims[i] > (1 << 20)) { snprintf(err, errlen, "bad dims"); return 0; }
     int64_t n = p->dims[0] * p->dims[1] * p->dims[2];
     orient *o = &P->o;
-    orientation(p, o);
+    orient_from_affine(p->dims, p->affine, p->affine_code, o);
     if (!choose_slices(p, P)) { snprintf(err, errlen, "out of memory"); return 0; }
     /* panel size: square pixels, 180-256 of them across the larger side */
     int64_t nh = p->dims[o->hor], nv = p->dims[o->ver];
@@ -331,9 +238,7 @@ static int make_plan(const preview_in *p, plan *P, char *err, size_t errlen) {
     P->pw = (int)fmax(1, lround((double)nh * sh / mmpp));
     P->ph = (int)fmax(1, lround((double)nv * sv / mmpp));
     snprintf(P->title, sizeof P->title, "%.60s", p->case_name ? p->case_name : "");
-    if (!o->known) snprintf(P->orient_line, sizeof P->orient_line, "VOXEL ORDER: no affine, orientation unknown");
-    else if (o->wh == 0) snprintf(P->orient_line, sizeof P->orient_line, "RADIOLOGICAL: patient's right on image left");
-    else snprintf(P->orient_line, sizeof P->orient_line, "RADIOLOGICAL");
+    orient_line(o, P->orient_line, sizeof P->orient_line);
     make_legend(p, P, n);
     make_scale(p, P, n);
     window(p, n, &P->lo, &P->hi);
@@ -370,19 +275,13 @@ static int label_colour(const plan *P, const vbs_card *card, float background, f
 static void draw_panels(canvas *c, const preview_in *p, const plan *P, const int *th, const int *tv) {
     const orient *o = &P->o;
     const int64_t nx = p->dims[0], ny = p->dims[1];
-    const char pos[3] = {'R', 'A', 'S'}, neg[3] = {'L', 'P', 'I'};
     for (int r = 0; r < P->L.n_slices; r++) {
         const int *q0 = P->L.panel[r][0];
         canvas_text(c, MARGIN, q0[1] + P->ph / 2 - 8, TS, P->row_label[r], white);
         for (int k = 0; k < 3; k++) {
             const int *q = P->L.panel[r][k];
             canvas_fill(c, q[0] - 1, q[1] - 1, q[2] + 2, q[3] + 2, frame);
-            if (!o->known) continue;
-            char m[2] = {0, 0};
-            m[0] = pos[o->wv]; canvas_text(c, q[0] + q[2] / 2 - 5, q[1] - CELL_Y + 3, TS, m, white);
-            m[0] = neg[o->wv]; canvas_text(c, q[0] + q[2] / 2 - 5, q[1] + q[3] + 4, TS, m, white);
-            m[0] = pos[o->wh]; canvas_text(c, q[0] - CELL_X + 3, q[1] + q[3] / 2 - 7, TS, m, white);
-            m[0] = neg[o->wh]; canvas_text(c, q[0] + q[2] + 4, q[1] + q[3] / 2 - 7, TS, m, white);
+            orient_marks(c, o, q, CELL_X, CELL_Y, white);
         }
         for (int yy = 0; yy < P->ph; yy++)
             for (int xx = 0; xx < P->pw; xx++) {
@@ -397,7 +296,7 @@ static void draw_panels(canvas *c, const preview_in *p, const plan *P, const int
                 if (p->labels[v] != p->background) {
                     int k = label_colour(P, p->card, p->background, p->labels[v]);
                     for (int q = 0; q < 3; q++) /* mostly the legend's colour, a little of the scan */
-                        ov[q] = (unsigned char)((ov[q] + 3 * (k < 0 ? 255 : palette[k][q])) / 4);
+                        ov[q] = (unsigned char)((ov[q] + 3 * (k < 0 ? 255 : canvas_palette[k][q])) / 4);
                 }
                 heat(p->mi[v] / P->L.bar_top, hm);
                 for (int q = 0; q < 3; q++) /* the anatomy, faint, under the heat */
@@ -413,7 +312,7 @@ static void draw_legend_and_bar(canvas *c, const plan *P) {
     canvas_text(c, P->leg_x, y, TS, "labels", white);
     for (int i = 0; i < P->n_leg; i++) {
         y += LINE;
-        canvas_fill(c, P->leg_x, y, 14, 14, palette[i % 12]); /* entry i is the i-th non-background label */
+        canvas_fill(c, P->leg_x, y, 14, 14, canvas_palette[i % 12]); /* entry i is the i-th non-background label */
         canvas_text(c, P->leg_x + 20, y, TS, P->leg_name[i], white);
     }
     if (P->leg_more) {
@@ -424,21 +323,7 @@ static void draw_legend_and_bar(canvas *c, const plan *P) {
     const int *b = P->L.bar;
     int bx = b[0] + 10, by = b[1] + LINE;
     canvas_text(c, bx, b[1], TS, "mutual information (nats)", white);
-    for (int x = 0; x < BAR_W; x++) {
-        unsigned char hm[3];
-        heat((float)x / (BAR_W - 1), hm);
-        canvas_fill(c, bx + x, by, 1, BAR_H, hm);
-    }
-    double top = P->L.bar_top;
-    for (int t = 0; t * P->step <= top * (1 + 1e-9); t++) {
-        double v = t * P->step;
-        int x = bx + (int)lround(v / top * (BAR_W - 1));
-        canvas_fill(c, x, by + BAR_H, 1, 5, white);
-        char num[32];
-        if (t == 0) snprintf(num, sizeof num, "0");
-        else snprintf(num, sizeof num, "%.*f", P->decimals, v);
-        canvas_text(c, x - canvas_text_width(num, TS) / 2, by + BAR_H + 7, TS, num, white);
-    }
+    canvas_colour_bar(c, bx, by, BAR_W, BAR_H, heat, P->L.bar_top, P->step, P->decimals, white);
     canvas_text(c, bx, by + BAR_H + 7 + LINE, TS, P->note, white);
 }
 
@@ -447,7 +332,6 @@ int write_preview(const char *path, const preview_in *p, char *err, size_t errle
     if (!P) { snprintf(err, errlen, "%s: out of memory", path); return 0; }
     char e[256];
     if (!make_plan(p, P, e, sizeof e)) { snprintf(err, errlen, "%s: %s", path, e); free(P); return 0; }
-    const orient *o = &P->o;
     canvas c = {P->L.width, P->L.height, calloc((size_t)P->L.width * (size_t)P->L.height * 3, 1)};
     int *th = malloc(sizeof(int) * (size_t)(P->pw + P->ph)), *tv = th ? th + P->pw : NULL;
     if (!c.px || !th) {
@@ -455,18 +339,7 @@ int write_preview(const char *path, const preview_in *p, char *err, size_t errle
         free(c.px); free(th); free(P);
         return 0;
     }
-    /* display pixel -> voxel index (nearest), mirrored where the display runs against the voxels */
-    int64_t nh = p->dims[o->hor], nv = p->dims[o->ver];
-    for (int x = 0; x < P->pw; x++) {
-        int64_t t = (int64_t)(((double)x + 0.5) * (double)nh / P->pw);
-        t = t < nh ? t : nh - 1;
-        th[x] = (int)(o->flip_h ? nh - 1 - t : t);
-    }
-    for (int y = 0; y < P->ph; y++) {
-        int64_t t = (int64_t)(((double)y + 0.5) * (double)nv / P->ph);
-        t = t < nv ? t : nv - 1;
-        tv[y] = (int)(o->flip_v ? nv - 1 - t : t);
-    }
+    orient_pixel_map(&P->o, p->dims, P->pw, P->ph, th, tv);
     canvas_text(&c, MARGIN, P->title_y, 3, P->title, white);
     canvas_text(&c, MARGIN, P->orient_y, TS, P->orient_line, white);
     static const char *const heads[3] = {"scan", "labels", "MI (epistemic)"};
