@@ -9,7 +9,7 @@
 #include "unet.h"
 
 vbs_unet_opts vbs_unet_defaults(void) {
-    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}, VBS_UNET_NORM_INSTANCE, 0.f};
+    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}, VBS_UNET_NORM_INSTANCE, 0.f, 0};
     return o;
 }
 
@@ -65,6 +65,6 @@ static void unet(const vbs_layers *c, const char *x) {
 }
 
 vbs_status vbs_unet_build(const vbs_unet_opts *o, vbs_model **out) {
-    return vbs_l_build(o, unet, "unet", "untrained variational U-Net (He-initialised means)", out);
+    return vbs_l_build(o, unet, "unet", "U-Net (He-initialised)", out);
 }
 double vbs_unet_floats(const vbs_unet_opts *o) { return vbs_l_floats(o, unet); }
