@@ -23,7 +23,8 @@ other input channel counts for the V-Net's first residual), a U-Net, and
   - --deterministic: every tensor plain, each equal bit for bit to the mean
     of the variational model of the same options and seed, no variational
     parameter counted; `vbseg run --samples 4` gives MI exactly 0 and the
-    mean pass's bytes without dropout and latent, MI > 0 with either;
+    mean pass's bytes without dropout and latent, MI > 0 with either; info
+    says which (nothing, dropout, or the latent alone);
   - `vbseg run` at a size the network cannot take (depth >= 2) equals
     PyTorch on the input normalised, zero-padded (centred) to a multiple
     of 2^depth and cropped back, as the README says run does.
@@ -319,6 +320,15 @@ def main():
                 same = sorted(means) == sorted(t) and all(np.array_equal(means[n], t[n][2]) for n in t)
                 check(same and any(r == "mu" for _, r, _ in v.values()),
                       f"{tag}: its tensors are the variational model's means ({len(t)} tensors, {len(v) - len(t)} rhos fewer)")
+                # info says what still makes its samples differ: dropout's masks, the latent's z, or nothing
+                z = info["stochasticity"]
+                line = next(ln for ln in subprocess.run([vbseg, "info", model], capture_output=True, text=True).stdout.split("\n")
+                            if ln.startswith("stochastic:"))
+                want = (f"stochastic:   dropout (p={drop:g}, " if drop else
+                        "stochastic:   none in the weights and no dropout, but a GaussianSample latent" if a["latent"] else
+                        "stochastic:   none: every sample is the mean pass")
+                check(z["kind"] == ("dropout" if drop else "none") and z["latent"] == bool(a["latent"]) and line.startswith(want),
+                      f"{tag}: info says {line!r}", f"kind {z['kind']}, latent {z['latent']}")
             # the Dropouts where unet.h, vnet.h and fcn.h say: after each U-Net block and V-Net stage; after each FCN
             # stage's pool and fc6, fc7
             d = a["depth"]
