@@ -21,6 +21,7 @@ struct vbs_builder {
     uint32_t stream;
     int oom;
     int count_only;  /* tensors are counted into floats, never stored */
+    int deterministic; /* variational tensors are built plain: their means only (the sigma = 0 baseline) */
     double floats;
 };
 
@@ -39,6 +40,7 @@ vbs_builder *vbs_b_new_counter(void) {
 }
 
 double vbs_b_floats(const vbs_builder *b) { return b->floats; }
+void vbs_b_set_deterministic(vbs_builder *b, int on) { b->deterministic = on; }
 
 void vbs_b_free(vbs_builder *b) {
     if (!b) return;
@@ -165,6 +167,7 @@ const char *vbs_b_variational(vbs_builder *b, const char *name, int ndim, const 
         float sd = sqrtf(2.f / (float)fan_in);
         for (int64_t i = 0; i < mu->numel; i++) m[i] *= sd;
     } else if (m) memset(m, 0, sizeof(float) * (size_t)mu->numel);
+    if (b->deterministic) return mu->name; /* the mean alone, a plain tensor: no rho, no prior */
     mu->role = VBS_ROLE_MU;
     mu->rho = (char *)vbs_b_str(b, rname);
     mu->has_prior = 1;
@@ -185,6 +188,7 @@ const char *vbs_b_variational_from(vbs_builder *b, const char *name, int ndim, c
     vbs_tensor_def *m = add_tensor(b, name, ndim, dims);
     if (!m) return "";
     if (m->data) memcpy((float *)m->data, mu, sizeof(float) * (size_t)m->numel);
+    if (b->deterministic) return m->name;
     m->role = VBS_ROLE_MU;
     m->rho = (char *)vbs_b_str(b, rname);
     m->has_prior = 1;
@@ -415,7 +419,9 @@ static void card(vbs_builder *b, const vbs_net_opts *o, const char *description)
     card->producer_version = vbs_b_str(b, VBS_VERSION_STRING);
     card->training_data = vbs_b_str(b, "untrained");
     card->seed = o->seed;
-    card->description = vbs_b_str(b, description);
+    char d[512];
+    snprintf(d, sizeof d, "untrained %s %s", o->deterministic ? "deterministic (plain weights, sigma = 0)" : "variational", description);
+    card->description = vbs_b_str(b, d);
 }
 
 /* the graph input "image" (N, C, [D,] H, W), then the family's graph */
@@ -425,6 +431,7 @@ static void graph(vbs_builder *b, const vbs_net_opts *o, vbs_l_graph_fn fn) {
     const char *params[5] = {"N", NULL, nsp == 3 ? "D" : "H", nsp == 3 ? "H" : "W", "W"};
     vbs_b_input(b, "image", 2 + nsp, in_dims, params);
     vbs_layers c = {b, o, nsp};
+    vbs_b_set_deterministic(b, o->deterministic);
     fn(&c, "image");
 }
 

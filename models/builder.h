@@ -17,6 +17,10 @@ vbs_builder *vbs_b_new(uint64_t seed);
  * vbs_b_floats() and stores nothing (for estimates before a build). */
 vbs_builder *vbs_b_new_counter(void);
 double vbs_b_floats(const vbs_builder *b);
+/* on: vbs_b_variational and vbs_b_variational_from store the mean alone as
+ * a plain tensor (same name and values, no rho, no prior): the sigma = 0
+ * baseline of a network, the rest of its graph unchanged. Off by default. */
+void vbs_b_set_deterministic(vbs_builder *b, int on);
 void vbs_b_free(vbs_builder *b);
 
 /* Attributes for vbs_b_node(); the values are copied. */
@@ -60,7 +64,8 @@ vbs_status vbs_b_finish(vbs_builder *b, const char *name, vbs_model **out);
 
 /* ---- the layers the families share -----------------------------------------
  * Every conv and transposed conv weight and bias is variational (He-initialised
- * mu unless said, rho = o->rho0, prior N(0, o->prior_sigma^2)); the norms'
+ * mu unless said, rho = o->rho0, prior N(0, o->prior_sigma^2)), or with
+ * o->deterministic a plain tensor holding that mu; the norms'
  * scale and shift and PReLU's slopes are plain tensors. Each returns the
  * output's name; tensors are named "<name>.weight", "<name>.bias", ... */
 typedef struct {
@@ -103,8 +108,9 @@ void vbs_l_heads(const vbs_layers *c, const char *x, int64_t ch);
 /* A family's graph from the input named x (outputs declared by it). */
 typedef void (*vbs_l_graph_fn)(const vbs_layers *c, const char *x);
 /* The graph input "image" (N, C, [D,] H, W), fn's graph and the card of a
- * new model (channels, z-score, patch, labels, head, description); *out as
- * for vbs_model_load. */
+ * new model (channels, z-score, patch, labels, head, and the description
+ * "untrained variational " or "untrained deterministic (...) " followed by
+ * description, e.g. "U-Net (He-initialised)"); *out as for vbs_model_load. */
 vbs_status vbs_l_build(const vbs_net_opts *o, vbs_l_graph_fn fn, const char *name, const char *description, vbs_model **out);
 /* The floats vbs_l_build would store, from a counting builder. */
 double vbs_l_floats(const vbs_net_opts *o, vbs_l_graph_fn fn);

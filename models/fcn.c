@@ -79,7 +79,7 @@ static void fcn(const vbs_layers *c, const char *x) {
 }
 
 vbs_status vbs_fcn_build(const vbs_net_opts *o, vbs_model **out) {
-    return vbs_l_build(o, fcn, "fcn", "untrained variational FCN-8s (Long et al. 2015; He-initialised means, bilinear upsampling)", out);
+    return vbs_l_build(o, fcn, "fcn", "FCN-8s (Long et al. 2015; He-initialised, bilinear upsampling)", out);
 }
 
 double vbs_fcn_floats(const vbs_net_opts *o) { return vbs_l_floats(o, fcn); }

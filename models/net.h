@@ -25,6 +25,9 @@ typedef struct {
     int64_t patch[3];    /* the card's slice (2D) or sliding-window (3D) size; 0 = 240 (2D), 128 (3D), rounded up to a multiple of 2^depth */
     int norm;            /* after each conv: VBS_NET_NORM_* (instance, as nnU-Net) */
     float dropout;       /* > 0: MC dropout, a Dropout of this ratio where each family documents; 0 = none */
+    int deterministic;   /* 1: the sigma = 0 baseline: every weight and bias that is otherwise variational is a
+                            plain tensor (the same name and He-initialised values as the mean; no rho, no prior).
+                            The latent's GaussianSample stays; with dropout > 0, pure MC dropout */
 } vbs_net_opts;
 
 enum { VBS_NET_NORM_NONE = 0, VBS_NET_NORM_INSTANCE = 1, VBS_NET_NORM_BATCH = 2 };
@@ -48,7 +51,8 @@ int vbs_net_check(vbs_arch a, const vbs_net_opts *o, char *err, size_t n);
 vbs_status vbs_net_build(vbs_arch a, const vbs_net_opts *o, vbs_model **out);
 
 /* The number of floats vbs_net_build would store (means, rhos and plain
- * tensors), without allocating them: for the memory check before a build. */
+ * tensors; means only with deterministic), without allocating them: for
+ * the memory check before a build. */
 double vbs_net_floats(vbs_arch a, const vbs_net_opts *o);
 
 #endif

@@ -9,7 +9,7 @@
 #include "unet.h"
 
 vbs_unet_opts vbs_unet_defaults(void) {
-    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}, VBS_UNET_NORM_INSTANCE, 0.f};
+    vbs_unet_opts o = {2, 4, 2, 16, 4, 0, 0, -5.f, 1.f, 1, {0, 0, 0}, VBS_UNET_NORM_INSTANCE, 0.f, 0};
     return o;
 }
 
@@ -45,10 +45,8 @@ static void unet(const vbs_layers *c, const char *x) {
     int64_t cb = (int64_t)o->base << o->depth;
     x = block(c, "bottleneck", x, ch, cb);
     ch = cb;
-    if (o->latent > 0) {
-        x = vbs_l_join(c, "latent", x, vbs_l_latent(c, x, ch));
-        ch += o->latent;
-    }
+    /* z from the pooled bottleneck, joined before the final 1x1 layers as in every family */
+    const char *z = o->latent > 0 ? vbs_l_latent(c, x, ch) : NULL;
     for (int l = o->depth - 1; l >= 0; l--) {
         int64_t co = (int64_t)o->base << l;
         snprintf(n, sizeof n, "up%d", l);
@@ -59,32 +57,14 @@ static void unet(const vbs_layers *c, const char *x) {
         x = block(c, n, x, 2 * co, co);
         ch = co;
     }
+    if (z) {
+        x = vbs_l_join(c, "latent", x, z);
+        ch += o->latent;
+    }
     vbs_l_heads(c, x, ch);
 }
 
 vbs_status vbs_unet_build(const vbs_unet_opts *o, vbs_model **out) {
-    return vbs_l_build(o, unet, "unet", "untrained variational U-Net (He-initialised means)", out);
+    return vbs_l_build(o, unet, "unet", "U-Net (He-initialised)", out);
 }
-double vbs_unet_floats(const vbs_unet_opts *o) {
-    double k = o->dims == 3 ? 27 : 9, up = o->dims == 3 ? 8 : 4, n = 0, ch = o->in_channels;
-    double norm = o->norm == VBS_UNET_NORM_BATCH ? 4 : o->norm == VBS_UNET_NORM_INSTANCE ? 2 : 0;
-    /* a block: two 3x3 convs (weights and biases, mean and rho each) and their norms */
-#define BLOCK(cin, cout) (2 * (k * (cin) * (cout) + (cout)) + 2 * (k * (cout) * (cout) + (cout)) + 2 * norm * (cout))
-    for (int l = 0; l < o->depth; l++) {
-        double co = (double)o->base * (double)(1LL << l);
-        n += BLOCK(ch, co);
-        ch = co;
-    }
-    double cb = (double)o->base * (double)(1LL << o->depth);
-    n += BLOCK(ch, cb);
-    ch = cb;
-    if (o->latent > 0) { n += 2 * 2 * (ch * o->latent + o->latent); ch += o->latent; }
-    for (int l = o->depth - 1; l >= 0; l--) {
-        double co = (double)o->base * (double)(1LL << l);
-        n += 2 * (up * ch * co + co) + BLOCK(2 * co, co);
-        ch = co;
-    }
-    n += 2 * (ch * o->classes + o->classes) * (o->hetero ? 2 : 1);
-#undef BLOCK
-    return n;
-}
+double vbs_unet_floats(const vbs_unet_opts *o) { return vbs_l_floats(o, unet); }

@@ -77,7 +77,7 @@ static void vnet(const vbs_layers *c, const char *x) {
 }
 
 vbs_status vbs_vnet_build(const vbs_net_opts *o, vbs_model **out) {
-    return vbs_l_build(o, vnet, "vnet", "untrained variational V-Net (Milletari et al. 2016; He-initialised means)", out);
+    return vbs_l_build(o, vnet, "vnet", "V-Net (Milletari et al. 2016; He-initialised)", out);
 }
 
 double vbs_vnet_floats(const vbs_net_opts *o) { return vbs_l_floats(o, vnet); }

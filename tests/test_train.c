@@ -635,6 +635,7 @@ static void test_unet_floats(void) {
             for (int lat = 0; lat <= 3; lat += 3) {
                 vbs_unet_opts o = vbs_unet_defaults();
                 o.dims = dims; o.in_channels = 3; o.classes = 4; o.base = 3; o.depth = 2; o.latent = lat; o.hetero = lat > 0; o.norm = norm;
+                o.deterministic = norm == 1; /* means only */
                 vbs_model *m;
                 if (vbs_unet_build(&o, &m)) { ok = 0; vbs_model_free(m); continue; }
                 double n = 0;
@@ -650,6 +651,7 @@ static void test_unet_floats(void) {
             for (int norm = 0; norm <= 2; norm++) {
                 vbs_net_opts o = vbs_net_defaults((vbs_arch)a);
                 o.dims = dims; o.in_channels = 3; o.classes = 4; o.base = 2; o.depth = 3; o.latent = norm; o.hetero = norm == 1; o.norm = norm;
+                o.deterministic = norm == 2;
                 vbs_model *m;
                 if (vbs_net_build((vbs_arch)a, &o, &m)) { printf("  %s: %s\n", vbs_arch_name((vbs_arch)a), vbs_model_errmsg(m)); ok = 0; vbs_model_free(m); continue; }
                 double n = 0;

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""PyTorch reference for the V-Net and FCN-8s builders (ctest: torch_backbones).
+"""PyTorch reference for the V-Net, FCN-8s (and U-Net) builders (ctest: torch_backbones).
 
 For 2D and 3D variational V-Nets and FCN-8s made by `vbseg create` (each
 norm; with and without the latent and heteroscedastic heads; 1, base and
-other input channel counts for the V-Net's first residual):
+other input channel counts for the V-Net's first residual), a U-Net, and
+--deterministic models of each family:
   - the file loads and validates (`vbseg info --json`: the format's checks,
     shape inference on the card's patch) and its mean and variational
     parameter counts equal the counts worked out here from the architecture
@@ -19,6 +20,11 @@ other input channel counts for the V-Net's first residual):
     the same rebuild without them;
   - `vbseg info --shape`'s FLOPs per pass equal those of the rebuilt
     network's convolutions, counted as they run;
+  - --deterministic: every tensor plain, each equal bit for bit to the mean
+    of the variational model of the same options and seed, no variational
+    parameter counted; `vbseg run --samples 4` gives MI exactly 0 and the
+    mean pass's bytes without dropout and latent, MI > 0 with either; info
+    says which (nothing, dropout, or the latent alone);
   - `vbseg run` at a size the network cannot take (depth >= 2) equals
     PyTorch on the input normalised, zero-padded (centred) to a multiple
     of 2^depth and cropped back, as the README says run does.
@@ -36,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_reference import load_tensors, norm as ref_norm, weights  # noqa: E402
+from torch_reference import load_tensors, norm as ref_norm, unet as ref_unet, weights  # noqa: E402
 
 
 def ops(dims):
@@ -113,6 +119,11 @@ def vnet(x, w, a):
     return [c(x, "logits")] + ([c(x, "logvar")] if a["hetero"] else [])
 
 
+def unet(x, w, a):
+    """The U-Net as unet.h describes it (torch_reference's rebuild)."""
+    return ref_unet(x, w, a["depth"], a["dims"], a["latent"], a["hetero"])
+
+
 def fcn(x, w, a):
     """Long et al.'s FCN-8s as fcn.h describes it."""
     c, convt, pool, norm, _, join, latent = layers(w, a["dims"])
@@ -154,7 +165,26 @@ def count(a):
         nonlocal plain
         plain += nrm * ch
 
-    if a["arch"] == "vnet":
+    if a["arch"] == "unet":
+        def block(ci, co):
+            conv(ci, co, 3); norm(co); conv(co, co, 3); norm(co)
+        prev = cin
+        for l in range(a["depth"]):
+            block(prev, base * 2 ** l)
+            prev = base * 2 ** l
+        cb = base * 2 ** a["depth"]
+        block(prev, cb)
+        if L:
+            conv(cb, L, 1); conv(cb, L, 1)
+        prev = cb
+        for l in reversed(range(a["depth"])):
+            co = base * 2 ** l
+            var += prev * co * 2 ** d + co  # the transposed conv
+            block(2 * co, co)
+            prev = co
+        for _ in range(2 if a["hetero"] else 1):
+            conv(prev + L, K, 1)  # z joined before the heads
+    elif a["arch"] == "vnet":
         n_convs = lambda l: min(l + 1, 3)
         ch = [base * 2 ** l for l in range(a["depth"] + 1)]
         conv(cin, base, 5); norm(base); plain += base
@@ -188,7 +218,8 @@ def count(a):
         for _ in range(2 if a["hetero"] else 1):
             conv(fc + L, K, 1); conv(ch[D - 2] + L, K, 1); conv(ch[D - 3] + L, K, 1)
             var += 2 * K * K * 4 ** d + K * K * (2 ** (D - 1)) ** d  # upsamplings: no bias
-    return var + plain, var
+    # --deterministic: the same means, each a plain tensor
+    return (var + plain, 0) if a.get("det") else (var + plain, var)
 
 
 def bilinear(k, ch, dims):
@@ -219,7 +250,7 @@ def main():
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {label}{(': ' + detail) if detail else ''}")
 
-    keys = ("arch", "dims", "cin", "classes", "base", "depth", "latent", "hetero", "norm", "spatial", "dropout")
+    keys = ("arch", "dims", "cin", "classes", "base", "depth", "latent", "hetero", "norm", "spatial", "dropout", "det")
     cases = [dict(zip(keys, c)) for c in [
         ("vnet", 2, 4, 3, 4, 2, 0, 1, "none", (24, 20)),        # first residual: the input as it is (base channels)
         ("vnet", 2, 1, 2, 4, 3, 3, 0, "instance", (16, 24)),    # 1 channel, broadcast as the paper's
@@ -237,19 +268,31 @@ def main():
         ("vnet", 3, 1, 2, 2, 1, 0, 0, "batch", (6, 8, 10), 0.2),
         ("fcn", 2, 3, 2, 4, 4, 2, 1, "instance", (16, 32), 0.3),
         ("fcn", 3, 2, 2, 2, 3, 0, 0, "none", (8, 16, 8), 0.1),
+        # the U-Net too (its rebuild is torch_reference's), for the count of its parameters
+        ("unet", 2, 4, 3, 4, 2, 3, 1, "instance", (16, 20)),
+        # --deterministic (sigma = 0): plain weights, the variational model's means; with dropout, pure MC dropout
+        ("unet", 2, 4, 3, 4, 2, 0, 1, "instance", (16, 20), 0, 1),
+        ("unet", 3, 2, 2, 2, 2, 2, 0, "batch", (8, 8, 8), 0, 1),
+        ("unet", 2, 4, 3, 4, 2, 0, 0, "instance", (16, 16), 0.1, 1),
+        ("vnet", 2, 3, 2, 4, 2, 2, 1, "instance", (16, 16), 0, 1),
+        ("vnet", 2, 1, 2, 4, 2, 0, 0, "none", (16, 24), 0, 1),
+        ("fcn", 2, 2, 3, 2, 3, 3, 1, "instance", (16, 32), 0, 1),
+        ("fcn", 2, 2, 2, 2, 3, 0, 0, "batch", (16, 16), 0, 1),
     ]]
     rng = np.random.default_rng(9)
     with tempfile.TemporaryDirectory() as tmp:
         for k, a in enumerate(cases):
-            drop = a.get("dropout", 0)
+            drop, det = a.get("dropout", 0), a.get("det", 0)
             tag = (f"{a['dims']}D {a['arch']} in {a['cin']} K {a['classes']} base {a['base']} depth {a['depth']} "
-                   f"latent {a['latent']} hetero {a['hetero']} norm {a['norm']}" + (f" dropout {drop}" if drop else ""))
+                   f"latent {a['latent']} hetero {a['hetero']} norm {a['norm']}" + (f" dropout {drop}" if drop else "")
+                   + (" deterministic" if det else ""))
             model = os.path.join(tmp, f"m{k}.vbseg")
             args = [vbseg, "create", "--arch", a["arch"], "--dims", str(a["dims"]), "--in-channels", str(a["cin"]),
                     "--classes", str(a["classes"]), "--base", str(a["base"]), "--depth", str(a["depth"]),
-                    "--latent", str(a["latent"]), "--rho", "-2.5", "--seed", str(k + 3), "--norm", a["norm"],
-                    "--out", model] + (["--hetero"] if a["hetero"] else []) + (["--dropout", str(drop)] if drop else [])
-            subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+                    "--latent", str(a["latent"]), "--seed", str(k + 3), "--norm", a["norm"]] + (["--hetero"] if a["hetero"] else []) + (
+                    ["--dropout", str(drop)] if drop else [])
+            subprocess.run(args + ["--out", model] + (["--deterministic"] if det else ["--rho", "-2.5"]), check=True,
+                           stdout=subprocess.DEVNULL)
             info = subprocess.run([vbseg, "info", model, "--json"], capture_output=True, text=True)
             check(info.returncode == 0, f"{tag}: loads and validates", info.stderr.strip())
             if info.returncode:
@@ -264,9 +307,34 @@ def main():
             os.mkdir(td)
             subprocess.run([dump, model, td], check=True)
             t = load_tensors(td)
-            # the Dropouts where vnet.h and fcn.h say: after each V-Net stage; after each FCN stage's pool and fc6, fc7
+            if det:
+                # plain tensors only, each the mean of the variational model of the same options and seed, bit for bit
+                vm, vd = os.path.join(tmp, f"v{k}.vbseg"), os.path.join(tmp, f"v{k}")
+                subprocess.run(args + ["--out", vm], check=True, stdout=subprocess.DEVNULL)
+                os.mkdir(vd)
+                subprocess.run([dump, vm, vd], check=True)
+                v = load_tensors(vd)
+                roles = sorted({r for _, r, _ in t.values()})
+                check(roles == ["plain"], f"{tag}: every tensor plain", f"roles {roles}")
+                means = {n: x for n, (_, r, x) in v.items() if r != "rho"}
+                same = sorted(means) == sorted(t) and all(np.array_equal(means[n], t[n][2]) for n in t)
+                check(same and any(r == "mu" for _, r, _ in v.values()),
+                      f"{tag}: its tensors are the variational model's means ({len(t)} tensors, {len(v) - len(t)} rhos fewer)")
+                # info says what still makes its samples differ: dropout's masks, the latent's z, or nothing
+                z = info["stochasticity"]
+                line = next(ln for ln in subprocess.run([vbseg, "info", model], capture_output=True, text=True).stdout.split("\n")
+                            if ln.startswith("stochastic:"))
+                want = (f"stochastic:   dropout (p={drop:g}, " if drop else
+                        "stochastic:   none in the weights and no dropout, but a GaussianSample latent" if a["latent"] else
+                        "stochastic:   none: every sample is the mean pass")
+                check(z["kind"] == ("dropout" if drop else "none") and z["latent"] == bool(a["latent"]) and line.startswith(want),
+                      f"{tag}: info says {line!r}", f"kind {z['kind']}, latent {z['latent']}")
+            # the Dropouts where unet.h, vnet.h and fcn.h say: after each U-Net block and V-Net stage; after each FCN
+            # stage's pool and fc6, fc7
             d = a["depth"]
-            want = (([f"enc{l}.dropout" for l in range(d + 1)] + [f"dec{l}.dropout" for l in range(d)]) if a["arch"] == "vnet"
+            want = ([f"enc{l}.dropout" for l in range(d)] + ["bottleneck.dropout"] + [f"dec{l}.dropout" for l in range(d)]
+                    if a["arch"] == "unet" else
+                    ([f"enc{l}.dropout" for l in range(d + 1)] + [f"dec{l}.dropout" for l in range(d)]) if a["arch"] == "vnet"
                     else [f"stage{l}.dropout" for l in range(d)] + ["conv6.dropout", "conv7.dropout"]) if drop else []
             with open(os.path.join(td, "nodes.txt")) as f:
                 got = [ln.split() for ln in f if ln.split()[1] == "Dropout"]
@@ -280,7 +348,7 @@ def main():
             x = rng.standard_normal((a["cin"],) + a["spatial"]).astype(np.float32)
             xin = os.path.join(tmp, f"x{k}.npy")
             np.save(xin, x)
-            net = vnet if a["arch"] == "vnet" else fcn
+            net = {"unet": unet, "vnet": vnet, "fcn": fcn}[a["arch"]]
             for mode in ("mean", "sample"):
                 if mode == "sample" and (a["latent"] or drop):
                     continue  # the latent's eps and dropout's masks belong to their nodes (torch_reference, torch_dropout)
@@ -290,7 +358,7 @@ def main():
                 FLOPS[0] = 0.0
                 with torch.no_grad():
                     ref = net(torch.from_numpy(x)[None], weights(t, mode, 77), a)
-                if mode == "mean":
+                if mode == "mean" and net is not unet:  # (torch_reference's U-Net counts no FLOPs)
                     shape = "x".join(str(v) for v in (1,) + x.shape)
                     fl = json.loads(subprocess.run([vbseg, "info", model, "--json", "--shape", shape], check=True,
                                                    capture_output=True, text=True).stdout)["flops"]["per_pass"]
@@ -303,6 +371,21 @@ def main():
                     # a reference that varies over the image, so that a match says something
                     ok = same and np.allclose(got, r, atol=1e-4, rtol=1e-3) and r.std() > 1e-3
                     check(ok, f"{tag} {mode} {name}", f"shape {got.shape} vs {r.shape}, max |diff| {err:.2e}, sd {r.std():.3g}")
+            if det:
+                # Monte Carlo: with nothing stochastic every sample is the mean pass (MI exactly 0, the mean's bytes);
+                # dropout's masks or the latent's z make samples differ
+                mc = {}
+                for mode in ("sample", "mean"):
+                    out = os.path.join(tmp, f"mc{k}{mode}")
+                    subprocess.run([vbseg, "run", "--model", model, "--input", xin, "--out", out, "--samples", "4", "--mode", mode,
+                                    "--seed", "5"], check=True, stdout=subprocess.DEVNULL)
+                    mc[mode] = {f: np.load(os.path.join(out, f + ".npy")) for f in ("prob_mean", "epistemic_mi")}
+                mi = mc["sample"]["epistemic_mi"]
+                if drop or a["latent"]:
+                    check(mi.max() > 1e-6, f"{tag}: 4 samples differ (max MI {mi.max():.3g})")
+                else:
+                    check(not mi.any() and np.array_equal(mc["sample"]["prob_mean"], mc["mean"]["prob_mean"]),
+                          f"{tag}: 4 samples are the mean pass (MI exactly 0)", f"max MI {mi.max():.3g}")
             if a["depth"] < 2:
                 continue
             # a size the network cannot take: `run` normalises (z-score over the non-zero voxels), pads to the next

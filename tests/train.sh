@@ -9,7 +9,7 @@
 # byte for byte; every refusal (bad cases listed at once and --skip-bad, a
 # configuration too large, a loss that goes NaN, a corrupt, foreign or
 # differently-configured checkpoint, a full disk during a checkpoint); the
-# nnU-Net raw, BraTS 2023 and MSD layouts.
+# nnU-Net raw, BraTS 2023 and MSD layouts; --deterministic (sigma = 0) trained, its KL exactly 0.
 set -u
 B=$1
 S=$(cd "$(dirname "$0")" && pwd)
@@ -71,20 +71,25 @@ for i in 91 92; do
 done
 echo '{"channel_names": {"0": "flair", "1": "t1", "2": "t1ce", "3": "t2"}, "labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"}' \
   >"$T/bin/dataset.json"
+# beats_untrained TRAINED UNTRAINED SAMPLES MIN: both models through infer (maps in $T/o_NAME) and eval on the unseen
+# cases; the trained one's lesion Dice above MIN and 0.4 above the untrained one's
+beats_untrained() {
+  for m in "$1" "$2"; do
+    "$V" infer --model "$T/$m.vbseg" --input "$T/ubin" --output "$T/o_$m" --samples "$3" --no-png --quiet
+    "$V" eval --pred "$T/o_$m" --truth "$T/ubin_truth" --out "$T/eval_$m.csv" >/dev/null
+  done
+  $PY - "$1" "$T/eval_$1.csv" "$T/eval_$2.csv" "$4" <<'PY'
+import csv, sys
+def mean(p): return {k: float(v) for k, v in next(r for r in csv.DictReader(open(p)) if r["case"] == "mean").items() if k != "case"}
+t, u = mean(sys.argv[2]), mean(sys.argv[3])
+print(f"  {sys.argv[1]}: lesion Dice on unseen cases: trained {t['dice_label1']:.3f}, untrained {u['dice_label1']:.3f}; AUROC of MI for wrong voxels {t['auroc_epistemic']:.3f}")
+assert t["dice_label1"] > float(sys.argv[4]) and t["dice_label1"] > u["dice_label1"] + 0.4, (t["dice_label1"], u["dice_label1"])
+PY
+}
 "$V" train --data "$T/bin" --out "$T/lesion.vbseg" "${SMALL[@]}" --epochs 20 --steps-per-epoch 8 --lr 5e-3 --hetero --threads 2 --quiet
 ok test $? -eq 0
 "$V" create --arch unet --dims 2 --in-channels 4 --classes 2 --base 6 --depth 2 --latent 4 --hetero --seed 5 --out "$T/untrained.vbseg" >/dev/null
-for m in lesion untrained; do
-  "$V" infer --model "$T/$m.vbseg" --input "$T/ubin" --output "$T/o_$m" --samples 10 --no-png --quiet
-  "$V" eval --pred "$T/o_$m" --truth "$T/ubin_truth" --out "$T/eval_$m.csv" >/dev/null
-done
-ok $PY - "$T/eval_lesion.csv" "$T/eval_untrained.csv" <<'PY'
-import csv, sys
-def mean(p): return {k: float(v) for k, v in next(r for r in csv.DictReader(open(p)) if r["case"] == "mean").items() if k != "case"}
-t, u = mean(sys.argv[1]), mean(sys.argv[2])
-print(f"  lesion Dice on unseen cases: trained {t['dice_label1']:.3f}, untrained {u['dice_label1']:.3f}; AUROC of MI for wrong voxels {t['auroc_epistemic']:.3f}")
-assert t["dice_label1"] > 0.8 and t["dice_label1"] > u["dice_label1"] + 0.4, (t["dice_label1"], u["dice_label1"])
-PY
+ok beats_untrained lesion untrained 10 0.8
 ok $PY - "$T/o_lesion" "$T/ubin" "$T/ubin_truth" <<'PY'
 import gzip, struct, sys
 import numpy as np
@@ -118,17 +123,7 @@ for spec in "vnet 2" "fcn 3"; do
     --epochs 4 --steps-per-epoch 6 --lr 5e-3 --threads 2 --quiet
   ok test $? -eq 0
   "$V" create "${FAM[@]}" --dims 2 --in-channels 4 --classes 2 --out "$T/untrained_$1.vbseg" >/dev/null
-  for m in "$1" "untrained_$1"; do
-    "$V" infer --model "$T/$m.vbseg" --input "$T/ubin" --output "$T/o_$m" --samples 4 --no-png --quiet
-    "$V" eval --pred "$T/o_$m" --truth "$T/ubin_truth" --out "$T/eval_$m.csv" >/dev/null
-  done
-  ok $PY - "$1" "$T/eval_$1.csv" "$T/eval_untrained_$1.csv" <<'PY'
-import csv, sys
-def mean(p): return {k: float(v) for k, v in next(r for r in csv.DictReader(open(p)) if r["case"] == "mean").items() if k != "case"}
-t, u = mean(sys.argv[2]), mean(sys.argv[3])
-print(f"  {sys.argv[1]}: lesion Dice on unseen cases: trained {t['dice_label1']:.3f}, untrained {u['dice_label1']:.3f}")
-assert t["dice_label1"] > 0.6 and t["dice_label1"] > u["dice_label1"] + 0.4, (t["dice_label1"], u["dice_label1"])
-PY
+  ok beats_untrained "$1" "untrained_$1" 4 0.6
 done
 "$V" train --data "$T/bin" --out "$T/fcn2.vbseg" --arch fcn --depth 2 --epochs 1 --quiet 2>"$T/fcn2.err"
 ok test $? -eq 2
@@ -389,5 +384,32 @@ rm -f "$T/nv.vbseg"
 ok test $? -eq 0
 ok test -s "$T/nv.vbseg"
 ok "$V" info "$T/nv.vbseg" >/dev/null
+# --deterministic (sigma = 0, plain weights): the U-Net learns the lesion task (Dice on the unseen cases well above
+# its untrained self's), its log's KL column is exactly 0 without a latent and positive with one (the latent's KL
+# still applies), info says nothing is stochastic; a resume refuses to change it; --init and --flipout refuse it
+DET=(--arch unet --base 6 --depth 2 --latent 0 --seed 5 --deterministic)
+"$V" train --data "$T/bin" --out "$T/det.vbseg" "${DET[@]}" --batch 8 --patch 48x48 --val 0.25 --val-samples 2 --val-examples 16 \
+  --epochs 10 --steps-per-epoch 8 --lr 5e-3 --threads 2 --quiet
+ok test $? -eq 0
+"$V" create "${DET[@]}" --dims 2 --in-channels 4 --classes 2 --out "$T/untrained_det.vbseg" >/dev/null
+ok beats_untrained det untrained_det 2 0.6
+kl_col() { $PY -c "import csv, sys; print(' '.join(r['kl'] for r in csv.DictReader(open(sys.argv[1]))))" "$1"; }
+ok $PY -c "import sys; k = [float(v) for v in sys.argv[1:]]; assert len(k) == 10 and all(v == 0.0 for v in k), k" $(kl_col "$T/det.vbseg.train/train_log.csv")
+"$V" info "$T/det.vbseg" >"$T/det.info"
+ok grep -q "stochastic:   none: every sample is the mean pass" "$T/det.info"
+ok grep -q "parameters:   [0-9]* mean, of which 0 variational" "$T/det.info"
+"$V" train --data "$T/data" --out "$T/detl.vbseg" --base 4 --depth 2 --latent 4 --deterministic --batch 4 --patch 32x32 --epochs 1 \
+  --steps-per-epoch 2 --val 0.25 --quiet
+ok test $? -eq 0
+ok $PY -c "import sys; k = float(sys.argv[1]); assert k > 0, k" $(kl_col "$T/detl.vbseg.train/train_log.csv")
+"$V" train --resume "$T/dr.vbseg.train/checkpoint.vbseg" --deterministic --epochs 2 --quiet 2>"$T/detr.err"
+ok test $? -eq 2
+ok grep -q "^vbseg train: .*checkpoint.vbseg: --deterministic 1 differs from the checkpoint's 0" "$T/detr.err"
+for bad in "--init $T/untrained.vbseg" "--flipout" "--rho -3"; do
+  "$V" train --data "$T/data" --out "$T/detbad.vbseg" --deterministic $bad --epochs 1 2>"$T/detbad.err"
+  ok test $? -eq 2
+  ok test "$(wc -l <"$T/detbad.err")" -eq 1
+done
+ok test ! -e "$T/detbad.vbseg"
 echo "train: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -12,7 +12,7 @@
 static const char *help =
     "usage: vbseg create --arch unet|vnet|fcn --dims 2|3 --in-channels C --classes K --out M.vbseg\n"
     "                    [--base 16] [--depth D] [--norm instance|batch|none] [--hetero] [--latent 10] [--rho -5] [--seed S]\n"
-    "                    [--patch 128x128x128] [--dropout P]\n"
+    "                    [--patch 128x128x128] [--dropout P] [--deterministic]\n"
     "\n"
     "Writes an untrained variational network: He-initialised means, rho = --rho\n"
     "(sigma = softplus(rho)), a Gaussian prior N(0,1) recorded for the trainer.\n"
@@ -30,18 +30,22 @@ static const char *help =
     "                in mean mode) after each block (unet) or stage (vnet) or, in fcn, after each\n"
     "                stage's pool and after fc6 and fc7 (FCN's drop6, drop7)\n"
     "  --patch       the card's slice size (2D, default 240x240) or sliding-window size\n"
-    "                (3D, default 128x128x128, D x H x W) used by vbseg infer and run\n";
+    "                (3D, default 128x128x128, D x H x W) used by vbseg infer and run\n"
+    "  --deterministic  plain weights (sigma = 0: no rho, no prior; the means' He initialisation):\n"
+    "                the deterministic baseline of the same network; with --dropout P, pure MC\n"
+    "                dropout. The latent's z is still drawn in sample mode\n";
 
 int cmd_create(int argc, char **argv) {
     vbs_net_opts o = vbs_net_defaults(VBS_ARCH_UNET);
     const char *out = NULL, *arch = "unet";
     long long v;
-    int depth = -1;
+    int depth = -1, rho_given = 0;
     o.latent = 10;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(help, stdout); return 0; }
         if (!strcmp(a, "--hetero")) { o.hetero = 1; continue; }
+        if (!strcmp(a, "--deterministic")) { o.deterministic = 1; continue; }
         if (!(val = cli_value("create", argc, argv, &i))) return 2;
         if (!strcmp(a, "--arch")) arch = val;
         else if (!strcmp(a, "--out")) out = val;
@@ -58,7 +62,7 @@ int cmd_create(int argc, char **argv) {
         else if (!strcmp(a, "--depth")) { if (!cli_int("create", a, val, 0, 8, &v)) return 2; depth = (int)v; }
         else if (!strcmp(a, "--latent")) { if (!cli_int("create", a, val, 0, 4096, &v)) return 2; o.latent = (int)v; }
         else if (!strcmp(a, "--seed")) { if (!cli_int("create", a, val, 0, 0x7fffffffffffffffLL, &v)) return 2; o.seed = (uint64_t)v; }
-        else if (!strcmp(a, "--rho")) { double d; if (!cli_float("create", a, val, &d)) return 2; o.rho0 = (float)d; }
+        else if (!strcmp(a, "--rho")) { double d; if (!cli_float("create", a, val, &d)) return 2; o.rho0 = (float)d; rho_given = 1; }
         else if (!strcmp(a, "--dropout")) {
             double d;
             if (!cli_float("create", a, val, &d)) return 2;
@@ -76,6 +80,7 @@ int cmd_create(int argc, char **argv) {
         }
         else { cli_error("create", "unknown option '%s' (see --help)", a); return 2; }
     }
+    if (o.deterministic && rho_given) { cli_error("create", "--rho sets the weights' sigma; --deterministic has none (sigma = 0)"); return 2; }
     if (o.patch[0] && (o.patch[2] ? 3 : 2) != o.dims) {
         cli_error("create", "--patch has %d sizes but --dims is %d", o.patch[2] ? 3 : 2, o.dims);
         return 2;

@@ -68,11 +68,14 @@ static void stochastic_text(const vbs_stochasticity *z, char *buf, size_t len) {
     if (z->n_dropout && z->dropout_min == z->dropout_max)
         snprintf(p, sizeof p, "dropout (p=%g, %d node%s)", z->dropout_min, z->n_dropout, z->n_dropout == 1 ? "" : "s");
     else if (z->n_dropout) snprintf(p, sizeof p, "dropout (p=%g..%g, %d nodes)", z->dropout_min, z->dropout_max, z->n_dropout);
+    int none = !strcmp(z->kind, "none");
     int n = !strcmp(z->kind, "both") ? snprintf(buf, len, "both: variational weights and %s", p)
           : !strcmp(z->kind, "dropout") ? snprintf(buf, len, "%s", p)
-          : !strcmp(z->kind, "none") && !z->n_latent ? snprintf(buf, len, "none: every sample is the mean pass")
-                                                       : snprintf(buf, len, "%s", z->kind);
-    if (n >= 0 && (size_t)n < len && z->n_latent) n += snprintf(buf + n, len - (size_t)n, ", with a GaussianSample latent");
+          : none && !z->n_latent ? snprintf(buf, len, "none: every sample is the mean pass")
+          /* plain weights, no dropout: the samples still differ, by z alone */
+          : none ? snprintf(buf, len, "none in the weights and no dropout, but a GaussianSample latent: z drawn in sample mode, its mean in mean mode")
+                 : snprintf(buf, len, "%s", z->kind);
+    if (n >= 0 && (size_t)n < len && z->n_latent && !none) n += snprintf(buf + n, len - (size_t)n, ", with a GaussianSample latent");
     if (n >= 0 && (size_t)n < len && z->n_dropout) snprintf(buf + n, len - (size_t)n, "; masks drawn in sample mode, the identity in mean mode");
 }
 

@@ -38,6 +38,7 @@ static const char *help =
     "            [--fg-oversample 0.33] [--augment none|light|default] [--steps-per-epoch N]\n"
     "  model:    [--init MODEL.vbseg] [--rho -5] [--flipout] [--prior gaussian:1 | mixture:PI,SIGMA1,SIGMA2]\n"
     "            [--dropout P (MC dropout: Dropouts of ratio P where vbseg create --help says, any --arch)]\n"
+    "            [--deterministic (plain weights, sigma = 0: the baseline; with --dropout, pure MC dropout)]\n"
     "  loss:     [--kl-weight W] [--kl-warmup EPOCHS] [--latent-kl W]\n"
     "  optimiser:[--momentum 0.9] [--weight-decay W] [--clip NORM] [--lr-min 1e-5] [--cycle STEPS]\n"
     "            [--gamma 0.1] [--patience 5]\n"
@@ -66,6 +67,7 @@ typedef struct {
     char data[PATH_MAX], out[PATH_MAX], arch[16], norm[16], opt[16], sched[16], layout[16], augment[16], patch[64], val_cases[1024];
     char init[PATH_MAX], cache[PATH_MAX], ckdir[PATH_MAX], prior[64];
     long long dims, base, depth, latent, hetero, batch, seed, skip_bad, steps_per_epoch, flipout, kl_warmup, val_samples, val_examples, cycle, patience, epochs;
+    long long deterministic;
     double lr, val, fg, rho, kl, latent_kl, momentum, wd, clip, lr_min, gamma, minutes, dropout;
 } topts;
 
@@ -86,7 +88,7 @@ static const tdef defs[] = {
     I(val_samples, "--val-samples", 0, 1000), I(val_examples, "--val-examples", -1, 100000000), I(cycle, "--cycle", 1, 100000000), I(patience, "--patience", 0, 100000),
     F(lr, "--lr", 1e-12, 10), F(val, "--val", 0, 0.9), F(fg, "--fg-oversample", 0, 1), F(rho, "--rho", -30, 10), F(kl, "--kl-weight", -1, 1e6),
     F(latent_kl, "--latent-kl", -1, 1e6), F(momentum, "--momentum", 0, 1), F(wd, "--weight-decay", -1, 10), F(clip, "--clip", 0, 1e12),
-    F(lr_min, "--lr-min", 0, 10), F(gamma, "--gamma", 1e-6, 1), F(dropout, "--dropout", 0, 0.99),
+    F(lr_min, "--lr-min", 0, 10), F(gamma, "--gamma", 1e-6, 1), F(dropout, "--dropout", 0, 0.99), G(deterministic, "--deterministic"),
     /* where the run stops: kept, so that a resume stops where the run would have, but it may change */
     {"--epochs", T_INT, offsetof(topts, epochs), 0, -1, 1000000, 0}, {"--minutes", T_FLOAT, offsetof(topts, minutes), 0, -1, 1e7, 0},
 };
@@ -311,6 +313,17 @@ int cmd_train(int argc, char **argv) {
         vbs_model_free(m);
         return 2;
     }
+    if (o.init[0] && o.deterministic) {
+        cli_error("train", "--deterministic builds a new network with plain weights; the --init model keeps its own tensors");
+        vbs_model_free(m);
+        return 2;
+    }
+    if (o.deterministic && (o.flipout || seen_def(seen, "--rho") || seen_def(seen, "--prior"))) {
+        cli_error("train", "--%s is for variational weights; --deterministic has none (sigma = 0)",
+                  o.flipout ? "flipout" : seen_def(seen, "--rho") ? "rho" : "prior");
+        vbs_model_free(m);
+        return 2;
+    }
     if ((seen_def(seen, "--epochs") && o.epochs < 1) || (seen_def(seen, "--minutes") && !(o.minutes > 0))) {
         cli_error("train", "--epochs and --minutes must be positive");
         vbs_model_free(m);
@@ -400,6 +413,7 @@ int cmd_train(int argc, char **argv) {
             u.dims = (int)o.dims; u.in_channels = ds.C; u.classes = ds.n_classes; u.base = (int)o.base; u.depth = (int)o.depth;
             u.latent = (int)o.latent; u.hetero = (int)o.hetero; u.rho0 = (float)o.rho; u.seed = (uint64_t)o.seed;
             u.dropout = (float)o.dropout;
+            u.deterministic = (int)o.deterministic;
             u.norm = !strcmp(o.norm, "none") ? VBS_NET_NORM_NONE : !strcmp(o.norm, "batch") ? VBS_NET_NORM_BATCH : VBS_NET_NORM_INSTANCE;
             if (strcmp(o.norm, "none") && strcmp(o.norm, "batch") && strcmp(o.norm, "instance")) { cli_error("train", "--norm must be instance, batch or none"); rc = 2; goto out; }
             char why[256];

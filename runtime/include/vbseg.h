@@ -189,7 +189,9 @@ vbs_status vbs_model_get_stats(const vbs_model *m, vbs_model_stats *out);
  * Dropout nodes (masks drawn in VBS_MODE_SAMPLE, the identity in
  * VBS_MODE_MEAN), both, or none. kind is one of "variational weights",
  * "dropout", "both", "none" (static strings). A GaussianSample latent is
- * counted apart. */
+ * counted apart: a "none" model with n_latent > 0 (plain weights, e.g.
+ * `vbseg create --deterministic`, and a latent) still differs across
+ * samples, by z alone. */
 typedef struct {
     const char *kind;
     int64_t n_variational;          /* variational parameters (mu with a rho) */
