@@ -22,7 +22,9 @@ vbs_require() {
 
 VBS_BUILD_DEPS=(cmake gcc make pkg-config protobuf-c-compiler libprotobuf-c-dev libopenblas-dev libnifti2-dev
                 libniftiio-dev libstb-dev zlib1g-dev libonnx-dev libjansson-dev)
-VBS_TEST_DEPS=(python3-torch python3-numpy python3-nibabel libonnx-testdata)
+VBS_TEST_DEPS=(python3-torch python3-numpy python3-nibabel libonnx-testdata gnuplot-nox)
+# samples/paper/reproduce.sh's plots
+VBS_PAPER_DEPS=(gnuplot-nox)
 
 # vbs_build BUILD_DIR: configure and build in Release mode.
 vbs_build() {
