@@ -45,8 +45,10 @@ static void unet(const vbs_layers *c, const char *x) {
     int64_t cb = (int64_t)o->base << o->depth;
     x = block(c, "bottleneck", x, ch, cb);
     ch = cb;
-    /* z from the pooled bottleneck, joined before the final 1x1 layers as in every family */
-    const char *z = o->latent > 0 ? vbs_l_latent(c, x, ch) : NULL;
+    if (o->latent > 0) {
+        x = vbs_l_join(c, "latent", x, vbs_l_latent(c, x, ch));
+        ch += o->latent;
+    }
     for (int l = o->depth - 1; l >= 0; l--) {
         int64_t co = (int64_t)o->base << l;
         snprintf(n, sizeof n, "up%d", l);
@@ -56,10 +58,6 @@ static void unet(const vbs_layers *c, const char *x) {
         snprintf(n, sizeof n, "dec%d", l);
         x = block(c, n, x, 2 * co, co);
         ch = co;
-    }
-    if (z) {
-        x = vbs_l_join(c, "latent", x, z);
-        ch += o->latent;
     }
     vbs_l_heads(c, x, ch);
 }

@@ -20,8 +20,7 @@ vbs_unet_opts vbs_unet_defaults(void);
  * rho = rho0; the norms' scale and shift are deterministic: scale 1, shift 0,
  * BatchNormalization's running statistics 0 and 1). With latent > 0: GlobalAveragePool of the bottleneck, two
  * 1x1 convs give the latent mean and rho, GaussianSample draws z, and
- * SpatialBroadcast + Concat join z to the last decoder block's features,
- * before the final 1x1 heads (as the V-Net and FCN-8s). With
+ * SpatialBroadcast + Concat join z to the bottleneck features. With
  * dropout > 0 every block (encoder, bottleneck, decoder) ends in a Dropout
  * of that ratio, so the skips carry it too.
  * *out as for vbs_model_load. */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo of the README's Quick start: builds vbseg, generates a small
 # BraTS-like training set with the scan generator, trains a variational 2D
-# U-Net (the seed paper's latent of 10 before the final 1x1 layers, a heteroscedastic
+# U-Net (the seed paper's latent of 10 at the bottleneck, a heteroscedastic
 # head) by Bayes by Backprop for about two minutes, then runs Monte-Carlo
 # inference with uncertainty on generated cases it did not train on,
 # evaluates them against their reference labels (Dice, IoU, HD95, and how

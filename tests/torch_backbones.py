@@ -176,14 +176,14 @@ def count(a):
         block(prev, cb)
         if L:
             conv(cb, L, 1); conv(cb, L, 1)
-        prev = cb
+        prev = cb + L  # z joined at the bottleneck
         for l in reversed(range(a["depth"])):
             co = base * 2 ** l
             var += prev * co * 2 ** d + co  # the transposed conv
             block(2 * co, co)
             prev = co
         for _ in range(2 if a["hetero"] else 1):
-            conv(prev + L, K, 1)  # z joined before the heads
+            conv(prev, K, 1)
     elif a["arch"] == "vnet":
         n_convs = lambda l: min(l + 1, 3)
         ch = [base * 2 ** l for l in range(a["depth"] + 1)]

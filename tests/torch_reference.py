@@ -110,18 +110,16 @@ def unet(x, w, depth, dims, latent, hetero, norm_fn=None, sample_z=None):
         skips.append(x)
         x = pool(x, 2)
     x = block(x, "bottleneck")
-    z = None
-    if latent:  # z from the pooled bottleneck, joined before the final 1x1 layers
+    if latent:
         g = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
         z = c(g, "latent.mu", 0)  # GaussianSample in mean mode, and in sample mode its eps is checked separately
         if sample_z:
             z = sample_z(z, c(g, "latent.rho", 0))
+        x = torch.cat([x, z.expand(-1, -1, *x.shape[2:])], 1)
     for l in reversed(range(depth)):
         x = convt(x, w[f"up{l}.weight"], w[f"up{l}.bias"], stride=2)
         x = torch.cat([x, skips[l]], 1)
         x = block(x, f"dec{l}")
-    if z is not None:
-        x = torch.cat([x, z.expand(-1, -1, *x.shape[2:])], 1)
     outs = [c(x, "logits", 0)]
     if hetero:
         outs.append(c(x, "logvar", 0))
