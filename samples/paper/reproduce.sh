@@ -57,7 +57,7 @@ if [ $SMOKE = 1 ]; then
 elif [ $QUICK = 1 ]; then
   SIZE=64x64x40 SPACING=3.75x3.75x3.875 PATCH=64x64 BASE=8 VBASE=4 EPOCHS=20 STEPS=25 BATCH=16 SAMPLES=10 NSEED=1 NTEST=10 VALEX=64 NAME=quick
 else
-  SIZE=96x96x62 SPACING=2.5x2.5x2.5 PATCH=96x96 BASE=8 VBASE=4 EPOCHS=30 STEPS=30 BATCH=16 SAMPLES=20 NSEED=3 NTEST=20 VALEX=64 NAME=full
+  SIZE=96x96x62 SPACING=2.5x2.5x2.5 PATCH=96x96 BASE=8 VBASE=4 EPOCHS=20 STEPS=30 BATCH=16 SAMPLES=10 NSEED=3 NTEST=20 VALEX=64 NAME=full
 fi
 [ -n "$SEEDS" ] && NSEED=$SEEDS
 [ -n "$TEST_CASES" ] && NTEST=$TEST_CASES
@@ -217,13 +217,14 @@ plot '$P/plot_unet.dat' u 2:3:4 w yerrorlines lw 2 lc rgb '#1f77b4' t 'U-Net (va
      '$P/plot_paper.dat' u 1:(\$2/100) w lp dt 4 pt 6 lc rgb '#1f77b4' t 'paper: U-Net (BraTS 2018)', \
      '' u 1:(\$3/100) w lp dt 4 pt 6 lc rgb '#d62728' t 'paper: V-Net', '' u 1:(\$4/100) w lp dt 4 pt 6 lc rgb '#2ca02c' t 'paper: FCN'
 EOF
+declare -A COLOUR=([unet]='#1f77b4' [vnet]='#d62728' [fcn]='#2ca02c' [unet-det]='#7f7f7f' [unet-mcdrop]='#9467bd')
 plots() { # KIND FILE-SUFFIX: one line per model that has the data
   local s="" m f
   for m in unet vnet fcn unet-det unet-mcdrop; do
     f=$P/curve_${m}_$1.dat
     [ -f "$f" ] || continue
     [ "$m" = unet-det ] && [ "$1" = epistemic_uncertainty ] && continue # its MI is 0 everywhere
-    s="$s${s:+, }'$f' u $2 w lp lw 2 t '$m'"
+    s="$s${s:+, }'$f' u $2 w lp lw 2 lc rgb '${COLOUR[$m]}' t '$m'"
   done
   echo "$s"
 }
