@@ -62,7 +62,7 @@ END {
     printf "Profile `%s`: %s data", profile, data
     if (data == "generated") printf " (`make_brats`, %s voxels)", size
     printf "; 2D, latent 10, Adam 1e-3, batch 16, 0.9·Dice + 0.1·CE + KL; %d seed(s) per cell, %d Monte-Carlo samples at test time. ", seeds, samples
-    print "Per-image scores (eq. 13-14: per test case, then averaged over the test set), in percent, mean ± sd over seeds; the paper's numbers are on BraTS 2018 and are beside ours for the shape (ordering, gain with train size), not the level. Total run time " int(tsec) " s."
+    print "Per-image scores (eq. 13-14: per test case, then averaged over the test set), in percent, mean ± sd over seeds; the paper's numbers are on BraTS 2018 and are beside ours for the shape (ordering, gain with train size), not the level. Training and inference took " int(tsec) " s summed over the runs (which run several at a time)."
     backbone_table("Table 2: mean Dice (whole tumour)", col["dice_wt"], pd_u, pd_v, pd_f)
     backbone_table("Table 3: mean IoU (whole tumour)", col["iou_wt"], pi_u, pi_v, pi_f)
     print "\n### Tumour core and enhancing tumour: Dice (IoU)\n"
