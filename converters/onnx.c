@@ -18,6 +18,18 @@
  * VBS_ONNX_MAX_DEPTH is refused before unpacking. Initializer lengths are
  * checked against their dims with overflow checks; external data must be a
  * plain relative path inside the model's folder.
+ *
+ * Folding budget: a file of a few KB can ask ConstantOfShape (or a chain
+ * of Concat, Slice, ...) for a huge constant. Each folded tensor may hold
+ * at most max(64 Ki, B) elements and all of them together at most
+ * max(256 Ki, 4 B), B being the ONNX file's size in bytes (external data
+ * included), and never more than 16 Mi (one) or 64 Mi (all): one
+ * constant copied or reshaped from the file's own data always fits the
+ * first bound (an element takes at least one byte there). Beyond it the
+ * node is refused by name.
+ * Transpose perms must be permutations of 0..rank-1; float constants are
+ * turned into integers by saturation (NaN as 0), never by an
+ * out-of-range cast.
  */
 #include <errno.h>
 #include <limits.h>
@@ -44,7 +56,32 @@ typedef struct {
     char *err;
     char dir[4096];   /* the model's folder, for external data */
     char folded[1024];/* BatchNormalization layers folded, for the card */
+    int64_t bytes;    /* the file's size plus external data read: sets the folding budget */
+    int64_t folded_numel; /* elements folded so far */
+    const char *node; /* the node being folded, for knew's refusal */
 } ctx;
+
+#define FOLD_ONE_MAX ((int64_t)1 << 24)
+#define FOLD_ALL_MAX ((int64_t)1 << 26)
+
+/* A float as an integer without UB: saturated, NaN as 0. */
+static int64_t to_i64(double v) {
+    if (!(v == v)) return 0;
+    if (v >= 9223372036854775807.0) return INT64_MAX;
+    if (v <= -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)v;
+}
+
+/* Is perm[0..n) a permutation of 0..n-1? */
+static int is_perm(const int64_t *perm, size_t n) {
+    unsigned seen = 0;
+    if (n > 32) return 0;
+    for (size_t k = 0; k < n; k++) {
+        if (perm[k] < 0 || perm[k] >= (int64_t)n || (seen >> perm[k] & 1u)) return 0;
+        seen |= 1u << perm[k];
+    }
+    return 1;
+}
 
 #define fail(c, st, ...) vbs_fail_file((c)->err, st, (c)->file, __VA_ARGS__)
 
@@ -168,6 +205,7 @@ static vbs_status external(ctx *c, const Onnx__TensorProto *tp, uint8_t **out, s
         return fail(c, VBS_ERR_IO, "initializer '%s': cannot read external data '%s'", tp->name, loc);
     }
     *out = b;
+    c->bytes += (int64_t)want;
     return VBS_OK;
 }
 
@@ -233,7 +271,7 @@ static vbs_status add_const(ctx *c, ktable *t, const Onnx__TensorProto *tp, cons
             v = k->dtype == 1 ? tp->float_data[e] : k->dtype == 7 ? (double)tp->int64_data[e] : k->dtype == 6 || k->dtype == 9 ? tp->int32_data[e] : tp->double_data[e];
             if (k->dtype == 7) k->i[e] = tp->int64_data[e];
         }
-        if (k->dtype != 7) k->i[e] = (int64_t)v;
+        if (k->dtype != 7) k->i[e] = to_i64(v);
         k->f[e] = (float)v;
     }
     free(ext);
@@ -261,8 +299,19 @@ static konst *knew(ctx *c, ktable *t, const char *name, int dtype, int ndim, con
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
         k->dims[i] = dims[i];
-        if (dims[i] < 0 || !vbs_mul_ok(n, dims[i], &n) || n > ((int64_t)1 << 24)) { fail(c, VBS_ERR_UNSUPPORTED, "constant '%s' too large to fold", name); return NULL; }
+        if (dims[i] < 0) { fail(c, VBS_ERR_FORMAT, "node '%s': constant '%s' would have dim %d = %lld", c->node ? c->node : name, name, i, (long long)dims[i]); return NULL; }
+        if (!vbs_mul_ok(n, dims[i], &n)) n = INT64_MAX;
     }
+    /* the folding budget (see the header) */
+    int64_t b = c->bytes > ((int64_t)1 << 16) ? c->bytes : ((int64_t)1 << 16);
+    int64_t one = b < FOLD_ONE_MAX ? b : FOLD_ONE_MAX, all = b < FOLD_ALL_MAX / 4 ? 4 * b : FOLD_ALL_MAX;
+    if (n > one || n > all - c->folded_numel) {
+        fail(c, VBS_ERR_UNSUPPORTED, "node '%s': folding its constant '%s' would take %s%lld elements, over the folding budget "
+             "(%lld per tensor, %lld in all, for a file of %lld bytes)", c->node ? c->node : name, name, n == INT64_MAX ? "more than " : "",
+             (long long)(n == INT64_MAX ? all : n), (long long)one, (long long)all, (long long)c->bytes);
+        return NULL;
+    }
+    c->folded_numel += n;
     k->numel = n;
     k->f = malloc(sizeof(float) * (size_t)(n ? n : 1));
     k->i = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
@@ -272,6 +321,7 @@ static konst *knew(ctx *c, ktable *t, const char *name, int dtype, int ndim, con
 }
 
 static int64_t iattr(const Onnx__NodeProto *n, const char *name, int64_t dflt);
+static const Onnx__AttributeProto *find_attr(const Onnx__NodeProto *n, const char *name);
 
 /* Folds node n if it is shape arithmetic on constants (Shape of a fixed
  * graph input included). Returns 1 if folded, 0 if not foldable, -1 on error. */
@@ -329,7 +379,7 @@ static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodePr
         for (int64_t e = 0; e < x->numel; e++) {
             double v = x->dtype == 7 ? (double)x->i[e] : x->f[e];
             o->f[e] = (float)v;
-            o->i[e] = (int64_t)v;
+            o->i[e] = to_i64(v);
         }
         return 1;
     }
@@ -348,7 +398,7 @@ static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodePr
         }
         o = knew(c, t, n->output[0], dtype, (int)x->numel, x->i);
         if (!o) return -1;
-        for (int64_t e = 0; e < o->numel; e++) { o->f[e] = (float)v; o->i[e] = (int64_t)v; }
+        for (int64_t e = 0; e < o->numel; e++) { o->f[e] = (float)v; o->i[e] = to_i64(v); }
         return 1;
     }
     if (!strcmp(op, "Concat")) {
@@ -403,17 +453,21 @@ static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodePr
             int64_t axes[VBS_MAX_DIMS];
             int na = 0;
             if (in[1]) { if (in[1]->numel > VBS_MAX_DIMS) return 0; for (int k = 0; k < in[1]->numel; k++) axes[na++] = in[1]->i[k]; }
-            else for (size_t i = 0; i < n->n_attribute; i++)
-                if (!strcmp(n->attribute[i]->name, "axes") && n->attribute[i]->n_ints <= VBS_MAX_DIMS)
-                    for (size_t k = 0; k < n->attribute[i]->n_ints; k++) axes[na++] = n->attribute[i]->ints[k];
+            else {
+                const Onnx__AttributeProto *aa = find_attr(n, "axes"); /* the first only: a repeated one must not overrun axes[] */
+                if (aa && aa->n_ints > VBS_MAX_DIMS) return 0;
+                for (size_t k = 0; aa && k < aa->n_ints; k++) axes[na++] = aa->ints[k];
+            }
             if (!strcmp(op, "Unsqueeze")) {
                 int out_nd = x->ndim + na, src = 0;
                 if (out_nd > VBS_MAX_DIMS) return 0;
                 for (int k = 0; k < out_nd; k++) {
                     int is_new = 0;
                     for (int a = 0; a < na; a++) is_new |= (axes[a] < 0 ? axes[a] + out_nd : axes[a]) == k;
+                    if (!is_new && src == x->ndim) return 0; /* repeated or out-of-range axes */
                     dims[nd++] = is_new ? 1 : x->dims[src++];
                 }
+                if (src != x->ndim) return 0;
             } else
                 for (int k = 0; k < x->ndim; k++) {
                     int drop = na == 0 && x->dims[k] == 1;
@@ -421,6 +475,11 @@ static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodePr
                     if (!drop) dims[nd++] = x->dims[k];
                 }
         }
+        /* the data is copied as it is: the new shape must hold exactly x's elements (Squeeze of a dim > 1 does not) */
+        int64_t same = 1;
+        for (int k = 0; k < nd; k++)
+            if (!vbs_mul_ok(same, dims[k], &same)) return 0;
+        if (same != x->numel) return 0;
         o = knew(c, t, n->output[0], x->dtype, nd, dims);
         if (!o) return -1;
         memcpy(o->f, x->f, sizeof(float) * (size_t)x->numel);
@@ -429,12 +488,12 @@ static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodePr
     }
     if (!strcmp(op, "Transpose")) {
         int64_t perm[VBS_MAX_DIMS], dims[VBS_MAX_DIMS];
-        int np = 0;
-        for (size_t i = 0; i < n->n_attribute; i++)
-            if (!strcmp(n->attribute[i]->name, "perm") && (int)n->attribute[i]->n_ints == x->ndim)
-                for (size_t k = 0; k < n->attribute[i]->n_ints; k++) perm[np++] = n->attribute[i]->ints[k];
-        if (!np) { for (int k = 0; k < x->ndim; k++) perm[k] = x->ndim - 1 - k; np = x->ndim; }
-        for (int k = 0; k < np; k++) { if (perm[k] < 0 || perm[k] >= x->ndim) return 0; dims[k] = x->dims[perm[k]]; }
+        int np = x->ndim;
+        const Onnx__AttributeProto *pa = find_attr(n, "perm");
+        if (pa && (pa->n_ints != (size_t)x->ndim || !is_perm(pa->ints, pa->n_ints)))
+            return fail(c, VBS_ERR_FORMAT, "node '%s' (Transpose): attribute perm is not a permutation of 0..%d", c->node, x->ndim - 1), -1;
+        for (int k = 0; k < np; k++) perm[k] = pa ? pa->ints[k] : x->ndim - 1 - k;
+        for (int k = 0; k < np; k++) dims[k] = x->dims[perm[k]];
         o = knew(c, t, n->output[0], x->dtype, np, dims);
         if (!o) return -1;
         int64_t xs[VBS_MAX_DIMS], st = 1;
@@ -455,7 +514,7 @@ static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodePr
         if (!o) return -1;
         for (int64_t e = 0; e < idx->numel; e++) {
             int64_t j = idx->i[e] < 0 ? idx->i[e] + x->numel : idx->i[e];
-            if (j < 0 || j >= x->numel) return fail(c, VBS_ERR_FORMAT, "node '%s' (Gather): index out of range", n->name), -1;
+            if (j < 0 || j >= x->numel) return fail(c, VBS_ERR_FORMAT, "node '%s' (Gather): index out of range", c->node), -1;
             o->f[e] = x->f[j];
             o->i[e] = x->i[j];
         }
@@ -464,7 +523,9 @@ static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodePr
     if (!strcmp(op, "Slice")) {
         /* opset 10+: starts, ends, axes, steps as inputs */
         konst *sts = in[1], *ens = in[2], *axs = in[3], *sps = in[4];
-        if (!sts || !ens || sts->numel != ens->numel || sts->numel > x->ndim) return 0;
+        if (!sts || !ens || sts->numel != ens->numel || sts->numel > x->ndim || (axs && axs->numel != sts->numel) ||
+            (sps && sps->numel != sts->numel))
+            return 0;
         int64_t start[VBS_MAX_DIMS], step[VBS_MAX_DIMS], dims[VBS_MAX_DIMS];
         for (int k = 0; k < x->ndim; k++) { start[k] = 0; step[k] = 1; dims[k] = x->dims[k]; }
         for (int q = 0; q < sts->numel; q++) {
@@ -475,8 +536,11 @@ static int fold(ctx *c, ktable *t, const Onnx__GraphProto *g, const Onnx__NodePr
             int64_t b = sts->i[q], e = ens->i[q];
             if (b < 0) b += d;
             if (e < 0 && e > -((int64_t)1 << 62)) e += d;
-            if (sp > 0) { b = b < 0 ? 0 : b > d ? d : b; e = e < 0 ? 0 : e > d ? d : e; dims[ax] = e > b ? (e - b + sp - 1) / sp : 0; }
-            else { b = b < 0 ? -1 : b > d - 1 ? d - 1 : b; e = e < -1 ? -1 : e > d - 1 ? d - 1 : e; dims[ax] = b > e ? (b - e + (-sp) - 1) / (-sp) : 0; }
+            /* a step longer than the axis takes one element: clamped so that no sum below overflows */
+            if (sp > d) sp = d + 1;
+            if (sp < -d) sp = -d - 1;
+            if (sp > 0) { b = b < 0 ? 0 : b > d ? d : b; e = e < 0 ? 0 : e > d ? d : e; dims[ax] = e > b ? (e - b - 1) / sp + 1 : 0; }
+            else { b = b < 0 ? -1 : b > d - 1 ? d - 1 : b; e = e < -1 ? -1 : e > d - 1 ? d - 1 : e; dims[ax] = b > e ? (b - e - 1) / (-sp) + 1 : 0; }
             start[ax] = b;
             step[ax] = sp;
         }
@@ -512,7 +576,7 @@ static vbs_status conv_attr(ctx *c, vbs_builder *b, const Onnx__NodeProto *n, co
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: out->type = VBS_ATTR_FLOAT; out->f = a->f; break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING: {
         char *s = vbs_b_alloc(b, a->s.len + 1);
-        if (s) memcpy(s, a->s.data, a->s.len);
+        if (s && a->s.len) memcpy(s, a->s.data, a->s.len); /* an empty string's data is NULL */
         out->type = VBS_ATTR_STRING;
         out->s = s;
         break;
@@ -521,13 +585,13 @@ static vbs_status conv_attr(ctx *c, vbs_builder *b, const Onnx__NodeProto *n, co
         out->type = VBS_ATTR_INTS;
         out->n = (int)a->n_ints;
         out->ints = vbs_b_alloc(b, sizeof(int64_t) * (a->n_ints + 1));
-        if (out->ints) memcpy(out->ints, a->ints, sizeof(int64_t) * a->n_ints);
+        if (out->ints && a->n_ints) memcpy(out->ints, a->ints, sizeof(int64_t) * a->n_ints);
         break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
         out->type = VBS_ATTR_FLOATS;
         out->n = (int)a->n_floats;
         out->floats = vbs_b_alloc(b, sizeof(float) * (a->n_floats + 1));
-        if (out->floats) memcpy(out->floats, a->floats, sizeof(float) * a->n_floats);
+        if (out->floats && a->n_floats) memcpy(out->floats, a->floats, sizeof(float) * a->n_floats);
         break;
     default:
         return fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): attribute '%s' has an unsupported type (%d)", n->name ? n->name : "",
@@ -641,11 +705,14 @@ static vbs_status check_names(ctx *c, const Onnx__GraphProto *g) {
         for (size_t k = 0; k < n->n_attribute; k++)
             if (!n->attribute[k]->name || !n->attribute[k]->name[0])
                 return fail(c, VBS_ERR_FORMAT, "node %zu (%s): attribute %zu has no name", i, n->op_type, k);
+        if (!n->n_output)
+            return fail(c, VBS_ERR_FORMAT, "node %zu ('%s', %s) has no outputs", i, n->name ? n->name : "", n->op_type);
         for (size_t k = 0; k < n->n_output; k++)
             if (!n->output[k][0] && k == 0) return fail(c, VBS_ERR_FORMAT, "node %zu (%s) has an empty output name", i, n->op_type);
     }
     for (size_t i = 0; i < g->n_input; i++)
         if (!g->input[i]->name || !g->input[i]->name[0]) return fail(c, VBS_ERR_FORMAT, "graph input %zu has no name", i);
+    if (!g->n_output) return fail(c, VBS_ERR_FORMAT, "graph '%s' has no outputs", g->name ? g->name : "");
     for (size_t i = 0; i < g->n_output; i++)
         if (!g->output[i]->name || !g->output[i]->name[0]) return fail(c, VBS_ERR_FORMAT, "graph output %zu has no name", i);
     for (size_t i = 0; i < g->n_initializer; i++)
@@ -780,7 +847,9 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
             st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): domain '%s' unsupported", nname, op, n->domain);
             break;
         }
+        c->node = nname;
         int folded = fold(c, &t, g, n);
+        c->node = NULL;
         if (folded < 0) { st = VBS_ERR_FORMAT; if (!c->err[0]) st = fail(c, VBS_ERR_FORMAT, "node '%s' (%s): cannot fold", nname, op); break; }
         if (folded) continue; /* shape arithmetic on constants: evaluated here, not a runtime node */
         if (!is_supported(op)) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s': op '%s' is not supported", nname, op); break; }
@@ -811,6 +880,11 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
             st = conv_attr(c, b, n, n->attribute[k], &attrs[na++]);
         }
         if (st) break;
+        const Onnx__AttributeProto *perm = !strcmp(op, "Transpose") ? find_attr(n, "perm") : NULL;
+        if (perm && !is_perm(perm->ints, perm->n_ints)) {
+            st = fail(c, VBS_ERR_FORMAT, "node '%s' (Transpose): attribute perm is not a permutation of 0..%d", nname, (int)perm->n_ints - 1);
+            break;
+        }
         const char *ins[VBS_MAX_IN];
         int nin = 0;
         const char *vop = op;
@@ -982,7 +1056,7 @@ vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts
     vbs_model *m = vbs_model_alloc();
     *out = m;
     if (!m) return VBS_ERR_NOMEM;
-    ctx cc = {path, m->err, "", ""}, *c = &cc;
+    ctx cc = {path, m->err, "", "", 0, 0, NULL}, *c = &cc;
     if (!path) return vbs_fail(m->err, VBS_ERR_ARG, "vbs_convert_onnx: NULL path");
     if (!(o.value >= 0) || !(o.sigma_floor > 0) || !(o.prior_sigma > 0) || o.value > 1e6f)
         return fail(c, VBS_ERR_ARG, "invalid sigma initialisation");
@@ -998,6 +1072,7 @@ vbs_status vbs_convert_onnx_bound(const char *path, const vbs_convert_opts *opts
         return fail(c, VBS_ERR_IO, "not a regular file of at most 2 GiB");
     }
     size_t len = (size_t)sb.st_size;
+    c->bytes = (int64_t)len;
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf || fread(buf, 1, len, f) != len) {
         fclose(f);

@@ -60,6 +60,9 @@ vbs_status vbs_model_init(vbs_model *m, const char *fname) {
     vbs_def *d = &m->def;
     char err[VBS_ERRLEN];
     vbs_status st;
+    /* the file reader refuses these too; a graph built through the API must not reach a session without them */
+    if (d->n_inputs < 1 || d->n_outputs < 1)
+        return vbs_fail(m->err, VBS_ERR_GRAPH, "%s: the graph has no %s", fname, d->n_inputs < 1 ? "inputs" : "outputs");
     for (int i = 0; i < d->n_tensors; i++)
         if (!finite_all(d->tensors[i].data, d->tensors[i].numel))
             return vbs_fail(m->err, VBS_ERR_NUMERIC, "%s: tensor '%s' contains NaN or Inf", fname, d->tensors[i].name);

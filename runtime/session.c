@@ -535,6 +535,7 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
     if (o.n_samples < 1 || o.n_samples > 100000) return vbs_fail(s->err, VBS_ERR_ARG, "samples must be in 1..100000, got %d", o.n_samples);
     if (o.threads < 0 || o.threads > 256) return vbs_fail(s->err, VBS_ERR_ARG, "threads must be in 0..256, got %d", o.threads);
     const vbs_model *m = s->m;
+    if (m->def.n_inputs < 1 || m->def.n_outputs < 1) return vbs_fail(s->err, VBS_ERR_GRAPH, "the model's graph has no %s", m->def.n_inputs < 1 ? "inputs" : "outputs");
     const vbs_io_def *io = &m->def.inputs[0];
     vbs_shape sh;
     vbs_status st = check_dims(s, shape, ndim, &sh);
