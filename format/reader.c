@@ -26,6 +26,9 @@ static char *sdup(ctx *c, const char *s) { return vbs_arena_strdup(c->ar, s ? s 
 static vbs_status read_attr(ctx *c, const char *node, const Vbseg__Attribute *pa, vbs_attr *a) {
     a->name = sdup(c, pa->name);
     if (!a->name[0]) return FAIL(VBS_ERR_FORMAT, "node '%s': attribute without a name", node);
+    /* the lengths are checked before anything is sized from them */
+    if (pa->n_ints > (1u << 20) || pa->n_floats > (1u << 20))
+        return FAIL(VBS_ERR_FORMAT, "node '%s': attribute '%s' is too long", node, a->name);
     switch (pa->type) {
     case VBSEG__ATTRIBUTE__TYPE__ATTR_INT: a->type = VBS_ATTR_INT; a->i = pa->i; break;
     case VBSEG__ATTRIBUTE__TYPE__ATTR_FLOAT: a->type = VBS_ATTR_FLOAT; a->f = pa->f; break;
@@ -35,19 +38,18 @@ static vbs_status read_attr(ctx *c, const char *node, const Vbseg__Attribute *pa
         a->n = (int)pa->n_ints;
         a->ints = vbs_arena_alloc(c->ar, sizeof(int64_t) * pa->n_ints);
         if (!a->ints) return FAIL(VBS_ERR_NOMEM, "out of memory");
-        memcpy(a->ints, pa->ints, sizeof(int64_t) * pa->n_ints);
+        /* an empty list arrives as NULL from protobuf-c: memcpy(_, NULL, 0) is UB */
+        if (pa->n_ints) memcpy(a->ints, pa->ints, sizeof(int64_t) * pa->n_ints);
         break;
     case VBSEG__ATTRIBUTE__TYPE__ATTR_FLOATS:
         a->type = VBS_ATTR_FLOATS;
         a->n = (int)pa->n_floats;
         a->floats = vbs_arena_alloc(c->ar, sizeof(float) * pa->n_floats);
         if (!a->floats) return FAIL(VBS_ERR_NOMEM, "out of memory");
-        memcpy(a->floats, pa->floats, sizeof(float) * pa->n_floats);
+        if (pa->n_floats) memcpy(a->floats, pa->floats, sizeof(float) * pa->n_floats);
         break;
     default: return FAIL(VBS_ERR_FORMAT, "node '%s': attribute '%s' has unknown type %d", node, a->name, (int)pa->type);
     }
-    if (pa->n_ints > (1u << 20) || pa->n_floats > (1u << 20))
-        return FAIL(VBS_ERR_FORMAT, "node '%s': attribute '%s' is too long", node, a->name);
     return VBS_OK;
 }
 

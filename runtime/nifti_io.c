@@ -9,6 +9,12 @@
  * So the bytes are read here through zlib (which also reads plain files),
  * checked field by field, and only a validated header is handed to
  * libnifti (nifti_convert_n?hdr2nim) to derive the qform/sform geometry.
+ * No size read from the file allocates before its bytes arrive: the header
+ * is fixed-size, and the data buffer (whose final size a .nii.gz cannot
+ * tell in advance) starts at min(declared, 16 MiB) and doubles only when
+ * the previous buffer was filled by real bytes, so memory stays within
+ * twice what the stream delivered (plus 16 MiB), then 4 bytes per voxel for
+ * the float copy once every byte is there.
  * Writing copies the source header, so every output keeps the input's
  * affine, qform/sform codes, pixdim and units, and goes through
  * vbs_atomic_write.
@@ -157,7 +163,11 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
         for (int i = 0; i < 8; i++) dim[i] = v->h1.dim[i];
         datatype = v->h1.datatype;
         bitpix = v->h1.bitpix;
-        if (!isfinite(v->h1.vox_offset)) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field vox_offset is not finite"); goto done; }
+        /* range (and NaN) before the cast: a float out of int64's range is UB */
+        if (!(v->h1.vox_offset >= hsize && v->h1.vox_offset <= (1 << 24))) {
+            st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field vox_offset %g is outside %d..16 MiB", v->h1.vox_offset, hsize);
+            goto done;
+        }
         vox_offset = (int64_t)v->h1.vox_offset;
         if ((double)vox_offset != v->h1.vox_offset) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field vox_offset %g is not an integer", v->h1.vox_offset); goto done; }
         slope = v->h1.scl_slope;

@@ -5,12 +5,17 @@
  * batched or not, and by `--raw` for checking against other runtimes. It
  * does not decide what the axes mean: `vbseg run` does, from the model.
  * The header is parsed strictly; a malformed one is refused, never guessed.
+ * No size read from the file allocates before it is checked against the
+ * bytes that remain: the file must be a regular file whose size after the
+ * header is exactly the shape's product times the item size (overflow-
+ * checked), so a 128-byte file declaring gigabytes costs nothing.
  */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -59,6 +64,19 @@ static vbs_status npy_open(const char *path, npyr *r, char *err, size_t errlen) 
     for (int i = 0; i < r->ndim; i++)
         if (!vbs_mul_ok(r->n, r->dims[i], &r->n) || r->n > VBS_NIFTI_MAX_VOXELS)
             return efail(err, errlen, VBS_ERR_FORMAT, path, "field shape: too many elements");
+    /* the data must be there before anything is allocated for it: the bytes
+     * after the header are exactly n * itemsize (n <= 2^31, so no overflow) */
+    struct stat sb;
+    long pos = ftell(r->f);
+    if (fstat(fileno(r->f), &sb) || !S_ISREG(sb.st_mode) || pos < 0)
+        return efail(err, errlen, VBS_ERR_FORMAT, path, "not a regular file (its size must be known before its data are read)");
+    int64_t need = r->n * (r->f8 ? 8 : 4), have = (int64_t)sb.st_size - pos;
+    if (have != need) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "field shape: declares %lld bytes of data, the file holds %lld after the header", (long long)need,
+                 (long long)have);
+        return efail(err, errlen, VBS_ERR_FORMAT, path, msg);
+    }
     return VBS_OK;
 }
 
