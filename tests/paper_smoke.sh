@@ -100,5 +100,13 @@ bash "$S/../samples/paper/reproduce.sh" --smoke --data "$T/real" --test-cases 3 
 ok test $? -eq 1
 ok grep -q "^reproduce.sh: $T/real: 24 case folders, the grid needs 25 " "$T/few.log"
 ok test "$(wc -l <"$T/few.log")" -eq 1
+# bad options: one line, exit 2, nothing made
+for bad in "--seeds x" "--jobs 0" "--test-cases 2a" "--data $T/nowhere" "--frobnicate"; do
+  bash "$S/../samples/paper/reproduce.sh" --smoke $bad --build "$B" --out "$T/bad" >"$T/bad.log" 2>&1
+  ok test $? -eq 2
+  ok test "$(wc -l <"$T/bad.log")" -eq 1
+  ok grep -q "^reproduce.sh: " "$T/bad.log"
+done
+ok test ! -e "$T/bad"
 echo "paper_smoke: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

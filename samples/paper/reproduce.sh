@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --smoke) SMOKE=1 ;;
-    --data) DATA=$(cd "$2" && pwd); shift ;;
+    --data) [ -d "${2:-}" ] || { echo "reproduce.sh: --data ${2:-}: not a folder" >&2; exit 2; }; DATA=$(cd "$2" && pwd); shift ;;
     --out) OUT=$2; shift ;;
     --seeds) SEEDS=$2; shift ;;
     --threads) THREADS=$2; shift ;;
@@ -59,6 +59,13 @@ elif [ $QUICK = 1 ]; then
 else
   SIZE=96x96x62 SPACING=2.5x2.5x2.5 PATCH=96x96 BASE=8 VBASE=4 EPOCHS=20 STEPS=30 BATCH=16 SAMPLES=10 NSEED=3 NTEST=20 VALEX=64 NAME=full
 fi
+num() { # NAME VALUE: a whole number from 1, else one line and exit 2
+  case "$2" in ''|*[!0-9]*|0*) echo "reproduce.sh: --$1 '$2' is not a whole number from 1" >&2; exit 2 ;; esac
+}
+[ -z "$SEEDS" ] || num seeds "$SEEDS"
+[ -z "$TEST_CASES" ] || num test-cases "$TEST_CASES"
+num threads "$THREADS"
+num jobs "$JOBS"
 [ -n "$SEEDS" ] && NSEED=$SEEDS
 [ -n "$TEST_CASES" ] && NTEST=$TEST_CASES
 [ -n "$DATA" ] && NAME=$NAME-data
