@@ -58,9 +58,10 @@ static const char *help =
     "input file; both are checked, with the folder's writability, before the first case.\n"
     "A case's outputs appear together when it is done. One run writes to an output\n"
     "folder at a time (shards: one per shard): a second one refuses (exit 1), or with\n"
-    "--wait waits for the first to finish, then skips what it finished. Ctrl-C (or SIGTERM) abandons the\n"
-    "case in flight, keeps the finished ones and their summary; running the same command\n"
-    "again skips the cases done with the same model and options (--overwrite redoes them).\n"
+    "--wait waits for the first to finish, then skips what it finished. Ctrl-C (or\n"
+    "SIGTERM) abandons the case in flight, keeps the finished ones and their summary;\n"
+    "running the same command again skips the cases done with the same model and\n"
+    "options (--overwrite redoes them).\n"
     "Exit status: 0, 1 if a case failed or an output could not be written, 130 if\n"
     "interrupted.\n";
 
@@ -501,7 +502,8 @@ int cmd_infer(int argc, char **argv) {
     vbs_scan_case *cases = NULL;
     int n = 0, rc = 1;
     char err[1024], unused[1024], created[PATH_MAX] = "";
-    result *res = NULL;
+    row *res = NULL;
+    int nres = 0;
     vbs_session *s = NULL;
     old_manifest old = {0};
     int wrote_any = 0, lock_fd[2] = {-1, -1};
@@ -595,11 +597,12 @@ int cmd_infer(int argc, char **argv) {
     sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C stops at once */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    int nres = 0, failed = 0, done = 0, stop_write = 0;
+    int failed = 0, done = 0, stop_write = 0, oom = 0;
+    result cur; /* the case being computed; kept as a row once done */
     double t_run = now();
     for (int i = 0; i < n && !g_signal && !stop_write; i++) {
         if (i % shard_n != shard_i) continue;
-        result *r = &res[nres];
+        result *r = &cur;
         memset(r, 0, sizeof *r);
         snprintf(r->id, sizeof r->id, "%s", cases[i].id);
         const char *note = "";
@@ -630,6 +633,7 @@ int cmd_infer(int argc, char **argv) {
             if (!getrusage(RUSAGE_SELF, &ru)) r->peak_mb = (double)ru.ru_maxrss / 1024.0;
             stop_write = cs == CASE_WRITE_FAILED;
         }
+        if (!row_set(&res[nres], r)) { oom = 1; break; }
         nres++;
         done++;
         failed += !r->ok;
@@ -654,13 +658,16 @@ int cmd_infer(int argc, char **argv) {
         }
         fprintf(stderr, "vbseg infer: interrupted after %d of %d cases; run the same command again to resume\n", done, mine);
         rc = 128 + (int)g_signal;
+    } else if (oom) {
+        cli_error("infer", "out of memory after %d of %d cases; run the same command again to resume", done, mine);
+        rc = 1;
     } else if (stop_write) {
         cli_error("infer", "stopping: outputs cannot be written to %s (see above); %d of %d cases done; run the same command again to resume",
                   out, done - 1, mine);
         rc = 1;
     } else if (failed) cli_error("infer", "%d of %d case%s failed (see %s/summary%s.csv)", failed, nres, nres == 1 ? "" : "s", out, tag);
     else rc = 0;
-    if (!quiet && !g_signal && !stop_write) {
+    if (!quiet && !g_signal && !stop_write && !oom) {
         char a[32];
         fprintf(stderr, "vbseg infer: %d case%s in %s; maps and summary%s.csv in %s\n", nres, nres == 1 ? "" : "s",
                 duration(now() - t_run, a, sizeof a), tag, out);
@@ -679,6 +686,7 @@ out:
         if (lock_fd[i] >= 0) close(lock_fd[i]);
     free_manifest(&old);
     vbs_session_free(s);
+    for (int i = 0; i < nres; i++) row_free(&res[i]);
     free(res);
     vbs_free_cases(cases, n);
     vbs_model_free(m);

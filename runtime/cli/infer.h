@@ -25,6 +25,23 @@ typedef struct {
     double peak_mb;                   /* the process's peak resident memory after this case */
 } result;
 
+/* A finished case as the reports keep it, one per case of the run: the
+ * messages on the heap at their own length (a result's buffers take 2 kB,
+ * and a long run keeps a row per case). */
+typedef struct {
+    char *id, *error, *notes;         /* owned, never NULL */
+    int ok;
+    double seconds;
+    int samples;
+    int n_cols;
+    double vol[INFER_MAX_COLS], cv[INFER_MAX_COLS], mi[INFER_MAX_COLS];
+    double qc;
+    double peak_mb;
+} row;
+/* Copies r into w; 0 when out of memory (w then holds nothing to free). */
+int row_set(row *w, const result *r);
+void row_free(row *w);
+
 typedef struct {
     int n;
     char name[INFER_MAX_COLS][64];
@@ -38,7 +55,7 @@ int in_column(const columns *c, int col, int value);
 
 /* The reports. Each write is atomic; 0 and a one-line err on failure. */
 typedef struct {
-    const result *r;
+    const row *r;
     int n;
     const columns *c;
     const char *header;               /* the manifest's first line (model hash and options) */
