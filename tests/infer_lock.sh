@@ -7,8 +7,8 @@
 #    nothing written by it); with --wait it waits, says so once (nothing with
 #    --quiet), then skips what the first finished;
 #  - two shards of one job array run at once; an unsharded run and a second
-#    copy of a running shard are refused meanwhile; a lock held by flock(1)
-#    refuses a run too;
+#    copy of a running shard are refused meanwhile; a shard clears only its
+#    own temporaries; a lock held by flock(1) refuses a run too;
 #  - every output equals a single uninterrupted run's, byte for byte (cmp).
 set -u
 B=$1
@@ -101,6 +101,18 @@ wait $s0; ok test $? -eq 0
 wait $s1; ok test $? -eq 0
 ok test ! -s "$T/s0.err"
 ok same_as_ref "$T/s"
+# a shard starting clears the temporaries a killed run of the same shard left, never another shard's
+# (which may be running): here one of each, as a kill while writing leaves them
+mkdir -p "$T/st"
+for f in .vbseg-part.a0_entropy.nii.gz .vbseg-part.a0.nii.gz.tmp.AbC123 summary.shard-0-of-2.csv.tmp.XyZ789 \
+         .vbseg-part.a1_entropy.nii.gz .vbseg-part.a1.nii.gz.tmp.AbC123 summary.shard-1-of-2.csv.tmp.XyZ789; do touch "$T/st/$f"; done
+"$V" infer "${args[@]}" --input "$T/ref_in" --output "$T/st" --shard 0/2 2>"$T/st.err"
+ok test $? -eq 0
+ok grep -q "removed 3 temporaries left by an interrupted run" "$T/st.err"
+ok test "$(ls -A "$T/st" | grep -E '\.tmp\.|^\.vbseg-part\.' | LC_ALL=C sort | tr '\n' ' ')" = ".vbseg-part.a1.nii.gz.tmp.AbC123 .vbseg-part.a1_entropy.nii.gz summary.shard-1-of-2.csv.tmp.XyZ789 "
+# an unsharded run holds the folder alone and clears every temporary
+"$V" infer "${args[@]}" --input "$T/ref_in" --output "$T/st" --quiet
+ok test -z "$(ls -A "$T/st" | grep -E '\.tmp\.|^\.vbseg-part\.')"
 # a shard started while an unsharded run holds the folder is refused; the folder run's pid is named
 mkdir -p "$T/gate" && cp "$T/ref_in/a0.nii.gz" "$T/gate/" && mkfifo "$T/gate/f0.nii.gz"
 "$V" infer "${args[@]}" --input "$T/gate" --output "$T/g" --quiet &
