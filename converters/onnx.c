@@ -31,7 +31,9 @@
  * turned into integers by saturation (NaN as 0), never by an
  * out-of-range cast.
  */
+#define _DEFAULT_SOURCE /* realpath, O_NOFOLLOW */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -39,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../models/builder.h"
 #include "onnx.pb-c.h"
@@ -173,7 +176,12 @@ static void kfree(ktable *t) {
 }
 
 /* Reads external data: location must be a plain relative path, no "..",
- * not a symlink, inside the model's folder. */
+ * not a symlink, inside the model's folder once every link in it is
+ * resolved (a symlinked parent folder must not lead out: CVE-2026-27489's
+ * bypass of ONNX's check), and a file with one link only (a hard link to a
+ * file elsewhere looks like any file: CVE-2026-34446), as ONNX 1.21 rules.
+ * It is opened without following a final link and checked on the open
+ * file, so it cannot be swapped between the checks and the read. */
 static vbs_status external(ctx *c, const Onnx__TensorProto *tp, uint8_t **out, size_t want) {
     const char *loc = NULL;
     long long off = 0, len = -1;
@@ -196,7 +204,25 @@ static vbs_status external(ctx *c, const Onnx__TensorProto *tp, uint8_t **out, s
     if (S_ISLNK(sb.st_mode)) return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data '%s' is a symlink", tp->name, loc);
     if (!S_ISREG(sb.st_mode) || (uint64_t)sb.st_size < (uint64_t)off + want)
         return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data '%s' is shorter than its dims need", tp->name, loc);
-    FILE *f = fopen(path, "rb");
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return fail(c, VBS_ERR_IO, "initializer '%s': external data '%s': %s", tp->name, loc, strerror(errno));
+    char real[PATH_MAX], home[PATH_MAX];
+    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size < (uint64_t)off + want) {
+        close(fd);
+        return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data '%s' is shorter than its dims need", tp->name, loc);
+    }
+    if (sb.st_nlink > 1) {
+        close(fd);
+        return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data '%s' has %llu hard links: it may be a file outside the model's folder",
+                    tp->name, loc, (unsigned long long)sb.st_nlink);
+    }
+    size_t hl = realpath(c->dir, home) ? strlen(home) : 0;
+    if (!hl || !realpath(path, real) || strncmp(real, home, hl) || (real[hl] != '/' && strcmp(home, "/"))) {
+        close(fd);
+        return fail(c, VBS_ERR_FORMAT, "initializer '%s': external data '%s' resolves outside the model's folder (through a link)", tp->name, loc);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) close(fd);
     uint8_t *b = malloc(want ? want : 1);
     int ok = f && b && fseek(f, off, SEEK_SET) == 0 && fread(b, 1, want, f) == want;
     if (f) fclose(f);

@@ -10,11 +10,13 @@
 #define _XOPEN_SOURCE 700 /* realpath */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -26,7 +28,7 @@ static const char *help =
     "usage: vbseg infer --model M --input DIR --output DIR [--layout auto|nnunet|brats2021|brats2023|flat]\n"
     "                   [--samples 20] [--seed 0] [--mode sample|mean] [--threads T] [--save-probabilities]\n"
     "                   [--overlap 0.5] [--no-png] [--no-crop] [--adaptive TOL] [--remap contiguous|brats]\n"
-    "                   [--shard I/N] [--overwrite] [--quiet] [--preview-max X]\n"
+    "                   [--shard I/N] [--overwrite] [--wait] [--quiet] [--preview-max X]\n"
     "\n"
     "Runs every case of DIR and writes, per case, to the output folder:\n"
     "  CASE.nii.gz                 labels in the model card's label values (--remap contiguous:\n"
@@ -54,9 +56,12 @@ static const char *help =
     "summaries and manifest .shard-I-of-N.\n"
     "Safety: the output folder must not be the input folder and no output may be an\n"
     "input file; both are checked, with the folder's writability, before the first case.\n"
-    "A case's outputs appear together when it is done. Ctrl-C (or SIGTERM) abandons the\n"
-    "case in flight, keeps the finished ones and their summary; running the same command\n"
-    "again skips the cases done with the same model and options (--overwrite redoes them).\n"
+    "A case's outputs appear together when it is done. One run writes to an output\n"
+    "folder at a time (shards: one per shard): a second one refuses (exit 1), or with\n"
+    "--wait waits for the first to finish, then skips what it finished. Ctrl-C (or\n"
+    "SIGTERM) abandons the case in flight, keeps the finished ones and their summary;\n"
+    "running the same command again skips the cases done with the same model and\n"
+    "options (--overwrite redoes them).\n"
     "Exit status: 0, 1 if a case failed or an output could not be written, 130 if\n"
     "interrupted.\n";
 
@@ -156,19 +161,180 @@ static int stale_temporary(const char *name) {
     return 0;
 }
 
-static int remove_stale(const char *dir) {
+/* Removes the temporaries an interrupted run left. An unsharded run holds
+ * the folder alone and removes all; a shard runs beside the other shards
+ * and removes only its own: its cases' staged outputs and its reports'. */
+static int remove_stale(const char *dir, const runner *R, const vbs_scan_case *cases, int n, long long shard_i, long long shard_n,
+                        const char *tag) {
     DIR *d = opendir(dir);
     if (!d) return 0;
-    int n = 0;
+    int k = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         if (!stale_temporary(e->d_name)) continue;
+        int mine = shard_n == 1;
+        for (int i = 0; i < n && !mine; i++) mine = i % shard_n == shard_i && is_case_temporary(R, cases[i].id, e->d_name);
+        static const char *const reports[] = {"summary%s.csv.tmp.", "summary%s.json.tmp.", "manifest%s.tsv.tmp."};
+        for (size_t q = 0; q < sizeof reports / sizeof reports[0] && !mine; q++) {
+            char r[128];
+            snprintf(r, sizeof r, reports[q], tag);
+            mine = !strncmp(e->d_name, r, strlen(r));
+        }
+        if (!mine) continue;
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        n += !unlink(p);
+        k += !unlink(p);
     }
     closedir(d);
-    return n;
+    return k;
+}
+
+/* A case name as one printable line: control bytes as \n, \t, \xNN. */
+static const char *printable(const char *id, char *buf, size_t len) {
+    size_t k = 0;
+    for (const unsigned char *c = (const unsigned char *)id; *c && k + 5 < len; c++) {
+        if (*c >= 0x20 && *c != 0x7f) buf[k++] = (char)*c;
+        else k += (size_t)snprintf(buf + k, len - k, *c == '\n' ? "\\n" : *c == '\t' ? "\\t" : *c == '\r' ? "\\r" : "\\x%02x", *c);
+    }
+    buf[k] = 0;
+    return buf;
+}
+
+/* Why a case's name cannot name its output files (the reason, in why), or
+ * NULL. Such a case is a bad input like an unreadable file: it fails alone
+ * and the run goes on. Names from a folder listing hold no '/' and (dot
+ * files being skipped) never start with '.', but the rule does not rely
+ * on that. */
+static const char *name_problem(const runner *R, const vbs_scan_case *c, char *why, size_t len) {
+    const char *id = c->id, *from = c->n_files ? strrchr(c->files[0], '/') : NULL;
+    char p[600];
+    from = from ? from + 1 : "?";
+    printable(id, p, sizeof p);
+    if (!id[0]) snprintf(why, len, "the case name (from %s) is empty: its outputs would be hidden files named .nii.gz, _entropy.nii.gz, ...", from);
+    else if (!strcmp(id, ".") || !strcmp(id, "..")) snprintf(why, len, "the case name '%s' names a folder: its outputs would not be its own files", p);
+    else if (strchr(id, '/')) snprintf(why, len, "the case name '%s' holds a path separator: its outputs would leave the output folder", p);
+    else if (id[0] == '.') snprintf(why, len, "the case name '%s' starts with a dot: its outputs would be hidden files", p);
+    else if (strcmp(p, id)) snprintf(why, len, "the case name '%s' holds a control character: it would break the manifest and the summaries", p);
+    else {
+        /* the longest name written: a staged output's temporary */
+        char names[CASE_MAX_OUTPUTS][CASE_NAME_LEN];
+        int k = case_output_names(R, id, names);
+        size_t longest = 0;
+        for (int i = 0; i < k; i++)
+            if (strlen(names[i]) > longest) longest = strlen(names[i]);
+        long max = pathconf(R->out, _PC_NAME_MAX);
+        if (max <= 0) max = 255;
+        longest += strlen(STAGE_PREFIX) + strlen(".tmp.XXXXXX");
+        if ((long)longest > max)
+            snprintf(why, len, "the case name '%s' is %zu bytes long: its outputs' names (%zu bytes while written) would pass the output folder's limit of %ld",
+                     p, strlen(id), longest, max);
+        else return NULL;
+    }
+    return why;
+}
+
+/* Inputs that collide: two files that would be the same input of one case
+ * (a.nii and a.nii.gz), or two cases whose outputs would have one name (two
+ * inputs making the same case, or cases 'X' and 'X_entropy'). Known before
+ * anything runs, so the run is refused (one line, in msg) rather than guess
+ * which input was meant. 1 if there is one. */
+typedef struct { const char *name; int c; } out_name;
+
+static int cmp_out_name(const void *a, const void *b) { return strcmp(((const out_name *)a)->name, ((const out_name *)b)->name); }
+
+static int case_collision(const runner *R, const vbs_scan_case *cases, int n, char *msg, size_t len) {
+    char why[1024], p[600];
+    for (int i = 0; i < n; i++)
+        for (int a = 0; a < cases[i].n_files; a++)
+            for (int b = a + 1; b < cases[i].n_files; b++)
+                if (cases[i].channel[a] == cases[i].channel[b]) {
+                    snprintf(msg, len, "%.400s and %.400s are the same input of case '%.100s': remove or rename one", cases[i].files[a], cases[i].files[b],
+                             printable(cases[i].id, p, sizeof p));
+                    return 1;
+                }
+    char (*names)[CASE_NAME_LEN] = malloc(sizeof *names * CASE_MAX_OUTPUTS * (size_t)(n + 1));
+    out_name *v = malloc(sizeof *v * CASE_MAX_OUTPUTS * (size_t)(n + 1));
+    int k = 0, found = 0;
+    if (!names || !v) { free(names); free(v); snprintf(msg, len, "out of memory"); return 1; }
+    for (int i = 0; i < n; i++) {
+        if (name_problem(R, &cases[i], why, sizeof why)) continue; /* such a case writes nothing */
+        int m = case_output_names(R, cases[i].id, names + k);
+        for (int q = 0; q < m; q++) v[k + q] = (out_name){names[k + q], i};
+        k += m;
+    }
+    qsort(v, (size_t)k, sizeof *v, cmp_out_name);
+    for (int i = 1; i < k && !found; i++) {
+        if (strcmp(v[i - 1].name, v[i].name) || v[i - 1].c == v[i].c) continue;
+        const vbs_scan_case *x = &cases[v[i - 1].c], *y = &cases[v[i].c];
+        if (x > y) { const vbs_scan_case *t = x; x = y; y = t; }
+        if (!strcmp(x->id, y->id))
+            snprintf(msg, len, "%.400s and %.400s both make the case '%.100s': remove or rename one", x->n_files ? x->files[0] : x->id,
+                     y->n_files ? y->files[0] : y->id, printable(x->id, p, sizeof p));
+        else snprintf(msg, len, "cases '%.255s' and '%.255s' would both write %.300s: rename one", x->id, y->id, v[i].name);
+        found = 1;
+    }
+    free(names);
+    free(v);
+    return found;
+}
+
+/* The run's advisory locks (flock), held until it ends, so that two runs
+ * never write one folder's cases, reports or temporaries at once. The lock
+ * files are dot files beside the manifest (never taken for scans or
+ * outputs) and stay: unlinking a lock file that another run waits on would
+ * let a third run lock a new file beside it. An unsharded run holds
+ * OUT/.manifest.tsv.lock exclusively; a shard holds it shared (shards of
+ * one job array run together) and its own .manifest.shard-I-of-N.tsv.lock
+ * exclusively. Each holder writes its pid (fixed width, so that concurrent
+ * shards' writes never mix) into the file it locks exclusively and into the
+ * folder's, for the refusal to name. */
+static void lock_path(char *p, size_t n, const char *out, const char *tag) { snprintf(p, n, "%s/.manifest%s.tsv.lock", out, tag); }
+
+static long lock_pid(int fd) {
+    char b[32] = {0};
+    ssize_t k = pread(fd, b, sizeof b - 1, 0);
+    return k > 0 ? atol(b) : 0;
+}
+
+static void put_pid(int fd) {
+    char b[16];
+    int k = snprintf(b, sizeof b, "%-10ld\n", (long)getpid());
+    if (pwrite(fd, b, (size_t)k, 0) != k) return; /* the pid is a courtesy: the lock is what counts */
+}
+
+/* Locks one file: 1 when held (fd in *fd), 0 on refusal or error (printed). */
+static int take_lock(const char *out, const char *path, int shared, int wait, int quiet, int *fd) {
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd < 0) { cli_error("infer", "%s: cannot open the lock file: %s", path, strerror(errno)); return 0; }
+    int op = shared ? LOCK_SH : LOCK_EX;
+    if (!flock(*fd, op | LOCK_NB)) return 1;
+    if (errno != EWOULDBLOCK) {
+        /* a file system without locks (some network mounts): say so, and go on unguarded */
+        if (!quiet) fprintf(stderr, "vbseg infer: warning: %s: cannot lock (%s); concurrent runs here are not detected\n", path, strerror(errno));
+        return 1;
+    }
+    if (!wait) {
+        cli_error("infer", "%s: another vbseg infer is writing here (pid %ld); wait for it, or add --wait", out, lock_pid(*fd));
+        return 0;
+    }
+    if (!quiet) fprintf(stderr, "vbseg infer: %s: another vbseg infer is writing here (pid %ld); waiting for it to finish\n", out, lock_pid(*fd));
+    while (flock(*fd, op))
+        if (errno != EINTR) { cli_error("infer", "%s: cannot lock: %s", path, strerror(errno)); return 0; }
+    return 1;
+}
+
+/* The folder's lock (shared for a shard), then the shard's own. */
+static int lock_run(const char *out, const char *tag, int wait, int quiet, int fds[2]) {
+    char p[PATH_MAX];
+    lock_path(p, sizeof p, out, "");
+    if (!take_lock(out, p, tag[0] != 0, wait, quiet, &fds[0])) return 0;
+    if (tag[0]) {
+        lock_path(p, sizeof p, out, tag);
+        if (!take_lock(out, p, 0, wait, quiet, &fds[1])) return 0;
+        put_pid(fds[1]);
+    }
+    put_pid(fds[0]); /* only once every lock is held: a refused run must not overwrite the holder's pid */
+    return 1;
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -186,16 +352,12 @@ static const char *input_collision(const vbs_scan_case *cases, int n, const char
         for (int j = 0; j < cases[i].n_files; j++)
             if (realpath(cases[i].files[j], real)) in[k++] = strdup(real);
     qsort(in, (size_t)k, sizeof *in, cmp_str);
-    static const char *const suf[] = {"", "_entropy", "_epistemic", "_aleatoric", "_regions", "_probabilities", "_aleatoric_het", "_epistemic_het"};
     const char *found = NULL;
+    char names[CASE_MAX_OUTPUTS][CASE_NAME_LEN];
     for (int i = 0; i < n + 1 && !found; i++) {
-        int nn = i < n ? (int)(sizeof suf / sizeof suf[0]) + 1 : n_reports;
+        int nn = i < n ? case_output_names(R, cases[i].id, names) : n_reports;
         for (int q = 0; q < nn && !found; q++) {
-            if (i < n) {
-                if (q < (int)(sizeof suf / sizeof suf[0])) snprintf(hit, len, "%.3000s/%s%s.nii.gz", outr, cases[i].id, suf[q]);
-                else if (R->png) snprintf(hit, len, "%.3000s/%s_preview.png", outr, cases[i].id);
-                else continue;
-            } else snprintf(hit, len, "%.3000s/%s", outr, reports[q]);
+            snprintf(hit, len, "%.3000s/%s", outr, i < n ? names[q] : reports[q]);
             const char *key = hit;
             if (bsearch(&key, in, (size_t)k, sizeof *in, cmp_str)) found = hit;
         }
@@ -286,7 +448,7 @@ int cmd_infer(int argc, char **argv) {
     long long samples = 20, seed = 0, threads = 0, shard_i = 0, shard_n = 1;
     double overlap = 0.5, adaptive = 0, preview_max = 0;
     int remap = 0; /* 0 keep the card's values, 1 contiguous class indices, 2 BraTS 2018 values (0,1,2,4) */
-    int probs = 0, quiet = 0, overwrite = 0, png = 1, crop = 1;
+    int probs = 0, quiet = 0, overwrite = 0, png = 1, crop = 1, wait = 0;
     vbs_mode mode = VBS_MODE_SAMPLE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -294,6 +456,7 @@ int cmd_infer(int argc, char **argv) {
         if (!strcmp(a, "--save-probabilities")) { probs = 1; continue; }
         if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
         if (!strcmp(a, "--overwrite")) { overwrite = 1; continue; }
+        if (!strcmp(a, "--wait")) { wait = 1; continue; }
         if (!strcmp(a, "--no-png")) { png = 0; continue; }
         if (!strcmp(a, "--no-crop")) { crop = 0; continue; }
         if (!(v = cli_value("infer", argc, argv, &i))) return 2;
@@ -339,10 +502,12 @@ int cmd_infer(int argc, char **argv) {
     vbs_scan_case *cases = NULL;
     int n = 0, rc = 1;
     char err[1024], unused[1024], created[PATH_MAX] = "";
-    result *res = NULL;
+    row *res = NULL;
+    int nres = 0;
     vbs_session *s = NULL;
     old_manifest old = {0};
-    int wrote_any = 0;
+    int wrote_any = 0, lock_fd[2] = {-1, -1};
+    char tag[64] = ""; /* the shard's name in its reports, manifest and lock */
     /* ---- before the first case: inputs, the output folder, the manifest ---- */
     struct stat ob;
     if (!stat(out, &ob) && !S_ISDIR(ob.st_mode)) { cli_error("infer", "%s: --output exists and is not a folder", out); goto out; }
@@ -372,9 +537,13 @@ int cmd_infer(int argc, char **argv) {
                  .overlap = overlap > 0 ? (float)overlap : 1e-6f, .adaptive_tol = (float)adaptive, .adaptive_block = 5,
                  .progress = on_progress, .progress_user = &pg},
                 probs, regions, png, remap, crop, card->heteroscedastic && vbs_model_n_outputs(m) >= 2, (float)preview_max};
-    char tag[64] = "", mpath[PATH_MAX];
+    char mpath[PATH_MAX];
     if (shard_n > 1) snprintf(tag, sizeof tag, ".shard-%lld-of-%lld", shard_i, shard_n);
     snprintf(mpath, sizeof mpath, "%s/manifest%s.tsv", out, tag);
+    /* collisions refuse the run before anything is written */
+    if (case_collision(&R, cases, n, err, sizeof err)) { cli_error("infer", "%s: %s", input, err); goto out; }
+    /* one run per folder (per shard) from here to the end: before the temporaries are cleared and the manifest read */
+    if (!lock_run(out, tag, wait, quiet, lock_fd)) goto out;
     {
         char rep[3][64];
         snprintf(rep[0], sizeof rep[0], "summary%s.csv", tag);
@@ -387,7 +556,7 @@ int cmd_infer(int argc, char **argv) {
             goto out;
         }
     }
-    int stale = remove_stale(out);
+    int stale = remove_stale(out, &R, cases, n, shard_i, shard_n, tag);
     if (stale && !quiet) fprintf(stderr, "vbseg infer: removed %d temporar%s left by an interrupted run in %s\n", stale, stale == 1 ? "y" : "ies", out);
     /* the manifest: the model and the options must match for a case to be skipped */
     char header[512];
@@ -398,10 +567,11 @@ int cmd_infer(int argc, char **argv) {
     res = calloc((size_t)n + 1, sizeof *res);
     char *skip = calloc((size_t)n + 1, 1);
     if (!res || !skip) { free(skip); cli_error("infer", "out of memory"); goto out; }
-    int mine = 0, to_compute = 0, stale_rows = 0;
+    int mine = 0, to_compute = 0, stale_rows = 0, bad_names = 0;
     for (int i = 0; i < n; i++) {
         if (i % shard_n != shard_i) continue;
         mine++;
+        if (name_problem(&R, &cases[i], err, sizeof err)) { bad_names++; continue; } /* it fails in the loop */
         const char *row = manifest_row(&old, cases[i].id);
         result probe;
         memset(&probe, 0, sizeof probe);
@@ -415,7 +585,7 @@ int cmd_infer(int argc, char **argv) {
         if (shard_n > 1)
             fprintf(stderr, "; shard %lld of %lld takes %d of them (every %s case from the %s)", shard_i, shard_n, mine,
                     ordinal(shard_n, o1, sizeof o1), ordinal(shard_i + 1, o2, sizeof o2));
-        if (mine - to_compute) fprintf(stderr, "; %d already done", mine - to_compute);
+        if (mine - to_compute - bad_names) fprintf(stderr, "; %d already done", mine - to_compute - bad_names);
         fputc('\n', stderr);
         if (stale_rows)
             fprintf(stderr, "vbseg infer: %s differ from the manifest (%s); redoing %d case%s\n", old.same_model ? "options" : "the model",
@@ -427,15 +597,21 @@ int cmd_infer(int argc, char **argv) {
     sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C stops at once */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    int nres = 0, failed = 0, done = 0, stop_write = 0;
+    int failed = 0, done = 0, stop_write = 0, oom = 0;
+    result cur; /* the case being computed; kept as a row once done */
     double t_run = now();
     for (int i = 0; i < n && !g_signal && !stop_write; i++) {
         if (i % shard_n != shard_i) continue;
-        result *r = &res[nres];
+        result *r = &cur;
         memset(r, 0, sizeof *r);
         snprintf(r->id, sizeof r->id, "%s", cases[i].id);
         const char *note = "";
-        if (skip[i]) {
+        if (name_problem(&R, &cases[i], r->error, sizeof r->error)) {
+            /* a case whose name cannot name files is a bad input: it fails alone, printable in the reports */
+            char p[sizeof r->id];
+            snprintf(r->id, sizeof r->id, "%s", printable(cases[i].id, p, sizeof p));
+            r->ok = 0;
+        } else if (skip[i]) {
             parse_manifest_row(r, &cols, manifest_row(&old, cases[i].id));
             r->ok = 1;
             note = "already done";
@@ -457,6 +633,7 @@ int cmd_infer(int argc, char **argv) {
             if (!getrusage(RUSAGE_SELF, &ru)) r->peak_mb = (double)ru.ru_maxrss / 1024.0;
             stop_write = cs == CASE_WRITE_FAILED;
         }
+        if (!row_set(&res[nres], r)) { oom = 1; break; }
         nres++;
         done++;
         failed += !r->ok;
@@ -481,21 +658,35 @@ int cmd_infer(int argc, char **argv) {
         }
         fprintf(stderr, "vbseg infer: interrupted after %d of %d cases; run the same command again to resume\n", done, mine);
         rc = 128 + (int)g_signal;
+    } else if (oom) {
+        cli_error("infer", "out of memory after %d of %d cases; run the same command again to resume", done, mine);
+        rc = 1;
     } else if (stop_write) {
         cli_error("infer", "stopping: outputs cannot be written to %s (see above); %d of %d cases done; run the same command again to resume",
                   out, done - 1, mine);
         rc = 1;
     } else if (failed) cli_error("infer", "%d of %d case%s failed (see %s/summary%s.csv)", failed, nres, nres == 1 ? "" : "s", out, tag);
     else rc = 0;
-    if (!quiet && !g_signal && !stop_write) {
+    if (!quiet && !g_signal && !stop_write && !oom) {
         char a[32];
         fprintf(stderr, "vbseg infer: %d case%s in %s; maps and summary%s.csv in %s\n", nres, nres == 1 ? "" : "s",
                 duration(now() - t_run, a, sizeof a), tag, out);
     }
 out:
+    if (!wrote_any && created[0]) {
+        /* a folder this run made and left empty goes, lock files with it (no other run knew of it before this one) */
+        char p[PATH_MAX];
+        lock_path(p, sizeof p, out, "");
+        unlink(p);
+        lock_path(p, sizeof p, out, tag);
+        unlink(p);
+    }
     if (!wrote_any) remove_created(created, out);
+    for (int i = 0; i < 2; i++)
+        if (lock_fd[i] >= 0) close(lock_fd[i]);
     free_manifest(&old);
     vbs_session_free(s);
+    for (int i = 0; i < nres; i++) row_free(&res[i]);
     free(res);
     vbs_free_cases(cases, n);
     vbs_model_free(m);

@@ -25,6 +25,23 @@ typedef struct {
     double peak_mb;                   /* the process's peak resident memory after this case */
 } result;
 
+/* A finished case as the reports keep it, one per case of the run: the
+ * messages on the heap at their own length (a result's buffers take 2 kB,
+ * and a long run keeps a row per case). */
+typedef struct {
+    char *id, *error, *notes;         /* owned, never NULL */
+    int ok;
+    double seconds;
+    int samples;
+    int n_cols;
+    double vol[INFER_MAX_COLS], cv[INFER_MAX_COLS], mi[INFER_MAX_COLS];
+    double qc;
+    double peak_mb;
+} row;
+/* Copies r into w; 0 when out of memory (w then holds nothing to free). */
+int row_set(row *w, const result *r);
+void row_free(row *w);
+
 typedef struct {
     int n;
     char name[INFER_MAX_COLS][64];
@@ -38,7 +55,7 @@ int in_column(const columns *c, int col, int value);
 
 /* The reports. Each write is atomic; 0 and a one-line err on failure. */
 typedef struct {
-    const result *r;
+    const row *r;
     int n;
     const columns *c;
     const char *header;               /* the manifest's first line (model hash and options) */
@@ -67,10 +84,17 @@ typedef enum { CASE_OK = 1, CASE_FAILED = 0, CASE_WRITE_FAILED = -1, CASE_CANCEL
  * written (labels last), so no finished-looking file exists for an
  * unfinished case. On any failure nothing of the case stays. Fills r. */
 case_status run_case(runner *R, vbs_layout lay, const vbs_scan_case *sc, result *r);
-/* Removes a case's outputs, finished or staged. */
-void remove_case_outputs(const char *out, const char *id);
+/* The file names (no folder) of case id's outputs under the run's options,
+ * the preview first and the label map last; returns how many. */
+#define CASE_MAX_OUTPUTS 9
+#define CASE_NAME_LEN 320
+int case_output_names(const runner *R, const char *id, char names[][CASE_NAME_LEN]);
+/* Removes a case's outputs, finished or staged (those the options write). */
+void remove_case_outputs(const runner *R, const char *id);
 /* 1 if every output the options ask for exists for case id. */
 int case_outputs_exist(const runner *R, const char *id);
+/* 1 if name is a staged output of case id, or the atomic writer's temporary of one. */
+int is_case_temporary(const runner *R, const char *id, const char *name);
 /* The staging prefix of unfinished outputs; a start removes leftovers. */
 #define STAGE_PREFIX ".vbseg-part."
 

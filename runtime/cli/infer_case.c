@@ -30,18 +30,6 @@ static void out_path(char *p, size_t n, const char *out, const char *id, const c
     snprintf(p, n, "%s/%s%s%s%s", out, staged ? STAGE_PREFIX : "", id, suffix, ext);
 }
 
-void remove_case_outputs(const char *out, const char *id) {
-    char p[4096];
-    for (int staged = 0; staged < 2; staged++) {
-        for (int i = 0; i < N_SUFFIXES; i++) {
-            out_path(p, sizeof p, out, id, suffixes[i], ".nii.gz", staged);
-            unlink(p);
-        }
-        out_path(p, sizeof p, out, id, "_preview", ".png", staged);
-        unlink(p);
-    }
-}
-
 /* which outputs this run writes */
 static int wanted(const runner *R, int i) {
     const char *s = suffixes[i];
@@ -56,15 +44,45 @@ static int nonempty(const char *p) {
     return !stat(p, &sb) && S_ISREG(sb.st_mode) && sb.st_size > 0;
 }
 
-int case_outputs_exist(const runner *R, const char *id) {
-    char p[4096];
-    if (R->png) {
-        out_path(p, sizeof p, R->out, id, "_preview", ".png", 0);
-        if (!nonempty(p)) return 0;
+int case_output_names(const runner *R, const char *id, char names[][CASE_NAME_LEN]) {
+    int k = 0;
+    if (R->png) snprintf(names[k++], CASE_NAME_LEN, "%s_preview.png", id);
+    for (int i = 0; i < N_SUFFIXES; i++)
+        if (wanted(R, i)) snprintf(names[k++], CASE_NAME_LEN, "%s%s.nii.gz", id, suffixes[i]);
+    return k;
+}
+
+/* Only the outputs this run writes: a name it does not write may be another case's output. */
+void remove_case_outputs(const runner *R, const char *id) {
+    char names[CASE_MAX_OUTPUTS][CASE_NAME_LEN], p[4096];
+    int k = case_output_names(R, id, names);
+    for (int i = 0; i < k; i++) {
+        snprintf(p, sizeof p, "%s/%s", R->out, names[i]);
+        unlink(p);
+        snprintf(p, sizeof p, "%s/%s%s", R->out, STAGE_PREFIX, names[i]);
+        unlink(p);
     }
-    for (int i = 0; i < N_SUFFIXES; i++) {
-        if (!wanted(R, i)) continue;
-        out_path(p, sizeof p, R->out, id, suffixes[i], ".nii.gz", 0);
+}
+
+int is_case_temporary(const runner *R, const char *id, const char *name) {
+    size_t sp = strlen(STAGE_PREFIX);
+    if (strncmp(name, STAGE_PREFIX, sp)) return 0;
+    name += sp;
+    char names[CASE_MAX_OUTPUTS][CASE_NAME_LEN];
+    int k = case_output_names(R, id, names);
+    for (int i = 0; i < k; i++) {
+        size_t n = strlen(names[i]);
+        /* the staged output, or the atomic writer's NAME.tmp.XXXXXX of it */
+        if (!strncmp(name, names[i], n) && (!name[n] || (!strncmp(name + n, ".tmp.", 5) && strlen(name + n) == 11))) return 1;
+    }
+    return 0;
+}
+
+int case_outputs_exist(const runner *R, const char *id) {
+    char names[CASE_MAX_OUTPUTS][CASE_NAME_LEN], p[4096];
+    int k = case_output_names(R, id, names);
+    for (int i = 0; i < k; i++) {
+        snprintf(p, sizeof p, "%s/%s", R->out, names[i]);
         if (!nonempty(p)) return 0;
     }
     return 1;
@@ -308,7 +326,7 @@ case_status run_case(runner *R, vbs_layout lay, const vbs_scan_case *sc, result 
     r->n_cols = R->cols->n;
     ret = CASE_OK;
 done:
-    if (ret != CASE_OK) remove_case_outputs(R->out, sc->id);
+    if (ret != CASE_OK) remove_case_outputs(R, sc->id);
     for (int c = 0; c < nfiles; c++) vbs_volume_free(vols[c]);
     free(x);
     free(xbox);

@@ -88,20 +88,20 @@ static void json_escape(FILE *f, const char *s) {
 }
 
 static int cmp_result(const void *a, const void *b) {
-    const result *x = *(const result *const *)a, *y = *(const result *const *)b;
+    const row *x = *(const row *const *)a, *y = *(const row *const *)b;
     if (x->ok != y->ok) return x->ok - y->ok; /* failures first */
     if (x->qc != y->qc) return x->qc < y->qc ? 1 : -1;
     return strcmp(x->id, y->id);
 }
 
-static double max_cv(const result *r, const columns *c) {
+static double max_cv(const row *r, const columns *c) {
     double m = 0;
     for (int k = 0; k < c->n; k++) m = fmax(m, r->cv[k]);
     return m;
 }
 
 /* A report being written: the stream on the temporary file and the cases in report order. */
-typedef struct { FILE *f; const result **order; int n_ok; } sheet;
+typedef struct { FILE *f; const row **order; int n_ok; } sheet;
 
 static int sheet_open(sheet *s, int fd, const report *rp) {
     s->f = fdopen(dup(fd), "w");
@@ -132,7 +132,7 @@ static vbs_status csv_body(int fd, void *user, char *err) {
     for (int i = 0; i < rp->c->n; i++) fprintf(s.f, ",%s_ml,%s_cv,%s_mean_mi", rp->c->name[i], rp->c->name[i], rp->c->name[i]);
     fprintf(s.f, "\n");
     for (int i = 0, rank = 0; i < rp->n; i++) {
-        const result *r = s.order[i];
+        const row *r = s.order[i];
         csv_escape(s.f, r->id);
         fprintf(s.f, ",%s,", r->ok ? "ok" : "error");
         csv_escape(s.f, r->error);
@@ -154,7 +154,7 @@ static vbs_status json_body(int fd, void *user, char *err) {
     if (!sheet_open(&s, fd, rp)) return fail(err, VBS_ERR_NOMEM, "out of memory");
     fprintf(s.f, "[\n");
     for (int i = 0, rank = 0; i < rp->n; i++) {
-        const result *r = s.order[i];
+        const row *r = s.order[i];
         fprintf(s.f, "  {\"case\": ");
         json_escape(s.f, r->id);
         fprintf(s.f, ", \"status\": \"%s\", \"error\": ", r->ok ? "ok" : "error");
@@ -183,7 +183,7 @@ static vbs_status manifest_body(int fd, void *user, char *err) {
     if (!f) return fail(err, VBS_ERR_IO, strerror(errno));
     fprintf(f, "%s\n", rp->header);
     for (int i = 0; i < rp->n; i++) {
-        const result *r = &rp->r[i];
+        const row *r = &rp->r[i];
         if (!r->ok) continue; /* failures are retried */
         fprintf(f, "%s\tok\t%.3f,%d,%.0f", r->id, r->seconds, r->samples, r->peak_mb);
         for (int k = 0; k < rp->c->n; k++) fprintf(f, ",%.4f,%.4f,%.6f", r->vol[k], r->cv[k], r->mi[k]);
@@ -199,6 +199,23 @@ static vbs_status manifest_body(int fd, void *user, char *err) {
 vbs_status write_summary_csv(const char *path, const report *rp, char *err) { return vbs_atomic_write(path, csv_body, (void *)rp, err); }
 vbs_status write_summary_json(const char *path, const report *rp, char *err) { return vbs_atomic_write(path, json_body, (void *)rp, err); }
 vbs_status write_manifest(const char *path, const report *rp, char *err) { return vbs_atomic_write(path, manifest_body, (void *)rp, err); }
+
+int row_set(row *w, const result *r) {
+    *w = (row){strdup(r->id), strdup(r->error), strdup(r->notes), r->ok, r->seconds, r->samples, r->n_cols, {0}, {0}, {0}, r->qc, r->peak_mb};
+    memcpy(w->vol, r->vol, sizeof w->vol);
+    memcpy(w->cv, r->cv, sizeof w->cv);
+    memcpy(w->mi, r->mi, sizeof w->mi);
+    if (w->id && w->error && w->notes) return 1;
+    row_free(w);
+    return 0;
+}
+
+void row_free(row *w) {
+    free(w->id);
+    free(w->error);
+    free(w->notes);
+    memset(w, 0, sizeof *w);
+}
 
 int parse_manifest_row(result *r, const columns *c, const char *fields) {
     if (strncmp(fields, "ok\t", 3)) return 0;
