@@ -46,6 +46,16 @@ void vbs_log(vbs_log_level level, const char *fmt, ...) __attribute__((format(pr
  * pool). 0 and a one-line err naming the file and the field on failure. */
 int vbs_read_card_json(const char *path, vbs_card *card, char ***pool, int *npool, char *err, size_t errlen);
 
+/* crc32c.c: CRC-32C (Castagnoli) of len bytes, continuing crc (0 to start;
+ * pre- and post-inverted like zlib's crc32, so calls chain). vbs_crc32c
+ * takes the SSE4.2 instruction where the CPU has it (VBS_NO_SSE42=1 in the
+ * environment forces the table, for tests); _hw and _sw are the two paths,
+ * for tests and benchmarks (_hw only where vbs_crc32c_hw_available()). */
+uint32_t vbs_crc32c(uint32_t crc, const void *buf, size_t len);
+uint32_t vbs_crc32c_hw(uint32_t crc, const void *buf, size_t len);
+uint32_t vbs_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+int vbs_crc32c_hw_available(void);
+
 /* a*b with overflow detection; returns 0 on overflow. */
 int vbs_mul_ok(int64_t a, int64_t b, int64_t *out);
 
