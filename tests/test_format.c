@@ -13,22 +13,11 @@
 #include "../format/layout.h"
 #include "check.h"
 #include "internal.h"
+#include "slurp.h"
 #include "unet.h"
 #include "vbseg.pb-c.h"
 
 static char dir[] = "/tmp/vbs_test_format.XXXXXX";
-
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*n + 1);
-    if (fread(b, 1, *n, f) != *n) { free(b); b = NULL; }
-    fclose(f);
-    return b;
-}
 
 static void spit(const char *path, const uint8_t *b, size_t n) {
     FILE *f = fopen(path, "wb");
