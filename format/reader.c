@@ -178,7 +178,7 @@ static vbs_status read_tensors(ctx *c, const Vbseg__Graph *g, vbs_def *d, const 
     if (!d->tensors || !by_off || !crc_val) { free(by_off); free(crc_val); return FAIL(VBS_ERR_NOMEM, "out of memory"); }
     c->crc = crc;
     c->crc_val = crc_val;
-    int need_crc = d->format_minor >= 2, all_crc = 1;
+    int need_crc = d->format_minor >= 2;
     vbs_status st = VBS_OK;
     for (size_t i = 0; i < g->n_tensor && !st; i++) {
         const Vbseg__Tensor *p = g->tensor[i];
@@ -254,8 +254,7 @@ static vbs_status read_tensors(ctx *c, const Vbseg__Graph *g, vbs_def *d, const 
                 st = FAIL(VBS_ERR_FORMAT, "tensors '%s' and '%s' overlap in the data section", by_off[i - 1]->name, by_off[i]->name);
     }
     if (!st) st = verify_data(c, d, by_off, data, data_len, doff);
-    for (int i = 0; i < d->n_tensors; i++) all_crc &= crc[i] != 0;
-    d->checksummed = !st && all_crc;
+    d->checksummed = !st && need_crc; /* 1.2+: every tensor has its CRC, checked above */
     c->crc = c->crc_val = NULL;
     free(by_off);
     free(crc_val);
@@ -434,19 +433,21 @@ vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vb
 vbs_status vbs_format_verify_file(const char *path, vbs_report_fn report, void *user, int *n_tensors, int *checksummed, char *err) {
     *n_tensors = *checksummed = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return vbs_fail(err, VBS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return vbs_fail(err, VBS_ERR_IO, "%s: not a regular file", path);
+    vbs_status st = VBS_OK;
+    if (fd < 0) st = vbs_fail(err, VBS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    else if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) st = vbs_fail(err, VBS_ERR_IO, "%s: not a regular file", path);
+    void *p = !st && sb.st_size ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    if (fd >= 0) close(fd);
+    if (p == MAP_FAILED) st = vbs_fail(err, VBS_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+    if (st) {
+        report(user, err);
+        return st;
     }
-    void *p = sb.st_size ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-    close(fd);
-    if (p == MAP_FAILED) return vbs_fail(err, VBS_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
     ctx c = {.file = path, .err = err, .report = report, .user = user};
     vbs_def d;
     static const uint8_t empty[1];
-    vbs_status st = parse(&c, p ? p : empty, (size_t)sb.st_size, &d);
+    st = parse(&c, p ? p : empty, (size_t)sb.st_size, &d);
     if (st) report(user, err); /* a fatal problem: nothing after it can be checked */
     else {
         *n_tensors = d.n_tensors;

@@ -81,6 +81,9 @@ head -c 1000 "$T/u.vbseg" >"$T/t.vbseg"
 ok test $? -eq 1
 ok test "$(wc -l <"$T/t.err")" -eq 1
 ok "$V" info --verify "$T/u.vbseg" >/dev/null
+"$V" info --verify "$T/missing.vbseg" 2>"$T/miss.err"
+ok test $? -eq 1
+ok grep -q "^vbseg info: $T/missing.vbseg: cannot open: No such file or directory$" "$T/miss.err"
 "$V" info --verify --json "$T/u.vbseg" 2>/dev/null
 ok test $? -eq 2
 
