@@ -2,24 +2,82 @@
  * reader.c: parses a .vbseg buffer into a vbs_def, checking everything
  * about the file itself before anything is built from it: the preamble
  * (magic, version, header length against the file size, header CRC), the
- * protobuf header, and every tensor's dtype, dims (overflow-checked),
- * byte length, 64-byte alignment, bounds and overlaps. Graph semantics
- * (ops, cycles, shapes, finite weights) are checked by the runtime.
- * Tensor data stay where they are: def tensors point into the buffer.
+ * protobuf header, every tensor's dtype, dims (overflow-checked), byte
+ * length, 64-byte alignment, bounds and overlaps, every tensor's CRC-32C
+ * (format 1.2+), and the zero padding. Graph semantics (ops, cycles,
+ * shapes, finite weights) are checked by the runtime. Tensor data stay
+ * where they are: def tensors point into the buffer.
+ *
+ * The invariant (format 1.2+): every byte of the file is checked by one of
+ *  - the preamble's own checks: the 8 magic bytes exactly; major = 1 (0 and
+ *    newer majors refused); minor = the header's Model.format_minor; the
+ *    CRC compared; H and D exactly the file's size (32 + H padded to 64,
+ *    plus D, is the file length);
+ *  - the header CRC (zlib CRC-32) over the H header bytes;
+ *  - a tensor's CRC-32C over its length bytes (the CRCs themselves are in
+ *    the header);
+ *  - the zero check: every byte after the header up to the data offset, and
+ *    every byte of the data section outside a tensor (between tensors,
+ *    before the first, after the last) must be 0.
+ * So no single flipped bit, and no truncation, can load unnoticed. Files of
+ * 1.0/1.1 have no tensor CRCs: their weights load unverified (d->checksummed
+ * is 0 and `vbseg info` says so); their padding is still checked.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "../runtime/internal.h"
 #include "layout.h"
 #include "vbseg.pb-c.h"
 
-typedef struct { const char *file; char *err; vbs_arena *ar; } ctx;
+typedef struct {
+    const char *file;
+    char *err;
+    vbs_arena *ar;
+    /* --verify: checksum and padding problems go to report and the parse goes on */
+    vbs_report_fn report;
+    void *user;
+    int problems;
+    char first[VBS_ERRLEN];
+    const uint32_t *crc, *crc_val; /* read_tensors: which tensors carry a CRC-32C, and its value */
+} ctx;
 
 #define FAIL(st, ...) vbs_fail_file(c->err, st, c->file, __VA_ARGS__)
+
+/* A bad checksum or padding: fatal when loading, reported and passed over by --verify. */
+__attribute__((format(printf, 2, 3))) static vbs_status problem(ctx *c, const char *fmt, ...) {
+    char msg[VBS_ERRLEN], line[VBS_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    vbs_fail_file(c->report ? line : c->err, VBS_ERR_FORMAT, c->file, "%s", msg);
+    if (!c->report) return VBS_ERR_FORMAT;
+    if (!c->problems++) snprintf(c->first, sizeof c->first, "%s", line);
+    c->report(c->user, line);
+    return VBS_OK;
+}
+
+/* the offset of the first non-zero byte of p[0, n), or n */
+static size_t nonzero_at(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w) break;
+    }
+    while (i < n && !p[i]) i++;
+    return i;
+}
 
 static char *sdup(ctx *c, const char *s) { return vbs_arena_strdup(c->ar, s ? s : ""); }
 
@@ -84,11 +142,43 @@ static int cmp_off(const void *a, const void *b) {
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
-static vbs_status read_tensors(ctx *c, const Vbseg__Graph *g, vbs_def *d, const uint8_t *data, uint64_t data_len) {
+/* The data section in offset order: each gap zero, each tensor's CRC-32C
+ * (where it has one) equal to the stored one. */
+static vbs_status verify_data(ctx *c, vbs_def *d, vbs_tensor_def **by_off, const uint8_t *data, uint64_t data_len, uint64_t doff) {
+    uint64_t pos = 0;
+    vbs_status st = VBS_OK;
+    for (int i = 0; i <= d->n_tensors && !st; i++) {
+        uint64_t end = i < d->n_tensors ? by_off[i]->offset : data_len;
+        size_t z = nonzero_at(data + pos, (size_t)(end - pos));
+        if (z < end - pos) {
+            unsigned long long at = (unsigned long long)(doff + pos + z); /* in the file */
+            if (i) st = problem(c, "padding after tensor '%s' is not zero (byte %llu of the file)", by_off[i - 1]->name, at);
+            else if (d->n_tensors) st = problem(c, "padding before tensor '%s' is not zero (byte %llu of the file)", by_off[0]->name, at);
+            else st = problem(c, "the data section holds no tensor but is not zero (byte %llu of the file)", at);
+        }
+        if (st || i == d->n_tensors) break;
+        const vbs_tensor_def *t = by_off[i];
+        int k = (int)(t - d->tensors);
+        if (c->crc[k]) {
+            uint32_t got = vbs_crc32c(0, data + t->offset, (size_t)t->nbytes);
+            if (got != c->crc_val[k])
+                st = problem(c, "tensor '%s': checksum mismatch (stored 0x%08X, computed 0x%08X)", t->name, c->crc_val[k], got);
+        }
+        pos = t->offset + t->nbytes;
+    }
+    return st;
+}
+
+static vbs_status read_tensors(ctx *c, const Vbseg__Graph *g, vbs_def *d, const uint8_t *data, uint64_t data_len, uint64_t doff) {
     d->n_tensors = (int)g->n_tensor;
     d->tensors = vbs_arena_alloc(c->ar, sizeof(vbs_tensor_def) * (g->n_tensor + 1));
     vbs_tensor_def **by_off = malloc(sizeof(vbs_tensor_def *) * (g->n_tensor + 1));
-    if (!d->tensors || !by_off) { free(by_off); return FAIL(VBS_ERR_NOMEM, "out of memory"); }
+    /* the stored CRCs, by tensor: [0, n) flags, then the values */
+    uint32_t *crc_val = malloc(sizeof(uint32_t) * 2 * (g->n_tensor + 1)), *crc = crc_val ? crc_val + g->n_tensor + 1 : NULL;
+    if (!d->tensors || !by_off || !crc_val) { free(by_off); free(crc_val); return FAIL(VBS_ERR_NOMEM, "out of memory"); }
+    c->crc = crc;
+    c->crc_val = crc_val;
+    int need_crc = d->format_minor >= 2;
     vbs_status st = VBS_OK;
     for (size_t i = 0; i < g->n_tensor && !st; i++) {
         const Vbseg__Tensor *p = g->tensor[i];
@@ -127,6 +217,12 @@ static vbs_status read_tensors(ctx *c, const Vbseg__Graph *g, vbs_def *d, const 
             break;
         }
         t->data = (const float *)(data + p->offset);
+        if (need_crc && !p->has_crc32c) {
+            st = FAIL(VBS_ERR_FORMAT, "tensor '%s': no checksum in a format 1.%d file", t->name, d->format_minor);
+            break;
+        }
+        crc[i] = p->has_crc32c;
+        crc_val[i] = p->crc32c;
         switch (p->role) {
         case VBSEG__ROLE__ROLE_PLAIN: t->role = VBS_ROLE_PLAIN; break;
         case VBSEG__ROLE__ROLE_VAR_MU: t->role = VBS_ROLE_MU; break;
@@ -157,7 +253,11 @@ static vbs_status read_tensors(ctx *c, const Vbseg__Graph *g, vbs_def *d, const 
             if (by_off[i - 1]->offset + by_off[i - 1]->nbytes > by_off[i]->offset)
                 st = FAIL(VBS_ERR_FORMAT, "tensors '%s' and '%s' overlap in the data section", by_off[i - 1]->name, by_off[i]->name);
     }
+    if (!st) st = verify_data(c, d, by_off, data, data_len, doff);
+    d->checksummed = !st && need_crc; /* 1.2+: every tensor has its CRC, checked above */
+    c->crc = c->crc_val = NULL;
     free(by_off);
+    free(crc_val);
     return st;
 }
 
@@ -235,9 +335,9 @@ static vbs_status read_train_state(ctx *c, const Vbseg__TrainState *p, vbs_def *
     return VBS_OK;
 }
 
-vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vbs_def *d, char *err) {
-    ctx cc = {name, err, &d->arena}, *c = &cc;
+static vbs_status parse(ctx *c, const uint8_t *buf, size_t len, vbs_def *d) {
     memset(d, 0, sizeof *d);
+    c->ar = &d->arena;
     if (len < VBS_PREAMBLE) return FAIL(VBS_ERR_FORMAT, "truncated: %zu bytes, the preamble alone is %d", len, VBS_PREAMBLE);
     if (memcmp(buf, vbs_magic, sizeof vbs_magic)) return FAIL(VBS_ERR_FORMAT, "not a .vbseg file (bad magic bytes)");
     unsigned major = vbs_rd16(buf + 8), minor = vbs_rd16(buf + 10);
@@ -253,13 +353,27 @@ vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vb
     if (doff > len || dlen != len - doff)
         return FAIL(VBS_ERR_FORMAT, "file is %zu bytes but the preamble declares %llu (truncated or trailing bytes)", len,
                     (unsigned long long)(doff + dlen));
-    if ((uint32_t)crc32(0L, buf + VBS_PREAMBLE, (uInt)hlen) != crc)
-        return FAIL(VBS_ERR_FORMAT, "header checksum mismatch: the header is corrupted");
+    d->format_major = (int)major;
+    d->format_minor = (int)minor;
+    vbs_status st = VBS_OK;
+    uint32_t hcrc = (uint32_t)crc32(0L, buf + VBS_PREAMBLE, (uInt)hlen);
+    if (hcrc != crc && (st = problem(c, "header checksum mismatch: the header is corrupted (stored 0x%08X, computed 0x%08X)", crc, hcrc)))
+        return st;
+    size_t z = nonzero_at(buf + VBS_PREAMBLE + hlen, (size_t)(doff - VBS_PREAMBLE - hlen));
+    if (z < doff - VBS_PREAMBLE - hlen &&
+        (st = problem(c, "padding after the header is not zero (byte %llu of the file)", (unsigned long long)(VBS_PREAMBLE + hlen + z))))
+        return st;
     if ((uintptr_t)(buf + doff) % 4) return FAIL(VBS_ERR_ARG, "data section is not 4-byte aligned in memory");
     Vbseg__Model *pm = vbseg__model__unpack(NULL, (size_t)hlen, buf + VBS_PREAMBLE);
     if (!pm) return FAIL(VBS_ERR_FORMAT, "header is not a valid protobuf Model message");
-    vbs_status st = VBS_OK;
     const Vbseg__Graph *g = pm->graph;
+    /* 1.2+: the header repeats the minor version, so that the header CRC covers it */
+    if ((minor >= 2 || pm->has_format_minor) && (!pm->has_format_minor || pm->format_minor != minor)) {
+        if (pm->has_format_minor)
+            st = FAIL(VBS_ERR_FORMAT, "the preamble says format %u.%u but the header says %u.%u", major, minor, major, pm->format_minor);
+        else st = FAIL(VBS_ERR_FORMAT, "the preamble says format %u.%u but the header has no format version (1.1 or older)", major, minor);
+        goto done;
+    }
     if (!g) { st = FAIL(VBS_ERR_FORMAT, "header has no graph"); goto done; }
     if (g->n_node > (1u << 20) || g->n_tensor > (1u << 22) || g->n_input > 64 || g->n_output > 64) {
         st = FAIL(VBS_ERR_FORMAT, "graph too large (%zu nodes, %zu tensors)", g->n_node, g->n_tensor);
@@ -302,11 +416,45 @@ vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vb
         if (!n->attr) { st = FAIL(VBS_ERR_NOMEM, "out of memory"); break; }
         for (size_t k = 0; k < pn->n_attribute && !st; k++) st = read_attr(c, n->name, pn->attribute[k], &n->attr[k]);
     }
-    if (!st) st = read_tensors(c, g, d, buf + doff, dlen);
+    if (!st) st = read_tensors(c, g, d, buf + doff, dlen, doff);
     if (!st) st = read_card(c, pm->card, &d->card);
     if (!st && pm->train_state) st = read_train_state(c, pm->train_state, d);
 done:
     vbseg__model__free_unpacked(pm, NULL);
     if (st) vbs_def_free(d);
+    return st;
+}
+
+vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vbs_def *d, char *err) {
+    ctx c = {.file = name, .err = err};
+    return parse(&c, buf, len, d);
+}
+
+vbs_status vbs_format_verify_file(const char *path, vbs_report_fn report, void *user, int *n_tensors, int *checksummed, char *err) {
+    *n_tensors = *checksummed = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    vbs_status st = VBS_OK;
+    if (fd < 0) st = vbs_fail(err, VBS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    else if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) st = vbs_fail(err, VBS_ERR_IO, "%s: not a regular file", path);
+    void *p = !st && sb.st_size ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    if (fd >= 0) close(fd);
+    if (p == MAP_FAILED) st = vbs_fail(err, VBS_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+    if (st) {
+        report(user, err);
+        return st;
+    }
+    ctx c = {.file = path, .err = err, .report = report, .user = user};
+    vbs_def d;
+    static const uint8_t empty[1];
+    st = parse(&c, p ? p : empty, (size_t)sb.st_size, &d);
+    if (st) report(user, err); /* a fatal problem: nothing after it can be checked */
+    else {
+        *n_tensors = d.n_tensors;
+        *checksummed = d.checksummed; /* every tensor carries a CRC (verified unless reported) */
+        vbs_def_free(&d);
+        if (c.problems) st = vbs_fail(err, VBS_ERR_FORMAT, "%s", c.first);
+    }
+    if (p) munmap(p, (size_t)sb.st_size);
     return st;
 }

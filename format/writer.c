@@ -3,7 +3,9 @@
  * assigned in tensor order, each 64-byte aligned; every numeric field is
  * written explicitly and strings only when non-empty, so that reading a
  * file and writing it again reproduces it byte for byte. The file is
- * written atomically (vbs_atomic_write).
+ * written atomically (vbs_atomic_write). Format 1.2: every tensor carries
+ * the CRC-32C of its bytes and the header repeats the minor version; with
+ * VBS_WRITE_NO_CHECKSUMS (tests only) it writes what 1.0/1.1 writers wrote.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@ typedef struct {
     uint8_t *header;
     size_t hlen;
     uint64_t dlen;
+    int minor;
 } job;
 
 static vbs_status write_body(int fd, void *user, char *err) {
@@ -28,7 +31,7 @@ static vbs_status write_body(int fd, void *user, char *err) {
     uint8_t pre[VBS_PREAMBLE] = {0};
     memcpy(pre, vbs_magic, 8);
     vbs_wr16(pre + 8, VBS_FORMAT_MAJOR);
-    vbs_wr16(pre + 10, j->d->train ? 1 : 0); /* 1.1: a checkpoint */
+    vbs_wr16(pre + 10, (uint16_t)j->minor);
     vbs_wr32(pre + 12, (uint32_t)crc32(0L, j->header, (uInt)j->hlen));
     vbs_wr64(pre + 16, j->hlen);
     vbs_wr64(pre + 24, j->dlen);
@@ -49,7 +52,10 @@ static vbs_status write_body(int fd, void *user, char *err) {
     return VBS_OK;
 }
 
-vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err) {
+vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err) { return vbs_format_write_flags(d, path, 0, err); }
+
+vbs_status vbs_format_write_flags(const vbs_def *d, const char *path, int flags, char *err) {
+    int sums = !(flags & VBS_WRITE_NO_CHECKSUMS);
     vbs_arena ar = {0};
     vbs_status st = VBS_OK;
 #define NEW(T, n) ((T *)vbs_arena_alloc(&ar, sizeof(T) * ((size_t)(n) + 1)))
@@ -61,6 +67,8 @@ vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err) {
     pm.opset = d->opset;
     pm.graph = &pg;
     pm.card = &pc;
+    pm.has_format_minor = sums;
+    pm.format_minor = VBS_FORMAT_MINOR;
     pg.name = opt(d->graph_name);
     pg.n_node = (size_t)d->n_nodes;
     CHECK(pg.node = NEW(Vbseg__Node *, d->n_nodes));
@@ -140,6 +148,8 @@ vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err) {
         pt->offset = vbs_align64(pos);
         pt->length = (uint64_t)t->numel * 4;
         pos = pt->offset + pt->length;
+        pt->has_crc32c = sums;
+        if (sums) pt->crc32c = vbs_crc32c(0, t->data, (size_t)pt->length);
         pt->role = t->role == VBS_ROLE_MU    ? VBSEG__ROLE__ROLE_VAR_MU
                    : t->role == VBS_ROLE_RHO  ? VBSEG__ROLE__ROLE_VAR_RHO
                    : t->role == VBS_ROLE_OPTIM ? VBSEG__ROLE__ROLE_OPTIM
@@ -233,7 +243,8 @@ vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err) {
             ps.log[i] = pe;
         }
     }
-    job j = {d, NULL, vbseg__model__get_packed_size(&pm), vbs_align64(pos)};
+    /* 1.0: a model, 1.1: a checkpoint (the versions before checksums) */
+    job j = {d, NULL, vbseg__model__get_packed_size(&pm), vbs_align64(pos), sums ? VBS_FORMAT_MINOR : d->train ? 1 : 0};
     if (j.hlen > 0xffffffffu) { st = vbs_fail(err, VBS_ERR_FORMAT, "%s: header larger than 4 GiB", path); goto done; }
     CHECK(j.header = vbs_arena_alloc(&ar, j.hlen + 1));
     vbseg__model__pack(&pm, j.header);

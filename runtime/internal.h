@@ -46,6 +46,16 @@ void vbs_log(vbs_log_level level, const char *fmt, ...) __attribute__((format(pr
  * pool). 0 and a one-line err naming the file and the field on failure. */
 int vbs_read_card_json(const char *path, vbs_card *card, char ***pool, int *npool, char *err, size_t errlen);
 
+/* crc32c.c: CRC-32C (Castagnoli) of len bytes, continuing crc (0 to start;
+ * pre- and post-inverted like zlib's crc32, so calls chain). vbs_crc32c
+ * takes the SSE4.2 instruction where the CPU has it (VBS_NO_SSE42=1 in the
+ * environment forces the table, for tests); _hw and _sw are the two paths,
+ * for tests and benchmarks (_hw only where vbs_crc32c_hw_available()). */
+uint32_t vbs_crc32c(uint32_t crc, const void *buf, size_t len);
+uint32_t vbs_crc32c_hw(uint32_t crc, const void *buf, size_t len);
+uint32_t vbs_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+int vbs_crc32c_hw_available(void);
+
 /* a*b with overflow detection; returns 0 on overflow. */
 int vbs_mul_ok(int64_t a, int64_t b, int64_t *out);
 
@@ -99,7 +109,7 @@ typedef struct {
     const float *data;         /* borrowed: mmap, caller buffer or builder */
 } vbs_tensor_def;
 
-/* A checkpoint's training state (format 1.1; trainer/checkpoint.c): kept
+/* A checkpoint's training state (format 1.1+; trainer/checkpoint.c): kept
  * by the reader and writer, ignored by the runtime. */
 typedef struct {
     int epoch;
@@ -130,6 +140,8 @@ typedef struct {
     vbs_tensor_def *tensors;
     vbs_card card;             /* strings and arrays in the arena */
     vbs_train_state *train;    /* checkpoints only (in the arena), else NULL */
+    int format_major, format_minor; /* as read (0.0 for a built definition) */
+    int checksummed;           /* as read: every tensor's CRC-32C was verified (format 1.2+) */
     vbs_arena arena;
 } vbs_def;
 
@@ -137,13 +149,27 @@ void vbs_def_free(vbs_def *d);
 
 /* ---- format (format/) ---------------------------------------------- */
 
-/* Parses and validates the file layout and header of buf (len bytes).
+/* Parses and validates the file layout and header of buf (len bytes),
+ * verifying every tensor's CRC-32C and that every padding byte is zero.
  * Fills d; tensor data pointers point into buf. name is for messages. */
 vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vbs_def *d, char *err);
 
+/* `vbseg info --verify`: checks the file at path as the parser does (the
+ * preamble, the header CRC, every tensor checksum, the zero padding) but
+ * goes on past a bad checksum or padding, calling report with one line
+ * ("FILE: what") per problem; builds no graph. *n_tensors: the tensors
+ * verified; *checksummed: 0 for a 1.0/1.1 file (its tensors have no
+ * CRC). VBS_OK when there is no problem; otherwise err holds the first. */
+typedef void (*vbs_report_fn)(void *user, const char *line);
+vbs_status vbs_format_verify_file(const char *path, vbs_report_fn report, void *user, int *n_tensors, int *checksummed, char *err);
+
 /* Assigns tensor offsets (64-byte aligned, in order) and writes the file
- * atomically. */
+ * atomically, as format 1.2 with a CRC-32C per tensor. */
 vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err);
+/* The same with flags: VBS_WRITE_NO_CHECKSUMS writes the 1.0/1.1 layout of
+ * earlier versions (no checksums), so tests can make an old file. */
+#define VBS_WRITE_NO_CHECKSUMS 1
+vbs_status vbs_format_write_flags(const vbs_def *d, const char *path, int flags, char *err);
 
 /* Writes a file atomically: fn writes to fd (a temporary file beside
  * path), then fsync, rename over path, fsync of the directory. On any

@@ -13,22 +13,11 @@
 #include "../format/layout.h"
 #include "check.h"
 #include "internal.h"
+#include "slurp.h"
 #include "unet.h"
 #include "vbseg.pb-c.h"
 
 static char dir[] = "/tmp/vbs_test_format.XXXXXX";
-
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*n + 1);
-    if (fread(b, 1, *n, f) != *n) { free(b); b = NULL; }
-    fclose(f);
-    return b;
-}
 
 static void spit(const char *path, const uint8_t *b, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -169,14 +158,23 @@ static void refusals(void) {
     vbs_wr16(b + 8, 2);
     expect_refusal("newer_major", b, good_n, VBS_ERR_VERSION, "newer than this reader");
     vbs_wr16(b + 8, 1);
-    vbs_wr16(b + 10, 7); /* a newer minor version is readable */
-    char path[256];
-    snprintf(path, sizeof path, "%s/minor.vbseg", dir);
-    spit(path, b, good_n);
-    vbs_model *m;
-    CHECK(vbs_model_load(path, &m) == VBS_OK, "newer minor version refused: %s", vbs_model_errmsg(m));
-    vbs_model_free(m);
-    vbs_wr16(b + 10, 0);
+    /* the preamble's minor must be the header's (1.2: the header CRC covers it) */
+    CHECK(vbs_rd16(good + 10) == 2, "a new file is format 1.%u, want 1.2", vbs_rd16(good + 10));
+    vbs_wr16(b + 10, 7);
+    expect_refusal("minor_flipped", b, good_n, VBS_ERR_FORMAT, "the preamble says format 1.7 but the header says 1.2");
+    vbs_wr16(b + 10, 2);
+    {   /* a newer minor version, said in both places, is readable */
+        Vbseg__Model *pm = header();
+        pm->format_minor = 7;
+        size_t n;
+        uint8_t *nb = rebuild(pm, &n);
+        vbs_wr16(nb + 10, 7);
+        vbs_model *m;
+        CHECK(vbs_model_load_memory(nb, n, "minor7", &m) == VBS_OK, "newer minor version refused: %s", vbs_model_errmsg(m));
+        vbs_model_free(m);
+        free(nb);
+        vbseg__model__free_unpacked(pm, NULL);
+    }
     b[VBS_PREAMBLE + 40] ^= 0x10;
     expect_refusal("bitflip", b, good_n, VBS_ERR_FORMAT, "checksum");
     b[VBS_PREAMBLE + 40] ^= 0x10;
@@ -191,15 +189,61 @@ static void refusals(void) {
     memset(b + VBS_PREAMBLE, 0xff, h);
     vbs_wr32(b + 12, (uint32_t)crc32(0L, b + VBS_PREAMBLE, (uInt)h));
     expect_refusal("garbage_header", b, good_n, VBS_ERR_FORMAT, "protobuf");
-    /* NaN in the data section: the first weight */
+    /* a flipped bit in a weight: refused by its CRC-32C, naming the tensor */
     memcpy(b, good, good_n);
+    uint64_t doff = vbs_align64(VBS_PREAMBLE + h);
     {
         Vbseg__Model *pm = header();
-        int t = find_tensor(pm, "enc0.conv1.weight");
-        float nan = NAN;
-        memcpy(b + vbs_align64(VBS_PREAMBLE + h) + pm->graph->tensor[t]->offset + 8, &nan, 4);
+        const Vbseg__Tensor *t = pm->graph->tensor[find_tensor(pm, "enc0.conv1.weight")];
+        b[doff + t->offset + 9] ^= 0x04;
+        char want[128];
+        snprintf(want, sizeof want, "tensor 'enc0.conv1.weight': checksum mismatch (stored 0x%08X, computed 0x%08X)", t->crc32c,
+                 vbs_crc32c(0, b + doff + t->offset, t->length));
+        expect_refusal("weight_bitflip", b, good_n, VBS_ERR_FORMAT, want);
+        b[doff + t->offset + 9] ^= 0x04;
         vbseg__model__free_unpacked(pm, NULL);
-        expect_refusal("nan_weight", b, good_n, VBS_ERR_NUMERIC, "'enc0.conv1.weight' contains NaN");
+    }
+    /* non-zero padding, named by where it is: after the header, between tensors, after the last */
+    CHECK(doff > VBS_PREAMBLE + h, "the test model's header ends on a 64-byte boundary: no padding to test");
+    b[doff - 1] = 0x20;
+    expect_refusal("header_padding", b, good_n, VBS_ERR_FORMAT, "padding after the header is not zero");
+    b[doff - 1] = 0;
+    {
+        Vbseg__Model *pm = header();
+        int gap = -1, last = 0;
+        for (size_t i = 0; i < pm->graph->n_tensor; i++) {
+            const Vbseg__Tensor *t = pm->graph->tensor[i];
+            if (gap < 0 && t->length % 64 && i + 1 < pm->graph->n_tensor) gap = (int)i;
+            if (t->offset > pm->graph->tensor[last]->offset) last = (int)i;
+        }
+        CHECK(gap >= 0, "no tensor of the test model is followed by padding");
+        const Vbseg__Tensor *t = pm->graph->tensor[gap >= 0 ? gap : 0];
+        char want[300];
+        b[doff + t->offset + t->length] = 1;
+        snprintf(want, sizeof want, "padding after tensor '%s' is not zero", t->name);
+        expect_refusal("tensor_padding", b, good_n, VBS_ERR_FORMAT, want);
+        b[doff + t->offset + t->length] = 0;
+        t = pm->graph->tensor[last];
+        CHECK(doff + t->offset + t->length < good_n, "the last tensor ends the file: no padding after it to test");
+        b[good_n - 1] = 0x80;
+        snprintf(want, sizeof want, "padding after tensor '%s' is not zero", t->name);
+        expect_refusal("tail_padding", b, good_n, VBS_ERR_FORMAT, want);
+        b[good_n - 1] = 0;
+        vbseg__model__free_unpacked(pm, NULL);
+    }
+    /* NaN in the data section (the first weight), its CRC made to match: the runtime's check */
+    {
+        Vbseg__Model *pm = header();
+        Vbseg__Tensor *t = pm->graph->tensor[find_tensor(pm, "enc0.conv1.weight")];
+        float nan = NAN;
+        memcpy(good + doff + t->offset + 8, &nan, 4); /* rebuild() copies good's data section */
+        t->crc32c = vbs_crc32c(0, good + doff + t->offset, t->length);
+        size_t n;
+        uint8_t *nb = rebuild(pm, &n);
+        memcpy(good, b, good_n);
+        expect_refusal("nan_weight", nb, n, VBS_ERR_NUMERIC, "'enc0.conv1.weight' contains NaN");
+        free(nb);
+        vbseg__model__free_unpacked(pm, NULL);
     }
     free(b);
 
@@ -254,6 +298,70 @@ static void refusals(void) {
     EDIT("duplicate_tensor", VBS_ERR_FORMAT, "defined twice", repl(&pm->graph->tensor[1]->name, pm->graph->tensor[0]->name));
     EDIT("no_output", VBS_ERR_GRAPH, "not produced", repl(&pm->graph->output[0]->name, "ghost"));
     EDIT("wrong_dtype", VBS_ERR_FORMAT, "dtype", pm->graph->tensor[0]->dtype = VBSEG__DTYPE__DTYPE_UNDEFINED);
+    EDIT("missing_crc", VBS_ERR_FORMAT, "tensor 'enc0.conv1.weight': no checksum in a format 1.2 file",
+         pm->graph->tensor[find_tensor(pm, "enc0.conv1.weight")]->has_crc32c = 0);
+    EDIT("missing_format_minor", VBS_ERR_FORMAT, "the preamble says format 1.2 but the header has no format version", pm->has_format_minor = 0);
+}
+
+/* Files of 1.0 and 1.1 (no checksums) still load, unverified, and say so:
+ * one written by the writer's flag, and tests/data/format11.vbseg, a
+ * checkpoint the 1.1 writer made (`vbseg train --base 1 --depth 1 --latent 0
+ * --norm none --patch 16x16` on four 16x16x4 make_scan cases), which the
+ * flag must reproduce byte for byte. */
+static void old_files(void) {
+    vbs_unet_opts o = vbs_unet_defaults();
+    o.base = 4; o.depth = 2; o.hetero = 1; o.latent = 3; o.in_channels = 2; o.classes = 3;
+    vbs_model *m;
+    CHECK(vbs_unet_build(&o, &m) == VBS_OK, "%s", vbs_model_errmsg(m));
+    char p[300], e[VBS_ERRLEN];
+    snprintf(p, sizeof p, "%s/old.vbseg", dir);
+    CHECK(vbs_format_write_flags(&m->def, p, VBS_WRITE_NO_CHECKSUMS, e) == VBS_OK, "%s", e);
+    vbs_model_free(m);
+    size_t n;
+    uint8_t *b = slurp(p, &n);
+    if (!b) { CHECK(0, "%s not written", p); return; }
+    CHECK(vbs_rd16(b + 10) == 0, "a model without checksums is format 1.%u, want 1.0", vbs_rd16(b + 10));
+    vbs_model *l;
+    CHECK(vbs_model_load_memory(b, n, "old", &l) == VBS_OK, "a 1.0 file refused: %s", vbs_model_errmsg(l));
+    if (l->loaded) CHECK(!l->def.checksummed && l->def.format_minor == 0, "a 1.0 file counted as checksummed");
+    vbs_model_free(l);
+    /* its padding is checked all the same */
+    b[n - 1] = 1;
+    CHECK(vbs_model_load_memory(b, n, "old", &l) == VBS_ERR_FORMAT && strstr(vbs_model_errmsg(l), "is not zero"),
+          "non-zero padding in a 1.0 file: %s", vbs_model_errmsg(l));
+    vbs_model_free(l);
+    b[n - 1] = 0;
+    /* a 1.0 file whose minor says 1.2 has no checksums to check: refused */
+    vbs_wr16(b + 10, 2);
+    CHECK(vbs_model_load_memory(b, n, "old", &l) == VBS_ERR_FORMAT && strstr(vbs_model_errmsg(l), "header has no format version"),
+          "a 1.0 file claiming 1.2: %s", vbs_model_errmsg(l));
+    vbs_model_free(l);
+    free(b);
+    snprintf(p, sizeof p, "%s/data/format11.vbseg", VBS_TESTS_DIR);
+    b = slurp(p, &n);
+    CHECK(b && vbs_rd16(b + 10) == 1, "%s: missing or not format 1.1", p);
+    if (!b) return;
+    CHECK(vbs_model_load_memory(b, n, "format11", &l) == VBS_OK, "the 1.1 file refused: %s", vbs_model_errmsg(l));
+    if (l->loaded) {
+        CHECK(!l->def.checksummed && l->def.format_minor == 1 && l->def.train, "the 1.1 file: checksummed %d, minor %d",
+              l->def.checksummed, l->def.format_minor);
+        char q[300];
+        snprintf(q, sizeof q, "%s/again11.vbseg", dir);
+        CHECK(vbs_format_write_flags(&l->def, q, VBS_WRITE_NO_CHECKSUMS, e) == VBS_OK, "%s", e);
+        size_t n2;
+        uint8_t *b2 = slurp(q, &n2);
+        CHECK(b2 && n2 == n && !memcmp(b, b2, n), "rewriting the 1.1 file without checksums changed its bytes");
+        free(b2);
+        /* saved again it is 1.2, every tensor (the Adam moments too) checksummed, and loads verified */
+        snprintf(q, sizeof q, "%s/upgraded.vbseg", dir);
+        CHECK(vbs_model_save(l, q) == VBS_OK, "%s", vbs_model_errmsg(l));
+        vbs_model *u;
+        CHECK(vbs_model_load(q, &u) == VBS_OK && u->def.checksummed && u->def.format_minor == 2 && u->def.train, "the upgraded file: %s",
+              vbs_model_errmsg(u));
+        vbs_model_free(u);
+    }
+    vbs_model_free(l);
+    free(b);
 }
 
 /* Seeded random damage (bit flips, overwritten bytes, truncation, in the
@@ -303,6 +411,7 @@ int main(void) {
     round_trip();
     if (good) refusals();
     if (good) mutations();
+    old_files();
     free(good);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -1,5 +1,5 @@
 /*
- * checkpoint.c: the training state in a .vbseg file (format 1.1). A
+ * checkpoint.c: the training state in a .vbseg file (format 1.1+). A
  * checkpoint is the model as it stands (so `vbseg info`, `run` and `infer`
  * take it as they are) plus the optimiser's moments as tensors of role
  * ROLE_OPTIM named "adam.m:NAME" and "adam.v:NAME", placed after every
@@ -9,7 +9,9 @@
  * the step is the whole of the RNG and data-order position. Written
  * atomically like every file vbseg writes (a full disk leaves the previous
  * checkpoint as it was) and read through the same validating reader as a
- * model (CRC of the header, bounds, alignment, overlaps), then checked
+ * model (CRC of the header, bounds, alignment, overlaps, and from format
+ * 1.2 the CRC-32C of every tensor, the moments included, and the zero
+ * padding: a flipped bit anywhere is refused by name), then checked
  * against the run that resumes it: anything foreign is refused, and nothing
  * is half-loaded.
  */

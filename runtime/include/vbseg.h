@@ -57,7 +57,7 @@ extern "C" {
 
 /* The .vbseg format version this library writes and reads. */
 #define VBS_FORMAT_MAJOR 1
-#define VBS_FORMAT_MINOR 1
+#define VBS_FORMAT_MINOR 2
 
 #define VBS_MAX_DIMS 8
 
