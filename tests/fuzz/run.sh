@@ -55,10 +55,10 @@ echo "built ${#TARGETS[@]} targets in $((t1 - t0)) s (build-fuzz/)"
 fuzz_one() {
   local t=$1 seeds=("$FZ/corpus/$t")
   [ -d "$FZ/regressions/$t" ] && seeds+=("$FZ/regressions/$t")
-  mkdir -p "$BF/corpus/$t" "$BF/findings/$t" "$BF/tmp/$t"
+  mkdir -p "$BF/corpus/$t" "$BF/findings/$t" "$SCRATCH/$t"
   local limit=(-max_total_time="$SECS")
   [ -n "$RUNS" ] && limit=(-runs="$RUNS")
-  TMPDIR=$BF/tmp/$t UBSAN_OPTIONS=print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+  TMPDIR=$SCRATCH/$t UBSAN_OPTIONS=print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
     "$BF/tests/fuzz/fuzz_$t" "${limit[@]}" -rss_limit_mb=2560 -timeout=25 -dict="$FZ/dict/$t.dict" \
     -artifact_prefix="$BF/findings/$t/" -print_final_stats=1 -close_fd_mask=1 \
     "$BF/corpus/$t" "${seeds[@]}" >"$BF/logs/$t.log" 2>&1
@@ -66,6 +66,10 @@ fuzz_one() {
 }
 mkdir -p "$BF/logs"
 rm -f "$BF"/logs/*.rc
+# the targets' scratch files (each input is written to one) in RAM where there is a tmpfs: 18x the
+# executions of a disk folder for the .npy target
+SCRATCH=$(mktemp -d /dev/shm/vbseg-fuzz.XXXXXX 2>/dev/null || mktemp -d "$BF/scratch.XXXXXX")
+trap 'rm -rf "$SCRATCH"' EXIT
 running=0
 for t in "${TARGETS[@]}"; do
   rm -f "$BF/findings/$t"/* 2>/dev/null
