@@ -1,10 +1,12 @@
 /*
- * fuzz.c: the allocation cap and the scratch folder of the fuzz targets
- * (fuzz.h says the rule). Linked into every libFuzzer target and into the
- * replay driver, with -Wl,--wrap=malloc,... so that vbseg's calls land in
- * the __wrap_ functions below; __real_ is whatever allocator the build has
- * (ASan's, or libc's). Not thread-aware beyond an atomic read of the cap:
- * the targets run the library on one thread.
+ * fuzz.c: the allocation cap, the scratch folder, and the model loader
+ * and runner of the fuzz targets (fuzz.h says the rule). Linked into every
+ * libFuzzer target and into the replay driver, with -Wl,--wrap=malloc,...
+ * so that vbseg's calls land in the __wrap_ functions below; __real_ is
+ * whatever allocator the build has (ASan's, or libc's). Not thread-aware
+ * beyond an atomic read of the cap: the targets run the library on one
+ * thread. Not a test of results: the targets check the few properties they
+ * name, the sanitizers the rest.
  */
 #include "fuzz.h"
 
@@ -13,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
+
+#include "internal.h"
 
 int fuzz_status;
 
@@ -118,8 +123,6 @@ void fuzz_fail(const char *what) {
 
 /* ---- running a loaded model ---------------------------------------------- */
 
-#include "internal.h"
-
 /* The input shape to run m on, in sh: fixed dims as declared, a symbolic
  * batch 1 and channel count 1, symbolic spatial dims `side`. */
 static int pick_shape(const vbs_value_info *in, int64_t side, vbs_shape *sh) {
@@ -198,8 +201,6 @@ int fuzz_run_model(vbs_model *m, size_t present) {
 }
 
 /* ---- loading a .vbseg from memory ------------------------------------------ */
-
-#include <zlib.h>
 
 int fuzz_load_model(const uint8_t *data, size_t size, const char *name, vbs_model **m, void **buf) {
     *m = NULL;
