@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """make_corpus.py BUILD_DIR: writes the seed corpora of the fuzz targets
 into tests/fuzz/corpus/<target>/, small valid files of each input kind
-(each must be accepted: the replay test checks it). The ONNX, NIfTI, .npy
-and card seeds are built here byte by byte (ONNX with the protobuf helpers
+(each must be accepted: the replay test checks it). The ONNX, NIfTI, .npy,
+card and dataset.json seeds are built here byte by byte (ONNX with the protobuf helpers
 of regressions/onnx/gen.py); the .vbseg and checkpoint seeds are made by
 BUILD_DIR/vbseg itself (create, convert, train on scans from
 BUILD_DIR/samples/make_scan). The committed bytes are what the tests use;
@@ -204,6 +204,18 @@ def card_seeds():
                                                  "label_convention": "brats2018", "seed": 18446744073709}).encode())
 
 
+# ---- dataset.json (nnU-Net v2, MSD / nnU-Net v1) -------------------------------
+
+def dataset_seeds():
+    put("dataset", "nnunet-v2.json", json.dumps({"name": "Dataset001_Brats", "channel_names": {"0": "FLAIR", "1": "T1w"},
+                                                 "labels": {"background": 0, "edema": 1, "tumour": 2},
+                                                 "numTraining": 2, "file_ending": ".nii.gz"}, indent=1).encode())
+    put("dataset", "msd-v1.json", json.dumps({"name": "BrainTumour", "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+                                              "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor",
+                                                         "3": "enhancing tumour"}, "numTraining": 484}).encode())
+    put("dataset", "name-only.json", b'{"dataset_name": "x", "file_ending": ".nii"}')
+
+
 # ---- .vbseg models and checkpoints, made by vbseg ------------------------------
 
 def run(*args):
@@ -249,6 +261,7 @@ onnx_seeds()
 nifti_seeds()
 npy_seeds()
 card_seeds()
+dataset_seeds()
 if B:
     vbseg_seeds()
 for root, _, files in sorted(os.walk(OUT)):
