@@ -978,6 +978,7 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
             attrs[na++] = vbs_b_int(b, "axis", axis);
             attrs[na++] = vbs_b_int(b, "flatten", 1); /* vbseg's attribute for the pre-13 semantics */
         }
+        if (n_data_in > (int)n->n_input) n_data_in = (int)n->n_input; /* a Resize, Pad or Dropout without inputs: none to read */
         if (n_data_in > VBS_MAX_IN) { st = fail(c, VBS_ERR_UNSUPPORTED, "node '%s' (%s): %d inputs", nname, op, n_data_in); break; }
         const char *bias_override = NULL, *out_override = NULL;
         for (size_t q = 0; fold_conv && q < g->n_node; q++)
