@@ -161,7 +161,11 @@ static vbs_status verify_data(ctx *c, vbs_def *d, vbs_tensor_def **by_off, const
         int k = (int)(t - d->tensors);
         if (c->crc[k]) {
             uint32_t got = vbs_crc32c(0, data + t->offset, (size_t)t->nbytes);
+#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION /* tests/fuzz/run.sh: let mutated weights reach the forward pass */
             if (got != c->crc_val[k])
+#else
+            if (0)
+#endif
                 st = problem(c, "tensor '%s': checksum mismatch (stored 0x%08X, computed 0x%08X)", t->name, c->crc_val[k], got);
         }
         pos = t->offset + t->nbytes;

@@ -44,7 +44,7 @@ t0=$(date +%s)
 SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer"
 mkdir -p "$BF"
 if ! { CC=clang cmake -S "$ROOT" -B "$BF" -DVBS_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link $SAN" -DCMAKE_EXE_LINKER_FLAGS="$SAN" &&
+        -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION $SAN" -DCMAKE_EXE_LINKER_FLAGS="$SAN" &&
        cmake --build "$BF" -j"$JOBS" --target "${TARGETS[@]/#/fuzz_}"; } >"$BF/build.log" 2>&1; then
   tail -30 "$BF/build.log"; echo "run.sh: the fuzz build failed (log: $BF/build.log)" >&2; exit 1
 fi
