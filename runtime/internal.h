@@ -147,7 +147,9 @@ vbs_status vbs_format_write(const vbs_def *d, const char *path, char *err);
 
 /* Writes a file atomically: fn writes to fd (a temporary file beside
  * path), then fsync, rename over path, fsync of the directory. On any
- * failure the temporary file is removed and path is untouched, and err
+ * failure before the rename the temporary file is removed and path is
+ * untouched; if only the directory's fsync fails, path is the whole new
+ * file but the call still fails. Either way err
  * holds one line "PATH: reason" (fn's own message, which should end with
  * strerror's reason, e.g. "write failed: No space left on device"). */
 typedef vbs_status (*vbs_write_fn)(int fd, void *user, char *err);
