@@ -22,7 +22,7 @@ vbs_require() {
 
 VBS_BUILD_DEPS=(cmake gcc make pkg-config protobuf-c-compiler libprotobuf-c-dev libopenblas-dev libnifti2-dev
                 libniftiio-dev libstb-dev zlib1g-dev libonnx-dev libjansson-dev)
-VBS_TEST_DEPS=(python3-torch python3-numpy python3-nibabel libonnx-testdata gnuplot-nox)
+VBS_TEST_DEPS=(python3-torch python3-numpy python3-nibabel libonnx-testdata gnuplot-nox libfiu-dev fiu-utils)
 # samples/paper/reproduce.sh's plots
 VBS_PAPER_DEPS=(gnuplot-nox)
 
