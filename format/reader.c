@@ -17,11 +17,17 @@
 #include "layout.h"
 #include "vbseg.pb-c.h"
 
-typedef struct { const char *file; char *err; vbs_arena *ar; } ctx;
+typedef struct { const char *file; char *err; vbs_arena *ar; int nomem; } ctx;
 
 #define FAIL(st, ...) vbs_fail_file(c->err, st, c->file, __VA_ARGS__)
 
-static char *sdup(ctx *c, const char *s) { return vbs_arena_strdup(c->ar, s ? s : ""); }
+/* never NULL: out of memory gives "" and fails the parse at its end, so no caller dereferences NULL */
+static char *sdup(ctx *c, const char *s) {
+    static char none[1];
+    char *p = vbs_arena_strdup(c->ar, s ? s : "");
+    c->nomem |= !p;
+    return p ? p : none;
+}
 
 static vbs_status read_attr(ctx *c, const char *node, const Vbseg__Attribute *pa, vbs_attr *a) {
     a->name = sdup(c, pa->name);
@@ -236,7 +242,7 @@ static vbs_status read_train_state(ctx *c, const Vbseg__TrainState *p, vbs_def *
 }
 
 vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vbs_def *d, char *err) {
-    ctx cc = {name, err, &d->arena}, *c = &cc;
+    ctx cc = {name, err, &d->arena, 0}, *c = &cc;
     memset(d, 0, sizeof *d);
     if (len < VBS_PREAMBLE) return FAIL(VBS_ERR_FORMAT, "truncated: %zu bytes, the preamble alone is %d", len, VBS_PREAMBLE);
     if (memcmp(buf, vbs_magic, sizeof vbs_magic)) return FAIL(VBS_ERR_FORMAT, "not a .vbseg file (bad magic bytes)");
@@ -307,6 +313,7 @@ vbs_status vbs_format_parse(const uint8_t *buf, size_t len, const char *name, vb
     if (!st && pm->train_state) st = read_train_state(c, pm->train_state, d);
 done:
     vbseg__model__free_unpacked(pm, NULL);
+    if (!st && c->nomem) st = FAIL(VBS_ERR_NOMEM, "out of memory");
     if (st) vbs_def_free(d);
     return st;
 }
