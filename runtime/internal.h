@@ -541,6 +541,7 @@ typedef struct {
     float *mean_mu, *m2_mu, *mean_var; /* hetero: k * nvox: mean and m2 of logits, mean variance */
     int64_t *counts;         /* per sample and class: voxels whose argmax is that class */
     int64_t counts_cap;      /* samples the counts array holds */
+    int counts_lost;         /* the array could not grow: the counts of this run are incomplete */
     /* act NONE (the graph's own probabilities): what vbs_mc_acc_check reports */
     int64_t n_out_of_range;  /* values outside [0, 1] beyond rounding, NaN included */
     int64_t n_nan;
