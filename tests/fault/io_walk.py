@@ -173,6 +173,8 @@ def walk(name, cmd, make_pristine, volatile, W, reports=(), then=None):
             err = errno.ENOSPC if point in WRITES and j % 2 else errno.EIO
             what = "%s: %s call %d of %d (%s)" % (name, point, k, n[point], errno.errorcode[err])
             restore(pristine_dir, state)
+            if os.path.exists(counts):
+                os.unlink(counts)  # a run killed before its exit handler must not read as fired
             r = subprocess.run(cmd, env=preload_env(counts, (point, k), err), capture_output=True, text=True)
             runs += 1
             fired = read_counts(counts)[2] if os.path.exists(counts) else None
