@@ -16,7 +16,8 @@ the oracle is that state and the fault-free run's end state:
   - every file is byte-identical to before the run, or to the fault-free
     run's (a whole new version; files holding timings, such as the manifest
     and the checkpoint, are compared with their numbers masked); nothing
-    earlier is lost and no temporary is left;
+    earlier is lost and no temporary is left; every case infer's manifest
+    lists has all its outputs;
   - the same command then run without the fault ends in the fault-free
     end state.
 Calls are walked one by one up to 24 per point; beyond that the first 8,
@@ -150,10 +151,11 @@ def report_ok(name, a, before):
     return set(old) <= set(ids)
 
 
-def walk(name, cmd, make_pristine, volatile, W, reports=(), then=None):
+def walk(name, cmd, make_pristine, volatile, W, reports=(), then=None, consistent=None):
     """make_pristine(state) leaves the earlier outputs in W/state; cmd works
     there. reports: files checked by report_ok; then: a regular expression
-    for the one line allowed after the error (infer's "stopping: ...")"""
+    for the one line allowed after the error (infer's "stopping: ...");
+    consistent(files): what is wrong across the files after a faulty run"""
     state, pristine_dir = os.path.join(W, "state"), os.path.join(W, name + ".pristine")
     counts = os.path.join(W, "counts")
     os.makedirs(state)
@@ -202,6 +204,8 @@ def walk(name, cmd, make_pristine, volatile, W, reports=(), then=None):
                         problems.append("%s damaged" % f)
                 elif a != pristine.get(f) and a != good.get(f) and not (f in volatile and f in good and same_shape(f, a, good[f])):
                     problems.append("%s damaged" % f)
+            if consistent:
+                problems += consistent(after)
             # and the same command without the fault ends where the fault-free run did
             r2 = subprocess.run(cmd, capture_output=True, text=True)
             final = snapshot(state)
@@ -268,11 +272,19 @@ def main():
             sh(V, "infer", "--model", st + "/m.vbseg", "--input", st + "/in", "--output", st + "/out", "--samples", "2",
                "--threads", "1", "--quiet")
             scans(st + "/in", ["C"])
+        def infer_consistent(files):
+            """every case the manifest lists as done has all its outputs"""
+            rows = files.get("out/manifest.tsv", b"").decode(errors="replace").splitlines()[1:]
+            outs = [f[len("out/A"):] for f in files if f.startswith("out/A")]  # A's outputs: A is done before the run
+            return ["manifest lists %s without out/%s%s" % (c, c, o) for c in (r.split("\t")[0] for r in rows)
+                    for o in outs if "out/%s%s" % (c, o) not in files]
+
         if not ONLY or "infer" in ONLY:
             walk("infer", [V, "infer", "--model", S + "/m.vbseg", "--input", S + "/in", "--output", S + "/out", "--samples",
                            "2", "--threads", "1", "--quiet"], pre_infer,
                  {"out/manifest.tsv", "out/summary.csv", "out/summary.json"}, W, reports={"out/summary.csv", "out/summary.json"},
-                 then=r"vbseg infer: stopping: outputs cannot be written to .*run the same command again to resume$")
+                 then=r"vbseg infer: stopping: outputs cannot be written to .*run the same command again to resume$",
+                 consistent=infer_consistent)
     finally:
         shutil.rmtree(W, ignore_errors=True)
     print("io_walk: %d passed, %d failed" % (passed, failed))
