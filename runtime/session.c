@@ -700,7 +700,8 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
 
 vbs_status vbs_session_label_counts(vbs_session *s, const int64_t **counts, int64_t *n_samples, int *k) {
     if (!s || !counts || !n_samples || !k) return VBS_ERR_ARG;
-    if (!s->have_acc) return vbs_fail(s->err, VBS_ERR_STATE, "no Monte-Carlo run has completed on this session");
+    if (!s->have_acc || (!s->acc.counts && !s->acc.counts_lost))
+        return vbs_fail(s->err, VBS_ERR_STATE, "no Monte-Carlo run has completed on this session");
     /* the run could not grow the table (mcstats.c goes on without it) */
     if (s->acc.counts_lost) return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: the per-sample label volumes of the last run");
     *counts = s->acc.counts;
