@@ -47,6 +47,7 @@ typedef struct {
     vbs_report_fn report;
     void *user;
     int problems;
+    int nomem; /* a string the arena could not copy: the parse fails at its end */
     char first[VBS_ERRLEN];
     const uint32_t *crc, *crc_val; /* read_tensors: which tensors carry a CRC-32C, and its value */
 } ctx;
@@ -79,7 +80,13 @@ static size_t nonzero_at(const uint8_t *p, size_t n) {
     return i;
 }
 
-static char *sdup(ctx *c, const char *s) { return vbs_arena_strdup(c->ar, s ? s : ""); }
+/* never NULL: out of memory gives "" and fails the parse at its end, so no caller dereferences NULL */
+static char *sdup(ctx *c, const char *s) {
+    static char none[1];
+    char *p = vbs_arena_strdup(c->ar, s ? s : "");
+    c->nomem |= !p;
+    return p ? p : none;
+}
 
 static vbs_status read_attr(ctx *c, const char *node, const Vbseg__Attribute *pa, vbs_attr *a) {
     a->name = sdup(c, pa->name);
@@ -425,6 +432,7 @@ static vbs_status parse(ctx *c, const uint8_t *buf, size_t len, vbs_def *d) {
     if (!st && pm->train_state) st = read_train_state(c, pm->train_state, d);
 done:
     vbseg__model__free_unpacked(pm, NULL);
+    if (!st && c->nomem) st = FAIL(VBS_ERR_NOMEM, "out of memory");
     if (st) vbs_def_free(d);
     return st;
 }

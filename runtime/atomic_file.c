@@ -2,7 +2,8 @@
  * atomic_file.c: every file vbseg writes goes through here: a temporary
  * file in the target's directory, fsync, rename over the target, fsync of
  * the directory. A crash or an error at any point leaves either the old
- * file or the new one, never half of one.
+ * file or the new one, never half of one; a failed fsync of the directory
+ * (after the rename) is reported like any other failure.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,7 +57,11 @@ vbs_status vbs_atomic_write(const char *path, vbs_write_fn fn, void *user, char 
         memcpy(dir, path, n + 1);
         int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0) {
-            fsync(dfd); /* best effort: some filesystems refuse directory fsync */
+            /* Some filesystems refuse directory fsync (EINVAL): nothing to do
+             * there. Any other failure means the rename may not survive a
+             * crash: the new file is in place, but the caller must hear it. */
+            if (fsync(dfd) && errno != EINVAL)
+                st = vbs_fail(err, VBS_ERR_IO, "%s: fsync of its folder failed: %s", path, strerror(errno));
             close(dfd);
         }
     }

@@ -173,7 +173,9 @@ vbs_status vbs_format_write_flags(const vbs_def *d, const char *path, int flags,
 
 /* Writes a file atomically: fn writes to fd (a temporary file beside
  * path), then fsync, rename over path, fsync of the directory. On any
- * failure the temporary file is removed and path is untouched, and err
+ * failure before the rename the temporary file is removed and path is
+ * untouched; if only the directory's fsync fails, path is the whole new
+ * file but the call still fails. Either way err
  * holds one line "PATH: reason" (fn's own message, which should end with
  * strerror's reason, e.g. "write failed: No space left on device"). */
 typedef vbs_status (*vbs_write_fn)(int fd, void *user, char *err);
@@ -565,6 +567,7 @@ typedef struct {
     float *mean_mu, *m2_mu, *mean_var; /* hetero: k * nvox: mean and m2 of logits, mean variance */
     int64_t *counts;         /* per sample and class: voxels whose argmax is that class */
     int64_t counts_cap;      /* samples the counts array holds */
+    int counts_lost;         /* the array could not grow: the counts of this run are incomplete */
     /* act NONE (the graph's own probabilities): what vbs_mc_acc_check reports */
     int64_t n_out_of_range;  /* values outside [0, 1] beyond rounding, NaN included */
     int64_t n_nan;

@@ -120,9 +120,9 @@ static void add(vbs_mc_acc *a, int64_t off, int64_t cnt, int64_t nth, const floa
             memset(c + a->counts_cap * k, 0, sizeof(int64_t) * (size_t)((cap - a->counts_cap) * k));
             a->counts = c;
             a->counts_cap = cap;
-        }
+        } else a->counts_lost = 1; /* the maps go on; vbs_session_label_counts then refuses */
     }
-    int64_t *vol = nth <= a->counts_cap ? a->counts + (nth - 1) * k : NULL;
+    int64_t *vol = nth <= a->counts_cap && !a->counts_lost ? a->counts + (nth - 1) * k : NULL;
     for (int64_t i = 0; i < cnt; i++) {
         float p[64], h = 0.f;
         int kk = k < 64 ? k : 64;

@@ -94,9 +94,16 @@ vbs_status vbs_model_init(vbs_model *m, const char *fname) {
             if (d->inputs[i].dims[j] < 0) in2[i].d[j] *= factor++;
     }
     vbs_plan p2;
-    int have2 = vbs_plan_build(&p2, &m->g, in2, err) == VBS_OK;
+    vbs_status st2 = vbs_plan_build(&p2, &m->g, in2, err);
+    int have2 = st2 == VBS_OK;
     m->out_shapes = calloc((size_t)d->n_outputs + 1, sizeof(vbs_io_def));
-    for (int i = 0; m->out_shapes && i < d->n_outputs; i++) {
+    /* out of memory here would report symbolic output dims as fixed, or none: a failure, not a guess */
+    if (st2 == VBS_ERR_NOMEM || !m->out_shapes) {
+        if (have2) vbs_plan_free(&p2);
+        vbs_plan_free(&p);
+        return vbs_fail(m->err, VBS_ERR_NOMEM, "%s: out of memory", fname);
+    }
+    for (int i = 0; i < d->n_outputs; i++) {
         vbs_io_def *o = &m->out_shapes[i];
         *o = d->outputs[i];
         if (o->ndim) continue;

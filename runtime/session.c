@@ -174,10 +174,12 @@ static vbs_status check_forward(vbs_session *s, const int64_t *shape, int ndim, 
 }
 
 /* 1 when the network plans input shape t; with `same`, also only when its
- * first output keeps t's batch and spatial size. Else err says why. */
+ * first output keeps t's batch and spatial size. Else 0, or -1 when the plan
+ * ran out of memory (not a size it refuses), and err says why. */
 static int takes(const vbs_model *m, const vbs_shape *t, int same, char *err) {
     vbs_plan pl;
-    if (vbs_plan_build(&pl, &m->g, t, err)) return 0;
+    vbs_status st = vbs_plan_build(&pl, &m->g, t, err);
+    if (st) return st == VBS_ERR_NOMEM ? -1 : 0;
     const vbs_shape *ys = &pl.shapes[m->g.output_vals[0]];
     int ok = !same || (ys->ndim == t->ndim && ys->d[0] == t->d[0]);
     for (int i = 2; same && ok && i < t->ndim; i++) ok = ys->d[i] == t->d[i];
@@ -207,10 +209,10 @@ static vbs_status size_fail(vbs_session *s, const vbs_shape *in, const char *why
         vbs_shape up = rounded(io, in, mult, 1), up2 = up, dn = rounded(io, in, mult, 0);
         for (int i = 2; i < in->ndim; i++)
             if (i >= io->ndim || io->dims[i] < 0) up2.d[i] += mult;
-        if (!takes(s->m, &up, 0, err) || !takes(s->m, &up2, 0, err)) continue;
+        if (takes(s->m, &up, 0, err) != 1 || takes(s->m, &up2, 0, err) != 1) continue;
         int has_dn = 1;
         for (int i = 2; i < in->ndim; i++) has_dn &= dn.d[i] > 0;
-        has_dn = has_dn && takes(s->m, &dn, 0, err);
+        has_dn = has_dn && takes(s->m, &dn, 0, err) == 1;
         size_str(lo, sizeof lo, dn.d + 2, nsp);
         size_str(hi, sizeof hi, up.d + 2, nsp);
         return vbs_fail(s->err, VBS_ERR_SHAPE,
@@ -227,7 +229,8 @@ vbs_status vbs_session_check_input(vbs_session *s, const int64_t *shape, int ndi
     vbs_status st = check_forward(s, shape, ndim, &sh);
     if (st) return st;
     char err[VBS_ERRLEN];
-    return takes(s->m, &sh, 0, err) ? VBS_OK : size_fail(s, &sh, err);
+    int tk = takes(s->m, &sh, 0, err);
+    return tk == 1 ? VBS_OK : tk < 0 ? vbs_fail(s->err, VBS_ERR_NOMEM, "%s", err) : size_fail(s, &sh, err);
 }
 
 vbs_status vbs_session_forward(vbs_session *s, const float *input, const int64_t *shape, int ndim, vbs_mode mode,
@@ -383,7 +386,9 @@ static vbs_status fit(vbs_session *s, tiling *t) {
             int ax = 3 - t->nsp + j;
             p.d[2 + j] = t->fixed[ax] ? t->fixed[ax] : (t->ws[ax] + mult - 1) / mult * mult;
         }
-        if (!takes(s->m, &p, 1, err)) {
+        int tk = takes(s->m, &p, 1, err);
+        if (tk < 0) return vbs_fail(s->err, VBS_ERR_NOMEM, "%s", err); /* not a reason to pad more */
+        if (!tk) {
             if (!first[0]) snprintf(first, sizeof first, "%s", err);
             continue;
         }
@@ -457,7 +462,7 @@ static vbs_status plan_tiles(vbs_session *s, const vbs_shape *sh, int sliced, co
     if (t->batch > 1) {
         vbs_plan pl;
         char err[VBS_ERRLEN];
-        if (vbs_plan_build(&pl, &m->g, &t->psh, err)) return vbs_fail(s->err, VBS_ERR_SHAPE, "%s", err);
+        if ((st = vbs_plan_build(&pl, &m->g, &t->psh, err))) return vbs_fail(s->err, st, "%s", err);
         if (batch_separable(m, &pl)) t->slots = (int)(t->batch < 1024 ? t->batch : 1024);
         vbs_plan_free(&pl);
     }
@@ -695,7 +700,10 @@ vbs_status vbs_session_run_mc(vbs_session *s, const float *input, const int64_t 
 
 vbs_status vbs_session_label_counts(vbs_session *s, const int64_t **counts, int64_t *n_samples, int *k) {
     if (!s || !counts || !n_samples || !k) return VBS_ERR_ARG;
-    if (!s->have_acc || !s->acc.counts) return vbs_fail(s->err, VBS_ERR_STATE, "no Monte-Carlo run has completed on this session");
+    if (!s->have_acc || (!s->acc.counts && !s->acc.counts_lost))
+        return vbs_fail(s->err, VBS_ERR_STATE, "no Monte-Carlo run has completed on this session");
+    /* the run could not grow the table (mcstats.c goes on without it) */
+    if (s->acc.counts_lost) return vbs_fail(s->err, VBS_ERR_NOMEM, "out of memory: the per-sample label volumes of the last run");
     *counts = s->acc.counts;
     *n_samples = s->acc.n;
     *k = s->acc.k;

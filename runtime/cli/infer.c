@@ -632,15 +632,21 @@ int cmd_infer(int argc, char **argv) {
             struct rusage ru;
             if (!getrusage(RUSAGE_SELF, &ru)) r->peak_mb = (double)ru.ru_maxrss / 1024.0;
             stop_write = cs == CASE_WRITE_FAILED;
+            /* the reason, which --quiet would otherwise leave only in the summary */
+            if (stop_write && quiet) cli_error("infer", "%s: %s", r->id, r->error);
         }
         if (!row_set(&res[nres], r)) { oom = 1; break; }
         nres++;
         done++;
         failed += !r->ok;
-        /* the reports after every case: a killed run loses at most the case in flight */
-        report rp = {res, nres, &cols, header};
-        if (!write_reports(out, tag, mpath, &rp)) stop_write = 1;
-        wrote_any = 1;
+        /* the reports after every case: a killed run loses at most the case in flight. Not after a
+         * case already done, unless it is the last: written then, they would hold only the done
+         * cases before it, and a stop before the next write would drop the later ones' rows. */
+        if (!skip[i] || i + shard_n >= n) {
+            report rp = {res, nres, &cols, header};
+            if (!write_reports(out, tag, mpath, &rp)) stop_write = 1;
+            wrote_any = 1;
+        }
         if (!quiet) {
             char a[32];
             if (note[0]) fprintf(stderr, "[%d/%d] %s: %s", done, mine, r->id, note);

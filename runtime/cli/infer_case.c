@@ -105,7 +105,12 @@ static int publish(const runner *R, const char *id, char *err, size_t errlen) {
         if (rename(from, to)) { snprintf(err, errlen, "%.900s: rename failed: %s", to, strerror(errno)); return -1; }
     }
     int dfd = open(R->out, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    if (dfd >= 0) {
+        /* EINVAL: a filesystem without directory fsync; anything else and the renames may not last */
+        int bad = fsync(dfd) && errno != EINVAL, e = errno;
+        close(dfd);
+        if (bad) { snprintf(err, errlen, "%.900s: fsync of the folder failed: %s", R->out, strerror(e)); return -1; }
+    }
     return 0;
 }
 

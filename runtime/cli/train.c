@@ -479,6 +479,7 @@ int cmd_train(int argc, char **argv) {
     char path[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/train_log.csv", ckdir);
     FILE *lf = fopen(path, "r");
+    int curves_failed = 0; /* said, and the run exits 1: the disk that refused it may refuse the next file too */
     if (lf) {
         vbs_epoch_log *log = malloc(sizeof *log * 4096);
         int nl = 0;
@@ -496,7 +497,7 @@ int cmd_train(int argc, char **argv) {
         fclose(lf);
         snprintf(path, sizeof path, "%s/training_curves.png", ckdir);
         char e2[1024];
-        if (nl && !write_training_curves(path, log, nl, e2, sizeof e2)) cli_error("train", "%s", e2);
+        if (nl && !write_training_curves(path, log, nl, e2, sizeof e2)) { cli_error("train", "%s", e2); curves_failed = 1; }
         free(log);
     }
     if (st == VBS_ERR_CANCELLED) {
@@ -514,6 +515,7 @@ int cmd_train(int argc, char **argv) {
     /* the model does not fit the data or the trainer: name the file it came from */
     if (st == VBS_ERR_SHAPE || st == VBS_ERR_UNSUPPORTED) { cli_error("train", "%s: %s", have_ck ? resume : o.init[0] ? o.init : "--arch", err); goto out; }
     if (st) { cli_error("train", "%s", err); goto out; }
+    if (curves_failed) goto out;
     if (!quiet) fprintf(stderr, "vbseg train: done; the best epoch is in %s; log, curves and checkpoint in %s\n", o.out, ckdir);
     rc = 0;
 out:
