@@ -296,10 +296,15 @@ static long lock_pid(int fd) {
     return k > 0 ? atol(b) : 0;
 }
 
-static void put_pid(int fd) {
+/* 0 if the pid cannot be written (printed): the lock is what counts, but a
+ * folder that refuses ten bytes will refuse the outputs, so stop before any */
+static int put_pid(int fd, const char *path) {
     char b[16];
     int k = snprintf(b, sizeof b, "%-10ld\n", (long)getpid());
-    if (pwrite(fd, b, (size_t)k, 0) != k) return; /* the pid is a courtesy: the lock is what counts */
+    ssize_t w = pwrite(fd, b, (size_t)k, 0);
+    if (w == k) return 1;
+    cli_error("infer", "%s: cannot write the lock file: %s", path, w < 0 ? strerror(errno) : "short write");
+    return 0;
 }
 
 /* Locks one file: 1 when held (fd in *fd), 0 on refusal or error (printed). */
@@ -329,12 +334,11 @@ static int lock_run(const char *out, const char *tag, int wait, int quiet, int f
     lock_path(p, sizeof p, out, "");
     if (!take_lock(out, p, tag[0] != 0, wait, quiet, &fds[0])) return 0;
     if (tag[0]) {
-        lock_path(p, sizeof p, out, tag);
-        if (!take_lock(out, p, 0, wait, quiet, &fds[1])) return 0;
-        put_pid(fds[1]);
+        char ps[PATH_MAX];
+        lock_path(ps, sizeof ps, out, tag);
+        if (!take_lock(out, ps, 0, wait, quiet, &fds[1]) || !put_pid(fds[1], ps)) return 0;
     }
-    put_pid(fds[0]); /* only once every lock is held: a refused run must not overwrite the holder's pid */
-    return 1;
+    return put_pid(fds[0], p); /* only once every lock is held: a refused run must not overwrite the holder's pid */
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

@@ -286,7 +286,7 @@ def main():
         if not ONLY or "infer" in ONLY:
             walk("infer", [V, "infer", "--model", S + "/m.vbseg", "--input", S + "/in", "--output", S + "/out", "--samples",
                            "2", "--threads", "1", "--quiet"], pre_infer,
-                 set(), W, reports={"out/manifest.tsv", "out/summary.csv", "out/summary.json"},
+                 {"out/.manifest.tsv.lock"}, W, reports={"out/manifest.tsv", "out/summary.csv", "out/summary.json"},
                  then=r"vbseg infer: stopping: outputs cannot be written to .*run the same command again to resume$",
                  consistent=infer_consistent)
         # infer into a folder that does not exist yet: nothing earlier to keep, nothing half-made to leave
@@ -296,7 +296,7 @@ def main():
         if not ONLY or "infer_new" in ONLY:
             walk("infer_new", [V, "infer", "--model", S + "/m.vbseg", "--input", S + "/in", "--output", S + "/out", "--samples",
                                "2", "--threads", "1", "--quiet"], pre_infer_new,
-                 set(), W, reports={"out/manifest.tsv", "out/summary.csv", "out/summary.json"},
+                 {"out/.manifest.tsv.lock"}, W, reports={"out/manifest.tsv", "out/summary.csv", "out/summary.json"},
                  then=r"vbseg infer: stopping: outputs cannot be written to .*run the same command again to resume$",
                  consistent=infer_consistent)
     finally:
