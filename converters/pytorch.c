@@ -695,7 +695,8 @@ static vbs_status run(pm *m, int32_t *top) {
             *top = m->stack[0];
             return VBS_OK;
         case '(': /* MARK */
-            if (m->nmarks == MAX_MARKS) return capped(m, "nesting depth (MARK)");
+            if (m->nmarks == MAX_MARKS)
+                return fail(m->c, "data.pkl: more than %d open MARKs at byte %zu: nesting depth over its cap", MAX_MARKS, at);
             m->marks[m->nmarks++] = m->sp;
             break;
         case '}': /* EMPTY_DICT */
@@ -717,9 +718,12 @@ static vbs_status run(pm *m, int32_t *top) {
             break;
         case 'q': case 'r': /* BINPUT, LONG_BINPUT */
             NEED(op == 'q' ? 1 : 4);
-            a = op == 'q' ? m->p[i] : (int32_t)(rd32(m->p + i) > MAX_MEMO ? MAX_MEMO : rd32(m->p + i));
-            i += op == 'q' ? 1 : 4;
-            if (a >= MAX_MEMO) return capped(m, "memo index");
+            {
+                uint32_t k = op == 'q' ? m->p[i] : rd32(m->p + i);
+                i += op == 'q' ? 1 : 4;
+                if (k >= MAX_MEMO) return fail(m->c, "data.pkl: memo index %u over its cap of %d", k, MAX_MEMO);
+                a = (int32_t)k;
+            }
             if ((st = need(m, 1, "BINPUT"))) return st;
             if (a >= m->nmemo) {
                 int32_t cap = m->nmemo;
@@ -903,18 +907,20 @@ static int32_t dict_get(pm *m, int32_t dict, const char *key) {
     return -1;
 }
 
-/* the first keys of a dict, for a message */
+/* the first keys of a dict, for a message (n >= 64) */
 static void list_keys(pm *m, int32_t dict, char *buf, size_t n) {
     seq *s = seq_of(m, dict);
     size_t k = 0;
-    buf[0] = 0;
-    for (int32_t i = 0; i < s->n && k + 40 < n; i += 2) {
+    snprintf(buf, n, "none");
+    for (int32_t i = 0; i < s->n; i += 2) {
         char t[64];
         key_text(m, s->v[i], t, sizeof t);
+        if (k + strlen(t) + 8 >= n) { /* room for ", ..." */
+            snprintf(buf + k, n - k, ", ...");
+            return;
+        }
         k += (size_t)snprintf(buf + k, n - k, "%s%s", i ? ", " : "", t);
     }
-    if (!s->n) snprintf(buf, n, "none");
-    else if (k + 40 >= n) snprintf(buf + k, n - k, ", ...");
 }
 
 static float half_to_float(uint16_t h) {
