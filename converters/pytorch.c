@@ -54,6 +54,9 @@ __attribute__((format(printf, 2, 3))) static vbs_status fail(ctx *c, const char 
         va_start(ap, fmt);
         vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        /* names and keys come from the file: the message stays one printable line */
+        for (char *q = msg; *q; q++)
+            if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
         snprintf(c->err, c->errlen, "%.250s: %s", c->file, msg);
     }
     return VBS_ERR_FORMAT;

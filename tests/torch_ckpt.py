@@ -313,6 +313,8 @@ write("text.pt", b"hello, this is not a checkpoint at all\n")
 expect_bad("text.pt", "not a zip archive (no end of central directory record)")
 write("nopkl.pt", zipbytes([(n, d) for n, d in ents if not n.endswith("data.pkl")]))
 expect_bad("nopkl.pt", "no small/data.pkl in the archive")
+write("newline.pt", zipbytes(ents + [("else\nwhere/x", b"1")]))
+expect_bad("newline.pt", "entry else?where/x is outside")  # a name from the file, printed on one line
 write("outside.pt", zipbytes(ents + [("elsewhere/x", b"1")]))
 expect_bad("outside.pt", "entry elsewhere/x is outside the archive's folder small/")
 
