@@ -1085,17 +1085,18 @@ vbs_status vbs_ckpt_read_pytorch(const char *path, const char *key, vbs_ckpt *ou
     }
     uint8_t *buf = NULL;
     long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 && (uint64_t)n <= MAX_FILE) {
-        buf = malloc(n ? (size_t)n : 1);
-        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) n = -1;
+    vbs_status st = VBS_ERR_IO;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && (uint64_t)n <= MAX_FILE && fseek(f, 0, SEEK_SET) == 0) {
+        if (!(buf = malloc(n ? (size_t)n : 1))) st = VBS_ERR_NOMEM;
+        else if (fread(buf, 1, (size_t)n, f) == (size_t)n) st = VBS_OK;
     }
     fclose(f);
-    if (!buf || n < 0) {
+    if (st) {
         free(buf);
-        if (err && errlen) snprintf(err, errlen, "%.250s: cannot read", path);
-        return !buf && n >= 0 ? VBS_ERR_NOMEM : VBS_ERR_IO;
+        if (err && errlen) snprintf(err, errlen, "%.250s: %s", path, st == VBS_ERR_NOMEM ? "out of memory" : "cannot read");
+        return st;
     }
-    vbs_status st = read_archive(&c, buf, (size_t)n, key, out);
+    st = read_archive(&c, buf, (size_t)n, key, out);
     free(buf);
     return st;
 }

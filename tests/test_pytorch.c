@@ -275,6 +275,18 @@ int main(int argc, char **argv) {
     fclose(cases);
     CHECK(nok >= 10 && nbad >= 40, "cases.txt has %d ok and %d bad cases", nok, nbad);
 
+    /* the caller's errors */
+    vbs_ckpt c;
+    char err[512];
+    vbs_status st = vbs_ckpt_read_pytorch(join("no-such-file.pt"), NULL, &c, err, sizeof err);
+    CHECK(st == VBS_ERR_IO && strstr(err, "no-such-file.pt: cannot open"), "a missing file: %d %s", (int)st, err);
+    st = vbs_ckpt_read_pytorch(dir, NULL, &c, err, sizeof err);
+    CHECK(st == VBS_ERR_IO && strstr(err, "cannot read"), "a folder: %d %s", (int)st, err);
+    st = vbs_ckpt_read_pytorch_memory("PK", 2, "two.pt", NULL, &c, err, sizeof err);
+    CHECK(st == VBS_ERR_FORMAT && !strcmp(err, "two.pt: not a zip archive (no end of central directory record): not a "
+                                          "torch.save checkpoint"), "two bytes: %d %s", (int)st, err);
+    CHECK(vbs_ckpt_read_pytorch_memory("PK", 2, "x", NULL, NULL, err, sizeof err) == VBS_ERR_ARG, "no output");
+
     /* seeded mutations of each valid file read without a key */
     rng_state = 11;
     for (int v = 0; v < nvalid; v++) {
