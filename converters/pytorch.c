@@ -40,6 +40,8 @@
 #define MAX_NODES (1 << 24)         /* values created */
 #define MAX_ENTRIES (1 << 20)       /* zip entries */
 #define MAX_NAME 4096               /* a zip entry's name, a str */
+#define REPEAT_CAP (1 << 20)        /* elements of a tensor larger than its storage (stride 0) */
+#define TOTAL_SLACK ((uint64_t)1 << 22) /* floats out, beyond 4 per byte in */
 
 typedef struct {
     const char *file;
@@ -958,6 +960,26 @@ static float elem(const uint8_t *p, int dt) {
 static vbs_status take(pm *m, int32_t sd, vbs_ckpt *out) {
     seq *s = seq_of(m, sd);
     int n = s->n / 2;
+    /* Views make floats out of nothing: a stride-0 tensor repeats its storage, and tensors sharing one storage each
+     * get a copy. Both are legitimate (expand(), tied weights) but bounded, so that a small file cannot ask for
+     * gigabytes: a tensor larger than its storage at most REPEAT_CAP elements, all float tensors together at most
+     * 4 floats per byte of the file + TOTAL_SLACK. Checked before anything is allocated. */
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        tensor *t = &m->ts[m->nodes[s->v[2 * i + 1]].a];
+        node *sn = &m->nodes[t->storage];
+        int64_t numel = 1;
+        for (int d = 0; d < t->ndim; d++) numel *= t->size[d]; /* no overflow: checked in rebuild_tensor */
+        node *kn = &m->nodes[s->v[2 * i]];
+        if (numel > m->z->e[sn->a].numel && numel > REPEAT_CAP)
+            return fail(m->c, "tensor '%.*s' of %lld elements repeats its storage of %lld past the cap of %d",
+                        (int)(kn->a > 200 ? 200 : kn->a), (const char *)m->p + kn->b, (long long)numel,
+                        (long long)m->z->e[sn->a].numel, REPEAT_CAP);
+        if (sn->sub <= 3 && __builtin_add_overflow(total, numel, &total)) total = INT64_MAX;
+    }
+    if ((uint64_t)total > 4 * (uint64_t)m->z->len + TOTAL_SLACK)
+        return fail(m->c, "the tensors hold %lld floats in all, more than 4 per byte of a %zu-byte file (views "
+                          "sharing storages past the cap)", (long long)total, m->z->len);
     out->t = calloc(n ? (size_t)n : 1, sizeof *out->t);
     if (!out->t) return nomem(m->c);
     for (int i = 0; i < n; i++) {

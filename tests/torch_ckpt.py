@@ -219,6 +219,18 @@ crafted("extent.pt", pkl[:off_at] + b"K\x01" + pkl[off_at + 2:], "a tensor (offs
 st_at = pkl.index(b"K\x03K\x01\x86", persid_at)
 crafted("stride.pt", pkl[:st_at] + b"K\x04" + pkl[st_at + 2:], "reaches past its storage")
 
+# views past the caps: a stride-0 tensor of 2^21 elements over one, 30 full views of one 2^20-element storage
+save("expand.pt", {"e": torch.ones(1).expand(1 << 21)})
+expect_bad("expand.pt", "tensor 'e' of 2097152 elements repeats its storage of 1 past the cap of 1048576")
+big = torch.zeros(1 << 20)
+save("views.pt", collections.OrderedDict(("v%02d" % i, big) for i in range(30)))
+expect_bad("views.pt", "the tensors hold 31457280 floats in all, more than 4 per byte of a")
+mid = torch.randn(3000)
+ok_views = collections.OrderedDict(("v%d" % i, mid[i * 500:i * 500 + 1000]) for i in range(3))  # overlapping views
+ok_views["r"] = torch.ones(3, 1).expand(3, 1000)
+save("views_ok.pt", ok_views)
+expect_ok("views_ok.pt", ok_views)
+
 # ---- zip ------------------------------------------------------------------------
 raw = open(path("small.pt"), "rb").read()
 zb = zipbytes(ents)
