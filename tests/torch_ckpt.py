@@ -198,6 +198,21 @@ crafted("list_top.pt", P + b"].", "data.pkl holds a list")
 crafted("truncated.pkl.pt", P + b"X\xff\x00\x00\x00ab", "data.pkl: truncated at byte 7")
 crafted("device.pt", P + b"}(X\x0a\x00\x00\x00state_dict}X\x06\x00\x00\x00devicectorch\ndevice\nX\x03\x00\x00\x00cpu\x85Ru.",
         "global torch.device is not allowed (only collections.OrderedDict")
+crafted("build_dict.pt", P + b"}}b.", "BUILD of a dict with a dict state (only an OrderedDict's attributes)")
+crafted("rebuild_args.pt", P + b"ctorch._utils\n_rebuild_tensor_v2\n)R.", "_rebuild_tensor_v2 with 0 arguments (6 or 7)")
+crafted("long9.pt", P + b"\x8a\x09" + b"\x01" * 9 + b".", "an integer of 9 bytes (at most 64 bits)")
+assert pkl.count(b"X\x01\x00\x00\x001") == 1
+crafted("storage_shared_size.pt", pkl.replace(b"X\x01\x00\x00\x001", b"X\x01\x00\x00\x000"),
+        "storage 0: the record has 24 bytes, its declared 3 FloatStorage elements take 12")
+# 'bb' names storage 0 too, as 6 ints (the same 24 bytes): one storage, two types
+o = list(ops(pkl))
+k1 = [i for i, (op, arg, pos) in enumerate(o) if op.name == "BINUNICODE" and arg == "1"][0]
+cls_at, key_at = o[k1 - 1][2], o[k1][2]
+assert o[k1 - 1][0].name == "BINGET" and key_at == cls_at + 2  # the class, by memo, just before the key
+n_at = pkl.index(b"K\x03t", key_at)
+twice = (pkl[:cls_at] + b"ctorch\nIntStorage\n" + b"X\x01\x00\x00\x000" + pkl[key_at + 6:n_at] + b"K\x06" +
+         pkl[n_at + 2:])
+crafted("storage_twice.pt", twice, "storage 0: named twice with different types or sizes")
 crafted("after_stop.pt", pkl + b"N", "data.pkl: 1 byte(s) after STOP")
 # duplicate keys: 'bb' renamed 'aa'
 crafted("dupkey.pt", pkl.replace(b"X\x02\x00\x00\x00bb", b"X\x02\x00\x00\x00aa"), "duplicate key 'aa' in a dict")
