@@ -6,7 +6,9 @@
  *     writes), the central directory, stored entries only, every offset and
  *     size bounds-checked, entries that overlap refused, CRC-32 checked; the
  *     record prefix ("archive/" or whatever torch chose) is the folder of the
- *     first entry; nothing is assumed aligned;
+ *     first entry; nothing is assumed aligned (its own rather than minizip:
+ *     stored entries read in place from one buffer, each offset checked
+ *     against it, need no I/O callbacks and no new package);
  *   - a restricted pickle machine for PREFIX/data.pkl: the protocol 2
  *     opcodes a state dict or a training checkpoint uses, globals only from
  *     an allow-list (collections.OrderedDict, torch._utils._rebuild_tensor_v2,
@@ -14,6 +16,8 @@
  *     persistent ids only ('storage', type, key, location, numel). Values are
  *     nodes referenced by index: the memo and containers share them, never
  *     copy, so a memo bomb stays linear. Nothing is ever walked recursively.
+ * The taken state dict's tensors are gathered through their strides into C
+ * order, with the floats that views can repeat bounded before allocation.
  * It is not a general unpickler, and there is no looser fallback: anything
  * else is refused with one line naming what it met. It does not interpret
  * names (the converter does), nor refuse NaN.
