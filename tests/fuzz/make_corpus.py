@@ -3,7 +3,8 @@
 into tests/fuzz/corpus/<target>/, small valid files of each input kind
 (each must be accepted: the replay test checks it). The ONNX, NIfTI, .npy,
 card and dataset.json seeds are built here byte by byte (ONNX with the protobuf helpers
-of regressions/onnx/gen.py); the .vbseg and checkpoint seeds are made by
+of regressions/onnx/gen.py); the PyTorch seeds by torch.save (Debian's
+python3-torch, seeded: the same bytes each run); the .vbseg and checkpoint seeds are made by
 BUILD_DIR/vbseg itself (create, convert, train on scans from
 BUILD_DIR/samples/make_scan). The committed bytes are what the tests use;
 re-running this rewrites them (the .vbseg producer strings and the trained
@@ -257,11 +258,34 @@ def vbseg_seeds():
         shutil.rmtree(t)
 
 
+def pytorch_seeds():
+    # small torch.save zip archives: the dtypes, views and training checkpoints the reader takes
+    import collections
+    import torch
+    torch.manual_seed(11)
+    d = os.path.join(OUT, "pytorch")
+    os.makedirs(d, exist_ok=True)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    torch.save(net.state_dict(), os.path.join(d, "conv-bn.pt"))
+    base = torch.randn(3, 4)
+    sd = collections.OrderedDict([("h", torch.randn(3).half()), ("bf", torch.randn(2).bfloat16()),
+                                  ("d", torch.randn(2, dtype=torch.float64)), ("t", base.t()), ("v", base[1:, ::2]),
+                                  ("s", torch.tensor(2.5)), ("e", torch.zeros(0, 2)), ("n", torch.tensor(3))])
+    torch.save(sd, os.path.join(d, "dtypes-views.pt"))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.randn(1, 1, 4, 4)).sum().backward()
+    opt.step()
+    torch.save({"state_dict": net.state_dict(), "epoch": 3, "optimizer": opt.state_dict(), "best": 0.5, "note": None},
+               os.path.join(d, "train-sgd.pt"))
+    torch.save({"w": torch.nn.Parameter(torch.randn(2, 2))}, os.path.join(d, "params.pt"))
+
+
 onnx_seeds()
 nifti_seeds()
 npy_seeds()
 card_seeds()
 dataset_seeds()
+pytorch_seeds()
 if B:
     vbseg_seeds()
 for root, _, files in sorted(os.walk(OUT)):
