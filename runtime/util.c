@@ -81,6 +81,18 @@ vbs_status vbs_fail_file(char *err, vbs_status st, const char *file, const char 
     return st;
 }
 
+vbs_status vbs_fail_path(char *err, size_t len, vbs_status st, const char *path, const char *fmt, ...) {
+    if (err && len) {
+        char msg[VBS_ERRLEN];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        snprintf(err, len, "%s: %s", path, msg);
+    }
+    return st;
+}
+
 static vbs_log_fn log_fn;
 static void *log_user;
 
