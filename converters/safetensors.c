@@ -223,18 +223,26 @@ vbs_status vbs_ckpt_read_safetensors_memory(const void *buf, size_t len, const c
     vbs_status st = VBS_OK;
     span *spans = NULL;
     if (!json_is_object(root)) { st = vbs_fail_path(err, errlen, VBS_ERR_FORMAT, name, "header is not a JSON object"); goto done; }
-    size_t count = json_object_size(root);
-    /* each entry is at least a few bytes of the header, so these sizes are bounded by the input */
-    out->t = calloc(count ? count : 1, sizeof *out->t);
-    spans = calloc(count ? count : 1, sizeof *spans);
-    if (!out->t || !spans) { st = vbs_fail_path(err, errlen, VBS_ERR_NOMEM, name, "out of memory"); goto done; }
+    /* grown as entries are read, not sized by the entry count: "a":0 is 6 bytes of input, a tensor over
+     * 100 bytes of memory, but an entry that reads is some 50 bytes */
     const char *key;
     json_t *e;
-    int ns = 0;
+    int ns = 0, cap = 0;
     json_object_foreach(root, key, e) {
         if (!strcmp(key, "__metadata__")) {
             if ((st = read_metadata(name, e, &out->metadata, err, errlen))) goto done;
             continue;
+        }
+        if (out->n == cap) {
+            if (cap > INT32_MAX / 2) { st = vbs_fail_path(err, errlen, VBS_ERR_FORMAT, name, "too many tensors"); goto done; }
+            int c2 = cap ? 2 * cap : 16;
+            vbs_ckpt_tensor *t2 = realloc(out->t, (size_t)c2 * sizeof *t2);
+            if (t2) out->t = t2;
+            span *s2 = t2 ? realloc(spans, (size_t)c2 * sizeof *s2) : NULL;
+            if (!s2) { st = vbs_fail_path(err, errlen, VBS_ERR_NOMEM, name, "out of memory"); goto done; }
+            spans = s2;
+            memset(out->t + cap, 0, (size_t)(c2 - cap) * sizeof *out->t);
+            cap = c2;
         }
         vbs_ckpt_tensor *t = &out->t[out->n];
         if (!(t->name = strdup(key))) { st = vbs_fail_path(err, errlen, VBS_ERR_NOMEM, name, "out of memory"); goto done; }
