@@ -253,7 +253,7 @@ vbs_status vbs_ckpt_read_safetensors_memory(const void *buf, size_t len, const c
     }
     /* contiguous from 0 in offset order: no hole, no overlap, the buffer filled exactly */
     uint64_t data_len = len - 8 - n;
-    qsort(spans, (size_t)ns, sizeof *spans, cmp_span);
+    if (ns > 1) qsort(spans, (size_t)ns, sizeof *spans, cmp_span); /* spans is NULL when there are no tensors */
     uint64_t at = 0;
     for (int i = 0; i < ns; i++) {
         const span *s = &spans[i];
