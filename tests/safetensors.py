@@ -273,6 +273,7 @@ hostile = [
      "tensor 'a': data_offsets must be [begin, end], non-negative integers"),
     ("extra-field", hdr({"a": dict(ent("F32", [0], 0, 0), dtypes="F32")}), "tensor 'a': unknown field 'dtypes'"),
     ("missing-field", hdr({"a": {"dtype": "F32", "shape": [0]}}), "tensor 'a': missing field 'data_offsets'"),
+    ("control-bytes-in-name", hdr({"a\nb\x01": ent("Q8", [0], 0, 0)}), "tensor 'a\\nb\\x01': unknown dtype 'Q8'"),
     ("too-many-dims", hdr({"a": ent("F32", [1] * 9, 0, 4)}, f32[:4]), "tensor 'a': 9 dims, more than 8"),
 ]
 for name, data, msg in hostile:
