@@ -39,6 +39,11 @@ void vbs_arena_free(vbs_arena *a);
 vbs_status vbs_fail(char *err, vbs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The same, as "FILE: message" (the form of every file-related refusal). */
 vbs_status vbs_fail_file(char *err, vbs_status st, const char *file, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* The same into a caller's buffer of len bytes (the public readers' err,
+ * errlen), as one printable line: control bytes in the path or in names
+ * read from a file are written as \n, \t, \xNN. */
+vbs_status vbs_fail_path(char *err, size_t len, vbs_status st, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 void vbs_log(vbs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* json.c: a model card from JSON (the README's card format) into card; its

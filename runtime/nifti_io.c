@@ -21,7 +21,6 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,20 +49,6 @@ void vbs_volume_free(vbs_volume *v) {
 void vbs_volume_dims(const vbs_volume *v, int64_t dims[4]) { memcpy(dims, v->dims, sizeof v->dims); }
 float *vbs_volume_data(vbs_volume *v) { return v->data; }
 int64_t vbs_volume_nan_count(const vbs_volume *v) { return v->nan_count; }
-
-static vbs_status nfail(char *err, size_t len, vbs_status st, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static vbs_status nfail(char *err, size_t len, vbs_status st, const char *path, const char *fmt, ...) {
-    if (err && len) {
-        char msg[VBS_ERRLEN];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        snprintf(err, len, "%s: %s", path, msg);
-    }
-    return st;
-}
 
 static int bytes_per_voxel(int datatype, int *is_float, int *is_signed) {
     *is_float = 0;
@@ -125,12 +110,12 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
     *out = NULL;
     if (!path) return VBS_ERR_ARG;
     gzFile f = gzopen(path, "rb");
-    if (!f) return nfail(err, errlen, VBS_ERR_IO, path, "cannot open: %s", strerror(errno ? errno : ENOENT));
+    if (!f) return vbs_fail_path(err, errlen, VBS_ERR_IO, path, "cannot open: %s", strerror(errno ? errno : ENOENT));
     gzbuffer(f, 1 << 17);
     vbs_volume *v = calloc(1, sizeof *v);
     unsigned char *raw = NULL;
     vbs_status st = VBS_OK;
-    if (!v) { gzclose(f); return nfail(err, errlen, VBS_ERR_NOMEM, path, "out of memory"); }
+    if (!v) { gzclose(f); return vbs_fail_path(err, errlen, VBS_ERR_NOMEM, path, "out of memory"); }
     unsigned char hb[540];
     int64_t got = gz_read_full(f, hb, 4);
     int32_t sz;
@@ -141,12 +126,12 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
         swapped = 1;
     }
     if (got < 4 || (sz != 348 && sz != 540)) {
-        st = nfail(err, errlen, VBS_ERR_NIFTI, path, "not a NIfTI file (sizeof_hdr is neither 348 nor 540)");
+        st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "not a NIfTI file (sizeof_hdr is neither 348 nor 540)");
         goto done;
     }
     int hsize = sz;
     if (gz_read_full(f, hb + 4, hsize - 4) != hsize - 4) {
-        st = nfail(err, errlen, VBS_ERR_NIFTI, path, "truncated: the header needs %d bytes", hsize);
+        st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "truncated: the header needs %d bytes", hsize);
         goto done;
     }
     int64_t dim[8], vox_offset;
@@ -157,7 +142,7 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
         memcpy(&v->h1, hb, 348);
         if (swapped) nifti_swap_as_nifti1(&v->h1);
         if (memcmp(v->h1.magic, "n+1", 4)) {
-            st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field magic: '%.3s' is not 'n+1' (only single-file NIfTI-1 is read)", v->h1.magic);
+            st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field magic: '%.3s' is not 'n+1' (only single-file NIfTI-1 is read)", v->h1.magic);
             goto done;
         }
         for (int i = 0; i < 8; i++) dim[i] = v->h1.dim[i];
@@ -165,11 +150,11 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
         bitpix = v->h1.bitpix;
         /* range (and NaN) before the cast: a float out of int64's range is UB */
         if (!(v->h1.vox_offset >= hsize && v->h1.vox_offset <= (1 << 24))) {
-            st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field vox_offset %g is outside %d..16 MiB", v->h1.vox_offset, hsize);
+            st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field vox_offset %g is outside %d..16 MiB", v->h1.vox_offset, hsize);
             goto done;
         }
         vox_offset = (int64_t)v->h1.vox_offset;
-        if ((double)vox_offset != v->h1.vox_offset) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field vox_offset %g is not an integer", v->h1.vox_offset); goto done; }
+        if ((double)vox_offset != v->h1.vox_offset) { st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field vox_offset %g is not an integer", v->h1.vox_offset); goto done; }
         slope = v->h1.scl_slope;
         inter = v->h1.scl_inter;
     } else {
@@ -177,7 +162,7 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
         memcpy(&v->h2, hb, 540);
         if (swapped) nifti_swap_as_nifti2(&v->h2);
         if (memcmp(v->h2.magic, "n+2", 4)) {
-            st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field magic: not 'n+2' (only single-file NIfTI-2 is read)");
+            st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field magic: not 'n+2' (only single-file NIfTI-2 is read)");
             goto done;
         }
         for (int i = 0; i < 8; i++) dim[i] = v->h2.dim[i];
@@ -187,35 +172,35 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
         slope = v->h2.scl_slope;
         inter = v->h2.scl_inter;
     }
-    if (dim[0] < 1 || dim[0] > 7) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field dim[0] is %lld, must be 1..7", (long long)dim[0]); goto done; }
+    if (dim[0] < 1 || dim[0] > 7) { st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field dim[0] is %lld, must be 1..7", (long long)dim[0]); goto done; }
     int64_t nvox = 1;
     for (int i = 1; i <= dim[0]; i++) {
-        if (dim[i] <= 0) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field dim[%d] is %lld, must be > 0", i, (long long)dim[i]); goto done; }
+        if (dim[i] <= 0) { st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field dim[%d] is %lld, must be > 0", i, (long long)dim[i]); goto done; }
         if (!vbs_mul_ok(nvox, dim[i], &nvox) || nvox > VBS_NIFTI_MAX_VOXELS) {
-            st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field dim: more than %lld voxels", (long long)VBS_NIFTI_MAX_VOXELS);
+            st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field dim: more than %lld voxels", (long long)VBS_NIFTI_MAX_VOXELS);
             goto done;
         }
     }
     int is_float, is_signed, bpv = bytes_per_voxel(datatype, &is_float, &is_signed);
-    if (!bpv) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field datatype %d is unsupported (integer or real scalars only)", datatype); goto done; }
-    if (bitpix != 8 * bpv) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field bitpix is %d, datatype %d needs %d", bitpix, datatype, 8 * bpv); goto done; }
+    if (!bpv) { st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field datatype %d is unsupported (integer or real scalars only)", datatype); goto done; }
+    if (bitpix != 8 * bpv) { st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field bitpix is %d, datatype %d needs %d", bitpix, datatype, 8 * bpv); goto done; }
     if (vox_offset < hsize || vox_offset > (1 << 24)) {
-        st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field vox_offset %lld is outside %d..16 MiB", (long long)vox_offset, hsize);
+        st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field vox_offset %lld is outside %d..16 MiB", (long long)vox_offset, hsize);
         goto done;
     }
-    if (!isfinite(slope) || !isfinite(inter)) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "field scl_slope or scl_inter is not finite"); goto done; }
+    if (!isfinite(slope) || !isfinite(inter)) { st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "field scl_slope or scl_inter is not finite"); goto done; }
     /* geometry through libnifti, from the header we just validated; its
      * diagnostics are off, the library prints nothing unasked */
     nifti_set_debug_level(0);
     nifti_image *nim = v->version == 1 ? nifti_convert_n1hdr2nim(v->h1, path) : nifti_convert_n2hdr2nim(v->h2, path);
-    if (!nim) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "libnifti rejects the header"); goto done; }
+    if (!nim) { st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "libnifti rejects the header"); goto done; }
     nifti_image_free(nim);
     /* skip extensions to the data, then read all of it: a short read is truncation */
     int64_t skip = vox_offset - hsize;
     while (skip > 0) {
         unsigned char tmp[4096];
         int64_t n = skip < (int64_t)sizeof tmp ? skip : (int64_t)sizeof tmp;
-        if (gz_read_full(f, tmp, n) != n) { st = nfail(err, errlen, VBS_ERR_NIFTI, path, "truncated before vox_offset %lld", (long long)vox_offset); goto done; }
+        if (gz_read_full(f, tmp, n) != n) { st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "truncated before vox_offset %lld", (long long)vox_offset); goto done; }
         skip -= n;
     }
     int64_t nbytes = nvox * bpv;
@@ -232,16 +217,16 @@ vbs_status vbs_volume_read_nifti(const char *path, vbs_volume **out, char *err, 
         if (!r2) { free(raw); raw = NULL; }
         raw = r2;
     }
-    if (!raw) { st = nfail(err, errlen, VBS_ERR_NOMEM, path, "out of memory for %lld voxels", (long long)nvox); goto done; }
+    if (!raw) { st = vbs_fail_path(err, errlen, VBS_ERR_NOMEM, path, "out of memory for %lld voxels", (long long)nvox); goto done; }
     if (got != nbytes) {
         int zerr;
         const char *zmsg = gzerror(f, &zerr);
-        st = nfail(err, errlen, VBS_ERR_NIFTI, path, "truncated: data has %lld of %lld bytes%s%s", (long long)got, (long long)nbytes,
+        st = vbs_fail_path(err, errlen, VBS_ERR_NIFTI, path, "truncated: data has %lld of %lld bytes%s%s", (long long)got, (long long)nbytes,
                    zerr ? "; zlib: " : "", zerr ? zmsg : "");
         goto done;
     }
     v->data = malloc(sizeof(float) * (size_t)nvox);
-    if (!v->data) { st = nfail(err, errlen, VBS_ERR_NOMEM, path, "out of memory for %lld voxels", (long long)nvox); goto done; }
+    if (!v->data) { st = vbs_fail_path(err, errlen, VBS_ERR_NOMEM, path, "out of memory for %lld voxels", (long long)nvox); goto done; }
     if (swapped && bpv > 1) swap_bytes(raw, bpv, nvox);
     int scale = slope != 0.0 && !(slope == 1.0 && inter == 0.0);
     for (int64_t i = 0; i < nvox; i++) {
@@ -363,10 +348,10 @@ vbs_status vbs_volume_write_nifti(const vbs_volume *ref, const char *path, const
     int64_t n = 1;
     for (int i = 0; i < 4; i++)
         if (dims[i] <= 0 || !vbs_mul_ok(n, dims[i], &n) || n > VBS_NIFTI_MAX_VOXELS)
-            return nfail(err, errlen, VBS_ERR_ARG, path, "bad output dims");
+            return vbs_fail_path(err, errlen, VBS_ERR_ARG, path, "bad output dims");
     if (ref->version != 2)
         for (int i = 0; i < 4; i++)
-            if (dims[i] > 32767) return nfail(err, errlen, VBS_ERR_ARG, path, "dim %lld too large for NIfTI-1", (long long)dims[i]);
+            if (dims[i] > 32767) return vbs_fail_path(err, errlen, VBS_ERR_ARG, path, "dim %lld too large for NIfTI-1", (long long)dims[i]);
     nwrite w = {ref, data, dims, 0, NIFTI_TYPE_FLOAT32, 4};
     size_t len = strlen(path);
     w.gz = len > 3 && !strcmp(path + len - 3, ".gz");

@@ -81,6 +81,26 @@ vbs_status vbs_fail_file(char *err, vbs_status st, const char *file, const char 
     return st;
 }
 
+vbs_status vbs_fail_path(char *err, size_t len, vbs_status st, const char *path, const char *fmt, ...) {
+    if (err && len) {
+        char msg[VBS_ERRLEN], line[2 * VBS_ERRLEN];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        snprintf(line, sizeof line, "%s: %s", path, msg);
+        /* one line whatever a path or a name read from a file holds: control bytes as \n, \xNN */
+        size_t k = 0;
+        for (const unsigned char *c = (const unsigned char *)line; *c && k + 5 < len; c++) {
+            if (*c >= 0x20 && *c != 0x7f) err[k++] = (char)*c;
+            else k += (size_t)snprintf(err + k, len - k, *c == '\n' ? "\\n" : *c == '\t' ? "\\t" : "\\x%02x", *c);
+        }
+        if (k < len) err[k] = 0;
+        else err[len - 1] = 0;
+    }
+    return st;
+}
+
 static vbs_log_fn log_fn;
 static void *log_user;
 

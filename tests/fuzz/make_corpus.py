@@ -217,6 +217,42 @@ def dataset_seeds():
     put("dataset", "name-only.json", b'{"dataset_name": "x", "file_ending": ".nii"}')
 
 
+# ---- safetensors (converters/safetensors.c) ----------------------------------
+
+def safetensors(entries, metadata=None, pad=True):
+    """entries: [(name, dtype, shape, raw bytes)], laid out in order (odd sizes leave later data unaligned)"""
+    h, buf = {}, b""
+    if metadata is not None:
+        h["__metadata__"] = metadata
+    for name, dtype, shape, data in entries:
+        h[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [len(buf), len(buf) + len(data)]}
+        buf += data
+    hb = json.dumps(h, separators=(",", ":")).encode()
+    if pad:
+        hb += b" " * (-len(hb) % 8)
+    return struct.pack("<Q", len(hb)) + hb + buf
+
+
+def safetensors_seeds():
+    f32 = struct.pack("<6f", 0.5, -1.0, 2.0, 0.0, 3.5, -0.25)
+    f16 = struct.pack("<6H", 0x3c00, 0xbc00, 0x0001, 0x7c00, 0x7e00, 0x8400)  # 1, -1, a subnormal, Inf, NaN, -2^-14
+    bf16 = struct.pack("<4H", 0x3f80, 0xc040, 0x7f80, 0x0001)
+    f64 = struct.pack("<3d", 1.5, 1e39, -1e-300)
+    put("safetensors", "bayesian-torch.safetensors", safetensors(
+        [("conv1.mu_kernel", "F32", (2, 1, 1, 3), f32), ("conv1.rho_kernel", "F32", (6,), f32),
+         ("conv1.mu_bias", "F16", (6,), f16), ("bn.num_batches_tracked", "I64", (), struct.pack("<q", 7))],
+        {"format": "pt", "vbseg": "{\"labels\": [0, 1]}"}))
+    put("safetensors", "every-dtype-unaligned.safetensors", safetensors(
+        [("b", "BOOL", (3,), b"\x01\x00\x01"), ("h", "F16", (2, 3), f16), ("bf", "BF16", (4,), bf16),
+         ("d", "F64", (3,), f64), ("u8", "U8", (1,), b"\x05"), ("i8", "I8", (1,), b"\xff"), ("i16", "I16", (1,), b"\x01\x80"),
+         ("u16", "U16", (1,), b"\x01\x80"), ("i32", "I32", (1,), b"\x01\x00\x00\x80"), ("u32", "U32", (1,), b"\x01\x00\x00\x80"),
+         ("u64", "U64", (1,), b"\x01" * 8), ("s", "F32", (), f32[:4])], pad=False))
+    put("safetensors", "scalar-empty.safetensors", safetensors(
+        [("empty", "F32", (0, 4), b""), ("scalar", "F64", (), f64[:8]), ("empty16", "BF16", (3, 0), b"")]))
+    put("safetensors", "no-tensors.safetensors", safetensors([]))
+    put("safetensors", "metadata-only.safetensors", safetensors([], {"epoch": "3"}))
+
+
 # ---- .vbseg models and checkpoints, made by vbseg ------------------------------
 
 def run(*args):
@@ -286,6 +322,7 @@ npy_seeds()
 card_seeds()
 dataset_seeds()
 pytorch_seeds()
+safetensors_seeds()
 if B:
     vbseg_seeds()
 for root, _, files in sorted(os.walk(OUT)):
