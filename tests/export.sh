@@ -1,0 +1,125 @@
+#!/bin/bash
+# export.sh BUILD: `vbseg export` checked by ONNX Runtime (npm's onnxruntime-node,
+# installed into BUILD/ort on first use with --ignore-scripts: the install script
+# fetches GPU binaries, the CPU library is in the package). Skipped (exit 77) only
+# when npm is missing or the registry cannot be reached.
+#  - mean export on ORT = `vbseg run --raw --mode mean`, every output, for U-Net,
+#    V-Net and FCN with latent, hetero head and dropout, 2D and 3D, instance and batch norm
+#  - sampling export: 1000 ORT runs against `vbseg run --samples 1000`: per-voxel mean
+#    and variance of the probabilities within 5 standard errors (export_check.py mc),
+#    and a negative control (another rho) that this check must refuse
+#  - the mean export of each model without its latent (whose broadcast `vbseg convert`
+#    cannot import) re-imported by `vbseg convert` gives the same mean outputs; the
+#    card read back from metadata_props (a wire parser of its own) and re-imported
+#  - bad input: missing model, unwritable output, an existing output left intact,
+#    unknown flags, wrong suffix: one line, exit 1 or 2
+set -u
+B=$1
+V=$B/vbseg
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=/usr/bin/python3
+CHK="$PY $HERE/export_check.py"
+RUN="node $HERE/ort_run.js $B/ort"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+
+if ! command -v npm >/dev/null || ! command -v node >/dev/null; then echo "export: SKIP: npm or node missing (apt-get install npm)"; exit 77; fi
+if [ ! -d "$B/ort/node_modules/onnxruntime-node" ]; then
+    mkdir -p "$B/ort"
+    if ! npm install --ignore-scripts --no-audit --no-fund --prefix "$B/ort" onnxruntime-node >"$T/npm.log" 2>&1; then
+        if grep -qE "ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|ENETUNREACH|network" "$T/npm.log"; then
+            echo "export: SKIP: the npm registry cannot be reached"; tail -3 "$T/npm.log"; exit 77
+        fi
+        cat "$T/npm.log"; echo "export: npm install onnxruntime-node failed"; exit 1
+    fi
+fi
+
+cd "$T"
+# name arch dims extra; sizes are multiples of 2^depth and equal the card's patch (no windows)
+models=(
+  "u2 unet 2 --depth 2 --norm instance --patch 16x16"
+  "u3 unet 3 --depth 2 --norm batch --patch 8x8x8"
+  "v2 vnet 2 --depth 2 --norm batch --patch 16x16"
+  "v3 vnet 3 --depth 2 --norm instance --patch 8x8x8"
+  "f2 fcn 2 --depth 3 --norm instance --patch 16x16"
+  "f3 fcn 3 --depth 3 --norm batch --patch 8x8x8"
+)
+for spec in "${models[@]}"; do
+    set -- $spec
+    name=$1 arch=$2 dims=$3; shift 3
+    $V create --arch $arch --dims $dims --in-channels 2 --classes 3 --base 4 --latent 3 --hetero --dropout 0.2 --seed 7 "$@" --out $name.vbseg >/dev/null || { bad "$name: create"; continue; }
+    if [ $dims = 2 ]; then shape="1,2,16,16"; else shape="1,2,8,8,8"; fi
+    $PY -c "import numpy as np; np.random.seed(3); np.save('$name.in.npy', np.random.randn($shape).astype(np.float32))"
+    $V export $name.vbseg $name.mean.onnx --mean >/dev/null || { bad "$name: export --mean"; continue; }
+    $V run --model $name.vbseg --input $name.in.npy --out $name.v --raw --mode mean >/dev/null || { bad "$name: vbseg run"; continue; }
+    if ! $RUN $name.mean.onnx $name.in.npy $name.o; then bad "$name: ORT mean run"; continue; fi
+    for out in logits logvar; do
+        if r=$($CHK close $name.o/$out.npy $name.v/$out.npy); then ok; else bad "$name mean $out: $r"; fi
+        echo "$name mean export, $out: $r"
+    done
+    # re-import: the mean graph back into vbseg (deterministic) gives the same mean outputs. Without
+    # the latent: its SpatialBroadcast exports as Shape/Slice/Expand, which vbseg convert does not import
+    $V create --arch $arch --dims $dims --in-channels 2 --classes 3 --base 4 --latent 0 --hetero --dropout 0.2 --seed 7 "$@" --out $name.nl.vbseg >/dev/null
+    if $V export $name.nl.vbseg $name.nl.onnx --mean >/dev/null && $V convert $name.nl.onnx $name.back.vbseg --sigma-init none >/dev/null &&
+       $V run --model $name.nl.vbseg --input $name.in.npy --out $name.nv --raw --mode mean >/dev/null &&
+       $V run --model $name.back.vbseg --input $name.in.npy --out $name.b --raw --mode mean >/dev/null &&
+       r=$($CHK close $name.b/logits.npy $name.nv/logits.npy) && r2=$($CHK close $name.b/logvar.npy $name.nv/logvar.npy); then ok
+    else bad "$name: re-import ${r:-} ${r2:-}"; fi
+done
+
+# sampling: a tiny 2D U-Net with every source of randomness (weights, latent, dropout)
+N=1000
+$V create --arch unet --dims 2 --in-channels 2 --classes 3 --depth 2 --base 4 --latent 3 --hetero --dropout 0.2 --rho -3 --seed 5 --patch 16x16 --out s.vbseg >/dev/null
+$V create --arch unet --dims 2 --in-channels 2 --classes 3 --depth 2 --base 4 --latent 3 --hetero --dropout 0.2 --rho -2 --seed 5 --patch 16x16 --out s_other.vbseg >/dev/null
+$PY -c "import numpy as np; np.random.seed(4); np.save('s.raw.npy', np.random.randn(1,2,16,16).astype(np.float32))"
+$CHK zscore s.raw.npy s.in.npy # vbseg run normalises as the card says; ORT gets the normalised image
+if $V export s.vbseg s.onnx --sampling >/dev/null && $RUN s.onnx s.in.npy s.o $N softmax &&
+   $V run --model s.vbseg --input s.in.npy --out s.v --samples $N >/dev/null &&
+   $V run --model s_other.vbseg --input s.in.npy --out s.w --samples $N >/dev/null; then
+    if r=$($CHK mc s.o s.v $N); then ok; else bad "sampling statistics: $r"; fi
+    echo "sampling export vs vbseg, $N samples: $r"
+    if r=$($CHK mc-differs s.o s.w $N); then ok; else bad "negative control (rho -2 vs -3) not refused: $r"; fi
+    echo "negative control (vbseg at rho -2): $r"
+    # the mean graph's output is not what the sampling graph averages to with its spread
+    if $RUN s.onnx s.in.npy s.o1 && $RUN s.onnx s.in.npy s.o2 && ! $CHK close s.o1/logits.npy s.o2/logits.npy >/dev/null; then ok; else bad "two sampling runs gave the same logits"; fi
+else bad "sampling export or runs"; fi
+
+# the card through metadata_props
+if $CHK card u2.mean.onnx u2.card.json >u2.meta && grep -qx "vbseg.mode=mean" u2.meta && grep -qx "vbseg.channels=ch0,ch1" u2.meta &&
+   grep -qx "vbseg.labels=0:background,1:class1,2:class2" u2.meta && grep -qx "vbseg.heteroscedastic=true" u2.meta; then ok; else bad "metadata keys"; cat u2.meta; fi
+if $V convert u2.nl.onnx u2.card.vbseg --sigma-init none --card u2.card.json >/dev/null && $V export u2.card.vbseg u2.card.onnx --mean >/dev/null &&
+   $CHK card u2.card.onnx u2.card2.json >/dev/null &&
+   $PY -c "
+import json, sys
+a, b = json.load(open('u2.card.json')), json.load(open('u2.card2.json'))
+for c in (a, b):  # what vbseg convert adds of its own
+    for k in ('output_activation_source', 'sigma_init'): c.get('extra', {}).pop(k, None)
+    if not c.get('extra'): c.pop('extra', None)
+sys.exit(0 if a == b and a['channels'] == ['ch0', 'ch1'] and a['heteroscedastic'] else 1)"; then ok; else bad "card round trip"; fi
+
+# bad input
+one_line() { [ "$(wc -l <"$1")" = 1 ] && grep -q "^vbseg export: " "$1"; }
+$V export missing.vbseg x.onnx --mean 2>e1; rc=$?
+if [ $rc = 1 ] && one_line e1 && grep -q "missing.vbseg" e1; then ok; else bad "missing model: rc $rc $(cat e1)"; fi
+$V export u2.vbseg nodir/x.onnx --mean 2>e2; rc=$?
+if [ $rc = 1 ] && one_line e2 && grep -q "nodir/x.onnx" e2; then ok; else bad "unwritable output: rc $rc $(cat e2)"; fi
+echo keep >old.onnx
+head -c 300 u2.vbseg >trunc.vbseg
+$V export trunc.vbseg old.onnx --mean 2>e3; rc=$?
+if [ $rc = 1 ] && one_line e3 && [ "$(cat old.onnx)" = keep ]; then ok; else bad "existing output after a refused model: rc $rc $(cat e3)"; fi
+mkdir isdir.onnx
+$V export u2.vbseg isdir.onnx --mean 2>e4; rc=$?
+if [ $rc = 1 ] && one_line e4 && [ -d isdir.onnx ] && [ -z "$(ls -A isdir.onnx)" ] && [ -z "$(ls -a | grep -i 'tmp')" ]; then ok; else bad "output a folder: rc $rc $(cat e4); $(ls -a)"; fi
+for args in "u2.vbseg x.onnx --mean --frobnicate" "u2.vbseg x.safetensors --mean" "u2.vbseg x.onnx" "u2.vbseg x.onnx --mean --sampling" "u2.vbseg"; do
+    $V export $args 2>e5 >/dev/null; rc=$?
+    if [ $rc = 2 ] && one_line e5; then ok; else bad "usage '$args': rc $rc $(cat e5)"; fi
+done
+grep -q "\.onnx" e5 || true
+$V export u2.vbseg x.safetensors --mean 2>e6
+if grep -q "must end in .onnx" e6; then ok; else bad "suffix message: $(cat e6)"; fi
+
+echo "export: $pass passed, $fail failed"
+[ $fail = 0 ]
