@@ -7,14 +7,15 @@
 #    V-Net and FCN with latent, hetero head and dropout, 2D and 3D, instance and batch norm
 #  - sampling export: 1000 ORT runs against `vbseg run --samples 1000`: per-voxel mean
 #    and variance of the probabilities within 5 standard errors (export_check.py mc),
-#    and a negative control (another rho) that this check must refuse
+#    and a negative control (another rho) that this check must refuse; the sigma it computes
+#    (ONNX's Softplus) and ORT's Softplus op against softplus in double
 #  - the mean export of each model without its latent (whose broadcast `vbseg convert`
 #    cannot import) re-imported by `vbseg convert` gives the same mean outputs; the
 #    card read back from metadata_props (a wire parser of its own) and re-imported
 #  - bad input: missing model, unwritable output, an existing output left intact,
 #    unknown flags, wrong suffix: one line, exit 1 or 2
 set -u
-B=$1
+B=$(cd "$1" && pwd)
 V=$B/vbseg
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=/usr/bin/python3
@@ -86,6 +87,21 @@ if $V export s.vbseg s.onnx --sampling >/dev/null && $RUN s.onnx s.in.npy s.o $N
     # the mean graph's output is not what the sampling graph averages to with its spread
     if $RUN s.onnx s.in.npy s.o1 && $RUN s.onnx s.in.npy s.o2 && ! $CHK close s.o1/logits.npy s.o2/logits.npy >/dev/null; then ok; else bad "two sampling runs gave the same logits"; fi
 else bad "sampling export or runs"; fi
+
+# softplus: ONNX Runtime's Softplus op over rho in [-30, 30], and the sigma the sampling export
+# computes (its "vbs::sigma:NAME" made an output) for models whose rho is one value, both within
+# 1e-6 relative of softplus in double (float32 rounds to 6e-8)
+$PY -c "import numpy as np; np.save('img.npy', np.zeros((1,1,16,16),np.float32))"
+for rho in -25 -12 -3 2; do
+    mkdir -p sp$rho
+    if $V create --arch unet --dims 2 --in-channels 1 --classes 2 --depth 2 --base 4 --latent 0 --rho $rho --patch 16x16 --out sp$rho.vbseg >/dev/null &&
+       $V export sp$rho.vbseg sp$rho.onnx --sampling >/dev/null && $CHK softplus-probe sp$rho.onnx sp$rho $rho &&
+       $RUN sp$rho/sigma.onnx img.npy sp$rho/o && r=$($CHK relerr sp$rho/o/vbs__sigma_*.npy sp$rho/sigma_model_ref.npy "exported sigma at rho $rho" 1e-6)
+    then ok; else bad "exported sigma at rho $rho: ${r:-}"; fi
+    echo "${r:-}"
+done
+if $RUN sp2/softplus_op.onnx "rho=sp2/rho.npy" sp2/p && r=$($CHK relerr sp2/p/sigma.npy sp2/sigma_ref.npy "ONNX Runtime's Softplus op" 1e-6); then ok; else bad "${r:-Softplus op}"; fi
+echo "${r:-}"
 
 # the card through metadata_props
 if $CHK card u2.mean.onnx u2.card.json >u2.meta && grep -qx "vbseg.mode=mean" u2.meta && grep -qx "vbseg.channels=ch0,ch1" u2.meta &&

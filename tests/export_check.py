@@ -6,6 +6,9 @@
   card FILE.onnx OUT.json           metadata_props read by a protobuf wire parser of its own: writes
                                     "vbseg.card" to OUT.json, prints every key=value
   zscore IN.npy OUT.npy             each channel's non-zero voxels to mean 0, sd 1 (vbseg's normalisation)
+  softplus-probe FILE.onnx DIR RHO  the sampling export's sigma of one weight as an output, and ONNX's
+                                    Softplus op alone over rho in -30..30 (see softplus_probe)
+  relerr GOT.npy REF.npy LABEL MAX  max relative error <= MAX
 """
 import json
 import sys
@@ -78,6 +81,118 @@ def metadata(path):
     return out
 
 
+def enc_varint(v):
+    out = bytearray()
+    while True:
+        c = v & 0x7F
+        v >>= 7
+        out.append(c | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def enc(field, payload):
+    """a length-delimited field (payload bytes) or a varint (int)"""
+    if isinstance(payload, int):
+        return enc_varint(field << 3) + enc_varint(payload)
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return enc_varint(field << 3 | 2) + enc_varint(len(payload)) + payload
+
+
+def value_info(name, dims):
+    """ValueInfoProto: float tensor, dims (None: no shape)"""
+    tt = enc(1, 1)
+    if dims is not None:
+        tt += enc(2, b"".join(enc(1, enc(1, d)) for d in dims))
+    return enc(1, name) + enc(2, enc(1, tt))
+
+
+def softplus_probe(model, outdir, rho_value):
+    """Writes outdir/sigma.onnx: the exported sampling model (made with every rho =
+    rho_value) with "vbs::sigma:NAME" of its first variational weight as an output,
+    and sigma_model_ref.npy: softplus(rho_value) in float64 in that weight's shape;
+    and outdir/softplus_op.onnx: ONNX's Softplus op alone on a 2001-vector "rho",
+    with rho.npy (-30..30) and sigma_ref.npy (their softplus in float64)."""
+    b = open(model, "rb").read()
+
+    def varint(i):
+        v = s = 0
+        while True:
+            c = b[i]
+            i += 1
+            v |= (c & 0x7F) << s
+            s += 7
+            if c < 0x80:
+                return v, i
+
+    def fields(lo, hi):
+        i = lo
+        while i < hi:
+            key, i = varint(i)
+            f, t = key >> 3, key & 7
+            if t == 0:
+                v, i = varint(i)
+                yield f, v, None, None
+            elif t == 2:
+                n, i = varint(i)
+                yield f, i, i + n, key
+                i += n
+            else:
+                raise ValueError("wire type %d" % t)
+
+    top = list(fields(0, len(b)))
+    ga, ge = [(a, e) for f, a, e, _ in top if f == 7][0]
+    inits, nodes = {}, []
+    for f, a, e, _ in fields(ga, ge):
+        if f == 5:  # TensorProto: dims 1, name 8
+            name, dims = None, []
+            for ff, aa, ee, _k in fields(a, e):
+                if ff == 8:
+                    name = b[aa:ee].decode()
+                elif ff == 1 and ee is None:
+                    dims.append(aa)
+                elif ff == 1:  # packed dims
+                    j = aa
+                    while j < ee:
+                        v, j = varint(j)
+                        dims.append(v)
+            inits[name] = dims
+        elif f == 1:  # NodeProto: input 1, output 2, op_type 4
+            nd = {"in": [], "out": [], "op": ""}
+            for ff, aa, ee, _k in fields(a, e):
+                if ff == 1:
+                    nd["in"].append(b[aa:ee].decode())
+                elif ff == 2:
+                    nd["out"].append(b[aa:ee].decode())
+                elif ff == 4:
+                    nd["op"] = b[aa:ee].decode()
+            nodes.append(nd)
+    weight = sorted(n[len("vbs::mu:"):] for n in inits if n.startswith("vbs::mu:"))[0]
+    # the rho: the input of the RandomNormalLike that draws this weight's eps
+    rho = [n["in"][0] for n in nodes if n["op"] == "RandomNormalLike" and n["out"][0].startswith("vbs::%s:" % weight)][0]
+    dims = inits[rho]
+    graph = b[ga:ge] + enc(12, value_info("vbs::sigma:" + weight, None))
+    head = b"".join(b[a - len(enc_varint(k)) - len(enc_varint(e - a)):e] if e is not None else enc(f, a)
+                    for f, a, e, k in top if f != 7)
+    open(outdir + "/sigma.onnx", "wb").write(head + enc(7, graph))
+    sp = lambda r: np.maximum(r, 0) + np.log1p(np.exp(-np.abs(r)))
+    np.save(outdir + "/sigma_model_ref.npy", np.full(dims, sp(float(np.float32(rho_value)))))
+    node = enc(1, "rho") + enc(2, "sigma") + enc(4, "Softplus")
+    g = enc(1, node) + enc(2, "softplus") + enc(11, value_info("rho", [2001])) + enc(12, value_info("sigma", [2001]))
+    open(outdir + "/softplus_op.onnx", "wb").write(enc(1, 8) + enc(8, enc(1, "") + enc(2, 17)) + enc(7, g))
+    r = np.linspace(-30, 30, 2001).astype(np.float32)
+    np.save(outdir + "/rho.npy", r)
+    np.save(outdir + "/sigma_ref.npy", sp(r.astype(np.float64)))
+
+
+def relerr(got, ref, what):
+    g, r = np.load(got).astype(np.float64).ravel(), np.load(ref).ravel()
+    e = np.abs(g - r) / r
+    k = int(e.argmax())
+    return float(e.max()), "%s: max relative error %.3g against softplus in double (worst: %.7g for %.7g)" % (what, e.max(), g[k], r[k])
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "close":
@@ -86,6 +201,12 @@ def main():
         ok, msg = mc(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         if cmd == "mc-differs":
             ok = not ok
+    elif cmd == "softplus-probe":
+        softplus_probe(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+        ok, msg = True, ""
+    elif cmd == "relerr":  # GOT.npy REF.npy LABEL MAX
+        e, msg = relerr(sys.argv[2], sys.argv[3], sys.argv[4])
+        ok = e <= float(sys.argv[5])
     elif cmd == "card":
         md = metadata(sys.argv[2])
         for k in sorted(md):

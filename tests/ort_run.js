@@ -1,6 +1,8 @@
 // ort_run.js: runs an exported ONNX model on ONNX Runtime (npm's
 // onnxruntime-node), the oracle of tests/export.sh.
 //   node ort_run.js ORT_DIR MODEL.onnx IN.npy OUTDIR           one run: OUTDIR/<output>.npy per output
+//        (IN.npy feeds the first input; NAME=A.npy,NAME=B.npy feeds named inputs;
+//        characters of output names outside [A-Za-z0-9._-] become _)
 //   node ort_run.js ORT_DIR MODEL.onnx IN.npy OUTDIR N sigmoid|softmax
 //        N runs: per voxel of the class probabilities of output 0 (the activation
 //        applied over axis 1), OUTDIR/mean.npy, var.npy (population, as vbseg's
@@ -35,12 +37,17 @@ function writeNpy(f, dims, data) {
 
 (async () => {
   const s = await ort.InferenceSession.create(model, process.env.ORT_NOOPT ? { graphOptimizationLevel: 'disabled' } : {});
-  const x = readNpy(input);
-  const feeds = { [s.inputNames[0]]: new ort.Tensor('float32', x.data, x.dims) };
+  // IN.npy feeds the first input; NAME=FILE.npy,NAME=FILE.npy names each feed
+  const feeds = {};
+  for (const item of input.split(',')) {
+    const eq = item.indexOf('=');
+    const x = readNpy(eq < 0 ? item : item.slice(eq + 1));
+    feeds[eq < 0 ? s.inputNames[0] : item.slice(0, eq)] = new ort.Tensor('float32', x.data, x.dims);
+  }
   fs.mkdirSync(outDir, { recursive: true });
   if (!nArg) {
     const r = await s.run(feeds);
-    for (const name of s.outputNames) writeNpy(path.join(outDir, name + '.npy'), r[name].dims, r[name].data);
+    for (const name of s.outputNames) writeNpy(path.join(outDir, name.replace(/[^A-Za-z0-9._-]/g, '_') + '.npy'), r[name].dims, r[name].data);
     return;
   }
   const n = Number(nArg);
