@@ -4,8 +4,10 @@
 # fetches GPU binaries, the CPU library is in the package). Skipped (exit 77) only
 # when npm is missing or the registry cannot be reached.
 #  - mean export on ORT = `vbseg run --raw --mode mean`, every output, for U-Net,
-#    V-Net and FCN with latent, hetero head and dropout, 2D and 3D, instance and batch norm
-#  - sampling export: 1000 ORT runs against `vbseg run --samples 1000`: per-voxel mean
+#    V-Net and FCN with latent, hetero head and dropout, 2D and 3D, instance and batch norm,
+#    and for tests/torch_onnx.py's PyTorch models (Resize, Pad, pools, LeakyRelu, Sigmoid,
+#    Softmax, old-opset Softmax) imported by `vbseg convert`
+#  - sampling export (2D U-Net, 3D V-Net): 1000 ORT runs against `vbseg run --samples 1000`: per-voxel mean
 #    and variance of the probabilities within 5 standard errors (export_check.py mc),
 #    and a negative control (another rho) that this check must refuse; the sigma it computes
 #    (ONNX's Softplus) and ORT's Softplus op against softplus in double
@@ -71,22 +73,69 @@ for spec in "${models[@]}"; do
     else bad "$name: re-import ${r:-} ${r2:-}"; fi
 done
 
-# sampling: a tiny 2D U-Net with every source of randomness (weights, latent, dropout)
+# the ops `vbseg create` does not use (Resize nearest and linear, Pad, AveragePool, LeakyRelu,
+# Sigmoid, Softmax; at opset 11 a Softmax of the old flatten semantics between Transposes): PyTorch
+# models of tests/torch_onnx.py through `vbseg convert` (MOPED), exported, mean on ORT = vbseg's
+# mean, and the sampling export runs on ORT
+if $PY - <<PYEOF
+import sys
+sys.path.insert(0, "$HERE")
+import numpy as np, torch
+from torch_onnx import UNet, FCN
+torch.manual_seed(0)
+for dims in (2, 3):
+    x = torch.randn((1, 2, 16, 16) if dims == 2 else (1, 2, 8, 16, 16))
+    np.save("t%d.in.npy" % dims, x.numpy())
+    for name, model in (("unet", UNet(dims)), ("fcn", FCN(dims))):
+        model.eval()
+        n = len(model(x)) if name == "unet" else 1
+        for opset in (11, 17):
+            torch.onnx.export(model, x, "t_%s%d_%d.onnx" % (name, dims, opset), opset_version=opset, input_names=["x"],
+                              output_names=["out%d" % i for i in range(n)])
+PYEOF
+then
+    for f in t_*.onnx; do
+        base=${f%.onnx}
+        dims=$(echo $base | sed 's/^t_[a-z]*\([23]\)_.*/\1/')
+        if $V convert $f $base.vbseg >/dev/null && $V export $base.vbseg $base.x.onnx --mean >/dev/null && $V export $base.vbseg $base.s.onnx --sampling >/dev/null &&
+           $V run --model $base.vbseg --input t$dims.in.npy --out $base.v --raw --mode mean >/dev/null && $RUN $base.x.onnx t$dims.in.npy $base.o &&
+           $RUN $base.s.onnx t$dims.in.npy $base.so; then
+            for out in $base.v/*.npy; do
+                o=$(basename $out)
+                if r=$($CHK close $base.o/$o $out); then ok; else bad "$base $o: $r"; fi
+                echo "$base (PyTorch via vbseg convert) mean export, $o: $r"
+            done
+        else bad "$base: convert, export or runs"; fi
+    done
+else bad "PyTorch models"; fi
+
+# sampling: tiny models with every source of randomness (weights, latent, dropout), a 2D U-Net
+# and a 3D V-Net (batch norm); the U-Net also against a model with another rho (negative control)
 N=1000
-$V create --arch unet --dims 2 --in-channels 2 --classes 3 --depth 2 --base 4 --latent 3 --hetero --dropout 0.2 --rho -3 --seed 5 --patch 16x16 --out s.vbseg >/dev/null
-$V create --arch unet --dims 2 --in-channels 2 --classes 3 --depth 2 --base 4 --latent 3 --hetero --dropout 0.2 --rho -2 --seed 5 --patch 16x16 --out s_other.vbseg >/dev/null
-$PY -c "import numpy as np; np.random.seed(4); np.save('s.raw.npy', np.random.randn(1,2,16,16).astype(np.float32))"
-$CHK zscore s.raw.npy s.in.npy # vbseg run normalises as the card says; ORT gets the normalised image
-if $V export s.vbseg s.onnx --sampling >/dev/null && $RUN s.onnx s.in.npy s.o $N softmax &&
-   $V run --model s.vbseg --input s.in.npy --out s.v --samples $N >/dev/null &&
-   $V run --model s_other.vbseg --input s.in.npy --out s.w --samples $N >/dev/null; then
-    if r=$($CHK mc s.o s.v $N); then ok; else bad "sampling statistics: $r"; fi
-    echo "sampling export vs vbseg, $N samples: $r"
-    if r=$($CHK mc-differs s.o s.w $N); then ok; else bad "negative control (rho -2 vs -3) not refused: $r"; fi
+sampling=(
+  "s2 unet 2 1,2,16,16 --depth 2 --norm instance --patch 16x16"
+  "s3 vnet 3 1,2,8,8,8 --depth 2 --norm batch --patch 8x8x8"
+)
+for spec in "${sampling[@]}"; do
+    set -- $spec
+    name=$1 arch=$2 dims=$3 shape=$4; shift 4
+    $V create --arch $arch --dims $dims --in-channels 2 --classes 3 --base 4 --latent 3 --hetero --dropout 0.2 --rho -3 --seed 5 "$@" --out $name.vbseg >/dev/null
+    $PY -c "import numpy as np; np.random.seed(4); np.save('$name.raw.npy', np.random.randn($shape).astype(np.float32))"
+    $CHK zscore $name.raw.npy $name.in.npy # vbseg run normalises as the card says; ORT gets the normalised image
+    if $V export $name.vbseg $name.onnx --sampling >/dev/null && $RUN $name.onnx $name.in.npy $name.o $N softmax &&
+       $V run --model $name.vbseg --input $name.in.npy --out $name.v --samples $N >/dev/null; then
+        if r=$($CHK mc $name.o $name.v $N); then ok; else bad "$name sampling statistics: $r"; fi
+        echo "$name sampling export vs vbseg, $N samples: $r"
+        # two runs differ
+        if $RUN $name.onnx $name.in.npy $name.o1 && $RUN $name.onnx $name.in.npy $name.o2 && ! $CHK close $name.o1/logits.npy $name.o2/logits.npy >/dev/null
+        then ok; else bad "$name: two sampling runs gave the same logits"; fi
+    else bad "$name: sampling export or runs"; fi
+done
+if $V create --arch unet --dims 2 --in-channels 2 --classes 3 --depth 2 --base 4 --latent 3 --hetero --dropout 0.2 --rho -2 --seed 5 --patch 16x16 --out s_other.vbseg >/dev/null &&
+   $V run --model s_other.vbseg --input s2.in.npy --out s2.w --samples $N >/dev/null; then
+    if r=$($CHK mc-differs s2.o s2.w $N); then ok; else bad "negative control (rho -2 vs -3) not refused: $r"; fi
     echo "negative control (vbseg at rho -2): $r"
-    # the mean graph's output is not what the sampling graph averages to with its spread
-    if $RUN s.onnx s.in.npy s.o1 && $RUN s.onnx s.in.npy s.o2 && ! $CHK close s.o1/logits.npy s.o2/logits.npy >/dev/null; then ok; else bad "two sampling runs gave the same logits"; fi
-else bad "sampling export or runs"; fi
+else bad "negative control runs"; fi
 
 # softplus: ONNX Runtime's Softplus op over rho in [-30, 30], and the sigma the sampling export
 # computes (its "vbs::sigma:NAME" made an output) for models whose rho is one value, both within
