@@ -59,6 +59,10 @@ for spec in "${models[@]}"; do
     $V export $name.vbseg $name.mean.onnx --mean >/dev/null || { bad "$name: export --mean"; continue; }
     $V run --model $name.vbseg --input $name.in.npy --out $name.v --raw --mode mean >/dev/null || { bad "$name: vbseg run"; continue; }
     if ! $RUN $name.mean.onnx $name.in.npy $name.o; then bad "$name: ORT mean run"; continue; fi
+    # names and shapes (symbolic dims as dim_param) as vbseg info prints them
+    $V info $name.vbseg | sed -n 's/^\(input\|output\): *\(.*\)$/\1 \2/p' >$name.io.want
+    if $CHK io $name.mean.onnx >$name.io.got && [ -s $name.io.want ] && cmp -s $name.io.want $name.io.got; then ok
+    else bad "$name inputs/outputs: $(cat $name.io.got) vs $(cat $name.io.want)"; fi
     for out in logits logvar; do
         if r=$($CHK close $name.o/$out.npy $name.v/$out.npy); then ok; else bad "$name mean $out: $r"; fi
         echo "$name mean export, $out: $r"
@@ -100,6 +104,9 @@ then
         if $V convert $f $base.vbseg >/dev/null && $V export $base.vbseg $base.x.onnx --mean >/dev/null && $V export $base.vbseg $base.s.onnx --sampling >/dev/null &&
            $V run --model $base.vbseg --input t$dims.in.npy --out $base.v --raw --mode mean >/dev/null && $RUN $base.x.onnx t$dims.in.npy $base.o &&
            $RUN $base.s.onnx t$dims.in.npy $base.so; then
+            $V info $base.vbseg | sed -n 's/^\(input\|output\): *\(.*\)$/\1 \2/p' >$base.io.want
+            if $CHK io $base.x.onnx >$base.io.got && [ -s $base.io.want ] && cmp -s $base.io.want $base.io.got; then ok
+            else bad "$base inputs/outputs: $(cat $base.io.got) vs $(cat $base.io.want)"; fi
             for out in $base.v/*.npy; do
                 o=$(basename $out)
                 if r=$($CHK close $base.o/$o $out); then ok; else bad "$base $o: $r"; fi

@@ -5,6 +5,7 @@
   mc-differs ORTDIR VBSDIR N        the same check must FAIL (the negative control)
   card FILE.onnx OUT.json           metadata_props read by a protobuf wire parser of its own: writes
                                     "vbseg.card" to OUT.json, prints every key=value
+  io FILE.onnx                      the graph's inputs and outputs, as `vbseg info` prints them
   zscore IN.npy OUT.npy             each channel's non-zero voxels to mean 0, sd 1 (vbseg's normalisation)
   softplus-probe FILE.onnx DIR RHO  the sampling export's sigma of one weight as an output, and ONNX's
                                     Softplus op alone over rho in -30..30 (see softplus_probe)
@@ -193,6 +194,58 @@ def relerr(got, ref, what):
     return float(e.max()), "%s: max relative error %.3g against softplus in double (worst: %.7g for %.7g)" % (what, e.max(), g[k], r[k])
 
 
+def io(path):
+    """GraphProto's inputs (11) and outputs (12): 'input NAME (d, d, ...)' lines as
+    `vbseg info` prints them (dim_value or dim_param)."""
+    b = open(path, "rb").read()
+    lines = []
+
+    def varint(i):
+        v = s = 0
+        while True:
+            c = b[i]
+            i += 1
+            v |= (c & 0x7F) << s
+            s += 7
+            if c < 0x80:
+                return v, i
+
+    def sub(lo, hi):
+        i = lo
+        while i < hi:
+            key, i = varint(i)
+            f, t = key >> 3, key & 7
+            if t == 0:
+                v, i = varint(i)
+                yield f, v, None
+            elif t == 2:
+                n, i = varint(i)
+                yield f, i, i + n
+                i += n
+            elif t == 5:
+                i += 4
+            else:
+                i += 8
+
+    def first(lo, hi, field):
+        return [(a, e) for f, a, e in sub(lo, hi) if f == field]
+
+    ga, ge = first(0, len(b), 7)[0]
+    for f, a, e in sub(ga, ge):
+        if f not in (11, 12):
+            continue
+        name = [b[x:y].decode() for x, y in first(a, e, 1)][0]
+        dims = []
+        for ta, te in first(a, e, 2):  # TypeProto.tensor_type (1).shape (2).dim (1)
+            for tta, tte in first(ta, te, 1):
+                for sa, se in first(tta, tte, 2):
+                    for da, de in first(sa, se, 1):
+                        for ff, x, y in sub(da, de):
+                            dims.append(str(x) if ff == 1 else b[x:y].decode())
+        lines.append("%s %s (%s)" % ("input" if f == 11 else "output", name, ", ".join(dims)))
+    return lines
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "close":
@@ -207,6 +260,9 @@ def main():
     elif cmd == "relerr":  # GOT.npy REF.npy LABEL MAX
         e, msg = relerr(sys.argv[2], sys.argv[3], sys.argv[4])
         ok = e <= float(sys.argv[5])
+    elif cmd == "io":  # FILE.onnx: prints the graph's inputs and outputs
+        print("\n".join(io(sys.argv[2])))
+        ok, msg = True, ""
     elif cmd == "card":
         md = metadata(sys.argv[2])
         for k in sorted(md):
