@@ -405,10 +405,10 @@ static int metadata(ex *e, const vbs_card *c, const char *mode, Onnx__ModelProto
     char channels[1024] = "", labels[1024] = "", dims[16];
     size_t p = 0;
     for (int i = 0; i < c->n_channels && p < sizeof channels; i++)
-        p += (size_t)snprintf(channels + p, sizeof channels - p, "%s%s", i ? "," : "", c->channels[i]);
+        p += (size_t)snprintf(channels + p, sizeof channels - p, "%s%s", i ? "," : "", c->channels[i] ? c->channels[i] : "");
     p = 0;
     for (int i = 0; i < c->n_labels && p < sizeof labels; i++)
-        p += (size_t)snprintf(labels + p, sizeof labels - p, "%s%d:%s", i ? "," : "", c->labels[i].value, c->labels[i].name);
+        p += (size_t)snprintf(labels + p, sizeof labels - p, "%s%d:%s", i ? "," : "", c->labels[i].value, c->labels[i].name ? c->labels[i].name : "");
     snprintf(dims, sizeof dims, "%d", c->spatial_dims);
     const char *kv[][2] = {{"vbseg.card", json},
                            {"vbseg.mode", mode},
