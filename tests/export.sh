@@ -96,8 +96,13 @@ for dims in (2, 3):
         for opset in (11, 17):
             torch.onnx.export(model, x, "t_%s%d_%d.onnx" % (name, dims, opset), opset_version=opset, input_names=["x"],
                               output_names=["out%d" % i for i in range(n)])
+# a value named in the export's reserved "vbs::" space
+torch.onnx.export(FCN(2).eval(), torch.randn(1, 2, 16, 16), "reserved.onnx", opset_version=17, input_names=["x"], output_names=["vbs::y"])
 PYEOF
 then
+    $V convert reserved.onnx reserved.vbseg >/dev/null
+    $V export reserved.vbseg reserved.x.onnx --mean 2>e0; rc=$?
+    if [ $rc = 1 ] && [ "$(wc -l <e0)" = 1 ] && grep -q 'vbs::y' e0 && [ ! -e reserved.x.onnx ]; then ok; else bad "reserved name: rc $rc $(cat e0)"; fi
     for f in t_*.onnx; do
         base=${f%.onnx}
         dims=$(echo $base | sed 's/^t_[a-z]*\([23]\)_.*/\1/')
