@@ -277,7 +277,7 @@ static vbs_status export_node(ex *e, const vbs_node_def *nd, int sampling) {
         if (!sampling) return node(e, "Identity", nd->name, 1, in, nd->out[0], 0) ? VBS_OK : VBS_ERR_NOMEM;
         /* Not ONNX's Dropout with training_mode = true: ONNX Runtime's optimizer
          * (EliminateDropout) removes every Dropout whatever its training_mode
-         * (measured with onnxruntime-node 1.x: no spread at the default level,
+         * (measured with onnxruntime-node 1.30.0: no spread at the default level,
          * the right one with optimisations off). So the mask is drawn in ops:
          * y = u < ratio ? 0 : x / (1 - ratio), u = RandomUniformLike(x) in
          * [0, 1), a new draw every run (no seed). */
