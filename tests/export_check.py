@@ -1,7 +1,7 @@
 """export_check.py: the comparisons of tests/export.sh (NumPy; /usr/bin/python3).
   close A.npy B.npy                 max |A - B| <= 1e-4 * (1 + max |B|) (float32 sums reordered)
   mc ORTDIR VBSDIR N                ORT's N-run mean/var of the probabilities against vbseg's prob_mean/prob_var
-                                    of N samples, within 5 standard errors per voxel (printed)
+                                    of N samples, within Z_MAX = 6 standard errors per value (printed)
   mc-differs ORTDIR VBSDIR N        the same check must FAIL (the negative control)
   card FILE.onnx OUT.json           metadata_props read by a protobuf wire parser of its own: writes
                                     "vbseg.card" to OUT.json, prints every key=value
@@ -17,6 +17,53 @@ import sys
 import numpy as np
 
 
+def varint(b, i):
+    v = s = 0
+    while True:
+        c = b[i]
+        i += 1
+        v |= (c & 0x7F) << s
+        s += 7
+        if c < 0x80:
+            return v, i
+
+
+def packed(b, lo, hi):
+    """the varints of a packed repeated field's payload b[lo:hi]"""
+    out = []
+    while lo < hi:
+        v, lo = varint(b, lo)
+        out.append(v)
+    return out
+
+
+def wire(b, lo, hi):
+    """The protobuf fields of b[lo:hi]: (field, a, e, s0, s1) with the payload b[a:e] of a
+    length-delimited field (a = the value and e = None for a varint) and s0..s1 the
+    whole field, tag included."""
+    i = lo
+    while i < hi:
+        s0 = i
+        key, i = varint(b, i)
+        f, t = key >> 3, key & 7
+        if t == 0:
+            v, i = varint(b, i)
+            yield f, v, None, s0, i
+        elif t == 2:
+            n, i = varint(b, i)
+            yield f, i, i + n, s0, i + n
+            i += n
+        elif t in (1, 5):
+            i += 8 if t == 1 else 4
+            yield f, None, None, s0, i
+        else:
+            raise ValueError("wire type %d" % t)
+
+
+def fields_of(b, lo, hi, field):
+    return [(a, e) for f, a, e, _s0, _s1 in wire(b, lo, hi) if f == field]
+
+
 def close(a, b):
     a, b = np.load(a), np.load(b)
     if a.shape != b.shape:
@@ -24,6 +71,9 @@ def close(a, b):
     d = float(np.abs(a.astype(np.float64) - b).max())
     tol = 1e-4 * (1 + float(np.abs(b).max()))
     return d <= tol, "max diff %.3g (tolerance %.3g)" % (d, tol)
+
+
+Z_MAX = 6.0
 
 
 def mc(odir, vdir, n):
@@ -36,7 +86,10 @@ def mc(odir, vdir, n):
     se_v = np.sqrt(2 * np.maximum(o4 - ov ** 2, 0) / n) + 1e-7
     zm = np.abs(om - vm) / se_m
     zv = np.abs(ov - vv) / se_v
-    ok = zm.max() <= 5 and zv.max() <= 5
+    # the bound: Bonferroni over the 2 M values for a family-wise false alarm of 1e-3 would be
+    # |z| <= 5.3 for normal z at M = 1536; the variance's z is heavier-tailed (its standard
+    # error comes from an estimated 4th moment; 5.07 was seen once in a few runs), hence 6
+    ok = zm.max() <= Z_MAX and zv.max() <= Z_MAX
     return ok, "%d values: mean max z %.2f (rms %.2f), var max z %.2f (rms %.2f); mean var %.3g (ORT) vs %.3g (vbseg)" % (
         om.size, zm.max(), np.sqrt((zm ** 2).mean()), zv.max(), np.sqrt((zv ** 2).mean()), ov.mean(), vv.mean())
 
@@ -44,41 +97,10 @@ def mc(odir, vdir, n):
 def metadata(path):
     """ModelProto field 14 (metadata_props: key 1, value 2), read from the wire."""
     b = open(path, "rb").read()
-
-    def varint(i):
-        v = s = 0
-        while True:
-            c = b[i]
-            i += 1
-            v |= (c & 0x7F) << s
-            s += 7
-            if c < 0x80:
-                return v, i
-
-    def fields(lo, hi):
-        i = lo
-        while i < hi:
-            key, i = varint(i)
-            f, t = key >> 3, key & 7
-            if t == 0:
-                v, i = varint(i)
-                yield f, v, None
-            elif t == 2:
-                n, i = varint(i)
-                yield f, i, i + n
-                i += n
-            elif t == 5:
-                i += 4
-            elif t == 1:
-                i += 8
-            else:
-                raise ValueError("wire type %d" % t)
-
     out = {}
-    for f, a, e in fields(0, len(b)):
-        if f == 14:
-            kv = {ff: b[aa:ee].decode() for ff, aa, ee in fields(a, e)}
-            out[kv.get(1, "")] = kv.get(2, "")
+    for a, e in fields_of(b, 0, len(b), 14):
+        kv = {f: b[aa:ee].decode() for f, aa, ee, _s0, _s1 in wire(b, a, e)}
+        out[kv.get(1, "")] = kv.get(2, "")
     return out
 
 
@@ -116,52 +138,23 @@ def softplus_probe(model, outdir, rho_value):
     and outdir/softplus_op.onnx: ONNX's Softplus op alone on a 2001-vector "rho",
     with rho.npy (-30..30) and sigma_ref.npy (their softplus in float64)."""
     b = open(model, "rb").read()
-
-    def varint(i):
-        v = s = 0
-        while True:
-            c = b[i]
-            i += 1
-            v |= (c & 0x7F) << s
-            s += 7
-            if c < 0x80:
-                return v, i
-
-    def fields(lo, hi):
-        i = lo
-        while i < hi:
-            key, i = varint(i)
-            f, t = key >> 3, key & 7
-            if t == 0:
-                v, i = varint(i)
-                yield f, v, None, None
-            elif t == 2:
-                n, i = varint(i)
-                yield f, i, i + n, key
-                i += n
-            else:
-                raise ValueError("wire type %d" % t)
-
-    top = list(fields(0, len(b)))
-    ga, ge = [(a, e) for f, a, e, _ in top if f == 7][0]
+    top = list(wire(b, 0, len(b)))
+    ga, ge = fields_of(b, 0, len(b), 7)[0]
     inits, nodes = {}, []
-    for f, a, e, _ in fields(ga, ge):
+    for f, a, e, _s0, _s1 in wire(b, ga, ge):
         if f == 5:  # TensorProto: dims 1, name 8
             name, dims = None, []
-            for ff, aa, ee, _k in fields(a, e):
+            for ff, aa, ee, _s0, _s1 in wire(b, a, e):
                 if ff == 8:
                     name = b[aa:ee].decode()
                 elif ff == 1 and ee is None:
                     dims.append(aa)
                 elif ff == 1:  # packed dims
-                    j = aa
-                    while j < ee:
-                        v, j = varint(j)
-                        dims.append(v)
+                    dims += packed(b, aa, ee)
             inits[name] = dims
         elif f == 1:  # NodeProto: input 1, output 2, op_type 4
             nd = {"in": [], "out": [], "op": ""}
-            for ff, aa, ee, _k in fields(a, e):
+            for ff, aa, ee, _s0, _s1 in wire(b, a, e):
                 if ff == 1:
                     nd["in"].append(b[aa:ee].decode())
                 elif ff == 2:
@@ -174,8 +167,7 @@ def softplus_probe(model, outdir, rho_value):
     rho = [n["in"][0] for n in nodes if n["op"] == "RandomNormalLike" and n["out"][0].startswith("vbs::%s:" % weight)][0]
     dims = inits[rho]
     graph = b[ga:ge] + enc(12, value_info("vbs::sigma:" + weight, None))
-    head = b"".join(b[a - len(enc_varint(k)) - len(enc_varint(e - a)):e] if e is not None else enc(f, a)
-                    for f, a, e, k in top if f != 7)
+    head = b"".join(b[s0:s1] for f, _a, _e, s0, s1 in top if f != 7)
     open(outdir + "/sigma.onnx", "wb").write(head + enc(7, graph))
     sp = lambda r: np.maximum(r, 0) + np.log1p(np.exp(-np.abs(r)))
     np.save(outdir + "/sigma_model_ref.npy", np.full(dims, sp(float(np.float32(rho_value)))))
@@ -200,38 +192,11 @@ def io(path):
     b = open(path, "rb").read()
     lines = []
 
-    def varint(i):
-        v = s = 0
-        while True:
-            c = b[i]
-            i += 1
-            v |= (c & 0x7F) << s
-            s += 7
-            if c < 0x80:
-                return v, i
-
-    def sub(lo, hi):
-        i = lo
-        while i < hi:
-            key, i = varint(i)
-            f, t = key >> 3, key & 7
-            if t == 0:
-                v, i = varint(i)
-                yield f, v, None
-            elif t == 2:
-                n, i = varint(i)
-                yield f, i, i + n
-                i += n
-            elif t == 5:
-                i += 4
-            else:
-                i += 8
-
     def first(lo, hi, field):
-        return [(a, e) for f, a, e in sub(lo, hi) if f == field]
+        return fields_of(b, lo, hi, field)
 
     ga, ge = first(0, len(b), 7)[0]
-    for f, a, e in sub(ga, ge):
+    for f, a, e, _s0, _s1 in wire(b, ga, ge):
         if f not in (11, 12):
             continue
         name = [b[x:y].decode() for x, y in first(a, e, 1)][0]
@@ -240,7 +205,7 @@ def io(path):
             for tta, tte in first(ta, te, 1):
                 for sa, se in first(tta, tte, 2):
                     for da, de in first(sa, se, 1):
-                        for ff, x, y in sub(da, de):
+                        for ff, x, y, _s0, _s1 in wire(b, da, de):
                             dims.append(str(x) if ff == 1 else b[x:y].decode())
         lines.append("%s %s (%s)" % ("input" if f == 11 else "output", name, ", ".join(dims)))
     return lines
