@@ -50,6 +50,9 @@ void vbs_log(vbs_log_level level, const char *fmt, ...) __attribute__((format(pr
  * strings and arrays are registered in the caller's pool (free each, then the
  * pool). 0 and a one-line err naming the file and the field on failure. */
 int vbs_read_card_json(const char *path, vbs_card *card, char ***pool, int *npool, char *err, size_t errlen);
+/* json.c: the card as a compact JSON object of the fields vbs_read_card_json
+ * reads (owned, free()); NULL if memory runs out. */
+char *vbs_card_json(const vbs_card *card);
 
 /* crc32c.c: CRC-32C (Castagnoli) of len bytes, continuing crc (0 to start;
  * pre- and post-inverted like zlib's crc32, so calls chain). vbs_crc32c

@@ -278,3 +278,56 @@ done:
     json_decref(root);
     return ok;
 }
+
+/* ---- model cards as JSON (vbseg export's metadata) -------------------------- */
+
+/* The card in the form vbs_read_card_json reads, so that an exported card
+ * goes back through `vbseg convert --card`. producer and producer_version are
+ * not card-file fields (the converter sets them) and are left out. */
+char *vbs_card_json(const vbs_card *c) {
+    static const char *const norms[] = {"none", "zscore_nonzero", "percentile"};
+    static const char *const convs[] = {"custom", "brats2018", "brats2023", "msd"};
+    static const char *const acts[] = {"softmax", "sigmoid", "none"};
+    json_t *o = json_object(), *a;
+    int ok = o != NULL;
+    if (ok && c->n_channels > 0) {
+        ok = !json_object_set_new(o, "channels", a = json_array());
+        for (int i = 0; ok && a && i < c->n_channels; i++) ok = !json_array_append_new(a, json_string(c->channels[i]));
+    }
+    if (ok && (unsigned)c->normalization < 3) ok = !json_object_set_new(o, "normalization", json_string(norms[c->normalization]));
+    if (ok && c->normalization == VBS_NORM_PERCENTILE) {
+        ok = !json_object_set_new(o, "percentile", a = json_array());
+        if (ok) ok = !json_array_append_new(a, json_real(c->percentile_lo)) && !json_array_append_new(a, json_real(c->percentile_hi));
+    }
+    if (ok && (c->spatial_dims == 2 || c->spatial_dims == 3)) ok = !json_object_set_new(o, "spatial_dims", json_integer(c->spatial_dims));
+    if (ok && c->n_patch > 0) {
+        ok = !json_object_set_new(o, "patch", a = json_array());
+        for (int i = 0; ok && i < c->n_patch; i++) ok = !json_array_append_new(a, json_integer(c->patch[i]));
+    }
+    if (ok && c->n_labels > 0) {
+        ok = !json_object_set_new(o, "labels", a = json_object());
+        for (int i = 0; ok && i < c->n_labels; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "%d", c->labels[i].value);
+            ok = !json_object_set_new(a, k, json_string(c->labels[i].name ? c->labels[i].name : ""));
+        }
+    }
+    if (ok && (unsigned)c->label_convention < 4) ok = !json_object_set_new(o, "label_convention", json_string(convs[c->label_convention]));
+    if (ok && (unsigned)c->output_activation < 3) ok = !json_object_set_new(o, "output_activation", json_string(acts[c->output_activation]));
+    if (ok) ok = !json_object_set_new(o, "heteroscedastic", json_boolean(c->heteroscedastic));
+    if (ok && c->training_data) ok = !json_object_set_new(o, "training_data", json_string(c->training_data));
+    if (ok && c->description) ok = !json_object_set_new(o, "description", json_string(c->description));
+    if (ok) ok = !json_object_set_new(o, "epochs", json_integer(c->epochs));
+    if (ok && c->seed <= (uint64_t)INT64_MAX) ok = !json_object_set_new(o, "seed", json_integer((json_int_t)c->seed));
+    if (ok && c->n_metrics > 0) {
+        ok = !json_object_set_new(o, "metrics", a = json_object());
+        for (int i = 0; ok && i < c->n_metrics; i++) ok = !json_object_set_new(a, c->metrics[i].name, json_real(c->metrics[i].value));
+    }
+    if (ok && c->n_extra > 0) {
+        ok = !json_object_set_new(o, "extra", a = json_object());
+        for (int i = 0; ok && i < c->n_extra; i++) ok = !json_object_set_new(a, c->extra[i].key, json_string(c->extra[i].value));
+    }
+    char *s = ok ? json_dumps(o, JSON_PRESERVE_ORDER | JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}

@@ -82,6 +82,7 @@ static void usage(FILE *f) {
             "  info     describe a model: graph, parameters, sigma statistics, model card\n"
             "  run      Monte-Carlo inference on one NIfTI volume or .npy array\n"
             "  convert  import an ONNX model as a variational .vbseg model\n"
+            "  export   write a model as ONNX: its mean network, or a graph that samples every run\n"
             "  infer    batch inference over a folder of scans (BraTS, nnU-Net or flat layouts)\n"
             "  eval     Dice, IoU, HD95 and uncertainty quality against reference labels\n"
             "  train    train a variational network by Bayes by Backprop on labelled scans\n"
@@ -110,6 +111,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(c, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(c, "convert")) return cmd_convert(argc - 1, argv + 1);
+    if (!strcmp(c, "export")) return cmd_export(argc - 1, argv + 1);
     if (!strcmp(c, "infer")) return cmd_infer(argc - 1, argv + 1);
     if (!strcmp(c, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(c, "train")) return cmd_train(argc - 1, argv + 1);

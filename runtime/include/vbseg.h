@@ -252,6 +252,18 @@ vbs_convert_opts vbs_convert_defaults(void);
  * message, which names the node, its op and the attribute at fault). */
 vbs_status vbs_convert_onnx(const char *path, const vbs_convert_opts *opts, vbs_model **out);
 
+/* Writes the model as ONNX (opset 17) to path, atomically: VBS_EXPORT_MEAN
+ * the weight means, Dropout and the GaussianSample latent as the identity
+ * (what VBS_MODE_MEAN computes); VBS_EXPORT_SAMPLING draws anew at every
+ * run, as one VBS_MODE_SAMPLE pass does: w = mu + softplus(rho) * eps per
+ * variational weight and z = mean + softplus(rho) * eps per latent with
+ * RandomNormalLike, Dropout with training_mode = true (ONNX Runtime's random
+ * numbers, not vbseg's). The card is in metadata_props ("vbseg.card": its
+ * JSON, as `vbseg convert --card` reads it, and readable "vbseg.*" keys).
+ * On failure path is untouched and m's message names the file and the node. */
+typedef enum { VBS_EXPORT_MEAN = 0, VBS_EXPORT_SAMPLING = 1 } vbs_export_mode;
+vbs_status vbs_export_onnx(vbs_model *m, const char *path, vbs_export_mode mode);
+
 /* ---- session -------------------------------------------------------- */
 
 typedef struct vbs_session vbs_session;

@@ -1,0 +1,68 @@
+/*
+ * export.c: `vbseg export MODEL.vbseg OUT.onnx --mean|--sampling`: the model
+ * as an ONNX graph for ONNX Runtime (converters/onnx_export.c does the work).
+ * Only .onnx this round; other suffixes are a usage error naming it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *help =
+    "usage: vbseg export MODEL.vbseg OUT.onnx --mean | --sampling\n"
+    "\n"
+    "Writes the model as ONNX (opset 17), atomically, with the model card in\n"
+    "metadata_props (\"vbseg.card\": its JSON, which `vbseg convert --card` reads;\n"
+    "\"vbseg.channels\", \"vbseg.labels\", ... readable keys). Input and output names\n"
+    "and shapes are the model's, symbolic dims kept as dim_param.\n"
+    "  --mean      the weight means; Dropout and the latent's z = mean as the identity:\n"
+    "              what `vbseg run --mode mean` computes\n"
+    "  --sampling  every ONNX Runtime run is one Monte-Carlo sample: each variational\n"
+    "              weight w = mu + softplus(rho) * eps and the latent z = mean +\n"
+    "              softplus(rho) * eps with eps from RandomNormalLike, and each Dropout\n"
+    "              with training_mode = true. The random numbers are ONNX Runtime's,\n"
+    "              so a run matches vbseg's samples in distribution, not draw by draw.\n"
+    "The graph outputs what the model's graph outputs (logits for a softmax or\n"
+    "sigmoid card): apply the card's output activation to get probabilities.\n";
+
+static int ends_with(const char *s, const char *t) {
+    size_t n = strlen(s), m = strlen(t);
+    return n >= m && !strcmp(s + n - m, t);
+}
+
+int cmd_export(int argc, char **argv) {
+    const char *in = NULL, *out = NULL;
+    int mode = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(help, stdout); return 0; }
+        if (!strcmp(a, "--mean") || !strcmp(a, "--sampling")) {
+            int m = !strcmp(a, "--sampling") ? VBS_EXPORT_SAMPLING : VBS_EXPORT_MEAN;
+            if (mode >= 0 && mode != m) { cli_error("export", "--mean and --sampling exclude each other"); return 2; }
+            mode = m;
+            continue;
+        }
+        if (a[0] == '-') { cli_error("export", "unknown option '%s' (see --help)", a); return 2; }
+        if (!in) in = a;
+        else if (!out) out = a;
+        else { cli_error("export", "too many arguments (see --help)"); return 2; }
+    }
+    if (!in || !out) { cli_error("export", "MODEL.vbseg and OUT.onnx are required (see --help)"); return 2; }
+    if (!ends_with(out, ".onnx")) { cli_error("export", "%s: the output must end in .onnx (the only format exported)", out); return 2; }
+    if (mode < 0) { cli_error("export", "say --mean or --sampling (see --help)"); return 2; }
+    vbs_model *m;
+    int rc = 1;
+    if (vbs_model_load(in, &m)) cli_error("export", "%s", vbs_model_errmsg(m));
+    else if (vbs_export_onnx(m, out, (vbs_export_mode)mode)) cli_error("export", "%s", vbs_model_errmsg(m));
+    else {
+        vbs_stochasticity s;
+        vbs_model_stochasticity(m, &s);
+        printf("wrote %s: %s graph, opset 17", out, mode == VBS_EXPORT_SAMPLING ? "sampling" : "mean");
+        if (mode == VBS_EXPORT_SAMPLING)
+            printf(" (%lld variational weights, %d Dropout, %d latent sampled per run)", (long long)s.n_variational, s.n_dropout, s.n_latent);
+        printf("\n");
+        rc = 0;
+    }
+    vbs_model_free(m);
+    return rc;
+}
