@@ -23,8 +23,10 @@ vbs_require() {
 VBS_BUILD_DEPS=(cmake gcc make pkg-config protobuf-c-compiler libprotobuf-c-dev libopenblas-dev libnifti2-dev
                 libniftiio-dev libstb-dev zlib1g-dev libonnx-dev libjansson-dev)
 # clang and libclang-rt-14-dev: the libFuzzer targets (tests/fuzz/run.sh); libfiu: the fault walks (tests/fault/)
-# npm: tests/export.sh installs onnxruntime-node with it (the export's oracle)
-VBS_TEST_DEPS=(python3-torch python3-numpy python3-nibabel libonnx-testdata gnuplot-nox clang libclang-rt-14-dev libfiu-dev fiu-utils npm)
+VBS_TEST_DEPS=(python3-torch python3-numpy python3-nibabel libonnx-testdata gnuplot-nox clang libclang-rt-14-dev libfiu-dev fiu-utils)
+# npm: tests/export.sh installs onnxruntime-node with it (the export's oracle). Debian's package only where no
+# npm is on PATH: NodeSource's nodejs carries its own npm and conflicts with Debian's.
+command -v npm >/dev/null 2>&1 || VBS_TEST_DEPS+=(npm)
 # samples/paper/reproduce.sh's plots
 VBS_PAPER_DEPS=(gnuplot-nox)
 
