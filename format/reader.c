@@ -52,7 +52,9 @@ typedef struct {
     const uint32_t *crc, *crc_val; /* read_tensors: which tensors carry a CRC-32C, and its value */
 } ctx;
 
-#define FAIL(st, ...) vbs_fail_file(c->err, st, c->file, __VA_ARGS__)
+/* after a string the arena could not copy, any refusal is that: out of memory (an empty name is not the file's fault) */
+#define FAIL(st, ...) (c->nomem ? vbs_fail_file(c->err, VBS_ERR_NOMEM, c->file, "out of memory") \
+                                : vbs_fail_file(c->err, st, c->file, __VA_ARGS__))
 
 /* A bad checksum or padding: fatal when loading, reported and passed over by --verify. */
 __attribute__((format(printf, 2, 3))) static vbs_status problem(ctx *c, const char *fmt, ...) {
