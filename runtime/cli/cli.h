@@ -29,6 +29,8 @@ int cli_int(const char *cmd, const char *opt, const char *s, long long lo, long 
 int cli_float(const char *cmd, const char *opt, const char *s, double *out);
 /* "1x4x240x240" -> dims; returns ndim or -1. */
 int cli_shape(const char *s, int64_t *dims, int max);
+/* 1 if s ends with t (a file name's suffix) */
+int cli_ends_with(const char *s, const char *t);
 /* argv[i] is an option taking a value: returns it, or NULL after printing an error. */
 const char *cli_value(const char *cmd, int argc, char **argv, int *i);
 

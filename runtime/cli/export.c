@@ -20,15 +20,11 @@ static const char *help =
     "  --sampling  every ONNX Runtime run is one Monte-Carlo sample: each variational\n"
     "              weight w = mu + softplus(rho) * eps and the latent z = mean +\n"
     "              softplus(rho) * eps with eps from RandomNormalLike, and each Dropout\n"
-    "              with training_mode = true. The random numbers are ONNX Runtime's,\n"
+    "              as a mask drawn with RandomUniformLike (ONNX Runtime's optimiser\n"
+    "              removes Dropout nodes). The random numbers are ONNX Runtime's,\n"
     "              so a run matches vbseg's samples in distribution, not draw by draw.\n"
     "The graph outputs what the model's graph outputs (logits for a softmax or\n"
     "sigmoid card): apply the card's output activation to get probabilities.\n";
-
-static int ends_with(const char *s, const char *t) {
-    size_t n = strlen(s), m = strlen(t);
-    return n >= m && !strcmp(s + n - m, t);
-}
 
 int cmd_export(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
@@ -48,7 +44,7 @@ int cmd_export(int argc, char **argv) {
         else { cli_error("export", "too many arguments (see --help)"); return 2; }
     }
     if (!in || !out) { cli_error("export", "MODEL.vbseg and OUT.onnx are required (see --help)"); return 2; }
-    if (!ends_with(out, ".onnx")) { cli_error("export", "%s: the output must end in .onnx (the only format exported)", out); return 2; }
+    if (!cli_ends_with(out, ".onnx")) { cli_error("export", "%s: the output must end in .onnx (the only format exported)", out); return 2; }
     if (mode < 0) { cli_error("export", "say --mean or --sampling (see --help)"); return 2; }
     vbs_model *m;
     int rc = 1;

@@ -59,6 +59,11 @@ int cli_shape(const char *s, int64_t *dims, int max) {
     return n;
 }
 
+int cli_ends_with(const char *s, const char *t) {
+    size_t n = strlen(s), m = strlen(t);
+    return n >= m && !strcmp(s + n - m, t);
+}
+
 const char *cli_value(const char *cmd, int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
         cli_error(cmd, "%s needs a value", argv[*i]);

@@ -44,11 +44,6 @@ static const char *help =
     "array of rank R with any batch the graph allows, or of rank R-1 as a batch of\n"
     "one) and writes each graph output as DIR/<output>.npy with N as the leading dim.\n";
 
-static int ends_with(const char *s, const char *t) {
-    size_t n = strlen(s), m = strlen(t);
-    return n >= m && !strcmp(s + n - m, t);
-}
-
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -221,8 +216,8 @@ int cmd_run(int argc, char **argv) {
         } else { cli_error("run", "unknown option '%s' (see --help)", a); return 2; }
     }
     if (!model || !n_inputs || !outdir) { cli_error("run", "--model, --input and --out are required (see --help)"); return 2; }
-    int npy = ends_with(inputs[0], ".npy");
-    if (!npy && !ends_with(inputs[0], ".nii") && !ends_with(inputs[0], ".nii.gz"))
+    int npy = cli_ends_with(inputs[0], ".npy");
+    if (!npy && !cli_ends_with(inputs[0], ".nii") && !cli_ends_with(inputs[0], ".nii.gz"))
         return cli_error("run", "%s: input must be .nii, .nii.gz or .npy", inputs[0]);
     if (npy && n_inputs > 1) return cli_error("run", "a .npy input holds all channels: give one file");
 

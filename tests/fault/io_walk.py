@@ -283,19 +283,15 @@ def main():
             return ["manifest lists %s without out/%s%s" % (c, c, o) for c in (r.split("\t")[0] for r in rows)
                     for o in outs if "out/%s%s" % (c, o) not in files]
 
-        if not ONLY or "infer" in ONLY:
-            walk("infer", [V, "infer", "--model", S + "/m.vbseg", "--input", S + "/in", "--output", S + "/out", "--samples",
-                           "2", "--threads", "1", "--quiet"], pre_infer,
-                 {"out/.manifest.tsv.lock"}, W, reports={"out/manifest.tsv", "out/summary.csv", "out/summary.json"},
-                 then=r"vbseg infer: stopping: outputs cannot be written to .*run the same command again to resume$",
-                 consistent=infer_consistent)
         # infer into a folder that does not exist yet: nothing earlier to keep, nothing half-made to leave
         def pre_infer_new(st):
             scans(st + "/in", ["A"])
             sh(*create[:7], "4", *create[8:], "--out", st + "/m.vbseg")
-        if not ONLY or "infer_new" in ONLY:
-            walk("infer_new", [V, "infer", "--model", S + "/m.vbseg", "--input", S + "/in", "--output", S + "/out", "--samples",
-                               "2", "--threads", "1", "--quiet"], pre_infer_new,
+        for name, pre in (("infer", pre_infer), ("infer_new", pre_infer_new)):
+            if ONLY and name not in ONLY:
+                continue
+            walk(name, [V, "infer", "--model", S + "/m.vbseg", "--input", S + "/in", "--output", S + "/out", "--samples",
+                        "2", "--threads", "1", "--quiet"], pre,
                  {"out/.manifest.tsv.lock"}, W, reports={"out/manifest.tsv", "out/summary.csv", "out/summary.json"},
                  then=r"vbseg infer: stopping: outputs cannot be written to .*run the same command again to resume$",
                  consistent=infer_consistent)
