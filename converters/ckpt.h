@@ -48,6 +48,13 @@ vbs_status vbs_ckpt_read_safetensors_memory(const void *buf, size_t len, const c
  * object of string values, or NULL) as __metadata__, atomically. */
 vbs_status vbs_ckpt_write_safetensors(const vbs_ckpt *c, const char *metadata, const char *path, char *err, size_t errlen);
 
+/* The readers' element conversions to float32, shared so both convert alike:
+ * IEEE half (subnormals, Inf, NaN), bfloat16, and double with round to
+ * nearest (2^128 - 2^103 and beyond become +-Inf, defined; NaN kept). */
+float vbs_ckpt_half(uint16_t h);
+float vbs_ckpt_bf16(uint16_t h);
+float vbs_ckpt_double(double d);
+
 /* Frees everything a reader put in c (safe on a zeroed or partly filled c) and zeroes it. */
 void vbs_ckpt_free(vbs_ckpt *c);
 

@@ -22,8 +22,6 @@
  * else is refused with one line naming what it met. It does not interpret
  * names (the converter does), nor refuse NaN.
  */
-#include <float.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -932,31 +930,17 @@ static void list_keys(pm *m, int32_t dict, char *buf, size_t n) {
     }
 }
 
-static float half_to_float(uint16_t h) {
-    uint32_t s = (uint32_t)(h >> 15) << 31, e = h >> 10 & 31, f = h & 1023, u;
-    if (e == 31) u = s | 0x7F800000u | f << 13;
-    else if (e) u = s | (e + 112) << 23 | f << 13;
-    else if (!f) u = s;
-    else { /* subnormal: f * 2^-24 */
-        float x = (float)f * (1.0f / 16777216.0f);
-        return s ? -x : x;
-    }
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
 /* one element of a record (unaligned, little-endian), as float */
 static float elem(const uint8_t *p, int dt) {
     switch (dt) {
     case 0: { uint32_t u = rd32(p); float x; memcpy(&x, &u, 4); return x; }
-    case 1: return half_to_float(rd16(p));
-    case 2: { uint32_t u = (uint32_t)rd16(p) << 16; float x; memcpy(&x, &u, 4); return x; }
-    default: { /* past float's range: the infinity IEEE rounding gives, said explicitly (C leaves it undefined) */
+    case 1: return vbs_ckpt_half(rd16(p));
+    case 2: return vbs_ckpt_bf16(rd16(p));
+    default: {
         uint64_t u = rd64(p);
         double x;
         memcpy(&x, &u, 8);
-        return x > FLT_MAX ? INFINITY : x < -FLT_MAX ? -INFINITY : (float)x;
+        return vbs_ckpt_double(x);
     }
     }
 }

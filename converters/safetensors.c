@@ -18,9 +18,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <float.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,30 +49,6 @@ static uint64_t le64(const uint8_t *p) {
     return v;
 }
 
-/* IEEE half to float, subnormals, Inf and NaN included */
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, e = h >> 10 & 31, m = h & 1023, bits;
-    if (e == 31) bits = sign | 0x7f800000u | m << 13;
-    else if (e) bits = sign | (e + 112) << 23 | m << 13;
-    else if (!m) bits = sign;
-    else {
-        /* subnormal: m * 2^-24, exact in float */
-        float f = (float)m * 0x1p-24f;
-        return sign ? -f : f;
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-/* double to float with round-to-nearest; beyond float's range +-Inf (not
- * undefined behaviour), NaN kept */
-static float double_to_float(double d) {
-    if (d >= 0x1.ffffffp127) return INFINITY; /* 2^128 - 2^103 and above round to Inf */
-    if (d <= -0x1.ffffffp127) return -INFINITY;
-    return (float)d;
-}
-
 /* n values of dtype at p (any alignment, little-endian) into out */
 static void convert(const char *dtype, const uint8_t *p, int64_t n, float *out) {
     if (!strcmp(dtype, "F32")) {
@@ -83,18 +57,15 @@ static void convert(const char *dtype, const uint8_t *p, int64_t n, float *out) 
             memcpy(&out[i], &b, 4);
         }
     } else if (!strcmp(dtype, "F16")) {
-        for (int64_t i = 0; i < n; i++, p += 2) out[i] = half_to_float((uint16_t)(p[0] | p[1] << 8));
+        for (int64_t i = 0; i < n; i++, p += 2) out[i] = vbs_ckpt_half((uint16_t)(p[0] | p[1] << 8));
     } else if (!strcmp(dtype, "BF16")) {
-        for (int64_t i = 0; i < n; i++, p += 2) {
-            uint32_t b = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 24;
-            memcpy(&out[i], &b, 4);
-        }
+        for (int64_t i = 0; i < n; i++, p += 2) out[i] = vbs_ckpt_bf16((uint16_t)(p[0] | p[1] << 8));
     } else { /* F64 */
         for (int64_t i = 0; i < n; i++, p += 8) {
             uint64_t b = le64(p);
             double d;
             memcpy(&d, &b, 8);
-            out[i] = double_to_float(d);
+            out[i] = vbs_ckpt_double(d);
         }
     }
 }
