@@ -6,8 +6,10 @@
  *    computes.
  *  - sampling: every run of the ONNX graph draws a new sample, as one
  *    Monte-Carlo pass of vbseg does: each variational weight is
- *    w = mu + softplus(rho) * eps with eps from RandomNormalLike (no seed,
- *    so ONNX Runtime draws anew each run); each GaussianSample latent is
+ *    w = mu + softplus(rho) * eps with eps from RandomNormalLike (ONNX
+ *    Runtime draws anew each run; unseeded, each session starts anew too,
+ *    seeded, each node has a seed of its own and a new session repeats the
+ *    same sequence of samples); each GaussianSample latent is
  *    z = mean + softplus(rho) * eps the same way; each Dropout keeps an
  *    element where RandomUniformLike >= ratio and scales it by 1 / (1 -
  *    ratio), as vbseg's (see export_node for why not ONNX's Dropout). The
@@ -52,6 +54,8 @@ typedef struct {
     Onnx__TensorProto **inits;
     size_t n_inits, cap_inits;
     int counter;       /* generated value names */
+    int seeded;        /* give each random node a "seed" attribute */
+    uint32_t seed24;   /* the first node's, before mixing; then + 1 per node */
     int oom;
 } ex;
 
@@ -100,6 +104,24 @@ static Onnx__AttributeProto *attr_new(ex *e, const char *name, Onnx__AttributePr
 static Onnx__AttributeProto *attr_int(ex *e, const char *name, int64_t v) {
     Onnx__AttributeProto *a = attr_new(e, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
     if (a) { a->has_i = 1; a->i = v; }
+    return a;
+}
+
+/* The next random node's seed: a bijection of 24 bits (xor-shifts and odd
+ * multipliers modulo 2^24) of a counter, so the nodes' seeds are distinct,
+ * and exact as the float ONNX's "seed" attribute is. ONNX Runtime seeds
+ * std::default_random_engine (minstd_rand0) with it, which maps 0 to 1:
+ * 0 becomes 2^24, still exact. */
+static Onnx__AttributeProto *attr_seed(ex *e) {
+    const uint32_t m = 0xFFFFFF;
+    uint32_t x = e->seed24++ & m;
+    x ^= x >> 12;
+    x = (x * 0x9E3779B1u) & m;
+    x ^= x >> 11;
+    x = (x * 0x85EBCA6Bu) & m;
+    x ^= x >> 12;
+    Onnx__AttributeProto *a = attr_new(e, "seed", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    if (a) { a->has_f = 1; a->f = x ? (float)x : 16777216.f; }
     return a;
 }
 
@@ -198,13 +220,14 @@ static const char *const_f32(ex *e, const char *base, float v) {
     return constant(e, base, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 0, NULL, &v, sizeof v);
 }
 
-/* out = mean + softplus(rho) * eps, eps = RandomNormalLike(rho) (float, no
- * seed: a new draw every run). */
+/* out = mean + softplus(rho) * eps, eps = RandomNormalLike(rho) (float; a
+ * new draw every run, from a seed of its own when the export is seeded). */
 static int gaussian(ex *e, const char *mean, const char *rho, const char *out) {
     const char *eps = fresh(e, out);
-    Onnx__NodeProto *r = eps ? node(e, "RandomNormalLike", eps, 1, &rho, eps, 1) : NULL;
+    Onnx__NodeProto *r = eps ? node(e, "RandomNormalLike", eps, 1, &rho, eps, 1 + e->seeded) : NULL;
     if (!r) return 0;
     r->attribute[r->n_attribute++] = attr_int(e, "dtype", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT);
+    if (e->seeded) r->attribute[r->n_attribute++] = attr_seed(e);
     char sn[512];
     snprintf(sn, sizeof sn, PFX "sigma:%.480s", out); /* a fixed name: tests read it as an output */
     const char *sigma = S(e, sn);
@@ -280,13 +303,14 @@ static vbs_status export_node(ex *e, const vbs_node_def *nd, int sampling) {
          * (measured with onnxruntime-node 1.30.0: no spread at the default level,
          * the right one with optimisations off). So the mask is drawn in ops:
          * y = u < ratio ? 0 : x / (1 - ratio), u = RandomUniformLike(x) in
-         * [0, 1), a new draw every run (no seed). */
+         * [0, 1), a new draw every run (seeded as gaussian's). */
         const vbs_attr *r = vbs_attr_find(nd, "ratio");
         float ratio = r ? r->f : 0.5f;
         const char *u = fresh(e, nd->out[0]);
-        Onnx__NodeProto *ru = u ? node(e, "RandomUniformLike", u, 1, in, u, 1) : NULL;
+        Onnx__NodeProto *ru = u ? node(e, "RandomUniformLike", u, 1, in, u, 1 + e->seeded) : NULL;
         if (!ru) return VBS_ERR_NOMEM;
         ru->attribute[ru->n_attribute++] = attr_int(e, "dtype", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT);
+        if (e->seeded) ru->attribute[ru->n_attribute++] = attr_seed(e);
         const char *drop = binary(e, "Less", u, const_f32(e, "ratio", ratio), nd->out[0]);
         const char *kept = binary(e, "Mul", nd->in[0], const_f32(e, "scale", 1.f / (1.f - ratio)), nd->out[0]);
         const char *args[3] = {drop, const_f32(e, "zero", 0.f), kept};
@@ -442,12 +466,18 @@ static vbs_status write_blob(int fd, void *user, char *err) {
     return VBS_OK;
 }
 
-vbs_status vbs_export_onnx(vbs_model *m, const char *path, vbs_export_mode mode) {
-    if (!m || !path || (mode != VBS_EXPORT_MEAN && mode != VBS_EXPORT_SAMPLING)) return VBS_ERR_ARG;
+vbs_status vbs_export_onnx(vbs_model *m, const char *path, const vbs_export_opts *opts) {
+    if (!m || !path || !opts || (opts->mode != VBS_EXPORT_MEAN && opts->mode != VBS_EXPORT_SAMPLING)) return VBS_ERR_ARG;
+    vbs_export_mode mode = opts->mode;
     if (!m->loaded) return vbs_fail(m->err, VBS_ERR_STATE, "vbs_export_onnx: model did not load");
     const vbs_def *d = &m->def;
     vbs_arena ar = {0};
-    ex e = {.ar = &ar, .d = d, .file = path, .err = m->err};
+    ex e = {.ar = &ar, .d = d, .file = path, .err = m->err, .seeded = opts->seeded && mode == VBS_EXPORT_SAMPLING};
+    /* the seed's 64 bits folded into the counter's start (splitmix64's finaliser) */
+    uint64_t h = opts->seed + 0x9E3779B97F4A7C15ull;
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+    e.seed24 = (uint32_t)(h ^ (h >> 31));
     int sampling = mode == VBS_EXPORT_SAMPLING;
     vbs_status st = VBS_OK;
     /* generated names must not meet the model's own */

@@ -134,13 +134,21 @@ for spec in "${sampling[@]}"; do
     $V create --arch $arch --dims $dims --in-channels 2 --classes 3 --base 4 --latent 3 --hetero --dropout 0.2 --rho -3 --seed 5 "$@" --out $name.vbseg >/dev/null
     $PY -c "import numpy as np; np.random.seed(4); np.save('$name.raw.npy', np.random.randn($shape).astype(np.float32))"
     $CHK zscore $name.raw.npy $name.in.npy # vbseg run normalises as the card says; ORT gets the normalised image
-    if $V export $name.vbseg $name.onnx --sampling >/dev/null && $RUN $name.onnx $name.in.npy $name.o $N softmax &&
+    # the statistics from a seeded export and vbseg's seed 0: the same figures every run (an
+    # unseeded comparison would fail now and then by chance, at whatever bound)
+    if $V export $name.vbseg $name.onnx --sampling --seed 11 >/dev/null && $RUN $name.onnx $name.in.npy $name.o $N softmax &&
        $V run --model $name.vbseg --input $name.in.npy --out $name.v --samples $N >/dev/null; then
         if r=$($CHK mc $name.o $name.v $N); then ok; else bad "$name sampling statistics: $r"; fi
-        echo "$name sampling export vs vbseg, $N samples: $r"
-        # two runs differ
-        if $RUN $name.onnx $name.in.npy $name.o1 && $RUN $name.onnx $name.in.npy $name.o2 && ! $CHK close $name.o1/logits.npy $name.o2/logits.npy >/dev/null
-        then ok; else bad "$name: two sampling runs gave the same logits"; fi
+        echo "$name sampling export (seed 11) vs vbseg, $N samples: $r"
+        # seeded: two sessions repeat the same samples; an other seed and the unseeded export do not
+        if $RUN $name.onnx $name.in.npy $name.s1 && $RUN $name.onnx $name.in.npy $name.s2 && cmp -s $name.s1/logits.npy $name.s2/logits.npy
+        then ok; else bad "$name: two sessions of the seeded export differ"; fi
+        if $V export $name.vbseg $name.12.onnx --sampling --seed 12 >/dev/null && $RUN $name.12.onnx $name.in.npy $name.s12 &&
+           ! $CHK close $name.s1/logits.npy $name.s12/logits.npy >/dev/null
+        then ok; else bad "$name: seeds 11 and 12 gave the same logits"; fi
+        if $V export $name.vbseg $name.u.onnx --sampling >/dev/null && $RUN $name.u.onnx $name.in.npy $name.o1 &&
+           $RUN $name.u.onnx $name.in.npy $name.o2 && ! $CHK close $name.o1/logits.npy $name.o2/logits.npy >/dev/null
+        then ok; else bad "$name: two runs of the unseeded export gave the same logits"; fi
     else bad "$name: sampling export or runs"; fi
 done
 if $V create --arch unet --dims 2 --in-channels 2 --classes 3 --depth 2 --base 4 --latent 3 --hetero --dropout 0.2 --rho -2 --seed 5 --patch 16x16 --out s_other.vbseg >/dev/null &&
@@ -190,7 +198,8 @@ if [ $rc = 1 ] && one_line e3 && [ "$(cat old.onnx)" = keep ]; then ok; else bad
 mkdir isdir.onnx
 $V export u2.vbseg isdir.onnx --mean 2>e4; rc=$?
 if [ $rc = 1 ] && one_line e4 && [ -d isdir.onnx ] && [ -z "$(ls -A isdir.onnx)" ] && [ -z "$(ls -a | grep -i 'tmp')" ]; then ok; else bad "output a folder: rc $rc $(cat e4); $(ls -a)"; fi
-for args in "u2.vbseg x.onnx --mean --frobnicate" "u2.vbseg x.safetensors --mean" "u2.vbseg x.onnx" "u2.vbseg x.onnx --mean --sampling" "u2.vbseg"; do
+for args in "u2.vbseg x.onnx --mean --frobnicate" "u2.vbseg x.safetensors --mean" "u2.vbseg x.onnx" "u2.vbseg x.onnx --mean --sampling" "u2.vbseg" \
+            "u2.vbseg x.onnx --mean --seed 3" "u2.vbseg x.onnx --sampling --seed x" "u2.vbseg x.onnx --sampling --seed -1" "u2.vbseg x.onnx --sampling --seed"; do
     $V export $args 2>e5 >/dev/null; rc=$?
     if [ $rc = 2 ] && one_line e5; then ok; else bad "usage '$args': rc $rc $(cat e5)"; fi
 done

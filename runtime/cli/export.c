@@ -1,5 +1,5 @@
 /*
- * export.c: `vbseg export MODEL.vbseg OUT.onnx --mean|--sampling`: the model
+ * export.c: `vbseg export MODEL.vbseg OUT.onnx --mean|--sampling [--seed S]`: the model
  * as an ONNX graph for ONNX Runtime (converters/onnx_export.c does the work).
  * Only .onnx this round; other suffixes are a usage error naming it.
  */
@@ -9,7 +9,7 @@
 #include "cli.h"
 
 static const char *help =
-    "usage: vbseg export MODEL.vbseg OUT.onnx --mean | --sampling\n"
+    "usage: vbseg export MODEL.vbseg OUT.onnx --mean | --sampling [--seed S]\n"
     "\n"
     "Writes the model as ONNX (opset 17), atomically, with the model card in\n"
     "metadata_props (\"vbseg.card\": its JSON, which `vbseg convert --card` reads;\n"
@@ -23,12 +23,17 @@ static const char *help =
     "              as a mask drawn with RandomUniformLike (ONNX Runtime's optimiser\n"
     "              removes Dropout nodes). The random numbers are ONNX Runtime's,\n"
     "              so a run matches vbseg's samples in distribution, not draw by draw.\n"
+    "  --seed S    with --sampling: give every random node a seed of its own derived\n"
+    "              from S, so each new ONNX Runtime session repeats the same sequence\n"
+    "              of samples (successive runs in a session still differ). Without\n"
+    "              it every session draws anew.\n"
     "The graph outputs what the model's graph outputs (logits for a softmax or\n"
     "sigmoid card): apply the card's output activation to get probabilities.\n";
 
 int cmd_export(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
     int mode = -1;
+    long long seed = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(help, stdout); return 0; }
@@ -36,6 +41,11 @@ int cmd_export(int argc, char **argv) {
             int m = !strcmp(a, "--sampling") ? VBS_EXPORT_SAMPLING : VBS_EXPORT_MEAN;
             if (mode >= 0 && mode != m) { cli_error("export", "--mean and --sampling exclude each other"); return 2; }
             mode = m;
+            continue;
+        }
+        if (!strcmp(a, "--seed")) {
+            const char *v = cli_value("export", argc, argv, &i);
+            if (!v || !cli_int("export", a, v, 0, 0x7fffffffffffffffLL, &seed)) return 2;
             continue;
         }
         if (a[0] == '-') { cli_error("export", "unknown option '%s' (see --help)", a); return 2; }
@@ -46,16 +56,19 @@ int cmd_export(int argc, char **argv) {
     if (!in || !out) { cli_error("export", "MODEL.vbseg and OUT.onnx are required (see --help)"); return 2; }
     if (!cli_ends_with(out, ".onnx")) { cli_error("export", "%s: the output must end in .onnx (the only format exported)", out); return 2; }
     if (mode < 0) { cli_error("export", "say --mean or --sampling (see --help)"); return 2; }
+    if (seed >= 0 && mode != VBS_EXPORT_SAMPLING) { cli_error("export", "--seed applies to --sampling only (the mean graph draws nothing)"); return 2; }
+    vbs_export_opts eo = {.mode = (vbs_export_mode)mode, .seeded = seed >= 0, .seed = seed >= 0 ? (uint64_t)seed : 0};
     vbs_model *m;
     int rc = 1;
     if (vbs_model_load(in, &m)) cli_error("export", "%s", vbs_model_errmsg(m));
-    else if (vbs_export_onnx(m, out, (vbs_export_mode)mode)) cli_error("export", "%s", vbs_model_errmsg(m));
+    else if (vbs_export_onnx(m, out, &eo)) cli_error("export", "%s", vbs_model_errmsg(m));
     else {
         vbs_stochasticity s;
         vbs_model_stochasticity(m, &s);
         printf("wrote %s: %s graph, opset 17", out, mode == VBS_EXPORT_SAMPLING ? "sampling" : "mean");
         if (mode == VBS_EXPORT_SAMPLING)
-            printf(" (%lld variational weights, %d Dropout, %d latent sampled per run)", (long long)s.n_variational, s.n_dropout, s.n_latent);
+            printf(" (%lld variational weights, %d Dropout, %d latent sampled per run%s)", (long long)s.n_variational, s.n_dropout, s.n_latent,
+                   seed >= 0 ? "; seeded" : "");
         printf("\n");
         rc = 0;
     }

@@ -257,12 +257,21 @@ vbs_status vbs_convert_onnx(const char *path, const vbs_convert_opts *opts, vbs_
  * (what VBS_MODE_MEAN computes); VBS_EXPORT_SAMPLING draws anew at every
  * run, as one VBS_MODE_SAMPLE pass does: w = mu + softplus(rho) * eps per
  * variational weight and z = mean + softplus(rho) * eps per latent with
- * RandomNormalLike, Dropout with training_mode = true (ONNX Runtime's random
- * numbers, not vbseg's). The card is in metadata_props ("vbseg.card": its
- * JSON, as `vbseg convert --card` reads it, and readable "vbseg.*" keys).
- * On failure path is untouched and m's message names the file and the node. */
+ * RandomNormalLike, and each Dropout as a mask drawn with RandomUniformLike
+ * (ONNX Runtime's random numbers, not vbseg's). With seeded set, every
+ * random node gets its own "seed" attribute derived from seed (distinct per
+ * node), so a new ONNX Runtime session repeats the same sequence of
+ * samples; unseeded, each session draws anew. The card is in
+ * metadata_props ("vbseg.card": its JSON, as `vbseg convert --card` reads
+ * it, and readable "vbseg.*" keys). On failure path is untouched and m's
+ * message names the file and the node. */
 typedef enum { VBS_EXPORT_MEAN = 0, VBS_EXPORT_SAMPLING = 1 } vbs_export_mode;
-vbs_status vbs_export_onnx(vbs_model *m, const char *path, vbs_export_mode mode);
+typedef struct {
+    vbs_export_mode mode;
+    int seeded;    /* sampling only: give every random node a seed */
+    uint64_t seed;
+} vbs_export_opts;
+vbs_status vbs_export_onnx(vbs_model *m, const char *path, const vbs_export_opts *opts);
 
 /* ---- session -------------------------------------------------------- */
 
