@@ -99,14 +99,17 @@ try:
     rows = open(f"{t}/out/manifest.tsv").read().splitlines()[1:]
     check(len(rows) == N + 2, f"{len(rows)} cases in the manifest")
     check(all(os.path.getsize(f"{t}/out/c{i:04d}_epistemic.nii.gz") > 0 for i in range(N)), "every case's maps")
-    parts = f"RssAnon {rss10['RssAnon']} -> {rss500['RssAnon']} kB, RssFile {rss10['RssFile']} -> {rss500['RssFile']} kB"
-    rss10, rss500 = rss10["VmRSS"], rss500["VmRSS"]
-    growth = 100.0 * (rss500 - rss10) / rss10
-    print(f"infer_longrun: {N + 2} cases in {secs:.0f} s{' (ASan build)' if asan else ''}: VmRSS {rss10} kB after 10 cases, "
-          f"{rss500} kB after {N} ({growth:+.2f}%; {parts}); open fds {len(fd10)} after 10, {len(fd500)} after {N}")
-    # A run keeps one row per case for its summaries (infer.h's `row`: some 500 bytes); all of it must stay within 5%.
+    anon = 100.0 * (rss500["RssAnon"] - rss10["RssAnon"]) / rss10["RssAnon"]
+    growth = 100.0 * (rss500["VmRSS"] - rss10["VmRSS"]) / rss10["VmRSS"]
+    print(f"infer_longrun: {N + 2} cases in {secs:.0f} s{' (ASan build)' if asan else ''}: VmRSS {rss10['VmRSS']} kB after 10 cases, "
+          f"{rss500['VmRSS']} kB after {N} ({growth:+.2f}%); RssAnon {rss10['RssAnon']} -> {rss500['RssAnon']} kB ({anon:+.2f}%), "
+          f"RssFile {rss10['RssFile']} -> {rss500['RssFile']} kB; open fds {len(fd10)} after 10, {len(fd500)} after {N}")
+    # The bound is on RssAnon (the heap and the anonymous maps, where a leak shows): RssFile
+    # is the binary's and the libraries' pages, which the kernel maps in and out as it
+    # likes (it once moved VmRSS by 8% here). A run keeps one row per case for its
+    # summaries (infer.h's `row`), some 2.6% over 490 cases; all of it must stay within 5%.
     if not asan:
-        check(abs(growth) <= 5, f"VmRSS after {N} cases ({rss500} kB) within 5% of after 10 ({rss10} kB)")
+        check(abs(anon) <= 5, f"RssAnon after {N} cases ({rss500['RssAnon']} kB) within 5% of after 10 ({rss10['RssAnon']} kB)")
     check(fd10 == fd500, f"the same open files after 10 and after {N} cases: {fd10} / {fd500}")
 finally:
     shutil.rmtree(t, ignore_errors=True)
