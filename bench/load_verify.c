@@ -11,8 +11,8 @@
  *     on the SSE4.2 path after the caches are flushed (a 256 MB buffer
  *     written first, not timed), as at the first pass of a load;
  *   - parse 1.2 and 1.0: vbs_format_parse alone (preamble, header,
- *     tensors, padding, and the CRCs in 1.2; no graph), from memory: the
- *     reader's part of a load, where the CRCs are most of the time.
+ *     tensors, padding, and in 1.2 the CRCs with the finite check made in
+ *     the same pass; no graph), from memory: the reader's part of a load.
  * Not a test: timings are noisy on a shared machine. bench/load_verify.sh
  * builds it, makes the reference model and runs it; by hand, from the top
  * of a built tree:

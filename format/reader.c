@@ -5,7 +5,9 @@
  * protobuf header, every tensor's dtype, dims (overflow-checked), byte
  * length, 64-byte alignment, bounds and overlaps, every tensor's CRC-32C
  * (format 1.2+), and the zero padding. Graph semantics (ops, cycles,
- * shapes, finite weights) are checked by the runtime. Tensor data stay
+ * shapes) and finite weights are checked by the runtime; in a checksummed
+ * file the reader makes the finite check in its CRC pass and records it
+ * (finite_seen), the runtime judging it. Tensor data stay
  * where they are: def tensors point into the buffer.
  *
  * The invariant (format 1.2+): every byte of the file is checked by one of
@@ -152,7 +154,10 @@ static int cmp_off(const void *a, const void *b) {
 }
 
 /* The data section in offset order: each gap zero, each tensor's CRC-32C
- * (where it has one) equal to the stored one. */
+ * (where it has one) equal to the stored one. CHUNK: two of crc32c.c's
+ * three-stream blocks (3 x 8192 bytes), small enough for the L2 cache. */
+#define CHUNK (6 * 8192)
+
 static vbs_status verify_data(ctx *c, vbs_def *d, vbs_tensor_def **by_off, const uint8_t *data, uint64_t data_len, uint64_t doff) {
     uint64_t pos = 0;
     vbs_status st = VBS_OK;
@@ -169,7 +174,19 @@ static vbs_status verify_data(ctx *c, vbs_def *d, vbs_tensor_def **by_off, const
         const vbs_tensor_def *t = by_off[i];
         int k = (int)(t - d->tensors);
         if (c->crc[k]) {
-            uint32_t got = vbs_crc32c(0, data + t->offset, (size_t)t->nbytes);
+            /* the CRC and the runtime's finite check in one pass, chunk by chunk
+             * while the chunk is in the L1/L2 caches: at load this is the first
+             * pass over the weights, at memory speed; a second one (the finite
+             * check after it) found them out of the caches again */
+            uint32_t got = 0;
+            int bad = 0;
+            const uint8_t *p = data + t->offset;
+            for (uint64_t at = 0, n; at < t->nbytes; at += n) {
+                n = t->nbytes - at < CHUNK ? t->nbytes - at : CHUNK;
+                got = vbs_crc32c(got, p + at, (size_t)n);
+                bad |= vbs_any_nonfinite((const float *)(p + at), (int64_t)(n / sizeof(float)));
+            }
+            by_off[i]->finite_seen = bad ? 2 : 1;
 #ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION /* tests/fuzz/run.sh: let mutated weights reach the forward pass */
             if (got != c->crc_val[k])
 #else

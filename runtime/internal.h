@@ -60,6 +60,14 @@ char *vbs_card_json(const vbs_card *card);
  * environment forces the table, for tests); _hw and _sw are the two paths,
  * for tests and benchmarks (_hw only where vbs_crc32c_hw_available()). */
 uint32_t vbs_crc32c(uint32_t crc, const void *buf, size_t len);
+/* 1 if any of the n floats at p is NaN or Inf (read as bits: no trap on a
+ * signalling NaN, and -ffast-math cannot fold it away). */
+static inline int vbs_any_nonfinite(const float *p, int64_t n) {
+    const uint32_t *u = (const uint32_t *)p;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+    return (int)bad;
+}
 uint32_t vbs_crc32c_hw(uint32_t crc, const void *buf, size_t len);
 uint32_t vbs_crc32c_sw(uint32_t crc, const void *buf, size_t len);
 int vbs_crc32c_hw_available(void);
@@ -115,6 +123,8 @@ typedef struct {
     vbs_prior prior;
     uint64_t offset, nbytes;   /* in the data section */
     const float *data;         /* borrowed: mmap, caller buffer or builder */
+    int finite_seen;           /* the reader's finite check, made in its CRC pass: 1 all finite, 2 a NaN or
+                                * Inf, 0 not looked at (no CRC, or not from a file); vbs_model_init checks the rest */
 } vbs_tensor_def;
 
 /* A checkpoint's training state (format 1.1+; trainer/checkpoint.c): kept

@@ -406,12 +406,64 @@ static void mutations(void) {
     free(b);
 }
 
+/* The finite check: made in the reader's CRC pass (48 KiB chunks) for a
+ * checksummed file, by the runtime for a 1.0 file. A NaN or an Inf at the
+ * first element, on either side of a chunk boundary and at the last
+ * element of a weight over 3 chunks long, and in a rho: each refused,
+ * naming the tensor, in both layouts (the writer computes the right CRC). */
+static void nonfinite(void) {
+    vbs_unet_opts o = vbs_unet_defaults();
+    o.base = 32; o.depth = 2; o.in_channels = 1; o.classes = 2; o.latent = 0;
+    vbs_model *m;
+    CHECK(vbs_unet_build(&o, &m) == VBS_OK, "%s", vbs_model_errmsg(m));
+    if (!m->loaded) { vbs_model_free(m); return; }
+    const vbs_tensor_def *big = NULL, *rho = NULL;
+    for (int i = 0; i < m->def.n_tensors; i++) {
+        const vbs_tensor_def *t = &m->def.tensors[i];
+        if (t->role == VBS_ROLE_MU && (!big || t->numel > big->numel)) big = t;
+        if (t->role == VBS_ROLE_RHO && !rho) rho = t;
+    }
+    const int64_t chunk = 6 * 8192 / 4; /* floats per chunk of format/reader.c */
+    CHECK(big && big->numel > 3 * chunk && rho, "no weight over 3 chunks (%lld floats) or no rho", big ? (long long)big->numel : 0LL);
+    if (!big || big->numel <= 3 * chunk || !rho) { vbs_model_free(m); return; }
+    struct { const vbs_tensor_def *t; int64_t at; } spots[] = {
+        {big, 0}, {big, chunk - 1}, {big, chunk}, {big, 2 * chunk + 1}, {big, big->numel - 1}, {rho, rho->numel / 2}};
+    const float bad[2] = {NAN, -INFINITY};
+    for (size_t k = 0; k < sizeof spots / sizeof spots[0]; k++)
+        for (int v = 0; v < 2; v++)
+            for (int flags = 0; flags <= VBS_WRITE_NO_CHECKSUMS; flags += VBS_WRITE_NO_CHECKSUMS) {
+                float *x = (float *)spots[k].t->data + spots[k].at, keep = *x;
+                *x = bad[v];
+                char p[300], e[VBS_ERRLEN], what[64], want[300];
+                snprintf(what, sizeof what, "nonfinite_%zu_%d_%s", k, v, flags ? "1.0" : "1.2");
+                snprintf(p, sizeof p, "%s/%s.vbseg", dir, what);
+                CHECK(vbs_format_write_flags(&m->def, p, flags, e) == VBS_OK, "%s", e);
+                *x = keep;
+                size_t n;
+                uint8_t *b = slurp(p, &n);
+                snprintf(want, sizeof want, "tensor '%s' contains NaN or Inf", spots[k].t->name);
+                if (b) expect_refusal(what, b, n, VBS_ERR_NUMERIC, want);
+                free(b);
+            }
+    /* and the same model, all finite, loads in both layouts */
+    for (int flags = 0; flags <= VBS_WRITE_NO_CHECKSUMS; flags += VBS_WRITE_NO_CHECKSUMS) {
+        char p[300], e[VBS_ERRLEN] = "";
+        snprintf(p, sizeof p, "%s/finite_%d.vbseg", dir, flags);
+        vbs_model *l;
+        CHECK(vbs_format_write_flags(&m->def, p, flags, e) == VBS_OK && vbs_model_load(p, &l) == VBS_OK, "all finite, flags %d: %s %s", flags,
+              e, vbs_model_errmsg(l));
+        vbs_model_free(l);
+    }
+    vbs_model_free(m);
+}
+
 int main(void) {
     if (!mkdtemp(dir)) return 1;
     round_trip();
     if (good) refusals();
     if (good) mutations();
     old_files();
+    nonfinite();
     free(good);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
