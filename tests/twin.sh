@@ -13,6 +13,13 @@
 #  - torchbnn's log sigma l -> rho: softplus(rho) = exp(l) within float rounding
 #    (l from -20 to 3); --prior recorded (vbseg info), its absence as unknown
 #  - bad usage: exit 2, one line
+#  - `vbseg export MODEL OUT.safetensors --naming N` of a `vbseg create` model (U-Net with
+#    batch norm and a latent): the file parsed by this script's own few lines of json/struct,
+#    every key as the convention's table names it (written here from issue 11's table),
+#    mu and rho the model's bytes (torchbnn: log sigma = log softplus(rho) in double), the
+#    card and convention in __metadata__; converted back with --graph MODEL.vbseg: every
+#    tensor byte-identical (torchbnn: softplus(rho) within float rounding) and the outputs of
+#    `vbseg run --samples 3 --seed 1 --raw` byte-identical (torchbnn: within 1e-4)
 set -u
 B=$(cd "$1" && pwd)
 V=$B/vbseg
@@ -130,6 +137,109 @@ EOF
 "$V" convert "$T/ckpt_plain.pt" --graph "$T/twin.onnx" "$T/pr.vbseg" --prior normal:0.25 >/dev/null || bad "convert --prior"
 "$V" info "$T/pr.vbseg" >"$T/info.txt" && grep -qx "extra:        prior = normal:0.25" "$T/info.txt" && grep -qx "prior:        N(0, 0.25^2)" "$T/info.txt" && ok || bad "prior recorded"
 grep -qx "extra:        naming = plain" "$T/info.txt" && ! grep -q "sigma_init" "$T/info.txt" && ok || bad "card's naming, no sigma_init"
+
+# ---- export to safetensors, and back onto the model ----
+"$V" create --arch unet --dims 2 --in-channels 2 --classes 3 --depth 2 --base 4 --seed 5 --rho -4 --norm batch --patch 16x16 \
+    --out "$T/u.vbseg" >/dev/null || bad "create"
+rm -rf "$T/du"; mkdir -p "$T/du"; "$DUMP" "$T/u.vbseg" "$T/du" || bad "dump u"
+$PY -c "import numpy as np; np.save('$T/x2.npy', np.random.default_rng(3).standard_normal((1, 2, 16, 16)).astype(np.float32))"
+"$V" run --model "$T/u.vbseg" --input "$T/x2.npy" --out "$T/ou" --samples 3 --seed 1 --raw >/dev/null || bad "run u"
+NV=$(grep -c " mu " "$T/du/manifest.txt"); NT=$(grep -vc " rho " "$T/du/manifest.txt")
+for c in plain bayesian-torch blitz torchbnn; do
+    st=$T/u_$c.safetensors
+    if [ $c = plain ]; then args=(); else args=(--naming $c); fi # plain is the default
+    "$V" export "$T/u.vbseg" "$st" "${args[@]}" >"$T/rep.txt" 2>&1 || { bad "export $c"; cat "$T/rep.txt"; continue; }
+    $PY - "$st" "$T/du" "$c" <<'PYEOF' && ok || bad "export $c: names and values"
+import json, struct, sys, numpy as np
+path, dump, conv = sys.argv[1:]
+raw = open(path, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+meta = head.pop("__metadata__")
+data = raw[8 + n:]
+def get(k):
+    e = head[k]
+    assert e["dtype"] == "F32", k
+    a, b = e["data_offsets"]
+    return np.frombuffer(data[a:b], dtype="<f4").reshape(e["shape"])
+man = [l.split() for l in open(dump + "/manifest.txt")]
+arr = {name: np.load(f"{dump}/{i}.npy") for i, role, name in man}
+want = {}
+for i, role, name in man:
+    if role == "plain":
+        want[name] = (arr[name], None)
+    elif role == "mu":
+        p, which = name.rsplit(".", 1)
+        rho = arr[name + ".rho"]
+        if conv == "plain":
+            mk, sk = name, name + ".rho"
+        elif conv == "bayesian-torch":
+            w = "kernel" if which == "weight" and arr[name].ndim > 2 else which
+            mk, sk = f"{p}.mu_{w}", f"{p}.rho_{w}"
+        elif conv == "blitz":
+            mk, sk = f"{p}.{which}_mu", f"{p}.{which}_rho"
+        else:
+            mk, sk = f"{p}.{which}_mu", f"{p}.{which}_log_sigma"
+        want[mk] = (arr[name], None)
+        want[sk] = (rho, conv == "torchbnn")
+bad = []
+if set(want) != set(head):
+    bad.append(f"keys: missing {sorted(set(want) - set(head))[:4]}, extra {sorted(set(head) - set(want))[:4]}")
+for k, (v, logsig) in want.items():
+    if k not in head: continue
+    got = get(k)
+    if logsig:
+        r = v.astype(np.float64)
+        l = np.log(np.where(r > 30, r, np.log1p(np.exp(r))))
+        if got.shape != v.shape or np.abs(got - l).max() > 1e-6 * max(1, np.abs(l).max()): bad.append(k + ": log sigma")
+    elif got.shape != v.shape or got.tobytes() != v.astype("<f4").tobytes(): bad.append(k + ": bytes")
+card = json.loads(meta["vbseg.card"])
+if meta.get("vbseg.naming") != conv or card.get("output_activation") != "softmax": bad.append(f"metadata {meta}")
+if bad: print(conv, bad[:5])
+sys.exit(1 if bad else 0)
+PYEOF
+    out=$T/b_$c.vbseg
+    "$V" convert "$st" --graph "$T/u.vbseg" "$out" >"$T/rep.txt" 2>&1 || { bad "convert back $c"; cat "$T/rep.txt"; continue; }
+    grep -qx "naming: $c (auto)" "$T/rep.txt" && grep -qx "matched: $NT by name, 0 by bytes; $NV variational; 0 non-parameter keys dropped" "$T/rep.txt" \
+        && ok || bad "back $c: report $(head -2 "$T/rep.txt")"
+    check "back $c: info --verify" "$V" info --verify "$out" >/dev/null
+    rm -rf "$T/db" "$T/ob"; mkdir -p "$T/db"; "$DUMP" "$out" "$T/db" || bad "dump back $c"
+    "$V" run --model "$out" --input "$T/x2.npy" --out "$T/ob" --samples 3 --seed 1 --raw >/dev/null || bad "run back $c"
+    if [ $c != torchbnn ]; then
+        diff -r "$T/du" "$T/db" >/dev/null && ok || bad "back $c: tensors not byte-identical"
+        diff -r "$T/ou" "$T/ob" >/dev/null && ok || bad "back $c: sampled outputs not byte-identical"
+    else
+        cmp -s "$T/du/manifest.txt" "$T/db/manifest.txt" && ok || bad "back torchbnn: manifest"
+        $PY - "$T/du" "$T/db" <<'PYEOF' && ok || bad "back torchbnn: tensors"
+import sys, numpy as np
+a, b = sys.argv[1:]
+sp = lambda r: np.where(r > 30, r, np.log1p(np.exp(r)))
+for l in open(a + "/manifest.txt"):
+    i, role, name = l.split()
+    x, y = np.load(f"{a}/{i}.npy").astype(np.float64), np.load(f"{b}/{i}.npy").astype(np.float64)
+    if role != "rho" and x.tobytes() != y.tobytes(): sys.exit(f"{name}: differs")
+    if role == "rho" and (np.abs(sp(y) / sp(x) - 1).max() > 2e-6): sys.exit(f"{name}: sigma beyond float rounding")
+PYEOF
+        for f in "$T"/ou/*.npy; do close "$T/ob/$(basename "$f")" "$f" || bad "back torchbnn: $(basename "$f")"; done
+    fi
+done
+# the export's refusals and usage errors; an existing OUT untouched
+echo keep >"$T/keep.safetensors"
+refuse "export: --mean with safetensors" 2 "apply to OUT.onnx" "$V" export "$T/u.vbseg" "$T/keep.safetensors" --mean
+refuse "export: auto" 2 "--naming 'auto'" "$V" export "$T/u.vbseg" "$T/keep.safetensors" --naming auto
+refuse "export: naming with onnx" 2 "--naming applies to OUT.safetensors" "$V" export "$T/u.vbseg" "$T/keep.onnx" --naming plain --mean
+refuse "export: missing model" 1 "nothere.vbseg" "$V" export "$T/nothere.vbseg" "$T/keep.safetensors"
+refuse "export: wrong suffix" 2 "must end in .onnx or .safetensors" "$V" export "$T/u.vbseg" "$T/keep.pt"
+# an ONNX import whose variational weight ONNX named (Conv+BN folded: onnx::Conv_N): no bayesian-torch name for it
+"$V" convert "$T/fused.onnx" "$T/fusednames.vbseg" >/dev/null || bad "convert fused.onnx"
+refuse "export: no name in the convention" 1 "tensor 'onnx::Conv_.*' has no name in the bayesian-torch convention" \
+    "$V" export "$T/fusednames.vbseg" "$T/keep.safetensors" --naming bayesian-torch
+[ "$(cat "$T/keep.safetensors")" = keep ] && ok || bad "an existing OUT.safetensors was changed"
+# the same model in plain names: read back onto its own graph, the same tensors
+"$V" export "$T/fusednames.vbseg" "$T/fn.safetensors" >/dev/null && "$V" convert "$T/fn.safetensors" --graph "$T/fusednames.vbseg" "$T/fn.vbseg" >/dev/null \
+    && ok || bad "plain export of ONNX names and back"
+rm -rf "$T/d4" "$T/d5"; mkdir -p "$T/d4" "$T/d5"
+"$DUMP" "$T/fusednames.vbseg" "$T/d4" && "$DUMP" "$T/fn.vbseg" "$T/d5" && diff -r "$T/d4" "$T/d5" >/dev/null && ok || bad "ONNX names: tensors differ"
 
 echo "twin: $pass passed, $fail failed"
 [ $fail -eq 0 ]
