@@ -203,8 +203,8 @@ static vbs_status match(vbs_model *m, const vbs_ckpt *c, const char *path, const
             /* equal means with different spreads: either pairing could be the wrong one */
             if (other >= 0 && !same_bytes(c, e[found].spread, e[other].spread))
                 return vbs_fail_file(m->err, VBS_ERR_FORMAT, path,
-                                     "graph tensor '%s' has the bytes of both '%s' and '%s', whose spreads differ: name it as the "
-                                     "checkpoint does, or say --naming", g->name, c->t[found].name, c->t[other].name);
+                                     "graph tensor '%s' has the bytes of both '%s' and '%s', whose spreads differ: export the twin "
+                                     "with the checkpoint's module paths", g->name, c->t[found].name, c->t[other].name);
             if (!same_shape(&c->t[found], g)) {
                 dims_text(a, sizeof a, c->t[found].ndim, c->t[found].dims);
                 dims_text(b, sizeof b, g->ndim, g->dims);

@@ -104,6 +104,11 @@ refuse "Inf in a spread" 1 "inf_rho.pt: tensor 'up.rho_bias' (the spread of 'up.
 refuse "mixed conventions" 1 "mixed.pt: keys of two naming conventions: 'enc.mu_kernel' (bayesian-torch) and 'head.weight_rho' (blitz)" \
     "$V" convert "$T/mixed.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
 refuse "a convention that does not fit" 1 "tensor 'enc.weight_mu' is a mean without its spread under the torchbnn convention" "$V" convert "$T/ckpt_blitz.pt" --graph "$T/twin.onnx" "$T/keep.vbseg" --naming torchbnn
+refuse "equal means, different spreads" 1 "ambiguous.pt: graph tensor 'inner.enc.bias' has the bytes of both 'enc.bias_mu' and 'copy.bias_mu', whose spreads differ" \
+    "$V" convert "$T/ambiguous.pt" --graph "$T/renamed.onnx" "$T/keep.vbseg"
+refuse "a spread without its mean" 1 "lone.pt: tensor 'lone.rho_bias' is the spread of 'lone.bias', which has no mean" "$V" convert "$T/lone.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
+refuse "a shape that differs" 1 "shape.pt: tensor 'enc.mu_bias' has shape \[5\] but the graph's 'enc.bias' has \[4\]" "$V" convert "$T/shape.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
+refuse "two keys for one tensor" 1 "twice.pt: tensors 'enc.mu_kernel' and 'enc.mu_weight' both give the values of 'enc.weight'" "$V" convert "$T/twice.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
 refuse "missing checkpoint" 1 "nothere.pt" "$V" convert "$T/nothere.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
 refuse "missing graph" 1 "nothere.onnx" "$V" convert "$T/ckpt_plain.pt" --graph "$T/nothere.onnx" "$T/keep.vbseg"
 [ "$(cat "$T/keep.vbseg")" = keep ] && ok || bad "an existing OUT was changed"
