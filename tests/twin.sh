@@ -13,6 +13,9 @@
 #  - torchbnn's log sigma l -> rho: softplus(rho) = exp(l) within float rounding
 #    (l from -20 to 3); --prior recorded (vbseg info), its absence as unknown
 #  - bad usage: exit 2, one line
+#  - a training checkpoint's state_dict, and another entry with --key; --card with an ONNX
+#    twin (refused with a .vbseg graph); the model's own names saved by torch.save without one
+#    rho onto the .vbseg graph: that weight plain, its rho gone
 #  - `vbseg export MODEL OUT.safetensors --naming N` of a `vbseg create` model (U-Net with
 #    batch norm and a latent): the file parsed by this script's own few lines of json/struct,
 #    every key as the convention's table names it (written here from issue 11's table),
@@ -245,6 +248,36 @@ refuse "export: no name in the convention" 1 "tensor 'onnx::Conv_.*' has no name
     && ok || bad "plain export of ONNX names and back"
 rm -rf "$T/d4" "$T/d5"; mkdir -p "$T/d4" "$T/d5"
 "$DUMP" "$T/fusednames.vbseg" "$T/d4" && "$DUMP" "$T/fn.vbseg" "$T/d5" && diff -r "$T/d4" "$T/d5" >/dev/null && ok || bad "ONNX names: tensors differ"
+
+# ---- a training checkpoint (--key), a card, a PyTorch checkpoint onto a .vbseg graph ----
+"$V" convert "$T/train.pt" --graph "$T/twin.onnx" "$T/tr.vbseg" >"$T/rep.txt" 2>&1 && grep -qx "naming: bayesian-torch (auto)" "$T/rep.txt" \
+    && ok || bad "training checkpoint: its state_dict"
+"$V" convert "$T/train.pt" --graph "$T/twin.onnx" "$T/tr.vbseg" --key ema >"$T/rep.txt" 2>&1 && grep -qx "naming: blitz (auto)" "$T/rep.txt" \
+    && ok || bad "training checkpoint: --key ema"
+refuse "--key with safetensors" 2 "--key applies to a PyTorch checkpoint" "$V" convert "$T/u_plain.safetensors" --graph "$T/u.vbseg" "$T/keep.vbseg" --key ema
+printf '{"channels": ["t1", "t2"], "description": "twin test card"}' >"$T/card.json"
+"$V" convert "$T/ckpt_blitz.pt" --graph "$T/twin.onnx" "$T/cd.vbseg" --card "$T/card.json" >/dev/null && "$V" info "$T/cd.vbseg" >"$T/info.txt" \
+    && grep -q "twin test card" "$T/info.txt" && grep -q "t1, t2" "$T/info.txt" && grep -qx "extra:        naming = blitz" "$T/info.txt" && ok || bad "--card with an ONNX twin"
+refuse "--card with a .vbseg graph" 1 "u.vbseg: --card applies to an ONNX twin" "$V" convert "$T/u_plain.safetensors" --graph "$T/u.vbseg" "$T/keep.vbseg" --card "$T/card.json"
+# the model's own names saved by torch.save with one spread removed: that weight becomes plain (its rho gone), the rest as they were
+$PY - "$T/u_plain.safetensors" "$T/u_torch.pt" <<'PYEOF' || bad "write u_torch.pt"
+import json, struct, sys, numpy as np, torch
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n]); head.pop("__metadata__")
+sd = {}
+for k, e in head.items():
+    a, b = e["data_offsets"]
+    sd[k] = torch.from_numpy(np.frombuffer(raw[8 + n + a:8 + n + b], dtype="<f4").reshape(e["shape"]).copy())
+del sd["up0.bias.rho"]
+torch.save(sd, sys.argv[2])
+PYEOF
+"$V" convert "$T/u_torch.pt" --graph "$T/u.vbseg" "$T/ut.vbseg" >"$T/rep.txt" 2>&1 \
+    && grep -qx "matched: $NT by name, 0 by bytes; $((NV - 1)) variational; 0 non-parameter keys dropped" "$T/rep.txt" && ok || bad "u_torch: report $(sed -n 2p "$T/rep.txt")"
+rm -rf "$T/d6"; mkdir -p "$T/d6"
+"$DUMP" "$T/ut.vbseg" "$T/d6" && grep -qx "[0-9]* plain up0.bias" "$T/d6/manifest.txt" && ! grep -q "up0.bias.rho" "$T/d6/manifest.txt" \
+    && [ $(wc -l <"$T/d6/manifest.txt") -eq $(($(wc -l <"$T/du/manifest.txt") - 1)) ] && ok || bad "u_torch: up0.bias plain, its rho gone"
+check "u_torch: info --verify" "$V" info --verify "$T/ut.vbseg" >/dev/null
 
 echo "twin: $pass passed, $fail failed"
 [ $fail -eq 0 ]

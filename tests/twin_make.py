@@ -158,3 +158,5 @@ torch.save(d, os.path.join(out, "shape.pt"))
 d = ckpt("bayesian-torch")
 d["enc.mu_weight"], d["enc.rho_weight"] = d["enc.mu_kernel"].clone(), d["enc.rho_kernel"].clone()
 torch.save(d, os.path.join(out, "twice.pt"))
+# a training checkpoint: its state_dict by default, another entry with --key
+torch.save({"epoch": 3, "ema": ckpt("blitz"), "state_dict": ckpt("bayesian-torch")}, os.path.join(out, "train.pt"))
