@@ -251,7 +251,7 @@ static vbs_status rebuild(vbs_model *m, const vbs_ckpt *c, const char *path, con
             /* torchbnn: sigma = exp(l), rho = softplus^-1(sigma) */
             rho[t][i] = nm == VBS_NAMING_TORCHBNN ? (float)vbs_softplus_inv(exp((double)sp->data[i])) : sp->data[i];
             if (!isfinite(rho[t][i]))
-                return vbs_fail_file(m->err, VBS_ERR_NUMERIC, path, "tensor '%s': log sigma %g gives a sigma beyond float's range", sp->name,
+                return vbs_fail_file(m->err, VBS_ERR_NUMERIC, path, "tensor '%s': log sigma %g has no finite rho in float", sp->name,
                                      (double)sp->data[i]);
         }
     }

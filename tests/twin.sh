@@ -78,11 +78,14 @@ done
 mkdir -p "$T/d1" "$T/d2"
 "$DUMP" "$T/m_plain.vbseg" "$T/d1" && "$DUMP" "$T/m_blitz.vbseg" "$T/d2" && diff -r "$T/d1" "$T/d2" >/dev/null && ok || bad "plain and blitz give different tensors"
 
-# ---- renamed initializers: bytes only ----
-"$V" convert "$T/ckpt_blitz.pt" --graph "$T/renamed.onnx" "$T/r.vbseg" >"$T/rep.txt" 2>&1 || { bad "renamed convert"; cat "$T/rep.txt"; }
-grep -qx "matched: 0 by name, 12 by bytes; 6 variational; 13 non-parameter keys dropped" "$T/rep.txt" && ok || bad "renamed counts: $(sed -n 2p "$T/rep.txt")"
-rm -rf "$T/o"
-"$V" run --model "$T/r.vbseg" --input "$T/x.npy" --out "$T/o" --mode mean --raw >/dev/null && close "$T/o/y.npy" "$T/want.npy" && ok || bad "renamed: mean output"
+# ---- renamed initializers: bytes only, every convention ----
+for c in plain bayesian-torch blitz torchbnn; do
+    "$V" convert "$T/ckpt_$c.pt" --graph "$T/renamed.onnx" "$T/r_$c.vbseg" >"$T/rep.txt" 2>&1 || { bad "renamed $c: convert"; cat "$T/rep.txt"; }
+    grep -qx "matched: 0 by name, 12 by bytes; 6 variational; ${DROPPED[$c]} non-parameter keys dropped" "$T/rep.txt" && ok || bad "renamed $c: counts: $(sed -n 2p "$T/rep.txt")"
+    rm -rf "$T/o"
+    "$V" run --model "$T/r_$c.vbseg" --input "$T/x.npy" --out "$T/o" --mode mean --raw >/dev/null && close "$T/o/y.npy" "$T/want.npy" && ok || bad "renamed $c: mean output"
+done
+cp "$T/r_blitz.vbseg" "$T/r.vbseg"
 # the variational weights found by bytes: the renamed graph's names, the same rhos
 rm -rf "$T/d2"; mkdir -p "$T/d2"
 "$DUMP" "$T/r.vbseg" "$T/d2" && grep -qx "1 rho inner.enc.weight.rho" "$T/d2/manifest.txt" && ok || bad "renamed: rho names"
