@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""PyTorch checkpoints through vbseg and back (ctest: ckpt_roundtrip).
+
+Small segmentation nets (2D, and one 3D; Conv, BatchNorm or InstanceNorm, ReLU, MaxPool, ConvTranspose or
+Upsample, a Concat skip, a final 1x1 conv) built from minimal bayesian-torch, BLiTZ, torchbnn and vbseg-plain
+layers (tests/bnn_layers.py: the libraries' state-dict names), with random mu, rho in [-4, -2] and random
+norm statistics. The twin is exported (converters/python/export_twin.py) from the net at one set of values,
+then the values are redrawn and that second state is the checkpoint, so the converted model can only be right
+if vbseg took every tensor from the checkpoint, by name. Saved with torch.save (zip), as a training checkpoint
+{'state_dict': ..., 'epoch': 3} (--key state_dict), and as safetensors (a writer of a few lines below, from
+the format's spec: Debian has no `safetensors` package). Then, against PyTorch running the same layers:
+  (1) `vbseg run --mode mean --raw` equals the forward with mu weights, within 1e-4 * (1 + max|ref|);
+  (2) `vbseg run --samples 2 --seed S --raw` equals the forward with w = mu + sigma * eps, eps recomputed from
+      vbseg's documented RNG (tests/torch_reference.py's randn; stream = the tensor's index in the .vbseg + 1,
+      read from tests/dump_tensors), sigma by each library's own rule (softplus(rho), exp(log_sigma));
+  (3) `vbseg export out.vbseg back.safetensors --naming bayesian-torch`, loaded into a fresh bayesian-torch-like
+      net with load_state_dict(strict=False) allowing only the non-parameter keys as missing, gives the same
+      mean forward and the same rho, with the card and the naming in __metadata__.
+Also the twin itself: for each library (with Linear layers too, which vbseg has no op for) make_twin's
+forward equals the net's mean forward, its parameters are named P.weight / P.bias, and export_twin's
+refusals. Usage: ckpt_roundtrip.py BUILD_DIR (with Debian's /usr/bin/python3).
+Prints "ckpt_roundtrip: N passed, N failed".
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "converters", "python")]
+import bnn_layers as L  # noqa: E402
+from export_twin import export_twin, make_twin  # noqa: E402
+from torch_reference import load_tensors, randn  # noqa: E402
+
+passed = failed = 0
+NON_PARAM = ("eps_", "prior_", "num_batches_tracked")  # the keys a vbseg export does not give back
+
+
+def check(ok, label, detail=""):
+    global passed, failed
+    passed, failed = passed + bool(ok), failed + (not ok)
+    print(f"{'ok  ' if ok else 'FAIL'} {label}{': ' + detail if detail else ''}")
+    return ok
+
+
+# ---------------------------------------------------------------- the nets
+
+def libs(dims=2):
+    """name -> (conv(i, o, k, pad, groups, dilation), up(i, o), norm(c)) of each library's layers."""
+    bn = nn.BatchNorm2d
+    inorm = lambda c: nn.InstanceNorm2d(c, affine=True)  # noqa: E731
+    if dims == 3:
+        return {"bayesian-torch": (lambda i, o, k, p, g=1, d=1: L.Conv3dReparameterization(i, o, k, padding=p, groups=g, dilation=d),
+                                   lambda i, o: nn.ConvTranspose3d(i, o, 2, stride=2),
+                                   lambda c: nn.InstanceNorm3d(c, affine=True))}
+    return {
+        "bayesian-torch": (lambda i, o, k, p, g=1, d=1: L.Conv2dReparameterization(i, o, k, padding=p, groups=g, dilation=d),
+                           lambda i, o: L.ConvTranspose2dReparameterization(i, o, 2, stride=2), bn),
+        "blitz": (lambda i, o, k, p, g=1, d=1: L.BayesianConv2d(i, o, (k, k), padding=p, groups=g, dilation=d),
+                  lambda i, o: nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), L.BayesianConv2d(i, o, (1, 1))), bn),
+        "torchbnn": (lambda i, o, k, p, g=1, d=1: L.BayesConv2d(0.0, 0.1, i, o, k, padding=p, groups=g, dilation=d),
+                     lambda i, o: nn.ConvTranspose2d(i, o, 2, stride=2), inorm),
+        "plain": (lambda i, o, k, p, g=1, d=1: L.VbsConv2d(i, o, k, padding=p, groups=g, dilation=d),
+                  lambda i, o: L.VbsConvTranspose2d(i, o, 2, stride=2), bn),
+    }
+
+
+class SegNet(nn.Module):
+    """enc1 -> pool -> enc2 (dilated) -> up -> concat(enc1) -> dec (grouped) -> head (1x1)."""
+
+    def __init__(self, conv, up, norm, dims=2, cin=2, base=4, classes=3):
+        super().__init__()
+        self.enc1 = conv(cin, base, 3, 1)
+        self.norm1 = norm(base)
+        self.pool = nn.MaxPool2d(2) if dims == 2 else nn.MaxPool3d(2)
+        self.enc2 = conv(base, 2 * base, 3, 2, 1, 2)
+        self.norm2 = norm(2 * base)
+        self.up = up(2 * base, base)
+        self.dec = conv(2 * base, base, 3, 1, 2)
+        self.head = conv(base, classes, 1, 0)
+
+    def forward(self, x):
+        e1 = F.relu(self.norm1(self.enc1(x)))
+        e2 = F.relu(self.norm2(self.enc2(self.pool(e1))))
+        d = F.relu(self.dec(torch.cat([self.up(e2), e1], 1)))
+        return self.head(d)
+
+
+def randomise(model, gen):
+    """New values for every parameter and norm statistic: mu ~ N(0, 1/fan_in), rho ~ U(-4, -2) (torchbnn:
+    log_sigma = log(softplus(rho)), the same sigma), BN running stats and affine terms around their usual values."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # BLiTZ's sampler aliases share storage: skip, they follow
+            leaf = name.rsplit(".", 1)[-1]
+            if "_sampler." in name:
+                continue
+            if "rho" in leaf:
+                p.copy_(torch.rand(p.shape, generator=gen) * 2 - 4)
+            elif leaf.endswith("log_sigma"):
+                p.copy_(torch.log(F.softplus(torch.rand(p.shape, generator=gen) * 2 - 4)))
+            elif p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=gen) / np.sqrt(p[0].numel()))
+            elif "norm" in name and leaf == "weight":
+                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=gen) * 0.2)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
+    return model.eval()
+
+
+def build(lib, dims, seed):
+    conv, up, norm = libs(dims)[lib]
+    torch.manual_seed(seed)
+    return randomise(SegNet(conv, up, norm, dims), torch.Generator().manual_seed(seed))
+
+
+def bayes_layers(model):
+    return [(p, m) for p, m in model.named_modules() if isinstance(m, L._Sampled)]
+
+
+# ---------------------------------------------------------------- files
+
+def write_safetensors(path, sd):
+    """safetensors from its spec: u64 header length, JSON header (padded with spaces to 8), the data."""
+    header, blobs, off = {}, [], 0
+    for k, t in sd.items():
+        a = t.detach().contiguous().numpy()
+        b = a.astype(a.dtype.newbyteorder("<")).tobytes()
+        header[k] = {"dtype": {np.float32: "F32", np.int64: "I64"}[a.dtype.type], "shape": list(a.shape),
+                     "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def read_safetensors(path):
+    data = open(path, "rb").read()
+    n = struct.unpack("<Q", data[:8])[0]
+    h = json.loads(data[8:8 + n])
+    meta = h.pop("__metadata__", {})
+    buf = data[8 + n:]
+    dt = {"F32": "<f4", "I64": "<i8"}
+    out = {k: torch.from_numpy(np.frombuffer(buf[e["data_offsets"][0]:e["data_offsets"][1]], dt[e["dtype"]])
+                               .reshape(e["shape"]).copy()) for k, e in h.items()}
+    return out, meta
+
+
+def save(kind, model, path):
+    sd = model.state_dict()
+    if kind == "zip":
+        torch.save(sd, path)
+    elif kind == "train":
+        torch.save({"state_dict": sd, "epoch": 3, "optimizer": {"lr": 0.01}}, path)
+    else:
+        write_safetensors(path, sd)
+
+
+# ---------------------------------------------------------------- runs
+
+def run(args, label):
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        check(False, label, f"exit {r.returncode}: {(r.stderr or r.stdout).strip()[:400]}")
+    return r
+
+
+def compare(got, ref, label):
+    ref = ref.detach().numpy()
+    if got.shape != ref.shape:
+        return check(False, label, f"shape {got.shape} vs {ref.shape}")
+    err = float(np.abs(got - ref).max())
+    tol = 1e-4 * (1 + float(np.abs(ref).max()))
+    return check(err <= tol, label, f"max |diff| {err:.2e} (tol {tol:.1e})")
+
+
+def sample_eps(model, tdir, seed):
+    """{(path, weight|bias): eps} for every Bayesian layer, from the stored tensor's index in the .vbseg;
+    None (and a failure) when the converted model lacks P.weight / P.bias as variational means."""
+    t = load_tensors(tdir)
+    eps = {}
+    for path, m in bayes_layers(model):
+        for which, shape in layer_shapes(m):
+            if shape is None:
+                continue
+            name = f"{path}.{which}"
+            if name not in t or t[name][1] != "mu" or name + ".rho" not in t:
+                check(False, f"{name} variational in the .vbseg", f"found {t.get(name, (None, 'absent'))[1]}")
+                return None
+            i, _, a = t[name]
+            if tuple(a.shape) != tuple(shape):
+                check(False, f"{name} shape in the .vbseg", f"{a.shape} vs {tuple(shape)}")
+                return None
+            eps[(path, which)] = torch.from_numpy(randn(seed, 0, i + 1, a.size).reshape(a.shape))
+    return eps
+
+
+def layer_shapes(m):
+    """(weight|bias, mu shape or None) of a minimal layer."""
+    if isinstance(m, L._BTConv):
+        return [("weight", m.mu_kernel.shape), ("bias", None if m.mu_bias is None else m.mu_bias.shape)]
+    if isinstance(m, L._VbsPlain):
+        return [("weight", m.weight.shape), ("bias", None if m.bias is None else m.bias.shape)]
+    return [("weight", m.weight_mu.shape), ("bias", m.bias_mu.shape if m.bias_mu is not None else None)]
+
+
+def mean_forward(model, x):
+    L.set_mode(model, "mean")
+    with torch.no_grad():
+        return model(x)
+
+
+# ---------------------------------------------------------------- the twin, in Python only
+
+class LinearNet(nn.Module):
+    def __init__(self, lin):
+        super().__init__()
+        self.fc1, self.fc2 = lin(6, 5), lin(5, 3)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class KLConv(L.Conv2dReparameterization):
+    """bayesian-torch's calling convention: forward(x, return_kl=True) -> (out, kl), dnn_to_bnn_flag."""
+    dnn_to_bnn_flag = False
+
+    def forward(self, x, return_kl=True):
+        out = super().forward(x)
+        return (out, out.new_ones(()) * 5) if return_kl else out
+
+
+class KLNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = KLConv(2, 3, 3, padding=1)
+
+    def forward(self, x):
+        y, kl = self.c(x)
+        return y + 0 * kl
+
+
+def twin_checks(tmp):
+    x = torch.randn(2, 2, 16, 12)
+    lins = {"bayesian-torch": lambda i, o: L.LinearReparameterization(i, o), "blitz": L.BayesianLinear,
+            "torchbnn": lambda i, o: L.BayesLinear(0.0, 0.1, i, o)}
+    for lib in libs():
+        model = build(lib, 2, 3)
+        twin = make_twin(model)
+        ref = mean_forward(model, x)
+        with torch.no_grad():
+            err = float((twin(x) - ref).abs().max())
+        check(err <= 1e-5, f"twin {lib} 2D: its forward is the mean forward", f"max |diff| {err:.1e}")
+        names = set(n for n, _ in twin.named_parameters())
+        want = {f"{p}.{w}" for p, m in bayes_layers(model) for w, s in layer_shapes(m) if s is not None}
+        check(want <= names and not [n for n in names if "mu" in n or "rho" in n or "sigma" in n],
+              f"twin {lib}: parameters named P.weight / P.bias", f"missing {sorted(want - names)}")
+        check(all(type(twin.get_submodule(p)).__module__ == "torch.nn.modules.conv" for p, _ in bayes_layers(model)),
+              f"twin {lib}: Bayesian layers became torch.nn layers")
+        # the original model is left as it was (a deep copy is changed)
+        check(len(bayes_layers(model)) == len([p for p, _ in bayes_layers(model)]) and bayes_layers(model),
+              f"twin {lib}: the model keeps its Bayesian layers")
+    for lib, lin in lins.items():
+        torch.manual_seed(4)
+        model = randomise(LinearNet(lin), torch.Generator().manual_seed(4))
+        xi = torch.randn(4, 6)
+        twin = make_twin(model)
+        with torch.no_grad():
+            err = float((twin(xi) - mean_forward(model, xi)).abs().max())
+        check(err <= 1e-6 and isinstance(twin.fc1, nn.Linear), f"twin {lib} Linear: nn.Linear, mean forward", f"{err:.1e}")
+    torch.manual_seed(5)
+    kl = KLNet().eval()
+    twin = make_twin(kl)
+    with torch.no_grad():
+        out = twin.c(x)
+        err = float((twin(x) - mean_forward(kl, x)).abs().max())
+    check(isinstance(out, tuple) and float(out[1]) == 0 and err <= 1e-5 and not isinstance(twin.c(x, return_kl=False), tuple),
+          "twin of a layer returning (out, kl): (out, 0), and out alone for return_kl=False")
+    # the file: initializers named by module path (their names are plain strings in the protobuf)
+    model = build("bayesian-torch", 2, 3)
+    path = os.path.join(tmp, "names.onnx")
+    export_twin(model, x[:1], path)
+    blob = open(path, "rb").read()
+    miss = [p for p, _ in bayes_layers(model) if f"{p}.weight".encode() not in blob]
+    check(not miss and b"onnx::Conv_" not in blob, "export_twin: initializers P.weight, none renamed", f"missing {miss}")
+    check(not [f for f in os.listdir(tmp) if f.startswith(".twin-")], "export_twin: no temporary file left")
+    # refusals
+    bad = build("bayesian-torch", 2, 3)
+    del bad.enc1.rho_kernel
+    for label, m, msg in (("mu without rho", bad, "layer 'enc1' (Conv2dReparameterization): mu_kernel without rho_kernel"),
+                          ("no Bayesian layer", nn.Sequential(nn.Conv2d(2, 2, 1)), "no Bayesian layer found"),
+                          ("unknown spread", nn.Sequential(Unknown()), "parameter 'w_rho' looks like a spread")):
+        try:
+            make_twin(m)
+            check(False, f"export_twin refuses {label}", "accepted")
+        except ValueError as e:
+            check(msg in str(e), f"export_twin refuses {label}", str(e))
+    r = subprocess.run([sys.executable, os.path.join(HERE, "..", "converters", "python", "export_twin.py"), "--help"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0 and "--graph TWIN.onnx" in r.stdout, "export_twin.py --help")
+
+
+class Unknown(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w_mu, self.w_rho = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+
+
+# ---------------------------------------------------------------- through vbseg
+
+CASES = [  # library, dims, how saved, --naming, sample mode checked, exported back
+    ("bayesian-torch", 2, "zip", "auto", True, True),
+    ("bayesian-torch", 2, "train", "bayesian-torch", False, False),
+    ("bayesian-torch", 3, "st", "auto", True, False),
+    ("blitz", 2, "zip", "auto", True, False),
+    ("blitz", 2, "st", "blitz", False, False),
+    ("torchbnn", 2, "st", "auto", True, False),
+    ("torchbnn", 2, "zip", "torchbnn", False, False),
+    ("plain", 2, "zip", "auto", True, False),
+]
+SEED = 77
+
+
+def convert_case(k, case, vbseg, dump, tmp):
+    lib, dims, kind, naming, sample, back = case
+    label = f"{lib} {dims}D {kind} --naming {naming}"
+    a = build(lib, dims, 10 + k)
+    ex = torch.randn((1, 2) + (16,) * dims if dims == 2 else (1, 2, 8, 8, 8))
+    twin = os.path.join(tmp, f"twin{k}.onnx")
+    export_twin(a, ex, twin)
+    x = torch.randn((2, 2, 16, 12) if dims == 2 else (1, 2, 8, 12, 8))
+    xin = os.path.join(tmp, f"x{k}.npy")
+    np.save(xin, x.numpy())
+    # the twin alone, imported as a plain ONNX network, is the mean network it was exported from
+    plain = os.path.join(tmp, f"p{k}.vbseg")
+    d = os.path.join(tmp, f"twin{k}")
+    if run([vbseg, "convert", twin, plain, "--sigma-init", "none"], f"{label}: twin imports").returncode == 0 and \
+            run([vbseg, "run", "--model", plain, "--input", xin, "--out", d, "--raw", "--mode", "mean"], f"{label}: twin runs").returncode == 0:
+        compare(np.load(os.path.join(d, "logits.npy")), mean_forward(a, x), f"{label}: the twin in vbseg = PyTorch mu forward")
+    b = randomise(a, torch.Generator().manual_seed(100 + k))  # the checkpoint: other values, same names
+    ckpt = os.path.join(tmp, f"ckpt{k}." + ("safetensors" if kind == "st" else "pt"))
+    save(kind, b, ckpt)
+    out = os.path.join(tmp, f"m{k}.vbseg")
+    args = [vbseg, "convert", ckpt, "--graph", twin, out, "--naming", naming] + (["--key", "state_dict"] if kind == "train" else [])
+    r = run(args, f"{label}: convert")
+    if r.returncode != 0:
+        return
+    said = f"naming: {lib}" + (" (auto)" if naming == "auto" else "")
+    check(said in r.stdout, f"{label}: convert says '{said}'", r.stdout.strip().splitlines()[0] if r.stdout.strip() else "no output")
+    quiet = [s for s in ("eps_", "prior_", "_sampler", "num_batches_tracked") if s in r.stdout + r.stderr]
+    check(not quiet, f"{label}: non-parameter keys dropped silently", f"mentioned: {quiet}")
+    d = os.path.join(tmp, f"mean{k}")
+    if run([vbseg, "run", "--model", out, "--input", xin, "--out", d, "--raw", "--mode", "mean"], f"{label}: run mean").returncode == 0:
+        compare(np.load(os.path.join(d, "logits.npy")), mean_forward(b, x), f"{label}: mean mode = PyTorch mu forward")
+    if sample:
+        td = os.path.join(tmp, f"t{k}")
+        os.mkdir(td)
+        subprocess.run([dump, out, td], check=True)
+        eps = sample_eps(b, td, SEED)
+        d = os.path.join(tmp, f"sample{k}")
+        r = run([vbseg, "run", "--model", out, "--input", xin, "--out", d, "--raw", "--samples", "2", "--seed", str(SEED)],
+                f"{label}: run sample")
+        if eps is not None and r.returncode == 0:
+            L.set_mode(b, "fixed", eps)
+            with torch.no_grad():
+                ref = b(x)
+            gap = float((ref - mean_forward(b, x)).abs().max())
+            check(gap > 1e-2 * (1 + float(ref.abs().max())), f"{label}: the draw moves the output ({gap:.2e}), so sample mode is tested")
+            compare(np.load(os.path.join(d, "logits.npy")), ref, f"{label}: sample 0 = PyTorch w = mu + sigma * eps(seed {SEED})")
+    if back:
+        export_back(b, out, x, vbseg, tmp, label)
+
+
+def export_back(b, model, x, vbseg, tmp, label):
+    st = os.path.join(tmp, "back.safetensors")
+    if run([vbseg, "export", model, st, "--naming", "bayesian-torch"], f"{label}: export --naming bayesian-torch").returncode:
+        return
+    sd, meta = read_safetensors(st)
+    fresh = build("bayesian-torch", 2, 999)
+    res = fresh.load_state_dict(sd, strict=False)
+    odd = [m for m in res.missing_keys if not any(m.rsplit(".", 1)[-1].startswith(p) for p in NON_PARAM)]
+    check(not res.unexpected_keys and not odd, f"{label}: export loads with only non-parameter keys missing",
+          f"unexpected {res.unexpected_keys}, missing {odd}")
+    want = b.state_dict()
+    rho = [k for k in want if k.rsplit(".", 1)[-1].startswith("rho_")]
+    err = max(float((sd[k] - want[k]).abs().max()) if k in sd else float("inf") for k in rho)
+    check(err <= 1e-6, f"{label}: exported rho = the checkpoint's", f"max |diff| {err:.1e} over {len(rho)} tensors")
+    compare(mean_forward(fresh, x).numpy(), mean_forward(b, x), f"{label}: exported then loaded, the same mean forward")
+    check(meta.get("vbseg.naming") == "bayesian-torch", f"{label}: __metadata__ vbseg.naming", str(meta.get("vbseg.naming")))
+    try:
+        card = json.loads(meta.get("vbseg.card", ""))
+    except ValueError:
+        card = None
+    check(isinstance(card, dict), f"{label}: __metadata__ vbseg.card is the card's JSON", str(meta.get("vbseg.card"))[:80])
+
+
+def fused_twin_refused(vbseg, tmp):
+    """A twin exported the way export_twin avoids (TrainingMode.EVAL: Conv+BN fused, weights renamed) is refused."""
+    a = build("blitz", 2, 7)
+    twin = make_twin(a)
+    path = os.path.join(tmp, "fused.onnx")
+    torch.onnx.export(twin, torch.randn(1, 2, 16, 16), path, opset_version=17, do_constant_folding=False,
+                      training=torch.onnx.TrainingMode.EVAL, input_names=["image"], output_names=["logits"])
+    ckpt = os.path.join(tmp, "fused.pt")
+    torch.save(a.state_dict(), ckpt)
+    r = subprocess.run([vbseg, "convert", ckpt, "--graph", path, os.path.join(tmp, "fused.vbseg")], capture_output=True, text=True)
+    lines = r.stderr.strip().splitlines()
+    check(r.returncode == 1 and len(lines) == 1 and lines[0].startswith("vbseg convert: ") and "do_constant_folding=False" in lines[0]
+          and not os.path.exists(os.path.join(tmp, "fused.vbseg")), "a twin with Conv+BN fused is refused with the hint",
+          r.stderr.strip()[:300])
+
+
+def main():
+    build_dir = sys.argv[1]
+    vbseg = os.path.join(build_dir, "vbseg")
+    dump = os.path.join(build_dir, "tests", "dump_tensors")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    warnings.filterwarnings("ignore", category=UserWarning)  # torch.onnx's notes on shape inference
+    with tempfile.TemporaryDirectory() as tmp:
+        twin_checks(tmp)
+        for k, case in enumerate(CASES):
+            convert_case(k, case, vbseg, dump, tmp)
+        fused_twin_refused(vbseg, tmp)
+    print(f"ckpt_roundtrip: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
