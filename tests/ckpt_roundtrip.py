@@ -42,6 +42,8 @@ from export_twin import export_twin, make_twin  # noqa: E402
 from torch_reference import load_tensors, randn  # noqa: E402
 
 passed = failed = 0
+UMASK = os.umask(0)
+os.umask(UMASK)
 NON_PARAM = ("eps_", "prior_", "num_batches_tracked")  # the keys a vbseg export does not give back
 
 
@@ -312,9 +314,25 @@ def twin_checks(tmp):
             check(False, f"export_twin refuses {label}", "accepted")
         except ValueError as e:
             check(msg in str(e), f"export_twin refuses {label}", str(e))
-    r = subprocess.run([sys.executable, os.path.join(HERE, "..", "converters", "python", "export_twin.py"), "--help"],
-                       capture_output=True, text=True)
+    tool = os.path.join(HERE, "..", "converters", "python", "export_twin.py")
+    r = subprocess.run([sys.executable, tool, "--help"], capture_output=True, text=True)
     check(r.returncode == 0 and "--graph TWIN.onnx" in r.stdout, "export_twin.py --help")
+    # the command line: a training checkpoint (its state_dict found as vbseg finds it), then a wrong --key
+    ck, out = os.path.join(tmp, "cli.pt"), os.path.join(tmp, "cli.onnx")
+    torch.save({"state_dict": cli_net().state_dict(), "epoch": 3}, ck)  # torch 1.13's weights_only reads no floats
+    env = dict(os.environ, PYTHONPATH=HERE)
+    r = subprocess.run([sys.executable, tool, "ckpt_roundtrip:cli_net", ck, out, "--shape", "1,2,16,16"], env=env,
+                       capture_output=True, text=True)
+    check(r.returncode == 0 and open(out, "rb").read().count(b"enc2.weight") >= 1 and os.stat(out).st_mode & 0o044 == 0o044 & ~UMASK,
+          "export_twin.py MODULE:CALLABLE CKPT OUT --shape", r.stderr.strip()[-300:])
+    r = subprocess.run([sys.executable, tool, "ckpt_roundtrip:cli_net", ck, out, "--shape", "1,2,16,16", "--key", "nope"],
+                       env=env, capture_output=True, text=True)
+    check(r.returncode == 1 and r.stderr.strip() == f"export_twin: {ck}: no entry 'nope' (it has 'state_dict', 'epoch')",
+          "export_twin.py: a wrong --key, one line", r.stderr.strip()[-300:])
+
+
+def cli_net():
+    return build("blitz", 2, 8)
 
 
 class Unknown(nn.Module):

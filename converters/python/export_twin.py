@@ -43,7 +43,9 @@ import argparse
 import contextlib
 import copy
 import importlib
+import json
 import os
+import pickle
 import sys
 import tempfile
 
@@ -215,6 +217,9 @@ def export_twin(model, example_input, path, opset=17, input_names=("image",), ou
             torch.onnx.export(twin, example_input, tmp, opset_version=opset, do_constant_folding=False,
                               training=torch.onnx.TrainingMode.PRESERVE, input_names=list(input_names),
                               output_names=list(output_names), dynamic_axes=dyn)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -236,16 +241,30 @@ def main(argv=None):
     ap.add_argument("--opset", type=int, default=17)
     ap.add_argument("--static", action="store_true", help="fixed input size (default: N and spatial dims symbolic)")
     a = ap.parse_args(argv)
-    import json
     modname, _, fn = a.model.partition(":")
     if not fn:
         ap.error("model must be MODULE:CALLABLE")
     model = getattr(importlib.import_module(modname), fn)(**json.loads(a.kwargs))
-    sd = torch.load(a.checkpoint, map_location="cpu", weights_only=True) if "weights_only" in \
-        torch.load.__code__.co_varnames else torch.load(a.checkpoint, map_location="cpu")
-    if a.key:
-        sd = sd[a.key]
-    model.load_state_dict(sd)
+    try:
+        ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
+        if a.key:
+            if not isinstance(ck, dict) or a.key not in ck:
+                raise KeyError(f"no entry '{a.key}' (it has {', '.join(map(repr, ck))})")
+            sd = ck[a.key]
+        else:  # as vbseg reads it: a state dict, else its 'state_dict', else its 'model_state_dict'
+            sd = ck if all(isinstance(v, torch.Tensor) for v in ck.values()) else \
+                ck.get("state_dict", ck.get("model_state_dict"))
+        if not isinstance(sd, dict):
+            raise KeyError("no state dict in it (name its entry with --key)")
+        model.load_state_dict(sd)
+    except pickle.UnpicklingError as e:  # weights_only: never run what the file asks for
+        print(f"export_twin: {a.checkpoint}: torch.load(weights_only=True) refuses it ({' '.join(str(e).split())[-120:]}); "
+              f"load the model in Python and call export_twin()", file=sys.stderr)
+        return 1
+    except (KeyError, RuntimeError, AttributeError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"export_twin: {a.checkpoint}: {' '.join(str(msg).split())}", file=sys.stderr)
+        return 1
     shape = tuple(int(s) for s in a.shape.split(","))
     try:
         export_twin(model, torch.randn(shape), a.out, opset=a.opset, dynamic=not a.static)
