@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(HERE, "..", "converters", "python")]
 import bnn_layers as L  # noqa: E402
 from export_twin import export_twin, make_twin  # noqa: E402
-from torch_reference import load_tensors, randn  # noqa: E402
+from torch_reference import load_tensors, randn, unet, weights  # noqa: E402
 
 passed = failed = 0
 UMASK = os.umask(0)
@@ -460,6 +460,50 @@ def fused_twin_refused(vbseg, tmp):
           r.stderr.strip()[:300])
 
 
+def vbseg_graph_case(vbseg, dump, tmp):
+    """A checkpoint of vbseg's own U-Net written from PyTorch (vbseg's names), converted with --graph MODEL.vbseg:
+    every tensor the checkpoint's, and the runs against torch_reference's rebuild of the U-Net."""
+    label = "2D U-Net --graph MODEL.vbseg"
+    graph, out = os.path.join(tmp, "u.vbseg"), os.path.join(tmp, "u2.vbseg")
+    subprocess.run([vbseg, "create", "--arch", "unet", "--dims", "2", "--in-channels", "2", "--classes", "3", "--base", "4",
+                    "--depth", "2", "--latent", "0", "--norm", "batch", "--rho", "-2.5", "--seed", "3", "--out", graph], check=True, stdout=subprocess.DEVNULL)
+    td = os.path.join(tmp, "u")
+    os.mkdir(td)
+    subprocess.run([dump, graph, td], check=True)
+    gen = torch.Generator().manual_seed(21)
+    sd = {}
+    for name, (_, role, a) in load_tensors(td).items():
+        t = torch.from_numpy(a)
+        if role == "rho":
+            sd[name] = torch.rand(t.shape, generator=gen) * 2 - 4
+        elif name.endswith(("running_var", "scale")):
+            sd[name] = torch.rand(t.shape, generator=gen) + 0.5
+        else:
+            sd[name] = torch.randn(t.shape, generator=gen) * (1 / np.sqrt(t[0].numel()) if t.dim() > 1 else 0.2)
+    ckpt = os.path.join(tmp, "u.pt")
+    torch.save(sd, ckpt)
+    r = run([vbseg, "convert", ckpt, "--graph", graph, out, "--naming", "auto"], f"{label}: convert")
+    if r.returncode:
+        return
+    check("naming: plain (auto)" in r.stdout, f"{label}: convert says 'naming: plain (auto)'", r.stdout.strip()[:200])
+    td2 = os.path.join(tmp, "u2")
+    os.mkdir(td2)
+    subprocess.run([dump, out, td2], check=True)
+    t2 = load_tensors(td2)
+    same = sorted(t2) == sorted(sd) and all(np.array_equal(t2[k][2], sd[k].numpy()) for k in sd)
+    check(same, f"{label}: every tensor is the checkpoint's, bit for bit", f"{len(t2)} stored, {len(sd)} in the checkpoint")
+    x = torch.randn(2, 2, 16, 12)
+    xin = os.path.join(tmp, "ux.npy")
+    np.save(xin, x.numpy())
+    for mode in ("mean", "sample"):
+        d = os.path.join(tmp, f"u-{mode}")
+        if run([vbseg, "run", "--model", out, "--input", xin, "--out", d, "--raw", "--mode", mode, "--seed", str(SEED)],
+               f"{label}: run {mode}").returncode == 0:
+            with torch.no_grad():
+                ref = unet(x, weights(t2, mode, SEED), 2, 2, 0, 0)[0]
+            compare(np.load(os.path.join(d, "logits.npy")), ref, f"{label}: {mode} mode = torch_reference's U-Net")
+
+
 def main():
     build_dir = sys.argv[1]
     vbseg = os.path.join(build_dir, "vbseg")
@@ -472,6 +516,7 @@ def main():
         for k, case in enumerate(CASES):
             convert_case(k, case, vbseg, dump, tmp)
         fused_twin_refused(vbseg, tmp)
+        vbseg_graph_case(vbseg, dump, tmp)
     print(f"ckpt_roundtrip: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
