@@ -50,7 +50,7 @@
 #define MAX_FILE ((size_t)1 << 31)
 
 vbs_convert_opts vbs_convert_defaults(void) {
-    vbs_convert_opts o = {VBS_SIGMA_MOPED, 0.1f, 1e-6f, 1.0f, NULL};
+    vbs_convert_opts o = {VBS_SIGMA_MOPED, 0.1f, 1e-6f, 1.0f, NULL, 0};
     return o;
 }
 
@@ -803,7 +803,7 @@ static vbs_status convert_graph(ctx *c, const Onnx__ModelProto *mp, const vbs_co
     size_t folded_size = sizeof c->folded;
     int nfold = 0;
     if (!skip || !fold_conv || !fold_out || !fold_bias) st = fail(c, VBS_ERR_NOMEM, "out of memory");
-    for (size_t ni = 0; ni < g->n_node && !st && o->sigma == VBS_SIGMA_NONE; ni++) {
+    for (size_t ni = 0; ni < g->n_node && !st && o->sigma == VBS_SIGMA_NONE && !o->keep_batchnorm; ni++) {
         const Onnx__NodeProto *bn = g->node[ni];
         if (strcmp(bn->op_type, "BatchNormalization") || bn->n_input != 5 || (bn->n_output > 1 && used(g, bn->output[1], bn))) continue;
         const Onnx__NodeProto *cv = NULL;

@@ -155,6 +155,14 @@ const char *vbs_b_tensor(vbs_builder *b, const char *name, int ndim, const int64
     return t->name;
 }
 
+void vbs_tensor_set_mu(vbs_tensor_def *mu, const char *rho, float prior_sigma) {
+    mu->role = VBS_ROLE_MU;
+    mu->rho = (char *)rho;
+    mu->has_prior = 1;
+    mu->prior.kind = VBS_PRIOR_GAUSSIAN;
+    mu->prior.sigma = prior_sigma;
+}
+
 const char *vbs_b_variational(vbs_builder *b, const char *name, int ndim, const int64_t *dims, int64_t fan_in, float rho0,
                               float prior_sigma) {
     char rname[512];
@@ -168,11 +176,7 @@ const char *vbs_b_variational(vbs_builder *b, const char *name, int ndim, const 
         for (int64_t i = 0; i < mu->numel; i++) m[i] *= sd;
     } else if (m) memset(m, 0, sizeof(float) * (size_t)mu->numel);
     if (b->deterministic) return mu->name; /* the mean alone, a plain tensor: no rho, no prior */
-    mu->role = VBS_ROLE_MU;
-    mu->rho = (char *)vbs_b_str(b, rname);
-    mu->has_prior = 1;
-    mu->prior.kind = VBS_PRIOR_GAUSSIAN;
-    mu->prior.sigma = prior_sigma;
+    vbs_tensor_set_mu(mu, vbs_b_str(b, rname), prior_sigma);
     const char *mname = mu->name;
     vbs_tensor_def *rho = add_tensor(b, rname, ndim, dims);
     if (!rho) return "";
@@ -189,20 +193,14 @@ const char *vbs_b_variational_from(vbs_builder *b, const char *name, int ndim, c
     if (!m) return "";
     if (m->data) memcpy((float *)m->data, mu, sizeof(float) * (size_t)m->numel);
     if (b->deterministic) return m->name;
-    m->role = VBS_ROLE_MU;
-    m->rho = (char *)vbs_b_str(b, rname);
-    m->has_prior = 1;
-    m->prior.kind = VBS_PRIOR_GAUSSIAN;
-    m->prior.sigma = prior_sigma;
+    vbs_tensor_set_mu(m, vbs_b_str(b, rname), prior_sigma);
     const char *mname = m->name;
     vbs_tensor_def *r = add_tensor(b, rname, ndim, dims);
     if (!r) return "";
     r->role = VBS_ROLE_RHO;
     float *rho = (float *)r->data;
     for (int64_t i = 0; rho && i < r->numel; i++) {
-        double sg = sigma[i];
-        /* softplus^-1: log(exp(s) - 1), exact enough in double; large s is itself */
-        rho[i] = (float)(sg > 30 ? sg : log(expm1(sg)));
+        rho[i] = (float)vbs_softplus_inv(sigma[i]);
     }
     return mname;
 }

@@ -49,6 +49,10 @@ const char *vbs_b_variational_from(vbs_builder *b, const char *name, int ndim, c
 void vbs_b_set_opset(vbs_builder *b, int opset);
 /* A deterministic tensor initialised with data (copied). */
 const char *vbs_b_tensor(vbs_builder *b, const char *name, int ndim, const int64_t *dims, const float *data);
+/* Makes mu the mean of a variational weight: role MU, its rho tensor's name
+ * (borrowed: it must live in the model's arena), a Gaussian prior N(0,
+ * prior_sigma^2). The rho tensor itself (role RHO) is the caller's. */
+void vbs_tensor_set_mu(vbs_tensor_def *mu, const char *rho, float prior_sigma);
 /* A variational tensor: mu ~ N(0, 2/fan_in) (He) or 0 when fan_in is 0,
  * rho filled with rho0, Gaussian prior N(0, prior_sigma^2). */
 const char *vbs_b_variational(vbs_builder *b, const char *name, int ndim, const int64_t *dims, int64_t fan_in, float rho0,

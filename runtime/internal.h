@@ -390,6 +390,12 @@ static inline float vbs_softplus(float x) {
     /* log(1+exp(x)) without overflow */
     return x > 20.f ? x : (x < -20.f ? __builtin_expf(x) : __builtin_log1pf(__builtin_expf(x)));
 }
+/* softplus^-1(sigma) = log(exp(sigma) - 1), in double (exact enough there);
+ * a large sigma is its own inverse. Builders' rho from a sigma, and
+ * torchbnn's log-sigma converted to rho (converters/twin.c). */
+static inline double vbs_softplus_inv(double sigma) {
+    return sigma > 30 ? sigma : __builtin_log(__builtin_expm1(sigma));
+}
 /* d softplus / dx = sigmoid(x), branch by branch of vbs_softplus (its
  * derivative as computed: 1 above 20, exp(x) below -20). */
 static inline float vbs_softplus_grad(float x) {

@@ -235,6 +235,8 @@ typedef struct {
     float prior_sigma;   /* Gaussian prior N(0, prior_sigma^2) recorded for the trainer */
     const vbs_card *card;/* borrowed, copied into the model; NULL: a card saying only where the model came
                           * from (and the output activation inferred from the graph) */
+    int keep_batchnorm;  /* 1: never fold BatchNormalization into the Conv before it (with VBS_SIGMA_NONE it is
+                          * folded by default); `vbseg convert CKPT --graph` keeps the twin's weights as exported */
 } vbs_convert_opts;
 
 /* MOPED with delta 0.1, floor 1e-6, prior N(0, 1). */
