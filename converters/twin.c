@@ -203,8 +203,8 @@ static vbs_status match(vbs_model *m, const vbs_ckpt *c, const char *path, const
             /* equal means with different spreads: either pairing could be the wrong one */
             if (other >= 0 && !same_bytes(c, e[found].spread, e[other].spread))
                 return vbs_fail_file(m->err, VBS_ERR_FORMAT, path,
-                                     "graph tensor '%s' has the bytes of both '%s' and '%s', whose spreads differ: name it as the "
-                                     "checkpoint does, or say --naming", g->name, c->t[found].name, c->t[other].name);
+                                     "graph tensor '%s' has the bytes of both '%s' and '%s', whose spreads differ: export the twin "
+                                     "with the checkpoint's module paths", g->name, c->t[found].name, c->t[other].name);
             if (!same_shape(&c->t[found], g)) {
                 dims_text(a, sizeof a, c->t[found].ndim, c->t[found].dims);
                 dims_text(b, sizeof b, g->ndim, g->dims);
@@ -251,7 +251,7 @@ static vbs_status rebuild(vbs_model *m, const vbs_ckpt *c, const char *path, con
             /* torchbnn: sigma = exp(l), rho = softplus^-1(sigma) */
             rho[t][i] = nm == VBS_NAMING_TORCHBNN ? (float)vbs_softplus_inv(exp((double)sp->data[i])) : sp->data[i];
             if (!isfinite(rho[t][i]))
-                return vbs_fail_file(m->err, VBS_ERR_NUMERIC, path, "tensor '%s': log sigma %g gives a sigma beyond float's range", sp->name,
+                return vbs_fail_file(m->err, VBS_ERR_NUMERIC, path, "tensor '%s': log sigma %g has no finite rho in float", sp->name,
                                      (double)sp->data[i]);
         }
     }

@@ -13,6 +13,16 @@
 #  - torchbnn's log sigma l -> rho: softplus(rho) = exp(l) within float rounding
 #    (l from -20 to 3); --prior recorded (vbseg info), its absence as unknown
 #  - bad usage: exit 2, one line
+#  - a training checkpoint's state_dict, and another entry with --key; --card with an ONNX
+#    twin (refused with a .vbseg graph); the model's own names saved by torch.save without one
+#    rho onto the .vbseg graph: that weight plain, its rho gone
+#  - `vbseg export MODEL OUT.safetensors --naming N` of a `vbseg create` model (U-Net with
+#    batch norm and a latent): the file parsed by this script's own few lines of json/struct,
+#    every key as the convention's table names it (written here from issue 11's table),
+#    mu and rho the model's bytes (torchbnn: log sigma = log softplus(rho) in double), the
+#    card and convention in __metadata__; converted back with --graph MODEL.vbseg: every
+#    tensor byte-identical (torchbnn: softplus(rho) within float rounding) and the outputs of
+#    `vbseg run --samples 3 --seed 1 --raw` byte-identical (torchbnn: within 1e-4)
 set -u
 B=$(cd "$1" && pwd)
 V=$B/vbseg
@@ -68,11 +78,14 @@ done
 mkdir -p "$T/d1" "$T/d2"
 "$DUMP" "$T/m_plain.vbseg" "$T/d1" && "$DUMP" "$T/m_blitz.vbseg" "$T/d2" && diff -r "$T/d1" "$T/d2" >/dev/null && ok || bad "plain and blitz give different tensors"
 
-# ---- renamed initializers: bytes only ----
-"$V" convert "$T/ckpt_blitz.pt" --graph "$T/renamed.onnx" "$T/r.vbseg" >"$T/rep.txt" 2>&1 || { bad "renamed convert"; cat "$T/rep.txt"; }
-grep -qx "matched: 0 by name, 12 by bytes; 6 variational; 13 non-parameter keys dropped" "$T/rep.txt" && ok || bad "renamed counts: $(sed -n 2p "$T/rep.txt")"
-rm -rf "$T/o"
-"$V" run --model "$T/r.vbseg" --input "$T/x.npy" --out "$T/o" --mode mean --raw >/dev/null && close "$T/o/y.npy" "$T/want.npy" && ok || bad "renamed: mean output"
+# ---- renamed initializers: bytes only, every convention ----
+for c in plain bayesian-torch blitz torchbnn; do
+    "$V" convert "$T/ckpt_$c.pt" --graph "$T/renamed.onnx" "$T/r_$c.vbseg" >"$T/rep.txt" 2>&1 || { bad "renamed $c: convert"; cat "$T/rep.txt"; }
+    grep -qx "matched: 0 by name, 12 by bytes; 6 variational; ${DROPPED[$c]} non-parameter keys dropped" "$T/rep.txt" && ok || bad "renamed $c: counts: $(sed -n 2p "$T/rep.txt")"
+    rm -rf "$T/o"
+    "$V" run --model "$T/r_$c.vbseg" --input "$T/x.npy" --out "$T/o" --mode mean --raw >/dev/null && close "$T/o/y.npy" "$T/want.npy" && ok || bad "renamed $c: mean output"
+done
+cp "$T/r_blitz.vbseg" "$T/r.vbseg"
 # the variational weights found by bytes: the renamed graph's names, the same rhos
 rm -rf "$T/d2"; mkdir -p "$T/d2"
 "$DUMP" "$T/r.vbseg" "$T/d2" && grep -qx "1 rho inner.enc.weight.rho" "$T/d2/manifest.txt" && ok || bad "renamed: rho names"
@@ -97,6 +110,11 @@ refuse "Inf in a spread" 1 "inf_rho.pt: tensor 'up.rho_bias' (the spread of 'up.
 refuse "mixed conventions" 1 "mixed.pt: keys of two naming conventions: 'enc.mu_kernel' (bayesian-torch) and 'head.weight_rho' (blitz)" \
     "$V" convert "$T/mixed.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
 refuse "a convention that does not fit" 1 "tensor 'enc.weight_mu' is a mean without its spread under the torchbnn convention" "$V" convert "$T/ckpt_blitz.pt" --graph "$T/twin.onnx" "$T/keep.vbseg" --naming torchbnn
+refuse "equal means, different spreads" 1 "ambiguous.pt: graph tensor 'inner.enc.bias' has the bytes of both 'enc.bias_mu' and 'copy.bias_mu', whose spreads differ" \
+    "$V" convert "$T/ambiguous.pt" --graph "$T/renamed.onnx" "$T/keep.vbseg"
+refuse "a spread without its mean" 1 "lone.pt: tensor 'lone.rho_bias' is the spread of 'lone.bias', which has no mean" "$V" convert "$T/lone.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
+refuse "a shape that differs" 1 "shape.pt: tensor 'enc.mu_bias' has shape \[5\] but the graph's 'enc.bias' has \[4\]" "$V" convert "$T/shape.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
+refuse "two keys for one tensor" 1 "twice.pt: tensors 'enc.mu_kernel' and 'enc.mu_weight' both give the values of 'enc.weight'" "$V" convert "$T/twice.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
 refuse "missing checkpoint" 1 "nothere.pt" "$V" convert "$T/nothere.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
 refuse "missing graph" 1 "nothere.onnx" "$V" convert "$T/ckpt_plain.pt" --graph "$T/nothere.onnx" "$T/keep.vbseg"
 [ "$(cat "$T/keep.vbseg")" = keep ] && ok || bad "an existing OUT was changed"
@@ -130,6 +148,139 @@ EOF
 "$V" convert "$T/ckpt_plain.pt" --graph "$T/twin.onnx" "$T/pr.vbseg" --prior normal:0.25 >/dev/null || bad "convert --prior"
 "$V" info "$T/pr.vbseg" >"$T/info.txt" && grep -qx "extra:        prior = normal:0.25" "$T/info.txt" && grep -qx "prior:        N(0, 0.25^2)" "$T/info.txt" && ok || bad "prior recorded"
 grep -qx "extra:        naming = plain" "$T/info.txt" && ! grep -q "sigma_init" "$T/info.txt" && ok || bad "card's naming, no sigma_init"
+
+# ---- export to safetensors, and back onto the model ----
+"$V" create --arch unet --dims 2 --in-channels 2 --classes 3 --depth 2 --base 4 --seed 5 --rho -4 --norm batch --patch 16x16 \
+    --out "$T/u.vbseg" >/dev/null || bad "create"
+rm -rf "$T/du"; mkdir -p "$T/du"; "$DUMP" "$T/u.vbseg" "$T/du" || bad "dump u"
+$PY -c "import numpy as np; np.save('$T/x2.npy', np.random.default_rng(3).standard_normal((1, 2, 16, 16)).astype(np.float32))"
+"$V" run --model "$T/u.vbseg" --input "$T/x2.npy" --out "$T/ou" --samples 3 --seed 1 --raw >/dev/null || bad "run u"
+NV=$(grep -c " mu " "$T/du/manifest.txt"); NT=$(grep -vc " rho " "$T/du/manifest.txt")
+for c in plain bayesian-torch blitz torchbnn; do
+    st=$T/u_$c.safetensors
+    if [ $c = plain ]; then args=(); else args=(--naming $c); fi # plain is the default
+    "$V" export "$T/u.vbseg" "$st" "${args[@]}" >"$T/rep.txt" 2>&1 || { bad "export $c"; cat "$T/rep.txt"; continue; }
+    $PY - "$st" "$T/du" "$c" <<'PYEOF' && ok || bad "export $c: names and values"
+import json, struct, sys, numpy as np
+path, dump, conv = sys.argv[1:]
+raw = open(path, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+meta = head.pop("__metadata__")
+data = raw[8 + n:]
+def get(k):
+    e = head[k]
+    assert e["dtype"] == "F32", k
+    a, b = e["data_offsets"]
+    return np.frombuffer(data[a:b], dtype="<f4").reshape(e["shape"])
+man = [l.split() for l in open(dump + "/manifest.txt")]
+arr = {name: np.load(f"{dump}/{i}.npy") for i, role, name in man}
+want = {}
+for i, role, name in man:
+    if role == "plain":
+        want[name] = (arr[name], None)
+    elif role == "mu":
+        p, which = name.rsplit(".", 1)
+        rho = arr[name + ".rho"]
+        if conv == "plain":
+            mk, sk = name, name + ".rho"
+        elif conv == "bayesian-torch":
+            w = "kernel" if which == "weight" and arr[name].ndim > 2 else which
+            mk, sk = f"{p}.mu_{w}", f"{p}.rho_{w}"
+        elif conv == "blitz":
+            mk, sk = f"{p}.{which}_mu", f"{p}.{which}_rho"
+        else:
+            mk, sk = f"{p}.{which}_mu", f"{p}.{which}_log_sigma"
+        want[mk] = (arr[name], None)
+        want[sk] = (rho, conv == "torchbnn")
+bad = []
+if set(want) != set(head):
+    bad.append(f"keys: missing {sorted(set(want) - set(head))[:4]}, extra {sorted(set(head) - set(want))[:4]}")
+for k, (v, logsig) in want.items():
+    if k not in head: continue
+    got = get(k)
+    if logsig:
+        r = v.astype(np.float64)
+        l = np.log(np.where(r > 30, r, np.log1p(np.exp(r))))
+        if got.shape != v.shape or np.abs(got - l).max() > 1e-6 * max(1, np.abs(l).max()): bad.append(k + ": log sigma")
+    elif got.shape != v.shape or got.tobytes() != v.astype("<f4").tobytes(): bad.append(k + ": bytes")
+card = json.loads(meta["vbseg.card"])
+if meta.get("vbseg.naming") != conv or card.get("output_activation") != "softmax": bad.append(f"metadata {meta}")
+if bad: print(conv, bad[:5])
+sys.exit(1 if bad else 0)
+PYEOF
+    out=$T/b_$c.vbseg
+    "$V" convert "$st" --graph "$T/u.vbseg" "$out" >"$T/rep.txt" 2>&1 || { bad "convert back $c"; cat "$T/rep.txt"; continue; }
+    grep -qx "naming: $c (auto)" "$T/rep.txt" && grep -qx "matched: $NT by name, 0 by bytes; $NV variational; 0 non-parameter keys dropped" "$T/rep.txt" \
+        && ok || bad "back $c: report $(head -2 "$T/rep.txt")"
+    check "back $c: info --verify" "$V" info --verify "$out" >/dev/null
+    rm -rf "$T/db" "$T/ob"; mkdir -p "$T/db"; "$DUMP" "$out" "$T/db" || bad "dump back $c"
+    "$V" run --model "$out" --input "$T/x2.npy" --out "$T/ob" --samples 3 --seed 1 --raw >/dev/null || bad "run back $c"
+    if [ $c != torchbnn ]; then
+        diff -r "$T/du" "$T/db" >/dev/null && ok || bad "back $c: tensors not byte-identical"
+        diff -r "$T/ou" "$T/ob" >/dev/null && ok || bad "back $c: sampled outputs not byte-identical"
+    else
+        cmp -s "$T/du/manifest.txt" "$T/db/manifest.txt" && ok || bad "back torchbnn: manifest"
+        $PY - "$T/du" "$T/db" <<'PYEOF' && ok || bad "back torchbnn: tensors"
+import sys, numpy as np
+a, b = sys.argv[1:]
+sp = lambda r: np.where(r > 30, r, np.log1p(np.exp(r)))
+for l in open(a + "/manifest.txt"):
+    i, role, name = l.split()
+    x, y = np.load(f"{a}/{i}.npy").astype(np.float64), np.load(f"{b}/{i}.npy").astype(np.float64)
+    if role != "rho" and x.tobytes() != y.tobytes(): sys.exit(f"{name}: differs")
+    if role == "rho" and (np.abs(sp(y) / sp(x) - 1).max() > 2e-6): sys.exit(f"{name}: sigma beyond float rounding")
+PYEOF
+        for f in "$T"/ou/*.npy; do close "$T/ob/$(basename "$f")" "$f" || bad "back torchbnn: $(basename "$f")"; done
+    fi
+done
+# the export's refusals and usage errors; an existing OUT untouched
+echo keep >"$T/keep.safetensors"
+refuse "export: --mean with safetensors" 2 "apply to OUT.onnx" "$V" export "$T/u.vbseg" "$T/keep.safetensors" --mean
+refuse "export: auto" 2 "--naming 'auto'" "$V" export "$T/u.vbseg" "$T/keep.safetensors" --naming auto
+refuse "export: naming with onnx" 2 "--naming applies to OUT.safetensors" "$V" export "$T/u.vbseg" "$T/keep.onnx" --naming plain --mean
+refuse "export: missing model" 1 "nothere.vbseg" "$V" export "$T/nothere.vbseg" "$T/keep.safetensors"
+refuse "export: wrong suffix" 2 "must end in .onnx or .safetensors" "$V" export "$T/u.vbseg" "$T/keep.pt"
+# an ONNX import whose variational weight ONNX named (Conv+BN folded: onnx::Conv_N): no bayesian-torch name for it
+"$V" convert "$T/fused.onnx" "$T/fusednames.vbseg" >/dev/null || bad "convert fused.onnx"
+refuse "export: no name in the convention" 1 "tensor 'onnx::Conv_.*' has no name in the bayesian-torch convention" \
+    "$V" export "$T/fusednames.vbseg" "$T/keep.safetensors" --naming bayesian-torch
+[ "$(cat "$T/keep.safetensors")" = keep ] && ok || bad "an existing OUT.safetensors was changed"
+# the same model in plain names: read back onto its own graph, the same tensors
+"$V" export "$T/fusednames.vbseg" "$T/fn.safetensors" >/dev/null && "$V" convert "$T/fn.safetensors" --graph "$T/fusednames.vbseg" "$T/fn.vbseg" >/dev/null \
+    && ok || bad "plain export of ONNX names and back"
+rm -rf "$T/d4" "$T/d5"; mkdir -p "$T/d4" "$T/d5"
+"$DUMP" "$T/fusednames.vbseg" "$T/d4" && "$DUMP" "$T/fn.vbseg" "$T/d5" && diff -r "$T/d4" "$T/d5" >/dev/null && ok || bad "ONNX names: tensors differ"
+
+# ---- a training checkpoint (--key), a card, a PyTorch checkpoint onto a .vbseg graph ----
+"$V" convert "$T/train.pt" --graph "$T/twin.onnx" "$T/tr.vbseg" >"$T/rep.txt" 2>&1 && grep -qx "naming: bayesian-torch (auto)" "$T/rep.txt" \
+    && ok || bad "training checkpoint: its state_dict"
+"$V" convert "$T/train.pt" --graph "$T/twin.onnx" "$T/tr.vbseg" --key ema >"$T/rep.txt" 2>&1 && grep -qx "naming: blitz (auto)" "$T/rep.txt" \
+    && ok || bad "training checkpoint: --key ema"
+refuse "--key with safetensors" 2 "--key applies to a PyTorch checkpoint" "$V" convert "$T/u_plain.safetensors" --graph "$T/u.vbseg" "$T/keep.vbseg" --key ema
+printf '{"channels": ["t1", "t2"], "description": "twin test card"}' >"$T/card.json"
+"$V" convert "$T/ckpt_blitz.pt" --graph "$T/twin.onnx" "$T/cd.vbseg" --card "$T/card.json" >/dev/null && "$V" info "$T/cd.vbseg" >"$T/info.txt" \
+    && grep -q "twin test card" "$T/info.txt" && grep -q "t1, t2" "$T/info.txt" && grep -qx "extra:        naming = blitz" "$T/info.txt" && ok || bad "--card with an ONNX twin"
+refuse "--card with a .vbseg graph" 1 "u.vbseg: --card applies to an ONNX twin" "$V" convert "$T/u_plain.safetensors" --graph "$T/u.vbseg" "$T/keep.vbseg" --card "$T/card.json"
+# the model's own names saved by torch.save with one spread removed: that weight becomes plain (its rho gone), the rest as they were
+$PY - "$T/u_plain.safetensors" "$T/u_torch.pt" <<'PYEOF' || bad "write u_torch.pt"
+import json, struct, sys, numpy as np, torch
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n]); head.pop("__metadata__")
+sd = {}
+for k, e in head.items():
+    a, b = e["data_offsets"]
+    sd[k] = torch.from_numpy(np.frombuffer(raw[8 + n + a:8 + n + b], dtype="<f4").reshape(e["shape"]).copy())
+del sd["up0.bias.rho"]
+torch.save(sd, sys.argv[2])
+PYEOF
+"$V" convert "$T/u_torch.pt" --graph "$T/u.vbseg" "$T/ut.vbseg" >"$T/rep.txt" 2>&1 \
+    && grep -qx "matched: $NT by name, 0 by bytes; $((NV - 1)) variational; 0 non-parameter keys dropped" "$T/rep.txt" && ok || bad "u_torch: report $(sed -n 2p "$T/rep.txt")"
+rm -rf "$T/d6"; mkdir -p "$T/d6"
+"$DUMP" "$T/ut.vbseg" "$T/d6" && grep -qx "[0-9]* plain up0.bias" "$T/d6/manifest.txt" && ! grep -q "up0.bias.rho" "$T/d6/manifest.txt" \
+    && [ $(wc -l <"$T/d6/manifest.txt") -eq $(($(wc -l <"$T/du/manifest.txt") - 1)) ] && ok || bad "u_torch: up0.bias plain, its rho gone"
+check "u_torch: info --verify" "$V" info --verify "$T/ut.vbseg" >/dev/null
 
 echo "twin: $pass passed, $fail failed"
 [ $fail -eq 0 ]

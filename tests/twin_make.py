@@ -143,3 +143,20 @@ torch.save(d, os.path.join(out, "inf_rho.pt"))
 d = ckpt("bayesian-torch")
 d["head.weight_rho"] = d.pop("head.rho_kernel")
 torch.save(d, os.path.join(out, "mixed.pt"))
+# byte matching that could pair a mean with the wrong spread: two equal means, different spreads
+d = ckpt("blitz")
+d["copy.bias_mu"] = d["enc.bias_mu"].clone()
+d["copy.bias_rho"] = d["enc.bias_rho"] - 1.0
+torch.save(d, os.path.join(out, "ambiguous.pt"))
+# a spread without its mean; a mean of the wrong shape; two keys for one tensor
+d = ckpt("bayesian-torch")
+d["lone.rho_bias"] = torch.zeros(3)
+torch.save(d, os.path.join(out, "lone.pt"))
+d = ckpt("bayesian-torch")
+d["enc.mu_bias"], d["enc.rho_bias"] = torch.randn(5), torch.full((5,), -3.0)
+torch.save(d, os.path.join(out, "shape.pt"))
+d = ckpt("bayesian-torch")
+d["enc.mu_weight"], d["enc.rho_weight"] = d["enc.mu_kernel"].clone(), d["enc.rho_kernel"].clone()
+torch.save(d, os.path.join(out, "twice.pt"))
+# a training checkpoint: its state_dict by default, another entry with --key
+torch.save({"epoch": 3, "ema": ckpt("blitz"), "state_dict": ckpt("bayesian-torch")}, os.path.join(out, "train.pt"))
