@@ -306,8 +306,12 @@ def twin_checks(tmp):
     # refusals
     bad = build("bayesian-torch", 2, 3)
     del bad.enc1.rho_kernel
+    extra = build("bayesian-torch", 2, 3)
+    extra.dec.scale = nn.Parameter(torch.ones(1))
     for label, m, msg in (("mu without rho", bad, "layer 'enc1' (Conv2dReparameterization): mu_kernel without rho_kernel"),
                           ("no Bayesian layer", nn.Sequential(nn.Conv2d(2, 2, 1)), "no Bayesian layer found"),
+                          ("a parameter it would lose", extra, "layer 'dec' (Conv2dReparameterization): parameter 'scale' "
+                                                               "is not one of bayesian-torch's, and the twin would lose it"),
                           ("unknown spread", nn.Sequential(Unknown()), "parameter 'w_rho' looks like a spread")):
         try:
             make_twin(m)
@@ -505,6 +509,25 @@ def vbseg_graph_case(vbseg, dump, tmp):
             compare(np.load(os.path.join(d, "logits.npy")), ref, f"{label}: {mode} mode = torch_reference's U-Net")
 
 
+def equal_tensors_case(vbseg, tmp):
+    """Freshly made norms (weight = running_var = 1, bias = running_mean = 0): PyTorch would merge the equal
+    initializers into one and Identity nodes; export_twin keeps each under its own name."""
+    label = "fresh batch norms (equal tensors)"
+    a = build("bayesian-torch", 2, 12)
+    for m in a.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
+    twin, ckpt, out = (os.path.join(tmp, f"eq{e}") for e in (".onnx", ".pt", ".vbseg"))
+    export_twin(a, torch.randn(1, 2, 16, 16), twin)
+    torch.save(a.state_dict(), ckpt)
+    check(open(twin, "rb").read().count(b"Identity") == 0, f"{label}: each its own initializer, no Identity node")
+    r = run([vbseg, "convert", ckpt, "--graph", twin, out], f"{label}: convert")
+    n_graph = len([k for k in make_twin(a).state_dict() if not k.endswith("num_batches_tracked")])
+    by = re.search(r"(\d+) by name, (\d+) by bytes", r.stdout)
+    check(by and (int(by[1]), int(by[2])) == (n_graph, 0), f"{label}: all {n_graph} graph tensors matched by name",
+          by[0] if by else r.stdout.strip()[:100])
+
+
 def main():
     build_dir = sys.argv[1]
     vbseg = os.path.join(build_dir, "vbseg")
@@ -518,6 +541,7 @@ def main():
             convert_case(k, case, vbseg, dump, tmp)
         fused_twin_refused(vbseg, tmp)
         vbseg_graph_case(vbseg, dump, tmp)
+        equal_tensors_case(vbseg, tmp)
     print(f"ckpt_roundtrip: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -26,8 +26,10 @@ Recognised, by the layer's own parameter names (not its class, so that subclasse
   vbseg plain      a torch.nn Conv/ConvTranspose/Linear whose state dict holds "weight.rho" (vbseg's names).
 The kind comes from mu's rank (2: Linear; 3, 4, 5: 1D, 2D, 3D conv).
 
-Refused (ValueError naming the module path): a mu without its spread or a spread without its mu; a
-Bayesian layer with child modules holding other tensors (they would be lost); a mu of another rank; channel
+Refused (ValueError naming the module path): a mu without its spread or a spread without its mu; spreads of
+two conventions in one layer; a parameter name ending in rho / log_sigma that no convention knows; a Bayesian
+layer with another parameter of its own, or child modules holding other tensors (the twin would lose them,
+BLiTZ's sampler aliases and eps_w excepted); a mu of another rank; channel
 counts that disagree with mu's shape; a model with no Bayesian layer at all (an unknown library: its
 parameters would reach the ONNX file under names no convention matches).
 
@@ -37,7 +39,8 @@ do_constant_folding=False (seen with PyTorch 1.13), which is exactly what `vbseg
 on an eval() model gives the same inference graph (BatchNormalization with running statistics, no Dropout)
 without the fusion. PyTorch also merges initializers with equal values into one plus Identity nodes (a
 fresh BatchNorm's weight and running_var are both ones); that pass is switched off for the export so every
-tensor keeps its own initializer and name. The file is written to a temporary name and renamed.
+tensor keeps its own initializer and name (vbseg's importer would fold such Identity nodes, but byte matching
+and other tools see initializers only). The file is written to a temporary name and renamed.
 """
 import argparse
 import contextlib
@@ -53,7 +56,8 @@ import warnings
 import torch
 import torch.nn as nn
 
-# (mu name, spread name) pairs per convention; the first pair that a layer holds decides it.
+# (mu name, spread name) pairs per convention, the weight's first and the bias's last; a layer's spread names
+# decide its convention.
 _PAIRS = {
     "bayesian-torch": [("mu_kernel", "rho_kernel"), ("mu_weight", "rho_weight"), ("mu_bias", "rho_bias")],
     "blitz": [("weight_mu", "weight_rho"), ("bias_mu", "bias_rho")],
@@ -81,6 +85,10 @@ def _bayes_params(path, m):
                              f"({', '.join(sp for pairs in _PAIRS.values() for mu, sp in pairs if mu == lone[0])})")
     for conv in convs:
         pairs = _PAIRS[conv]
+        extra = [k for k in own if k not in {n for pair in pairs for n in pair}]
+        if extra:
+            raise ValueError(f"layer '{path}' ({type(m).__name__}): parameter '{extra[0]}' is not one of {conv}'s, "
+                             f"and the twin would lose it")
         for mu, spread in pairs:
             if (mu in own) != (spread in own):
                 raise ValueError(f"layer '{path}' ({type(m).__name__}): {mu if mu in own else spread} without "
