@@ -204,7 +204,7 @@ for args in "u2.vbseg x.onnx --mean --frobnicate" "u2.vbseg x.safetensors --mean
     if [ $rc = 2 ] && one_line e5; then ok; else bad "usage '$args': rc $rc $(cat e5)"; fi
 done
 grep -q "\.onnx" e5 || true
-$V export u2.vbseg x.safetensors --mean 2>e6
+$V export u2.vbseg x.pt --mean 2>e6
 if grep -q "must end in .onnx" e6; then ok; else bad "suffix message: $(cat e6)"; fi
 
 echo "export: $pass passed, $fail failed"
