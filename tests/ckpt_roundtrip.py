@@ -137,7 +137,14 @@ def bayes_layers(model):
 # ---------------------------------------------------------------- files
 
 def write_safetensors(path, sd):
-    """safetensors from its spec: u64 header length, JSON header (padded with spaces to 8), the data."""
+    """The `safetensors` package's save_file if it is importable (not in Debian 12: untested here), else a writer
+    from the format's spec: u64 header length, JSON header (padded with spaces to 8), the data."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        save_file = None
+    if save_file:  # it refuses tensors that share memory (BLiTZ's aliases): each its own copy
+        return save_file({k: v.detach().clone().contiguous() for k, v in sd.items()}, path)
     header, blobs, off = {}, [], 0
     for k, t in sd.items():
         a = t.detach().contiguous().numpy()
