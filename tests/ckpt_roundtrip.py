@@ -139,10 +139,14 @@ def bayes_layers(model):
 def write_safetensors(path, sd):
     """The `safetensors` package's save_file if it is importable (not in Debian 12: untested here), else a writer
     from the format's spec: u64 header length, JSON header (padded with spaces to 8), the data."""
+    inside = sys.path[:]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]  # not tests/safetensors.py (a script)
     try:
         from safetensors.torch import save_file
     except ImportError:
         save_file = None
+    finally:
+        sys.path[:] = inside
     if save_file:  # it refuses tensors that share memory (BLiTZ's aliases): each its own copy
         return save_file({k: v.detach().clone().contiguous() for k, v in sd.items()}, path)
     header, blobs, off = {}, [], 0
