@@ -15,7 +15,8 @@
 #  - bad usage: exit 2, one line
 #  - a training checkpoint's state_dict, and another entry with --key; --card with an ONNX
 #    twin (refused with a .vbseg graph); the model's own names saved by torch.save without one
-#    rho onto the .vbseg graph: that weight plain, its rho gone
+#    rho onto the .vbseg graph: that weight plain, its rho gone; a `vbseg train` checkpoint
+#    as the graph: its tensors back in order, byte for byte, its optimiser and training state dropped
 #  - `vbseg export MODEL OUT.safetensors --naming N` of a `vbseg create` model (U-Net with
 #    batch norm and a latent): the file parsed by this script's own few lines of json/struct,
 #    every key as the convention's table names it (written here from issue 11's table),
@@ -281,6 +282,21 @@ rm -rf "$T/d6"; mkdir -p "$T/d6"
 "$DUMP" "$T/ut.vbseg" "$T/d6" && grep -qx "[0-9]* plain up0.bias" "$T/d6/manifest.txt" && ! grep -q "up0.bias.rho" "$T/d6/manifest.txt" \
     && [ $(wc -l <"$T/d6/manifest.txt") -eq $(($(wc -l <"$T/du/manifest.txt") - 1)) ] && ok || bad "u_torch: up0.bias plain, its rho gone"
 check "u_torch: info --verify" "$V" info --verify "$T/ut.vbseg" >/dev/null
+
+# ---- a training checkpoint of `vbseg train` as the graph: its optimiser state and training state dropped ----
+mkdir -p "$T/tdata"
+for i in 01 02; do mkdir -p "$T/tdata/Case_$i"; "$B/samples/make_scan" "$T/tdata/Case_$i" "Case_$i" 32 32 4 >/dev/null; done
+"$V" train --data "$T/tdata" --out "$T/tm.vbseg" --base 4 --depth 2 --latent 0 --patch 32x32 --epochs 1 --steps-per-epoch 1 --batch 2 \
+    --val-cases Case_02 --quiet --checkpoint-dir "$T/tck" >/dev/null 2>&1 || bad "train a checkpoint"
+"$V" export "$T/tck/checkpoint.vbseg" "$T/tck.safetensors" --naming blitz >/dev/null || bad "export the checkpoint"
+"$V" convert "$T/tck.safetensors" --graph "$T/tck/checkpoint.vbseg" "$T/tback.vbseg" >"$T/rep.txt" 2>&1 || { bad "convert onto the checkpoint"; cat "$T/rep.txt"; }
+rm -rf "$T/d7" "$T/d8"; mkdir -p "$T/d7" "$T/d8"
+"$DUMP" "$T/tck/checkpoint.vbseg" "$T/d7" && "$DUMP" "$T/tback.vbseg" "$T/d8" || bad "dump the checkpoint"
+nm=$(grep -vc "adam\." "$T/d7/manifest.txt")
+[ "$nm" -gt 0 ] && grep -q "adam\." "$T/d7/manifest.txt" && [ "$(cat "$T/d8/manifest.txt")" = "$(head -n "$nm" "$T/d7/manifest.txt")" ] \
+    && ok || bad "checkpoint graph: the model's tensors in order, no optimiser state"
+for i in $(seq 0 $((nm - 1))); do cmp -s "$T/d7/$i.npy" "$T/d8/$i.npy" || { bad "checkpoint graph: tensor $i differs"; break; }; done
+"$V" info "$T/tck/checkpoint.vbseg" | grep -q "^checkpoint:" && ! "$V" info "$T/tback.vbseg" | grep -q "^checkpoint:" && ok || bad "checkpoint graph: training state dropped"
 
 echo "twin: $pass passed, $fail failed"
 [ $fail -eq 0 ]
