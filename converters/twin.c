@@ -131,12 +131,20 @@ static vbs_status set_extra(vbs_model *m, const char *ckpt_path, const vbs_twin_
 /* Classifies the checkpoint's keys: kinds, targets, spreads; the refusals
  * that need no graph. */
 static vbs_status classify(vbs_model *m, const vbs_ckpt *c, const char *path, vbs_naming nm, entry *e, int *n_dropped) {
-    char t[1024], a[64], b[64];
+    char t[1024], other[1024], a[64], b[64];
     for (int i = 0; i < c->n; i++) {
         e[i].spread = e[i].match = -1;
         e[i].kind = vbs_naming_split(nm, c->t[i].name, t, sizeof t);
         if (e[i].kind < 0) return vbs_fail_file(m->err, VBS_ERR_ARG, path, "key '%.200s...' is too long", c->t[i].name);
         if (e[i].kind == VBS_KEY_DROPPED) { (*n_dropped)++; continue; }
+        /* a spread of another convention taken as a plain tensor would convert
+         * its layer silently deterministic (its mean matched by bytes, the
+         * spread listed as unmatched): the wrong --naming, refused */
+        for (vbs_naming o = VBS_NAMING_PLAIN; e[i].kind == VBS_KEY_PLAIN && o <= VBS_NAMING_TORCHBNN; o++)
+            if (o != nm && vbs_naming_split(o, c->t[i].name, other, sizeof other) == VBS_KEY_SPREAD)
+                return vbs_fail_file(m->err, VBS_ERR_FORMAT, path,
+                                     "tensor '%s' is a spread under the %s convention, not under %s: its weight would lose it (--naming %s or auto)",
+                                     c->t[i].name, vbs_naming_word(o), vbs_naming_word(nm), vbs_naming_word(o));
         if (!(e[i].target = strdup(t))) return vbs_fail_file(m->err, VBS_ERR_NOMEM, path, "out of memory");
         if (e[i].kind != VBS_KEY_PLAIN && !c->t[i].data)
             return vbs_fail_file(m->err, VBS_ERR_FORMAT, path, "tensor '%s' is %s, not floating point", c->t[i].name, c->t[i].dtype);

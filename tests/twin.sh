@@ -68,7 +68,7 @@ for c in plain bayesian-torch blitz torchbnn; do
     out=$T/m_$c.vbseg
     if ! "$V" convert "$T/ckpt_$c.pt" --graph "$T/twin.onnx" "$out" >"$T/rep.txt" 2>&1; then bad "convert $c"; cat "$T/rep.txt"; continue; fi
     grep -qx "naming: $c (auto)" "$T/rep.txt" || bad "$c: naming line: $(head -1 "$T/rep.txt")"
-    grep -qx "matched: 12 by name, 0 by bytes; 6 variational; ${DROPPED[$c]} non-parameter keys dropped" "$T/rep.txt" || bad "$c: counts: $(sed -n 2p "$T/rep.txt")"
+    grep -qx "matched: 12 by name, 0 by bytes; 6 variational; ${DROPPED[$c]} non-parameter key$([ "${DROPPED[$c]}" = 1 ] || echo s) dropped" "$T/rep.txt" || bad "$c: counts: $(sed -n 2p "$T/rep.txt")"
     grep -qx "unmatched in the checkpoint (0)" "$T/rep.txt" && grep -qx "unmatched in the graph, kept as they are (0)" "$T/rep.txt" || bad "$c: unmatched"
     check "$c: info --verify" "$V" info --verify "$out" >/dev/null
     rm -rf "$T/o"
@@ -82,7 +82,7 @@ mkdir -p "$T/d1" "$T/d2"
 # ---- renamed initializers: bytes only, every convention ----
 for c in plain bayesian-torch blitz torchbnn; do
     "$V" convert "$T/ckpt_$c.pt" --graph "$T/renamed.onnx" "$T/r_$c.vbseg" >"$T/rep.txt" 2>&1 || { bad "renamed $c: convert"; cat "$T/rep.txt"; }
-    grep -qx "matched: 0 by name, 12 by bytes; 6 variational; ${DROPPED[$c]} non-parameter keys dropped" "$T/rep.txt" && ok || bad "renamed $c: counts: $(sed -n 2p "$T/rep.txt")"
+    grep -qx "matched: 0 by name, 12 by bytes; 6 variational; ${DROPPED[$c]} non-parameter key$([ "${DROPPED[$c]}" = 1 ] || echo s) dropped" "$T/rep.txt" && ok || bad "renamed $c: counts: $(sed -n 2p "$T/rep.txt")"
     rm -rf "$T/o"
     "$V" run --model "$T/r_$c.vbseg" --input "$T/x.npy" --out "$T/o" --mode mean --raw >/dev/null && close "$T/o/y.npy" "$T/want.npy" && ok || bad "renamed $c: mean output"
 done
@@ -110,7 +110,13 @@ refuse "NaN in a mean" 1 "nan_mu.pt: tensor 'enc.mu_kernel' (the mean of 'enc.we
 refuse "Inf in a spread" 1 "inf_rho.pt: tensor 'up.rho_bias' (the spread of 'up.bias') contains NaN or Inf" "$V" convert "$T/inf_rho.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
 refuse "mixed conventions" 1 "mixed.pt: keys of two naming conventions: 'enc.mu_kernel' (bayesian-torch) and 'head.weight_rho' (blitz)" \
     "$V" convert "$T/mixed.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
-refuse "a convention that does not fit" 1 "tensor 'enc.weight_mu' is a mean without its spread under the torchbnn convention" "$V" convert "$T/ckpt_blitz.pt" --graph "$T/twin.onnx" "$T/keep.vbseg" --naming torchbnn
+# the wrong --naming: a spread of the file's convention would be a plain tensor, its layer silently deterministic
+for wrong in torchbnn bayesian-torch plain; do
+  refuse "blitz keys under --naming $wrong" 1 "ckpt_blitz.pt: tensor '[a-z]*.weight_rho' is a spread under the blitz convention, not under $wrong: its weight would lose it (--naming blitz or auto)" \
+      "$V" convert "$T/ckpt_blitz.pt" --graph "$T/twin.onnx" "$T/keep.vbseg" --naming $wrong
+done
+refuse "bayesian-torch keys under --naming blitz" 1 "tensor '[a-z]*.rho_kernel' is a spread under the bayesian-torch convention, not under blitz" \
+    "$V" convert "$T/ckpt_bayesian-torch.pt" --graph "$T/twin.onnx" "$T/keep.vbseg" --naming blitz
 refuse "equal means, different spreads" 1 "ambiguous.pt: graph tensor 'inner.enc.bias' has the bytes of both 'enc.bias_mu' and 'copy.bias_mu', whose spreads differ" \
     "$V" convert "$T/ambiguous.pt" --graph "$T/renamed.onnx" "$T/keep.vbseg"
 refuse "a spread without its mean" 1 "lone.pt: tensor 'lone.rho_bias' is the spread of 'lone.bias', which has no mean" "$V" convert "$T/lone.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"

@@ -24,7 +24,9 @@ Recognised, by the layer's own parameter names (not its class, so that subclasse
   torchbnn         weight_mu + weight_log_sigma, bias_mu + bias_log_sigma (BayesConv2d, BayesLinear, and
                    transposed convs with transposed=True).
   vbseg plain      a torch.nn Conv/ConvTranspose/Linear whose state dict holds "weight.rho" (vbseg's names).
-The kind comes from mu's rank (2: Linear; 3, 4, 5: 1D, 2D, 3D conv).
+The kind comes from mu's rank (2: Linear; 3, 4, 5: 1D, 2D, 3D conv). In every convention a conv is
+transposed when the layer is a torch ConvTranspose, its class name says Transpose (any library's: a
+BLiTZ-style BayesConvTranspose2d too), or (torchbnn) it has transposed=True.
 
 Refused (ValueError naming the module path): a mu without its spread or a spread without its mu; spreads of
 two conventions in one layer; a parameter name ending in rho / log_sigma that no convention knows; a Bayesian

@@ -99,8 +99,8 @@ static int convert_ckpt(const char *ckpt, const char *graph, const char *out, co
     else if (vbs_model_save(m, out)) cli_error("convert", "%s", vbs_model_errmsg(m));
     else {
         printf("naming: %s (%s)\n", vbs_naming_word(r.naming), r.detected ? "auto" : "--naming");
-        printf("matched: %d by name, %d by bytes; %d variational; %d non-parameter keys dropped\n", r.n_by_name, r.n_by_bytes,
-               r.n_variational, r.n_dropped);
+        printf("matched: %d by name, %d by bytes; %d variational; %d non-parameter key%s dropped\n", r.n_by_name, r.n_by_bytes,
+               r.n_variational, r.n_dropped, r.n_dropped == 1 ? "" : "s");
         list("checkpoint", r.n_unmatched_ckpt, r.unmatched_ckpt);
         list("graph, kept as they are", r.n_unmatched_graph, r.unmatched_graph);
         print_written(m, out);

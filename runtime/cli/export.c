@@ -93,8 +93,8 @@ int cmd_export(int argc, char **argv) {
         vbs_model_free(m);
         return rc;
     }
-    if (naming) { cli_error("export", "--naming applies to OUT.safetensors"); return 2; }
     if (!cli_ends_with(out, ".onnx")) { cli_error("export", "%s: the output must end in .onnx or .safetensors", out); return 2; }
+    if (naming) { cli_error("export", "--naming applies to OUT.safetensors, not .onnx"); return 2; }
     if (mode < 0) { cli_error("export", "say --mean or --sampling (see --help)"); return 2; }
     if (seed >= 0 && mode != VBS_EXPORT_SAMPLING) { cli_error("export", "--seed applies to --sampling only (the mean graph draws nothing)"); return 2; }
     vbs_export_opts eo = {.mode = (vbs_export_mode)mode, .seeded = seed >= 0, .seed = seed >= 0 ? (uint64_t)seed : 0};
