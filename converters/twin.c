@@ -256,8 +256,10 @@ static vbs_status rebuild(vbs_model *m, const vbs_ckpt *c, const char *path, con
         const vbs_ckpt_tensor *sp = &c->t[e[gm[t]].spread];
         if (!(rho[t] = vbs_arena_alloc(ar, sizeof(float) * (size_t)numel))) return vbs_fail_file(m->err, VBS_ERR_NOMEM, path, "out of memory");
         for (int64_t i = 0; i < numel; i++) {
-            /* torchbnn: sigma = exp(l), rho = softplus^-1(sigma) */
-            rho[t][i] = nm == VBS_NAMING_TORCHBNN ? (float)vbs_softplus_inv(exp((double)sp->data[i])) : sp->data[i];
+            /* torchbnn: sigma = exp(l), rho = softplus^-1(sigma) = log(expm1(exp l)) = l + O(exp l) below -30,
+             * where exp(l) would underflow in double from -745 */
+            double l = sp->data[i];
+            rho[t][i] = nm != VBS_NAMING_TORCHBNN ? sp->data[i] : l < -30 ? (float)l : (float)vbs_softplus_inv(exp(l));
             if (!isfinite(rho[t][i]))
                 return vbs_fail_file(m->err, VBS_ERR_NUMERIC, path, "tensor '%s': log sigma %g has no finite rho in float", sp->name,
                                      (double)sp->data[i]);
@@ -413,7 +415,9 @@ vbs_status vbs_twin_export_safetensors(vbs_model *m, vbs_naming nm, const char *
                 owned[t] = l;
                 for (int64_t i = 0; i < g->numel; i++) {
                     double r = rho->data[i];
-                    l[i] = (float)log(r > 30 ? r : log1p(exp(r))); /* log sigma = log softplus(rho), in double */
+                    /* log sigma = log softplus(rho), in double; rho + O(exp rho) below -30, where softplus
+                     * would underflow to 0 from -745 and give -inf */
+                    l[i] = r < -30 ? (float)r : (float)log(r > 30 ? r : log1p(exp(r)));
                 }
                 x->data = l;
             }

@@ -13,7 +13,7 @@ twin (the same network with mu as weights) exported by torch.onnx.export:
   extra.pt        bayesian-torch keys plus a parameter the graph lacks ("ghost.mu_kernel")
   plainextra.pt   bayesian-torch keys plus an unmatched plain tensor ("stray.weight")
   x.npy           an input; want.npy: PyTorch's forward with mu as weights (float64 reference)
-  logsig.pt       torchbnn keys with log sigma values including -20 and 3 (for the rho check)
+  logsig.pt       torchbnn keys with log sigma values including -800, -31, -20 and 3 (for the rho check)
 Random values (fixed seed) so that no two tensors share their bytes.
 """
 import os
@@ -126,6 +126,8 @@ d = ckpt("torchbnn")
 d["head.weight_log_sigma"] = ls[:6].reshape(2, 3, 1, 1).clone()
 d["head.weight_log_sigma"].view(-1)[0] = -20.0
 d["head.weight_log_sigma"].view(-1)[1] = 3.0
+d["head.weight_log_sigma"].view(-1)[2] = -800.0  # exp(l) underflows in double: rho = l
+d["head.weight_log_sigma"].view(-1)[3] = -31.0
 torch.save(d, os.path.join(out, "logsig.pt"))
 np.save(os.path.join(out, "logsig.npy"), d["head.weight_log_sigma"].numpy())
 # a graph tensor without its checkpoint tensor (kept from the twin, reported)
