@@ -37,7 +37,9 @@ void vbs_arena_free(vbs_arena *a);
 
 /* Formats into err (VBS_ERRLEN bytes) and returns st. */
 vbs_status vbs_fail(char *err, vbs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* The same, as "FILE: message" (the form of every file-related refusal). */
+/* The same, as "FILE: message" (the form of every file-related refusal), as
+ * one printable line like vbs_fail_path's; FILE keeps at most 250 bytes and
+ * the message has the rest. */
 vbs_status vbs_fail_file(char *err, vbs_status st, const char *file, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* The same into a caller's buffer of len bytes (the public readers' err,
  * errlen), as one printable line: control bytes in the path or in names

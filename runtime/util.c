@@ -68,35 +68,38 @@ vbs_status vbs_fail(char *err, vbs_status st, const char *fmt, ...) {
     return st;
 }
 
+/* "FILE: MSG" into err (len bytes) as one line, whatever a path or a name
+ * read from a file holds: control bytes as \n, \t, \xNN. cut_file: the file
+ * name keeps at most 250 bytes, the message has the rest. */
+static void fail_line(char *err, size_t len, const char *file, int cut_file, const char *fmt, va_list ap) {
+    char msg[VBS_ERRLEN], line[2 * VBS_ERRLEN];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    snprintf(line, sizeof line, cut_file ? "%.250s: %s" : "%s: %s", file, msg);
+    size_t k = 0;
+    for (const unsigned char *c = (const unsigned char *)line; *c && k + 5 < len; c++) {
+        if (*c >= 0x20 && *c != 0x7f) err[k++] = (char)*c;
+        else k += (size_t)snprintf(err + k, len - k, *c == '\n' ? "\\n" : *c == '\t' ? "\\t" : "\\x%02x", *c);
+    }
+    if (k < len) err[k] = 0;
+    else err[len - 1] = 0;
+}
+
 vbs_status vbs_fail_file(char *err, vbs_status st, const char *file, const char *fmt, ...) {
     if (err) {
-        char msg[VBS_ERRLEN / 2]; /* the file name keeps its share of the line */
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
+        fail_line(err, VBS_ERRLEN, file, 1, fmt, ap);
         va_end(ap);
-        int n = snprintf(err, VBS_ERRLEN, "%.250s: ", file);
-        if (n > 0 && n < VBS_ERRLEN) snprintf(err + n, (size_t)(VBS_ERRLEN - n), "%s", msg);
     }
     return st;
 }
 
 vbs_status vbs_fail_path(char *err, size_t len, vbs_status st, const char *path, const char *fmt, ...) {
     if (err && len) {
-        char msg[VBS_ERRLEN], line[2 * VBS_ERRLEN];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
+        fail_line(err, len, path, 0, fmt, ap);
         va_end(ap);
-        snprintf(line, sizeof line, "%s: %s", path, msg);
-        /* one line whatever a path or a name read from a file holds: control bytes as \n, \xNN */
-        size_t k = 0;
-        for (const unsigned char *c = (const unsigned char *)line; *c && k + 5 < len; c++) {
-            if (*c >= 0x20 && *c != 0x7f) err[k++] = (char)*c;
-            else k += (size_t)snprintf(err + k, len - k, *c == '\n' ? "\\n" : *c == '\t' ? "\\t" : "\\x%02x", *c);
-        }
-        if (k < len) err[k] = 0;
-        else err[len - 1] = 0;
     }
     return st;
 }

@@ -110,6 +110,19 @@ refuse "NaN in a mean" 1 "nan_mu.pt: tensor 'enc.mu_kernel' (the mean of 'enc.we
 refuse "Inf in a spread" 1 "inf_rho.pt: tensor 'up.rho_bias' (the spread of 'up.bias') contains NaN or Inf" "$V" convert "$T/inf_rho.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
 refuse "mixed conventions" 1 "mixed.pt: keys of two naming conventions: 'enc.mu_kernel' (bayesian-torch) and 'head.weight_rho' (blitz)" \
     "$V" convert "$T/mixed.pt" --graph "$T/twin.onnx" "$T/keep.vbseg"
+# a key read from the file quoted as one line (a newline in it as \n), and whole: the message is not cut at 255 bytes
+$PY - "$T" <<'EOF'
+import json, struct, sys
+def st(path, key):
+    h = json.dumps({key: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"\0" * 4)
+st(sys.argv[1] + "/nl.safetensors", "a\nb.weight_rho")
+st(sys.argv[1] + "/long.safetensors", "l" * 150 + ".weight_rho")
+EOF
+refuse "a newline in a key" 1 "nl.safetensors: tensor 'a\\\\nb.weight_rho' is the spread of 'a\\\\nb.weight', which has no mean in the checkpoint$" \
+    "$V" convert "$T/nl.safetensors" --graph "$T/twin.onnx" "$T/keep.vbseg"
+refuse "a long key, whole" 1 "long.safetensors: tensor 'l\{150\}.weight_rho' is the spread of 'l\{150\}.weight', which has no mean in the checkpoint$" \
+    "$V" convert "$T/long.safetensors" --graph "$T/twin.onnx" "$T/keep.vbseg"
 # the wrong --naming: a spread of the file's convention would be a plain tensor, its layer silently deterministic
 for wrong in torchbnn bayesian-torch plain; do
   refuse "blitz keys under --naming $wrong" 1 "ckpt_blitz.pt: tensor '[a-z]*.weight_rho' is a spread under the blitz convention, not under $wrong: its weight would lose it (--naming blitz or auto)" \
