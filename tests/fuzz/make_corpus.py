@@ -1,12 +1,14 @@
 #!/usr/bin/python3
-"""make_corpus.py BUILD_DIR: writes the seed corpora of the fuzz targets
-into tests/fuzz/corpus/<target>/, small valid files of each input kind
+"""make_corpus.py BUILD_DIR [TARGET...]: writes the seed corpora of the fuzz targets (all, or
+the targets named) into tests/fuzz/corpus/<target>/, small valid files of each input kind
 (each must be accepted: the replay test checks it). The ONNX, NIfTI, .npy,
 card and dataset.json seeds are built here byte by byte (ONNX with the protobuf helpers
 of regressions/onnx/gen.py); the PyTorch seeds by torch.save (Debian's
 python3-torch, seeded: the same bytes each run); the .vbseg and checkpoint seeds are made by
 BUILD_DIR/vbseg itself (create, convert, train on scans from
-BUILD_DIR/samples/make_scan). The committed bytes are what the tests use;
+BUILD_DIR/samples/make_scan), the twin seeds (an options byte, then a
+safetensors checkpoint) by `vbseg export` of corpus/vbseg/unet2d.vbseg and
+by hand for corpus/onnx/norm-act.onnx. The committed bytes are what the tests use;
 re-running this rewrites them (the .vbseg producer strings and the trained
 weights depend on the build)."""
 import gzip
@@ -294,6 +296,40 @@ def vbseg_seeds():
         shutil.rmtree(t)
 
 
+def twin_seeds():
+    # fuzz_twin's input: one byte of options (graph, naming, prior; fuzz_twin.c), then a safetensors checkpoint
+    def sel(graph, naming, prior=None):
+        names = ("auto", "plain", "bayesian-torch", "blitz", "torchbnn")
+        b = graph | names.index(naming) << 1
+        return bytes([b if prior is None else b | 16 | prior << 5])
+    t = tempfile.mkdtemp()
+    try:
+        unet = os.path.join(OUT, "vbseg", "unet2d.vbseg")
+        for i, conv in enumerate(("plain", "bayesian-torch", "blitz", "torchbnn")):
+            st = os.path.join(t, conv + ".safetensors")
+            run(os.path.join(B, "vbseg"), "export", unet, st, "--naming", conv)
+            data = open(st, "rb").read()
+            put("twin", "unet2d-%s.bin" % conv, sel(0, conv, i if i % 2 else None) + data)
+            put("twin", "unet2d-%s-auto.bin" % conv, sel(0, "auto") + data)
+    finally:
+        shutil.rmtree(t)
+    # the ONNX twin (norm-act.onnx, batch norm kept): its initializers by name, w1 variational ...
+    f32 = lambda *v: struct.pack("<%df" % len(v), *v)
+    val = lambda n, seed: [((i * 37 + seed * 11) % 17 - 8) / 16.0 for i in range(n)]  # as w() above: the graph's bytes
+    w1 = val(36, 1)
+    named = [("w1", "F32", (2, 2, 3, 3), f32(*w1)), ("w1.rho", "F32", (2, 2, 3, 3), f32(*[-5.0 + i / 8 for i in range(36)])),
+             ("g", "F32", (2,), f32(1.0, 0.5)), ("bb", "F32", (2,), f32(0.0, 0.1)), ("mu", "F32", (2,), f32(0.1, -0.1)),
+             ("var", "F32", (2,), f32(1.0, 2.0)), ("w2", "F32", (1, 2, 1, 1), f32(*val(2, 7))), ("b2", "F32", (1,), f32(*val(1, 8)))]
+    put("twin", "norm-act-plain.bin", sel(1, "plain") + safetensors(named))
+    # ... and under other names, matched by their bytes (the Resize scales kept from the graph)
+    put("twin", "norm-act-bytes.bin", sel(1, "auto") + safetensors(
+        [("layer.%d" % i, d, s, v) for i, (n, d, s, v) in enumerate(named) if n != "w1.rho"]))
+    # other dtypes: read as float (w1's values are exact in F16)
+    put("twin", "norm-act-f16.bin", sel(1, "plain", 3) + safetensors(
+        [("w1", "F16", (2, 2, 3, 3), struct.pack("<36e", *w1)), ("w2", "BF16", (1, 2, 1, 1), struct.pack("<2H", 0xbe80, 0x3f00)),
+         ("b2", "F64", (1,), struct.pack("<d", 0.5))]))
+
+
 def pytorch_seeds():
     # small torch.save zip archives: the dtypes, views and training checkpoints the reader takes
     import collections
@@ -316,15 +352,15 @@ def pytorch_seeds():
     torch.save({"w": torch.nn.Parameter(torch.randn(2, 2))}, os.path.join(d, "params.pt"))
 
 
-onnx_seeds()
-nifti_seeds()
-npy_seeds()
-card_seeds()
-dataset_seeds()
-pytorch_seeds()
-safetensors_seeds()
-if B:
+WANT = set(sys.argv[2:])  # make_corpus.py BUILD_DIR TARGET...: only those targets' seeds
+for t, make in (("onnx", onnx_seeds), ("nifti", nifti_seeds), ("npy", npy_seeds), ("card", card_seeds),
+                ("dataset", dataset_seeds), ("pytorch", pytorch_seeds), ("safetensors", safetensors_seeds)):
+    if not WANT or t in WANT:
+        make()
+if B and (not WANT or WANT & {"vbseg", "checkpoint"}):
     vbseg_seeds()
+if B and (not WANT or "twin" in WANT):
+    twin_seeds()
 for root, _, files in sorted(os.walk(OUT)):
     for f in sorted(files):
         p = os.path.join(root, f)

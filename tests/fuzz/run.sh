@@ -22,7 +22,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SECS=${VBS_FUZZ_SECONDS:-30} RUNS= JOBS=2 TARGETS=()
-ALL=(vbseg nifti npy onnx card dataset checkpoint pytorch safetensors)
+ALL=(vbseg nifti npy onnx card dataset checkpoint pytorch safetensors twin)
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=${2:?--runs needs a count}; shift 2 ;;
