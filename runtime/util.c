@@ -68,20 +68,28 @@ vbs_status vbs_fail(char *err, vbs_status st, const char *fmt, ...) {
     return st;
 }
 
-/* "FILE: MSG" into err (len bytes) as one line, whatever a path or a name
- * read from a file holds: control bytes as \n, \t, \xNN. cut_file: the file
- * name keeps at most 250 bytes, the message has the rest. */
-static void fail_line(char *err, size_t len, const char *file, int cut_file, const char *fmt, va_list ap) {
-    char msg[VBS_ERRLEN], line[2 * VBS_ERRLEN];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    snprintf(line, sizeof line, cut_file ? "%.250s: %s" : "%s: %s", file, msg);
-    size_t k = 0;
-    for (const unsigned char *c = (const unsigned char *)line; *c && k + 5 < len; c++) {
-        if (*c >= 0x20 && *c != 0x7f) err[k++] = (char)*c;
-        else k += (size_t)snprintf(err + k, len - k, *c == '\n' ? "\\n" : *c == '\t' ? "\\t" : "\\x%02x", *c);
+/* Appends src to dst[k..len) as printable bytes (control bytes as \n, \t,
+ * \xNN), stopping at len - 1 with room for the NUL; returns the new k. */
+static size_t put_printable(char *dst, size_t len, size_t k, const char *src) {
+    for (const unsigned char *c = (const unsigned char *)src; *c && k + 5 < len; c++) {
+        if (*c >= 0x20 && *c != 0x7f) dst[k++] = (char)*c;
+        else k += (size_t)snprintf(dst + k, len - k, *c == '\n' ? "\\n" : *c == '\t' ? "\\t" : "\\x%02x", *c);
     }
-    if (k < len) err[k] = 0;
-    else err[len - 1] = 0;
+    return k;
+}
+
+/* "FILE: MSG" into err (len >= 1 bytes) as one line, whatever a path or a
+ * name read from a file holds. cut_file: the file name, escaped, keeps at
+ * most 250 bytes and the message has the rest. */
+static void fail_line(char *err, size_t len, const char *file, int cut_file, const char *fmt, va_list ap) {
+    char msg[VBS_ERRLEN];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t k = put_printable(err, cut_file && len > 256 ? 256 : len, 0, file ? file : "(null)");
+    if (k + 3 < len) {
+        memcpy(err + k, ": ", 2);
+        k = put_printable(err, len, k + 2, msg);
+    }
+    err[k < len ? k : len - 1] = 0;
 }
 
 vbs_status vbs_fail_file(char *err, vbs_status st, const char *file, const char *fmt, ...) {

@@ -13,7 +13,7 @@ twin (the same network with mu as weights) exported by torch.onnx.export:
   extra.pt        bayesian-torch keys plus a parameter the graph lacks ("ghost.mu_kernel")
   plainextra.pt   bayesian-torch keys plus an unmatched plain tensor ("stray.weight")
   x.npy           an input; want.npy: PyTorch's forward with mu as weights (float64 reference)
-  logsig.pt       torchbnn keys with log sigma values including -800, -31, -20 and 3 (for the rho check)
+  logsig.pt       torchbnn keys with log sigma values from -800 to 88 in up.weight (for the rho check)
 Random values (fixed seed) so that no two tensors share their bytes.
 """
 import os
@@ -120,16 +120,17 @@ torch.save(d, os.path.join(out, "extra.pt"))
 d = ckpt("bayesian-torch")
 d["stray.weight"] = torch.randn(5)
 torch.save(d, os.path.join(out, "plainextra.pt"))
-# log sigma across the range: the test checks softplus(rho) = exp(l) per element
-ls = torch.linspace(-20.0, 3.0, 24)
+# log sigma across the range, both sides of every branch (rho = l below -30; sigma = exp(l) subnormal
+# in double from -708, 0 below -745; rho = sigma above sigma 30, l 3.40; sigma near FLT_MAX at 88):
+# the test checks log softplus(rho) = l per element, and the export back
+LS = [-800.0, -746.0, -744.0, -740.0, -700.0, -100.0, -31.0, -30.0, -29.0, -20.0, -5.0, -1.0, -0.3665, 0.0, 0.5, 1.0, 3.0,
+      3.4, 3.41, 5.0, 10.0, 50.0, 88.0]
 d = ckpt("torchbnn")
-d["head.weight_log_sigma"] = ls[:6].reshape(2, 3, 1, 1).clone()
-d["head.weight_log_sigma"].view(-1)[0] = -20.0
-d["head.weight_log_sigma"].view(-1)[1] = 3.0
-d["head.weight_log_sigma"].view(-1)[2] = -800.0  # exp(l) underflows in double: rho = l
-d["head.weight_log_sigma"].view(-1)[3] = -31.0
+v = torch.linspace(-3.0, 2.0, 48)
+v[:len(LS)] = torch.tensor(LS)
+d["up.weight_log_sigma"] = v.reshape(4, 3, 2, 2).clone()
 torch.save(d, os.path.join(out, "logsig.pt"))
-np.save(os.path.join(out, "logsig.npy"), d["head.weight_log_sigma"].numpy())
+np.save(os.path.join(out, "logsig.npy"), d["up.weight_log_sigma"].numpy())
 # a graph tensor without its checkpoint tensor (kept from the twin, reported)
 d = ckpt("bayesian-torch")
 del d["bn.running_mean"], d["bn.bias"]

@@ -353,6 +353,11 @@ def pytorch_seeds():
 
 
 WANT = set(sys.argv[2:])  # make_corpus.py BUILD_DIR TARGET...: only those targets' seeds
+TARGETS = {"vbseg", "nifti", "npy", "onnx", "card", "dataset", "checkpoint", "pytorch", "safetensors", "twin"}
+if WANT - TARGETS:
+    sys.exit("make_corpus.py: unknown target %s (targets: %s)" % (", ".join(sorted(WANT - TARGETS)), " ".join(sorted(TARGETS))))
+if not B and WANT & {"vbseg", "checkpoint", "twin"}:
+    sys.exit("make_corpus.py: the vbseg, checkpoint and twin seeds need BUILD_DIR")
 for t, make in (("onnx", onnx_seeds), ("nifti", nifti_seeds), ("npy", npy_seeds), ("card", card_seeds),
                 ("dataset", dataset_seeds), ("pytorch", pytorch_seeds), ("safetensors", safetensors_seeds)):
     if not WANT or t in WANT:
